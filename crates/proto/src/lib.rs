@@ -1,0 +1,34 @@
+//! The `experiments.v1` protobuf contract for Rust: generated messages,
+//! tonic clients and servers, the descriptor set for reflection, and the
+//! edge between the wire and the domain.
+//!
+//! # Layout
+//!
+//! - [`v1`]: prost messages and tonic services generated from
+//!   `proto/experiments/v1/*.proto` by `build.rs` (protox, no `protoc`).
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, imports included,
+//!   for `grpc.reflection`.
+//! - [`convert`]: proto <-> domain conversions; input conversions report
+//!   bad fields as [`exp_core::FieldViolation`]s.
+//! - [`status`]: the one mapping from [`exp_core::Error`] to
+//!   [`tonic::Status`], with `google.rpc.BadRequest` details.
+
+pub mod convert;
+pub mod status;
+
+/// Generated code of package `experiments.v1`.
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic
+)]
+pub mod v1 {
+    tonic::include_proto!("experiments.v1");
+}
+
+/// The encoded `FileDescriptorSet` of `experiments.v1` and its imports.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/experiments_v1_descriptor.bin"));
+
+pub use status::to_status;
