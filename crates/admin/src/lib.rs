@@ -1,0 +1,24 @@
+//! Experiment management: the `AdminService` RPCs over the config store,
+//! bearer-token roles, and the scheduler that starts and completes
+//! experiments on time.
+//!
+//! # Layout
+//!
+//! - [`admin`]: [`Admin`], the use cases (create, update, lifecycle,
+//!   rollback, overrides, listing) on domain types; each write runs the
+//!   `exp_core` rules inside one store write.
+//! - [`auth`]: the tokens file, roles (viewer reads, editor changes) and
+//!   the check of `authorization: Bearer` metadata.
+//! - [`grpc`]: [`AdminGrpc`], the tonic service: authorises, converts at
+//!   the edge, runs the use case, maps errors in one place.
+//! - [`scheduler`]: moves SCHEDULED experiments to RUNNING at their start
+//!   time and RUNNING or PAUSED ones to COMPLETED at their end time.
+
+pub mod admin;
+pub mod auth;
+pub mod grpc;
+pub mod scheduler;
+
+pub use admin::Admin;
+pub use auth::{Authenticator, Principal, Role};
+pub use grpc::AdminGrpc;
