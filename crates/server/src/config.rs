@@ -1,0 +1,192 @@
+//! Command-line flags and their `EXPD_` environment variables.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// The services `expd` can run; `--services` picks any subset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceKind {
+    /// AdminService and ConfigService, on the config store.
+    Admin,
+    /// AssignmentService and the HTTP assignment gateway.
+    Assign,
+    /// EventService.
+    Ingest,
+    /// ResultsService.
+    Results,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Flags of `expd`. Defaults run everything on loopback with data in
+/// `./data`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "expd",
+    version,
+    about = "Experimentation service for recommendation teams"
+)]
+pub struct Config {
+    /// Address of the gRPC server (every service, reflection, health).
+    #[arg(long, env = "EXPD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Address of the HTTP server (health; the JSON assignment gateway).
+    #[arg(long, env = "EXPD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Directory of the sled store and other data.
+    #[arg(long, env = "EXPD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// JSON file of bearer tokens with roles (viewer, editor). Without it
+    /// admin calls are unauthenticated and expd binds only to loopback.
+    #[arg(long, env = "EXPD_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Services to run, comma-separated.
+    #[arg(
+        long,
+        env = "EXPD_SERVICES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "admin,assign,ingest,results"
+    )]
+    pub services: Vec<ServiceKind>,
+
+    /// Log format.
+    #[arg(long, env = "EXPD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// JSON parameter schema replacing the built-in one.
+    #[arg(long, env = "EXPD_PARAM_SCHEMA")]
+    pub param_schema: Option<PathBuf>,
+
+    /// OTLP/gRPC collector for traces and metrics, e.g.
+    /// http://127.0.0.1:4317. Unset: no export.
+    #[arg(long, env = "EXPD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Longest a unary RPC may take before it is cancelled, e.g. `10s`.
+    #[arg(long, env = "EXPD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub request_timeout: Duration,
+
+    /// RPCs in flight at once; beyond it calls get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "EXPD_MAX_CONCURRENT_REQUESTS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent_requests: u32,
+
+    /// How long a graceful shutdown waits for in-flight calls, e.g. `10s`.
+    #[arg(long, env = "EXPD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_positive_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How often scheduled starts and ends are applied, e.g. `1s`.
+    #[arg(long, env = "EXPD_SCHEDULER_TICK", default_value = "1s", value_parser = parse_positive_duration)]
+    pub scheduler_tick: Duration,
+
+    /// Allow binding to a non-loopback address without --tokens-file
+    /// (anyone who can reach the port may change experiments).
+    #[arg(long, env = "EXPD_ALLOW_INSECURE_REMOTE")]
+    pub allow_insecure_remote: bool,
+}
+
+impl Config {
+    /// Whether `kind` is among `--services`.
+    pub fn runs(&self, kind: ServiceKind) -> bool {
+        self.services.contains(&kind)
+    }
+
+    /// Checks what flags alone cannot: the loopback rule.
+    pub fn check(&self) -> Result<(), String> {
+        if self.services.is_empty() {
+            return Err("--services: name at least one of admin, assign, ingest, results".into());
+        }
+        if self.tokens_file.is_none() && !self.allow_insecure_remote {
+            for (flag, addr) in [
+                ("--grpc-addr", self.grpc_addr),
+                ("--http-addr", self.http_addr),
+            ] {
+                if !addr.ip().is_loopback() {
+                    return Err(format!(
+                        "{flag} {addr}: without --tokens-file expd binds only to loopback \
+                         (127.0.0.1 or ::1); configure tokens, or pass --allow-insecure-remote \
+                         to accept unauthenticated changes from the network"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|err| format!("{text:?}: {err} (e.g. 500ms, 10s, 1m)"))?;
+    if duration.is_zero() {
+        return Err(format!("{text:?}: must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("expd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_serve_everything_on_loopback_from_data() {
+        let config = parse(&[]).expect("defaults parse");
+        assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.services.len(), 4);
+        assert!(config.check().is_ok());
+    }
+
+    #[test]
+    fn non_loopback_without_tokens_is_refused_unless_allowed() {
+        let config = parse(&["--grpc-addr", "0.0.0.0:50051"]).expect("parses");
+        let refusal = config.check().expect_err("refused");
+        assert!(refusal.contains("--grpc-addr 0.0.0.0:50051"), "{refusal}");
+        let allowed =
+            parse(&["--grpc-addr", "0.0.0.0:50051", "--allow-insecure-remote"]).expect("parses");
+        assert!(allowed.check().is_ok());
+        let with_tokens = parse(&[
+            "--http-addr",
+            "0.0.0.0:8080",
+            "--tokens-file",
+            "tokens.json",
+        ])
+        .expect("parses");
+        assert!(with_tokens.check().is_ok());
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag_and_the_reason() {
+        let err = parse(&["--request-timeout", "0s"])
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("--request-timeout") && err.contains("longer than zero"),
+            "{err}"
+        );
+        let err = parse(&["--services", "admin,billing"])
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("billing"), "{err}");
+        let err = parse(&["--max-concurrent-requests", "0"])
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("--max-concurrent-requests"), "{err}");
+    }
+}

@@ -1,0 +1,27 @@
+//! `expd`: every service of the experiment platform in one process, or any
+//! subset of them (`--services`), on an embedded sled store.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags, each with an `EXPD_` environment variable, checked
+//!   at startup (the loopback rule for servers without tokens included).
+//! - [`server`]: [`serve`], which wires the stores and services onto bound
+//!   listeners and runs until a shutdown future resolves; tests call it
+//!   with `127.0.0.1:0` listeners.
+//! - [`layers`]: tower layers of the gRPC server (RPC metrics); the
+//!   timeout, load shedding and concurrency limit come from tonic and tower.
+//! - [`http`]: the HTTP port: liveness and readiness.
+//! - [`pending`]: services of the contract whose behaviour a later release
+//!   brings; they answer `UNIMPLEMENTED`.
+//! - [`telemetry`]: `tracing` output and optional OTLP export of traces and
+//!   metrics.
+
+pub mod config;
+pub mod http;
+pub mod layers;
+pub mod pending;
+pub mod server;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::{ServeError, serve};

@@ -1,0 +1,215 @@
+//! Wiring: the store, the use cases and every enabled service on a gRPC
+//! and an HTTP listener, with reflection, health, tower layers and a
+//! bounded graceful shutdown.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use exp_admin::{Admin, AdminGrpc, Authenticator, scheduler};
+use exp_core::{ParamSchema, SystemClock};
+use exp_proto::v1::{
+    admin_service_server::AdminServiceServer, assignment_service_server::AssignmentServiceServer,
+    config_service_server::ConfigServiceServer, event_service_server::EventServiceServer,
+    results_service_server::ResultsServiceServer,
+};
+use exp_store::Store;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
+use tracing::{info, warn};
+
+use crate::{Config, config::ServiceKind, layers::RpcMetricsLayer, pending};
+
+/// Why `expd` could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A flag or a file it names is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The store could not be opened.
+    #[error("{0}")]
+    Store(#[from] exp_core::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// How often HTTP/2 pings probe idle connections, so half-open ones are
+/// reaped.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `config`'s services on `grpc` and `http` until `shutdown`
+/// resolves, then drains: health turns NOT_SERVING, new calls are
+/// refused, in-flight calls get up to `--shutdown-grace` to finish.
+pub async fn serve(
+    config: Config,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    config.check().map_err(ServeError::Config)?;
+    let grpc_local = grpc.local_addr()?;
+    let http_local = http.local_addr()?;
+    let schema = match &config.param_schema {
+        None => ParamSchema::builtin(),
+        Some(path) => load_schema(path)?,
+    };
+    let auth = match &config.tokens_file {
+        None => Authenticator::open(),
+        Some(path) => Authenticator::from_file(path).map_err(ServeError::Config)?,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(|err| {
+        ServeError::Config(format!("--data-dir {}: {err}", config.data_dir.display()))
+    })?;
+    let store = Arc::new(Store::open(config.data_dir.join("config"))?);
+    let admin = Admin::new(store.clone(), Arc::new(schema), Arc::new(SystemClock));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(exp_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|err| ServeError::Config(format!("reflection: {err}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(exp_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|err| ServeError::Config(format!("reflection: {err}")))?;
+
+    let runs_admin = config.runs(ServiceKind::Admin);
+    let admin_service = runs_admin.then(|| AdminGrpc::new(admin.clone(), auth).into_server());
+    let config_service = runs_admin.then(pending::config);
+    let assignment_service = config.runs(ServiceKind::Assign).then(pending::assignment);
+    let event_service = config.runs(ServiceKind::Ingest).then(pending::events);
+    let results_service = config.runs(ServiceKind::Results).then(pending::results);
+
+    let served: Vec<&'static str> = [
+        runs_admin.then_some(<AdminServiceServer<AdminGrpc> as NamedService>::NAME),
+        runs_admin.then_some(<ConfigServiceServer<pending::PendingConfig> as NamedService>::NAME),
+        assignment_service
+            .is_some()
+            .then_some(<AssignmentServiceServer<pending::PendingAssignment> as NamedService>::NAME),
+        event_service
+            .is_some()
+            .then_some(<EventServiceServer<pending::PendingEvents> as NamedService>::NAME),
+        results_service
+            .is_some()
+            .then_some(<ResultsServiceServer<pending::PendingResults> as NamedService>::NAME),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for name in served.iter().copied().chain([""]) {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+
+    let layers = ServiceBuilder::new()
+        .layer(RpcMetricsLayer::new())
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(
+            config.max_concurrent_requests as usize,
+        ));
+    let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grpc_server = tonic::transport::Server::builder()
+        .timeout(config.request_timeout)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
+        .layer(layers)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_optional_service(admin_service)
+        .add_optional_service(config_service)
+        .add_optional_service(assignment_service)
+        .add_optional_service(event_service)
+        .add_optional_service(results_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async {
+            let _ = grpc_stop_rx.await;
+        });
+
+    let mut http_stop = shutdown_rx.clone();
+    let http_server = axum::serve(http, crate::http::router(shutdown_rx.clone()))
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        })
+        .into_future();
+
+    let scheduler_task = runs_admin.then(|| {
+        tokio::spawn(scheduler::run(
+            admin.clone(),
+            config.scheduler_tick,
+            shutdown_rx.clone(),
+        ))
+    });
+
+    info!(
+        grpc = %grpc_local,
+        http = %http_local,
+        services = ?served,
+        data_dir = %config.data_dir.display(),
+        tokens = config.tokens_file.is_some(),
+        config_version = store.config_version(),
+        "expd serving"
+    );
+
+    let grpc_task = tokio::spawn(grpc_server);
+    let http_task = tokio::spawn(http_server);
+    shutdown.await;
+
+    info!("shutting down: draining in-flight calls");
+    for name in served.iter().copied().chain([""]) {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+    let _ = shutdown_tx.send(true);
+    let _ = grpc_stop_tx.send(());
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        let grpc = grpc_task.await;
+        let http = http_task.await;
+        (grpc, http)
+    })
+    .await;
+    if let Some(task) = scheduler_task {
+        let _ = task.await;
+    }
+    match drained {
+        Ok((grpc, http)) => {
+            if let Ok(result) = grpc {
+                result?;
+            }
+            if let Ok(result) = http {
+                result?;
+            }
+            info!("shutdown complete");
+        }
+        Err(_) => {
+            warn!(grace = ?config.shutdown_grace, "calls still in flight after the grace period; closing")
+        }
+    }
+    Ok(())
+}
+
+fn load_schema(path: &std::path::Path) -> Result<ParamSchema, ServeError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| ServeError::Config(format!("--param-schema {}: {err}", path.display())))?;
+    ParamSchema::from_json(&text).map_err(|violations| {
+        let listed: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        ServeError::Config(format!(
+            "--param-schema {}: {}",
+            path.display(),
+            listed.join("; ")
+        ))
+    })
+}
