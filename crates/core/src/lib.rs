@@ -13,11 +13,13 @@
 //! - [`metrics`]: the metric catalogue experiments may name.
 //! - [`lifecycle`]: legal status transitions, the rules for what may change
 //!   in each status, updates with field masks, rollback, layer capacity.
+//! - [`examples`]: the seed's example experiment, for docs, demos, tests.
 //! - [`clock`]: injected time, so schedules are tested without sleeping.
 //! - [`error`]: the one domain error type.
 
 pub mod clock;
 pub mod error;
+pub mod examples;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;

@@ -1,0 +1,435 @@
+//! Every validation rule, each shown refusing with its field path, and the
+//! seed's example shown passing.
+
+use std::time::{Duration, SystemTime};
+
+use exp_core::{
+    AttributeOperator, AttributeRule, Experiment, FieldViolation, Guardrail, GuardrailAction,
+    ParamSchema, QaOverride, UnitType, examples::seed_experiment, validate,
+};
+use serde_json::json;
+
+fn violations(experiment: &Experiment) -> Vec<FieldViolation> {
+    validate::experiment(experiment, &ParamSchema::builtin())
+}
+
+fn fields(experiment: &Experiment) -> Vec<String> {
+    violations(experiment)
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+fn assert_refuses(experiment: &Experiment, field: &str) {
+    let found = violations(experiment);
+    assert!(
+        found.iter().any(|v| v.field == field),
+        "expected a violation of {field}, got {found:?}"
+    );
+}
+
+#[test]
+fn seed_example_with_its_params_is_valid_under_the_builtin_schema() {
+    assert_eq!(violations(&seed_experiment()), []);
+}
+
+#[test]
+fn id_must_be_a_lowercase_slug_of_3_to_64_characters() {
+    for bad in ["Bad Id", "ab", "1abc", "reco.ymal", &"a".repeat(65), ""] {
+        let mut e = seed_experiment();
+        e.id = bad.into();
+        assert_refuses(&e, "id");
+    }
+    for good in ["abc", "reco_ymal_v1", "reco-ymal-2"] {
+        let mut e = seed_experiment();
+        e.id = good.into();
+        assert_eq!(fields(&e), Vec::<String>::new(), "{good}");
+    }
+}
+
+#[test]
+fn name_hypothesis_and_owner_are_required() {
+    let mut e = seed_experiment();
+    e.name = " ".into();
+    e.hypothesis.clear();
+    e.owner.clear();
+    assert_eq!(fields(&e), ["name", "hypothesis", "owner"]);
+}
+
+#[test]
+fn long_texts_are_refused() {
+    let mut e = seed_experiment();
+    e.name = "n".repeat(201);
+    e.description = "d".repeat(5001);
+    assert_eq!(fields(&e), ["name", "description"]);
+}
+
+#[test]
+fn layer_is_empty_or_a_slug() {
+    let mut e = seed_experiment();
+    e.layer = "Not A Layer".into();
+    assert_refuses(&e, "layer");
+    e.layer.clear();
+    assert_eq!(fields(&e), Vec::<String>::new());
+    assert_eq!(e.effective_layer(), "reco_ymal_v1");
+}
+
+#[test]
+fn an_experiment_needs_at_least_two_variants() {
+    let mut e = seed_experiment();
+    e.variants.truncate(1);
+    e.variants[0].weight = 100;
+    assert_eq!(fields(&e), ["variants"]);
+}
+
+#[test]
+fn variant_names_are_unique_slugs() {
+    let mut e = seed_experiment();
+    e.variants[1].name = "control".into();
+    assert_eq!(fields(&e), ["variants[1].name"]);
+    let mut e = seed_experiment();
+    e.variants[1].name = "Treatment A".into();
+    assert_refuses(&e, "variants[1].name");
+}
+
+#[test]
+fn weights_are_percentages_summing_to_100() {
+    let mut e = seed_experiment();
+    e.variants[1].weight = 40;
+    let found = violations(&e);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].field, "variants");
+    assert!(
+        found[0].description.contains("sum to 90"),
+        "{}",
+        found[0].description
+    );
+
+    let mut e = seed_experiment();
+    e.variants[0].weight = 150;
+    assert_refuses(&e, "variants[0].weight");
+}
+
+#[test]
+fn control_variant_must_name_a_variant() {
+    let mut e = seed_experiment();
+    e.control_variant = "baseline".into();
+    assert_eq!(fields(&e), ["control_variant"]);
+    e.control_variant.clear();
+    assert_eq!(fields(&e), ["control_variant"]);
+}
+
+#[test]
+fn traffic_percent_is_between_0_and_100() {
+    let mut e = seed_experiment();
+    e.traffic_percent = 101;
+    assert_eq!(fields(&e), ["traffic_percent"]);
+    e.traffic_percent = 0;
+    assert_eq!(fields(&e), Vec::<String>::new());
+    e.traffic_percent = 100;
+    assert_eq!(fields(&e), Vec::<String>::new());
+}
+
+#[test]
+fn end_time_must_be_after_start_time() {
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut e = seed_experiment();
+    e.schedule.start_time = Some(start);
+    e.schedule.end_time = Some(start);
+    assert_eq!(fields(&e), ["schedule.end_time"]);
+    e.schedule.end_time = Some(start + Duration::from_secs(1));
+    assert_eq!(fields(&e), Vec::<String>::new());
+}
+
+#[test]
+fn eligibility_lists_are_checked_item_by_item() {
+    let mut e = seed_experiment();
+    e.eligibility.placements = vec!["pdp".into(), "Home Page".into()];
+    e.eligibility.page_types = vec!["".into()];
+    e.eligibility.countries = vec!["US".into(), "usa".into()];
+    e.eligibility.devices = vec!["mobile".into(), "MOBILE".into()];
+    assert_eq!(
+        fields(&e),
+        [
+            "eligibility.placements[1]",
+            "eligibility.page_types[0]",
+            "eligibility.devices[1]",
+            "eligibility.countries[1]"
+        ]
+    );
+}
+
+fn rule(operator: Option<AttributeOperator>, values: &[&str]) -> AttributeRule {
+    AttributeRule {
+        attribute: "app_version".into(),
+        operator,
+        values: values.iter().map(|v| v.to_string()).collect(),
+    }
+}
+
+#[test]
+fn attribute_rules_check_operator_operand_count_and_operand_syntax() {
+    use AttributeOperator::*;
+    let cases: &[(AttributeRule, Option<&str>)] = &[
+        (
+            rule(None, &["x"]),
+            Some("eligibility.attribute_rules[0].operator"),
+        ),
+        (
+            rule(Some(In), &[]),
+            Some("eligibility.attribute_rules[0].values"),
+        ),
+        (rule(Some(In), &["a", "b"]), None),
+        (rule(Some(NotIn), &["a"]), None),
+        (
+            rule(Some(Equals), &["a", "b"]),
+            Some("eligibility.attribute_rules[0].values"),
+        ),
+        (rule(Some(NotEquals), &["a"]), None),
+        (
+            rule(Some(GreaterThan), &["abc"]),
+            Some("eligibility.attribute_rules[0].values[0]"),
+        ),
+        (rule(Some(LessThanOrEqual), &["2.5"]), None),
+        (
+            rule(Some(GreaterThanOrEqual), &["NaN"]),
+            Some("eligibility.attribute_rules[0].values[0]"),
+        ),
+        (
+            rule(Some(SemverGreaterThanOrEqual), &["5.2"]),
+            Some("eligibility.attribute_rules[0].values[0]"),
+        ),
+        (rule(Some(SemverLessThan), &["5.2.0"]), None),
+        (
+            rule(Some(RegexMatch), &["(unclosed"]),
+            Some("eligibility.attribute_rules[0].values[0]"),
+        ),
+        (rule(Some(RegexMatch), &["^premium_(gold|silver)$"]), None),
+    ];
+    for (rule, expected) in cases {
+        let mut e = seed_experiment();
+        e.eligibility.attribute_rules = vec![rule.clone()];
+        let found = fields(&e);
+        match expected {
+            Some(field) => assert_eq!(found, [*field], "{rule:?}"),
+            None => assert!(found.is_empty(), "{rule:?}: {found:?}"),
+        }
+    }
+    let mut e = seed_experiment();
+    e.eligibility.attribute_rules = vec![rule(Some(RegexMatch), &[&"a".repeat(513)])];
+    assert_eq!(fields(&e), ["eligibility.attribute_rules[0].values[0]"]);
+    e.eligibility.attribute_rules = vec![AttributeRule {
+        attribute: "has space".into(),
+        ..rule(Some(Equals), &["x"])
+    }];
+    assert_eq!(fields(&e), ["eligibility.attribute_rules[0].attribute"]);
+}
+
+#[test]
+fn metrics_must_come_from_the_catalogue_and_guardrails_need_threshold_and_action() {
+    let mut e = seed_experiment();
+    e.metrics.primary_metric = "happiness".into();
+    e.metrics.secondary_metrics = vec!["ctr".into(), "clicks_total".into()];
+    e.metrics.guardrails = vec![
+        Guardrail {
+            metric: "bounce_rate".into(),
+            threshold: 0.05,
+            action: Some(GuardrailAction::Stop),
+        },
+        Guardrail {
+            metric: "latency".into(),
+            threshold: -1.0,
+            action: None,
+        },
+    ];
+    assert_eq!(
+        fields(&e),
+        [
+            "metrics.primary_metric",
+            "metrics.secondary_metrics[1]",
+            "metrics.guardrails[1].metric",
+            "metrics.guardrails[1].threshold",
+            "metrics.guardrails[1].action"
+        ]
+    );
+    e.metrics.primary_metric.clear();
+    e.metrics.secondary_metrics.truncate(1);
+    e.metrics.guardrails.truncate(1);
+    assert_eq!(
+        fields(&e),
+        Vec::<String>::new(),
+        "empty primary means add_to_cart_rate"
+    );
+}
+
+#[test]
+fn params_are_checked_against_the_schema_with_their_path() {
+    let mut e = seed_experiment();
+    let params = &mut e.variants[1].params;
+    params.insert("rerank_weight_price".into(), json!(1.5));
+    params.insert("rerank_weight_style".into(), json!("high"));
+    params.insert("candidate_pool".into(), json!("everything"));
+    params.insert("diversity_max_per_brand".into(), json!(2.5));
+    params.insert("personalisation".into(), json!("user_based"));
+    params.insert("model_version".into(), json!("three"));
+    let found = violations(&e);
+    let paths: Vec<&str> = found.iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "variants[1].params.candidate_pool",
+            "variants[1].params.diversity_max_per_brand",
+            "variants[1].params.model_version",
+            "variants[1].params.personalisation",
+            "variants[1].params.rerank_weight_price",
+            "variants[1].params.rerank_weight_style",
+        ]
+    );
+    let described = |path: &str| {
+        &found
+            .iter()
+            .find(|v| v.field == path)
+            .expect("present")
+            .description
+    };
+    assert!(
+        described("variants[1].params.rerank_weight_price").contains("between 0 and 1, got 1.5")
+    );
+    assert!(described("variants[1].params.rerank_weight_style").contains("must be a number"));
+    assert!(described("variants[1].params.personalisation").contains("unknown parameter"));
+}
+
+#[test]
+fn every_builtin_knob_accepts_a_sensible_value() {
+    let mut e = seed_experiment();
+    e.variants[1].params = serde_json::from_value(json!({
+        "model_version": "v3.1-canary",
+        "rerank_weight_price": 0,
+        "rerank_weight_style": 1,
+        "rerank_weight_brand": 0.5,
+        "rerank_weight_popularity": 0.1,
+        "rerank_weight_recency": 0.2,
+        "rerank_weight_similarity": 0.3,
+        "candidate_pool": "cross_category",
+        "candidate_pool_size": 500,
+        "price_band": "loose",
+        "diversity_max_per_brand": 3,
+        "diversity_max_per_color": 4,
+        "personalization": "item_only"
+    }))
+    .expect("object");
+    assert_eq!(violations(&e), []);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let mut e = seed_experiment();
+    e.id = "Bad Id".into();
+    e.variants[1].weight = 40;
+    e.control_variant = "baseline".into();
+    e.traffic_percent = 150;
+    e.variants[1]
+        .params
+        .insert("rerank_weight_price".into(), json!(1.5));
+    assert_eq!(
+        fields(&e),
+        [
+            "id",
+            "variants[1].params.rerank_weight_price",
+            "variants",
+            "control_variant",
+            "traffic_percent"
+        ]
+    );
+}
+
+#[test]
+fn a_schema_file_replaces_the_builtin_schema() {
+    let schema = ParamSchema::from_json(
+        r#"{"params": {
+            "boost": {"type": "number", "min": 0, "max": 2},
+            "slate_size": {"type": "integer", "min": 1, "max": 40},
+            "enabled": {"type": "boolean"},
+            "mode": {"type": "enum", "values": ["a", "b"]},
+            "label": {"type": "string", "pattern": "[a-z]+"}
+        }}"#,
+    )
+    .expect("valid schema");
+    let mut e = seed_experiment();
+    e.variants[0].params = serde_json::from_value(
+        json!({"boost": 1.5, "slate_size": 12, "enabled": true, "mode": "b", "label": "abc"}),
+    )
+    .expect("object");
+    e.variants[1].params =
+        serde_json::from_value(json!({"model_version": "v3", "enabled": "yes", "label": "ABC"}))
+            .expect("object");
+    let found: Vec<String> = validate::experiment(&e, &schema)
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "variants[1].params.enabled",
+            "variants[1].params.label",
+            "variants[1].params.model_version"
+        ]
+    );
+}
+
+#[test]
+fn a_bad_schema_file_is_refused_with_paths() {
+    let problems = ParamSchema::from_json(
+        r#"{"params": {
+            "w": {"type": "number", "min": 2, "max": 1},
+            "p": {"type": "string", "pattern": "("},
+            "e": {"type": "enum", "values": []},
+            "Bad Key": {"type": "boolean"}
+        }}"#,
+    )
+    .expect_err("refused");
+    let paths: Vec<&str> = problems.iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "params.Bad Key",
+            "params.e.values",
+            "params.p.pattern",
+            "params.w.max"
+        ]
+    );
+    let unknown_type =
+        ParamSchema::from_json(r#"{"params": {"w": {"type": "float"}}}"#).expect_err("refused");
+    assert!(
+        unknown_type[0].description.contains("float"),
+        "{unknown_type:?}"
+    );
+}
+
+#[test]
+fn qa_overrides_need_a_real_variant_a_unit_id_and_a_future_expiry() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let experiment = seed_experiment();
+    let good = QaOverride {
+        experiment_id: experiment.id.clone(),
+        unit_type: UnitType::User,
+        unit_id: "qa-user-1".into(),
+        variant: "treatment".into(),
+        expire_time: Some(now + Duration::from_secs(60)),
+        reason: String::new(),
+        create_time: now,
+        created_by: "alice".into(),
+    };
+    assert_eq!(validate::qa_override(&good, &experiment, now), []);
+    let bad = QaOverride {
+        unit_id: String::new(),
+        variant: "nope".into(),
+        expire_time: Some(now),
+        ..good
+    };
+    let paths: Vec<String> = validate::qa_override(&bad, &experiment, now)
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(paths, ["unit_id", "variant", "expire_time"]);
+}
