@@ -287,10 +287,11 @@ impl Admin {
         })
     }
 
-    /// Creates or replaces a QA override.
-    pub fn set_override(&self, qa_override: QaOverride) -> Result<QaOverride, Error> {
+    /// Creates or replaces a QA override; its creation time is now.
+    pub fn set_override(&self, mut qa_override: QaOverride) -> Result<QaOverride, Error> {
         require_id("experiment_id", &qa_override.experiment_id)?;
         let now = self.clock.now();
+        qa_override.create_time = now;
         self.store.write(|txn| {
             let experiment = current(txn, &qa_override.experiment_id)?;
             if experiment.status == Status::Archived {

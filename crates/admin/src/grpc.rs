@@ -313,7 +313,8 @@ impl AdminService for AdminGrpc {
             .qa_override
             .ok_or_else(|| to_status(Error::invalid("qa_override", "is required")))?;
         let qa_override =
-            qa_override_from_proto(proto, std::time::SystemTime::now(), &principal.identity)
+            // The creation time is set by `Admin::set_override` from its clock.
+            qa_override_from_proto(proto, std::time::SystemTime::UNIX_EPOCH, &principal.identity)
                 .map_err(|violations| {
                     invalid(
                         violations
