@@ -16,7 +16,12 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
-use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
+use tower::{
+    ServiceBuilder,
+    layer::util::{Identity, Stack},
+    limit::GlobalConcurrencyLimitLayer,
+    load_shed::LoadShedLayer,
+};
 use tracing::{info, warn};
 
 use crate::{Config, config::ServiceKind, layers::RpcMetricsLayer, pending};
@@ -112,20 +117,8 @@ pub async fn serve(
             .await;
     }
 
-    let layers = ServiceBuilder::new()
-        .layer(RpcMetricsLayer::new())
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::new(
-            config.max_concurrent_requests as usize,
-        ));
     let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let grpc_server = tonic::transport::Server::builder()
-        .timeout(config.request_timeout)
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .tcp_keepalive(Some(Duration::from_secs(60)))
-        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
-        .layer(layers)
+    let grpc_server = grpc_server_builder(&config)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -199,6 +192,33 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// The layers every gRPC call passes: RPC metrics, then load shedding in
+/// front of a global concurrency limit, so a call beyond the limit is
+/// refused at once with RESOURCE_EXHAUSTED instead of queueing.
+pub type GrpcLayers =
+    Stack<GlobalConcurrencyLimitLayer, Stack<LoadShedLayer, Stack<RpcMetricsLayer, Identity>>>;
+
+/// The gRPC server builder with `config`'s timeout, keepalives, tracing
+/// span per call and [`GrpcLayers`]; services are added by the caller.
+pub fn grpc_server_builder(
+    config: &Config,
+) -> tonic::transport::Server<Stack<GrpcLayers, Identity>> {
+    let layers = ServiceBuilder::new()
+        .layer(RpcMetricsLayer::new())
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(
+            config.max_concurrent_requests as usize,
+        ))
+        .into_inner();
+    tonic::transport::Server::builder()
+        .timeout(config.request_timeout)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
+        .layer(layers)
 }
 
 fn load_schema(path: &std::path::Path) -> Result<ParamSchema, ServeError> {
