@@ -1,1 +1,148 @@
+//! Test support: a real `expd` serving on ephemeral loopback ports in this
+//! process, real tonic clients, and the seed's example experiment as a
+//! proto message.
+//!
+//! The tests in `tests/` use it; `grpcurl_e2e.sh` and
+//! `readme_walkthrough.sh` drive a separate `expd` process with grpcurl.
 
+use std::{net::SocketAddr, path::Path};
+
+use exp_proto::v1::{self, admin_service_client::AdminServiceClient};
+use expd::{Config, ServeError};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+/// An `expd` serving on `127.0.0.1:0` with a fresh data directory.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// The data directory, removed on drop.
+    pub data_dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl TestServer {
+    /// Starts `expd` with default flags.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts `expd` with extra flags, e.g. `["--tokens-file", path]`.
+    pub async fn start_with(extra_args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(data_dir, extra_args).await
+    }
+
+    /// Starts `expd` on an existing data directory.
+    pub async fn start_in(data_dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let grpc_addr = grpc.local_addr().expect("grpc addr");
+        let http_addr = http.local_addr().expect("http addr");
+        let data = data_dir.path().to_str().expect("utf-8 path").to_owned();
+        let args = [
+            "expd",
+            "--data-dir",
+            &data,
+            "--scheduler-tick",
+            "50ms",
+            "--shutdown-grace",
+            "2s",
+        ]
+        .into_iter()
+        .chain(extra_args.iter().copied());
+        let config = <Config as clap::Parser>::try_parse_from(args).expect("flags parse");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(expd::serve(config, grpc, http, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            grpc_addr,
+            http_addr,
+            data_dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A channel to the gRPC port.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// An `AdminService` client.
+    pub async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel().await)
+    }
+
+    /// Shuts the server down gracefully and returns its data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown().await;
+        let placeholder = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.data_dir, placeholder)
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Writes a tokens file with an editor (alice) and a viewer (bob) into
+/// `dir`; returns its path and the two tokens.
+pub fn write_tokens_file(dir: &Path) -> (String, &'static str, &'static str) {
+    let editor = "editor-token-7d9f2c41e8a64b0f";
+    let viewer = "viewer-token-3b1e9d7c5a2f4e60";
+    let path = dir.join("tokens.json");
+    std::fs::write(
+        &path,
+        serde_json::json!({"tokens": [
+            {"token": editor, "identity": "alice@example.com", "role": "editor"},
+            {"token": viewer, "identity": "bob@example.com", "role": "viewer"}
+        ]})
+        .to_string(),
+    )
+    .expect("write tokens");
+    (path.to_str().expect("utf-8").to_owned(), editor, viewer)
+}
+
+/// The seed's example `reco_ymal_v1` as a proto message.
+pub fn seed_experiment() -> v1::Experiment {
+    exp_proto::convert::experiment_to_proto(&exp_core_seed())
+}
+
+fn exp_core_seed() -> exp_core::Experiment {
+    exp_core::examples::seed_experiment()
+}
+
+/// Adds `authorization: Bearer token` to a request.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
