@@ -23,9 +23,6 @@ use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::Subscribe
 
 use crate::config::LogFormat;
 
-/// How often metrics are pushed to the collector.
-const METRICS_INTERVAL: Duration = Duration::from_secs(15);
-
 /// Keeps exporters alive; flushes them on drop.
 #[derive(Debug, Default)]
 pub struct TelemetryGuard {
@@ -90,11 +87,9 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<TelemetryG
                 .build();
             let meter_provider = SdkMeterProvider::builder()
                 .with_resource(resource)
-                .with_reader(
-                    PeriodicReader::builder(OnRuntime::new(metrics, runtime))
-                        .with_interval(METRICS_INTERVAL)
-                        .build(),
-                )
+                // The push interval is the SDK's: OTEL_METRIC_EXPORT_INTERVAL
+                // in milliseconds, 60 s by default.
+                .with_reader(PeriodicReader::builder(OnRuntime::new(metrics, runtime)).build())
                 .build();
             opentelemetry::global::set_meter_provider(meter_provider.clone());
             let tracer = tracer_provider.tracer("expd");
