@@ -357,6 +357,7 @@ async fn revisions_record_every_change_and_rollback_restores_an_old_one() {
             to_revision: 2,
             revision: 3,
             reason: "page load regressed".into(),
+            rerandomize: false,
         })
         .await
         .expect("rollback")

@@ -244,11 +244,13 @@ impl Admin {
     }
 
     /// Makes the configuration of revision `to_revision` current as a new
-    /// revision.
+    /// revision; `rerandomize` as in an update.
+    #[allow(clippy::too_many_arguments)]
     pub fn rollback(
         &self,
         id: &str,
         to_revision: u64,
+        rerandomize: bool,
         expected_revision: Option<u64>,
         author: &Principal,
         reason: &str,
@@ -273,7 +275,13 @@ impl Admin {
                     kind: "revision",
                     id: format!("{id}@{to_revision}"),
                 })?;
-            let next = lifecycle::rollback(&current, &target.experiment, &self.schema, change)?;
+            let next = lifecycle::rollback(
+                &current,
+                &target.experiment,
+                rerandomize,
+                &self.schema,
+                change,
+            )?;
             lifecycle::check_layer_capacity(&next, &txn.experiments()?)?;
             put(
                 txn,

@@ -295,9 +295,17 @@ impl AdminService for AdminGrpc {
         let r = request.into_inner();
         let admin = self.admin.clone();
         let expected = (r.revision != 0).then_some(r.revision);
-        let experiment =
-            blocking(move || admin.rollback(&r.id, r.to_revision, expected, &principal, &r.reason))
-                .await?;
+        let experiment = blocking(move || {
+            admin.rollback(
+                &r.id,
+                r.to_revision,
+                r.rerandomize,
+                expected,
+                &principal,
+                &r.reason,
+            )
+        })
+        .await?;
         Ok(Response::new(v1::RollbackExperimentResponse {
             experiment: Some(experiment_to_proto(&experiment)),
         }))

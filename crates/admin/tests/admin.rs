@@ -417,7 +417,7 @@ fn rollback_writes_the_old_configuration_as_a_new_revision() {
         .expect("ramp");
     let rolled = f
         .admin
-        .rollback(&created.id, 2, Some(3), &alice(), "too much")
+        .rollback(&created.id, 2, false, Some(3), &alice(), "too much")
         .expect("rollback");
     assert_eq!(
         (rolled.revision, rolled.traffic_percent, rolled.status),
@@ -434,7 +434,8 @@ fn rollback_writes_the_old_configuration_as_a_new_revision() {
     );
     for bad in [0, 4, 9] {
         assert!(matches!(
-            f.admin.rollback(&created.id, bad, None, &alice(), ""),
+            f.admin
+                .rollback(&created.id, bad, false, None, &alice(), ""),
             Err(Error::InvalidArgument(_))
         ));
     }

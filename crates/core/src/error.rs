@@ -73,7 +73,7 @@ pub enum Error {
     FailedPrecondition(String),
     /// The change was based on a revision that is no longer current.
     #[error(
-        "revision {based_on} is stale: the current revision is {current}; \
+        "the change is based on revision {based_on}, but the current revision is {current}; \
          read the experiment again and reapply the change"
     )]
     StaleRevision {
@@ -111,5 +111,5 @@ impl Error {
 
 fn describe_violations(violations: &[FieldViolation]) -> String {
     let listed: Vec<String> = violations.iter().map(ToString::to_string).collect();
-    format!("invalid argument: {}", listed.join("; "))
+    listed.join("; ")
 }

@@ -260,6 +260,15 @@ pub fn update(
     schema: &ParamSchema,
     change: Change<'_>,
 ) -> Result<Experiment, Error> {
+    if update.proposed.revision == 0 {
+        return Err(Error::invalid(
+            "revision",
+            format!(
+                "is required: the revision the edit is based on (the current one is {})",
+                current.revision
+            ),
+        ));
+    }
     if update.proposed.revision != current.revision {
         return Err(Error::StaleRevision {
             based_on: update.proposed.revision,
@@ -291,6 +300,7 @@ pub fn update(
 pub fn rollback(
     current: &Experiment,
     target: &Experiment,
+    rerandomize: bool,
     schema: &ParamSchema,
     change: Change<'_>,
 ) -> Result<Experiment, Error> {
@@ -301,7 +311,7 @@ pub fn rollback(
         Update {
             proposed: &proposed,
             mask: &[],
-            rerandomize: false,
+            rerandomize,
         },
         schema,
         change,

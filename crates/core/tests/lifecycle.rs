@@ -228,6 +228,20 @@ fn an_update_based_on_a_stale_revision_is_refused() {
 }
 
 #[test]
+fn an_update_without_a_base_revision_is_refused_as_invalid() {
+    let current = in_status(Status::Running);
+    let mut proposed = current.clone();
+    proposed.revision = 0;
+    match update(&current, &proposed, &[], false) {
+        Err(Error::InvalidArgument(violations)) => {
+            assert_eq!(violations[0].field, "revision");
+            assert!(violations[0].description.contains("current one is 2"));
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
+
+#[test]
 fn a_field_mask_takes_only_the_named_fields() {
     let current = created();
     let mut proposed = current.clone();
@@ -372,8 +386,8 @@ fn rollback_restores_an_old_configuration_and_keeps_the_status() {
         .params
         .insert("rerank_weight_style".into(), json!(0.9));
     let v2 = update(&v1, &proposed, &[], false).expect("update");
-    let v3 =
-        lifecycle::rollback(&v2, &v1, &ParamSchema::builtin(), change("undo")).expect("rollback");
+    let v3 = lifecycle::rollback(&v2, &v1, false, &ParamSchema::builtin(), change("undo"))
+        .expect("rollback");
     assert_eq!(v3.revision, v2.revision + 1);
     assert_eq!(v3.traffic_percent, 10);
     assert_eq!(v3.variants, v1.variants);
