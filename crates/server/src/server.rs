@@ -77,14 +77,18 @@ pub async fn serve(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
+    // google.rpc is registered so clients such as grpcurl decode the
+    // BadRequest details of INVALID_ARGUMENT answers.
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(exp_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|err| ServeError::Config(format!("reflection: {err}")))?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(exp_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|err| ServeError::Config(format!("reflection: {err}")))?;
 
