@@ -13,7 +13,6 @@ use exp_proto::v1::{
 };
 use exp_store::Store;
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tower::{
@@ -131,7 +130,7 @@ pub async fn serve(
         .add_optional_service(assignment_service)
         .add_optional_service(event_service)
         .add_optional_service(results_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async {
+        .serve_with_incoming_shutdown(incoming(grpc), async {
             let _ = grpc_stop_rx.await;
         });
 
@@ -223,6 +222,16 @@ pub fn grpc_server_builder(
         .tcp_keepalive(Some(Duration::from_secs(60)))
         .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
         .layer(layers)
+}
+
+/// Accepted connections of `listener`, with the socket options tonic
+/// applies only to listeners it binds itself: no Nagle delay (a small
+/// unary answer would otherwise wait ~40 ms for a delayed ACK) and TCP
+/// keepalive, so half-open peers are reaped.
+pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)))
 }
 
 fn load_schema(path: &std::path::Path) -> Result<ParamSchema, ServeError> {

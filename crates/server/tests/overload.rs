@@ -12,7 +12,6 @@ use exp_proto::v1::{
 };
 use expd::{Config, server::grpc_server_builder};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status, transport::Channel};
 
 /// A service that takes as long as the request's `alpha` says, in seconds.
@@ -36,7 +35,7 @@ async fn serve_slow(flags: &[&str]) -> ResultsServiceClient<Channel> {
     let addr = listener.local_addr().expect("addr");
     let server = grpc_server_builder(&config)
         .add_service(ResultsServiceServer::new(Slow))
-        .serve_with_incoming(TcpListenerStream::new(listener));
+        .serve_with_incoming(expd::server::incoming(listener));
     tokio::spawn(server);
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
