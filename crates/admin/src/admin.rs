@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use exp_core::{
     Clock, Error, Experiment, FieldViolation, ParamSchema, QaOverride, Revision, RevisionAction,
-    Status, UnitType,
+    Status, UnitType, allocation,
     lifecycle::{self, Change, Transition, Update},
     validate,
 };
@@ -139,8 +139,8 @@ impl Admin {
         let change = self.change(author, reason);
         self.store.write(|txn| {
             let current = current(txn, &update.proposed.id)?;
-            let next = lifecycle::update(&current, update, &self.schema, change)?;
-            lifecycle::check_layer_capacity(&next, &txn.experiments()?)?;
+            let mut next = lifecycle::update(&current, update, &self.schema, change)?;
+            place(&mut next, &current, &txn.experiments()?)?;
             put(txn, &next, RevisionAction::Update, author, reason, None);
             Ok(next)
         })
@@ -159,7 +159,7 @@ impl Admin {
             reason: "",
         };
         let outcome = lifecycle::update(&current, update, &self.schema, change)
-            .and_then(|next| lifecycle::check_layer_capacity(&next, &self.store.experiments()?));
+            .and_then(|mut next| place(&mut next, &current, &self.store.experiments()?));
         Ok(match outcome {
             Ok(()) => Vec::new(),
             Err(Error::InvalidArgument(violations)) => violations,
@@ -187,10 +187,8 @@ impl Admin {
         self.store.write(|txn| {
             let current = current(txn, id)?;
             check_expected(&current, expected_revision)?;
-            let next = lifecycle::transition(&current, transition, change)?;
-            if *transition == Transition::Start {
-                lifecycle::check_layer_capacity(&next, &txn.experiments()?)?;
-            }
+            let mut next = lifecycle::transition(&current, transition, change)?;
+            place(&mut next, &current, &txn.experiments()?)?;
             let action = match transition {
                 Transition::Start | Transition::Activate => RevisionAction::Start,
                 Transition::Pause => RevisionAction::Pause,
@@ -409,6 +407,14 @@ fn put(
         reason: reason.to_owned(),
         rolled_back_to,
     });
+}
+
+/// Fits `next` among the other experiments: its buckets in the layer (as
+/// far as possible the ones `current` held), and no parameter shared with
+/// a serving experiment of another layer on a common placement.
+fn place(next: &mut Experiment, current: &Experiment, all: &[Experiment]) -> Result<(), Error> {
+    allocation::allocate(next, Some(current), all)?;
+    lifecycle::check_param_conflicts(next, all)
 }
 
 fn current(txn: &WriteTxn<'_>, id: &str) -> Result<Experiment, Error> {

@@ -53,6 +53,7 @@ pub fn seed_experiment() -> Experiment {
         shipped_variant: None,
         status_reason: String::new(),
         randomization: None,
+        allocation: Vec::new(),
     }
 }
 

@@ -14,16 +14,26 @@
 //! - [`lifecycle`]: legal status transitions, the rules for what may change
 //!   in each status, updates with field masks, rollback, layer capacity.
 //! - [`examples`]: the seed's example experiment, for docs, demos, tests.
+//! - [`bucketing`]: SipHash bucketing of units, the same in every language.
+//! - [`allocation`]: which buckets of its layer an experiment holds, kept
+//!   across ramps so no unit changes arm.
+//! - [`serving`]: the serving config (what assignment needs), its deltas.
+//! - [`evaluate`]: the compiled snapshot and `evaluate()`, shared by the
+//!   server, sidecars and the client SDK.
 //! - [`clock`]: injected time, so schedules are tested without sleeping.
 //! - [`error`]: the one domain error type.
 
+pub mod allocation;
+pub mod bucketing;
 pub mod clock;
 pub mod error;
+pub mod evaluate;
 pub mod examples;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod params;
+pub mod serving;
 pub mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock};

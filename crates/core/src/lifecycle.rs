@@ -527,3 +527,49 @@ pub fn check_layer_capacity<'a>(
         ),
     ))
 }
+
+/// Refuses `candidate` when it serves and sets a parameter that a serving
+/// experiment of another layer also sets on a placement they share: a unit
+/// in both would get one of two values depending on merge order.
+/// Experiments of one layer never meet on a unit, so they may share keys.
+pub fn check_param_conflicts<'a>(
+    candidate: &Experiment,
+    others: impl IntoIterator<Item = &'a Experiment>,
+) -> Result<(), Error> {
+    let serves = |e: &Experiment| {
+        e.status.holds_traffic() || (e.status == Status::Stopped && e.shipped_variant.is_some())
+    };
+    if !serves(candidate) {
+        return Ok(());
+    }
+    let placements_meet = |a: &Experiment, b: &Experiment| {
+        let (a, b) = (&a.eligibility.placements, &b.eligibility.placements);
+        a.is_empty() || b.is_empty() || a.iter().any(|p| b.contains(p))
+    };
+    let mut violations = Vec::new();
+    for other in others {
+        if other.id == candidate.id
+            || !serves(other)
+            || other.effective_layer() == candidate.effective_layer()
+            || !placements_meet(candidate, other)
+        {
+            continue;
+        }
+        for (index, variant) in candidate.variants.iter().enumerate() {
+            for key in variant.params.keys() {
+                if other.variants.iter().any(|v| v.params.contains_key(key)) {
+                    violations.push(FieldViolation::new(
+                        format!("variants[{index}].params.{key}"),
+                        format!(
+                            "experiment {:?} (layer {:?}) also sets {key} on a placement this one runs on; \
+                             put both in one layer, or let only one set it",
+                            other.id,
+                            other.effective_layer()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Error::check(violations)
+}

@@ -58,6 +58,36 @@ pub struct Experiment {
     pub status_reason: String,
     /// Hash salts, fixed at start; `None` before.
     pub randomization: Option<Randomization>,
+    /// Allocation buckets this experiment holds in its layer, in the order
+    /// they were taken; empty unless it holds traffic.
+    #[serde(default)]
+    pub allocation: Vec<BucketRange>,
+}
+
+/// A half-open range `[start, end)` of allocation buckets in `0..BUCKETS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRange {
+    /// First bucket.
+    pub start: u32,
+    /// One past the last bucket.
+    pub end: u32,
+}
+
+impl BucketRange {
+    /// Number of buckets in the range.
+    pub fn len(self) -> u32 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Whether the range holds no bucket.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `bucket` is in the range.
+    pub fn contains(self, bucket: u32) -> bool {
+        (self.start..self.end).contains(&bucket)
+    }
 }
 
 impl Experiment {

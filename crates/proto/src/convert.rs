@@ -9,9 +9,9 @@
 use std::{collections::BTreeMap, time::SystemTime};
 
 use exp_core::{
-    AttributeOperator, AttributeRule, BucketingUnit, Eligibility, Experiment, FieldViolation,
-    Guardrail, GuardrailAction, LoggedIn, MetricsConfig, Params, QaOverride, Randomization,
-    Revision, RevisionAction, Schedule, Status, UnitType, Variant,
+    AttributeOperator, AttributeRule, BucketRange, BucketingUnit, Eligibility, Experiment,
+    FieldViolation, Guardrail, GuardrailAction, LoggedIn, MetricsConfig, Params, QaOverride,
+    Randomization, Revision, RevisionAction, Schedule, Status, UnitType, Variant,
 };
 use prost_types::{ListValue, Struct, Timestamp, value::Kind};
 use serde_json::{Map, Number, Value};
@@ -85,11 +85,60 @@ pub fn experiment_from_proto(proto: v1::Experiment) -> Result<Experiment, Vec<Fi
         shipped_variant: None,
         status_reason: String::new(),
         randomization: None,
+        allocation: Vec::new(),
     };
     if violations.is_empty() {
         Ok(experiment)
     } else {
         Err(violations)
+    }
+}
+
+pub(crate) fn variants_from_proto(
+    variants: Vec<v1::Variant>,
+    violations: &mut Vec<FieldViolation>,
+) -> Vec<Variant> {
+    variants
+        .into_iter()
+        .enumerate()
+        .map(|(index, variant)| Variant {
+            name: variant.name,
+            description: variant.description,
+            weight: variant.weight,
+            params: variant
+                .params
+                .map(|params| {
+                    struct_to_json(&params, &format!("variants[{index}].params"), violations)
+                })
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+pub(crate) fn bucketing_unit_from_proto(
+    value: i32,
+    violations: &mut Vec<FieldViolation>,
+) -> BucketingUnit {
+    match v1::BucketingUnit::try_from(value) {
+        Ok(v1::BucketingUnit::Unspecified | v1::BucketingUnit::UserOrSession) => {
+            BucketingUnit::UserOrSession
+        }
+        Ok(v1::BucketingUnit::User) => BucketingUnit::User,
+        Ok(v1::BucketingUnit::Session) => BucketingUnit::Session,
+        Err(_) => {
+            violations.push(unknown_enum("bucketing_unit", value));
+            BucketingUnit::UserOrSession
+        }
+    }
+}
+
+pub(crate) fn schedule_from_proto(
+    schedule: v1::Schedule,
+    violations: &mut Vec<FieldViolation>,
+) -> Schedule {
+    Schedule {
+        start_time: optional_time(schedule.start_time, "schedule.start_time", violations),
+        end_time: optional_time(schedule.end_time, "schedule.end_time", violations),
     }
 }
 
@@ -120,6 +169,19 @@ pub fn experiment_to_proto(experiment: &Experiment) -> v1::Experiment {
             .randomization
             .as_ref()
             .map(randomization_to_proto),
+        allocation: experiment
+            .allocation
+            .iter()
+            .map(bucket_range_to_proto)
+            .collect(),
+    }
+}
+
+/// The wire form of a bucket range.
+pub fn bucket_range_to_proto(range: &BucketRange) -> v1::BucketRange {
+    v1::BucketRange {
+        start: range.start,
+        end: range.end,
     }
 }
 
@@ -224,13 +286,13 @@ fn revision_action_to_proto(action: RevisionAction) -> v1::RevisionAction {
     }
 }
 
-fn unknown_enum(field: &str, value: i32) -> FieldViolation {
+pub(crate) fn unknown_enum(field: &str, value: i32) -> FieldViolation {
     FieldViolation::new(field, format!("unknown enum value {value}"))
 }
 
 // === eligibility ===
 
-fn eligibility_from_proto(
+pub(crate) fn eligibility_from_proto(
     proto: v1::Eligibility,
     violations: &mut Vec<FieldViolation>,
 ) -> Eligibility {
@@ -460,7 +522,7 @@ pub fn violation_to_proto(violation: &FieldViolation) -> v1::FieldViolation {
 
 // === values ===
 
-fn optional_time(
+pub(crate) fn optional_time(
     timestamp: Option<Timestamp>,
     field: &str,
     violations: &mut Vec<FieldViolation>,

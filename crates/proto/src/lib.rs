@@ -10,10 +10,13 @@
 //!   for `grpc.reflection`.
 //! - [`convert`]: proto <-> domain conversions; input conversions report
 //!   bad fields as [`exp_core::FieldViolation`]s.
+//! - [`serving`]: conversions of the serving config and of assignment
+//!   answers.
 //! - [`status`]: the one mapping from [`exp_core::Error`] to
 //!   [`tonic::Status`], with `google.rpc.BadRequest` details.
 
 pub mod convert;
+pub mod serving;
 pub mod status;
 
 /// Generated code of package `experiments.v1`.

@@ -1,0 +1,548 @@
+//! Assignment: a [`CompiledSnapshot`] of a serving config answers, for a
+//! user or session on a placement, which variant of which experiment and
+//! which parameters. The server, sidecars and the client SDK all evaluate
+//! with this code, so a unit gets the same answer wherever it asks.
+//!
+//! The snapshot is immutable; evaluation takes no lock, does no I/O, and
+//! looks only at the experiments that can apply on the request's
+//! placement (indexed at compile time), so its cost grows with the
+//! experiments of that placement, not with all experiments.
+//!
+//! For each candidate experiment, in (layer, id) order:
+//!
+//! 1. the request must be eligible (placement, page type, country, device,
+//!    logged-in status, attribute rules);
+//! 2. an unexpired QA override of the user (or session) wins, in any
+//!    status the experiment serves in;
+//! 3. a stopped experiment that shipped a variant gives it to everyone;
+//! 4. a running (or scheduled and started by the clock) experiment inside
+//!    its schedule buckets the unit: allocation hash in its buckets of the
+//!    layer, then the variant hash picks the arm by weight.
+
+use std::{collections::HashMap, sync::Arc, time::SystemTime};
+
+use regex::Regex;
+
+use crate::{
+    Error, allocation,
+    bucketing::bucket,
+    model::{
+        AttributeOperator, BUCKETS, BucketRange, BucketingUnit, LoggedIn, Params, Status, UnitType,
+    },
+    serving::{ServingConfig, ServingExperiment},
+    validate::MAX_UNIT_ID_LEN,
+};
+
+/// Most attributes a request may carry.
+pub const MAX_ATTRIBUTES: usize = 64;
+
+/// Where and for whom a recommendation is made.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestContext {
+    /// Page type, e.g. `product_detail`.
+    pub page_type: String,
+    /// Placement, e.g. `you_may_also_like`.
+    pub placement: String,
+    /// ISO country code, e.g. `US`.
+    pub country: String,
+    /// Device class, e.g. `mobile`.
+    pub device: String,
+    /// Free-form attributes for attribute rules.
+    pub attributes: HashMap<String, String>,
+}
+
+/// Why a unit got its variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssignmentReason {
+    /// By hashing: a real exposure.
+    Bucketed,
+    /// By a QA override.
+    Override,
+    /// The experiment stopped and shipped this variant.
+    Shipped,
+}
+
+/// One experiment's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    /// Experiment id.
+    pub experiment_id: Arc<str>,
+    /// Its layer.
+    pub layer: Arc<str>,
+    /// The variant.
+    pub variant: Arc<str>,
+    /// The variant's params.
+    pub params: Arc<Params>,
+    /// Experiment revision evaluated.
+    pub revision: u64,
+    /// Why.
+    pub reason: AssignmentReason,
+    /// Which id decided it.
+    pub unit_type: UnitType,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Config version evaluated.
+    pub config_version: u64,
+    /// The request's unit: user when it has a user id, else session.
+    pub unit_type: UnitType,
+    /// Every assignment, in (layer, id) order.
+    pub assignments: Vec<Assignment>,
+}
+
+impl Evaluation {
+    /// The parameters to use: the params of every assignment, merged in
+    /// order (running experiments of different layers never set the same
+    /// key on one placement: validation refuses it).
+    pub fn params(&self) -> Params {
+        let mut merged = Params::new();
+        for assignment in &self.assignments {
+            for (key, value) in assignment.params.iter() {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+        merged
+    }
+
+    /// The first assignment, if any: the seed's `experiment_id` and
+    /// `variant`.
+    pub fn primary(&self) -> Option<&Assignment> {
+        self.assignments.first()
+    }
+}
+
+/// A serving config compiled for evaluation. Immutable: swap a new one in
+/// when the config changes.
+#[derive(Debug, Default)]
+pub struct CompiledSnapshot {
+    version: u64,
+    experiments: Vec<CompiledExperiment>,
+    by_placement: HashMap<String, Vec<usize>>,
+    everywhere: Vec<usize>,
+    overrides: HashMap<String, Vec<OverrideEntry>>,
+}
+
+#[derive(Debug)]
+struct CompiledExperiment {
+    id: Arc<str>,
+    layer: Arc<str>,
+    revision: u64,
+    status: Status,
+    bucketing_unit: BucketingUnit,
+    variants: Vec<CompiledVariant>,
+    eligibility: CompiledEligibility,
+    start: Option<SystemTime>,
+    end: Option<SystemTime>,
+    salts: Option<(String, String)>,
+    allocation: Vec<BucketRange>,
+    shipped: Option<usize>,
+}
+
+#[derive(Debug)]
+struct CompiledVariant {
+    name: Arc<str>,
+    upper_bucket: u32,
+    params: Arc<Params>,
+}
+
+#[derive(Debug)]
+struct CompiledEligibility {
+    placements: Vec<String>,
+    page_types: Vec<String>,
+    countries: Vec<String>,
+    devices: Vec<String>,
+    logged_in: LoggedIn,
+    rules: Vec<(String, Condition)>,
+}
+
+#[derive(Debug)]
+enum Condition {
+    In(Vec<String>),
+    NotIn(Vec<String>),
+    Number(AttributeOperator, f64),
+    Semver(AttributeOperator, semver::Version),
+    Regex(Regex),
+    Never,
+}
+
+#[derive(Debug)]
+struct OverrideEntry {
+    experiment: usize,
+    unit_type: UnitType,
+    variant: usize,
+    expire_time: Option<SystemTime>,
+}
+
+// === impl CompiledSnapshot ===
+
+impl CompiledSnapshot {
+    /// Compiles `config`. Experiments are ordered by (layer, id), so the
+    /// answer's order does not depend on the config's.
+    pub fn compile(config: &ServingConfig) -> Self {
+        let mut serving: Vec<&ServingExperiment> = config.experiments.iter().collect();
+        serving.sort_by(|a, b| (&a.layer, &a.id).cmp(&(&b.layer, &b.id)));
+        let experiments: Vec<CompiledExperiment> = serving
+            .into_iter()
+            .map(CompiledExperiment::compile)
+            .collect();
+
+        let mut everywhere = Vec::new();
+        let mut by_placement: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, experiment) in experiments.iter().enumerate() {
+            if experiment.eligibility.placements.is_empty() {
+                everywhere.push(index);
+            }
+            for placement in &experiment.eligibility.placements {
+                let list = by_placement.entry(placement.clone()).or_default();
+                if list.last() != Some(&index) {
+                    list.push(index);
+                }
+            }
+        }
+        for list in by_placement.values_mut() {
+            list.extend(everywhere.iter().copied());
+            list.sort_unstable();
+            list.dedup();
+        }
+
+        let mut overrides: HashMap<String, Vec<OverrideEntry>> = HashMap::new();
+        for qa in &config.overrides {
+            let Some(experiment) = experiments.iter().position(|e| *e.id == *qa.experiment_id)
+            else {
+                continue;
+            };
+            let Some(variant) = experiments[experiment]
+                .variants
+                .iter()
+                .position(|v| *v.name == *qa.variant)
+            else {
+                continue;
+            };
+            overrides
+                .entry(qa.unit_id.clone())
+                .or_default()
+                .push(OverrideEntry {
+                    experiment,
+                    unit_type: qa.unit_type,
+                    variant,
+                    expire_time: qa.expire_time,
+                });
+        }
+        Self {
+            version: config.version,
+            experiments,
+            by_placement,
+            everywhere,
+            overrides,
+        }
+    }
+
+    /// The config version compiled.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Number of experiments compiled.
+    pub fn len(&self) -> usize {
+        self.experiments.len()
+    }
+
+    /// Whether no experiment is compiled.
+    pub fn is_empty(&self) -> bool {
+        self.experiments.is_empty()
+    }
+
+    /// Assigns the unit of a request at `now`. `INVALID_ARGUMENT` when both
+    /// ids are empty or an input is too long.
+    pub fn evaluate(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        context: &RequestContext,
+        now: SystemTime,
+    ) -> Result<Evaluation, Error> {
+        check_request(user_id, session_id, context)?;
+        let unit_type = if user_id.is_empty() {
+            UnitType::Session
+        } else {
+            UnitType::User
+        };
+        let candidates = self
+            .by_placement
+            .get(context.placement.as_str())
+            .unwrap_or(&self.everywhere);
+        let user_overrides = (!user_id.is_empty())
+            .then(|| self.overrides.get(user_id))
+            .flatten();
+        let session_overrides = (!session_id.is_empty())
+            .then(|| self.overrides.get(session_id))
+            .flatten();
+        let mut assignments = Vec::new();
+        for &index in candidates {
+            let experiment = &self.experiments[index];
+            if !experiment.eligibility.admits(!user_id.is_empty(), context) {
+                continue;
+            }
+            let forced = [
+                (user_overrides, UnitType::User),
+                (session_overrides, UnitType::Session),
+            ]
+            .into_iter()
+            .find_map(|(entries, unit)| {
+                entries?.iter().find(|entry| {
+                    entry.experiment == index
+                        && entry.unit_type == unit
+                        && entry.expire_time.is_none_or(|expiry| expiry > now)
+                })
+            });
+            if let Some(entry) = forced {
+                assignments.push(experiment.assignment(
+                    entry.variant,
+                    AssignmentReason::Override,
+                    entry.unit_type,
+                ));
+                continue;
+            }
+            match experiment.status {
+                Status::Stopped => {
+                    if let Some(shipped) = experiment.shipped {
+                        assignments.push(experiment.assignment(
+                            shipped,
+                            AssignmentReason::Shipped,
+                            unit_type,
+                        ));
+                    }
+                }
+                Status::Running | Status::Scheduled if experiment.in_schedule(now) => {
+                    if let Some((variant, unit)) = experiment.bucket(user_id, session_id) {
+                        assignments.push(experiment.assignment(
+                            variant,
+                            AssignmentReason::Bucketed,
+                            unit,
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Evaluation {
+            config_version: self.version,
+            unit_type,
+            assignments,
+        })
+    }
+}
+
+/// Refuses a request without any id, or with inputs beyond the limits.
+pub fn check_request(
+    user_id: &str,
+    session_id: &str,
+    context: &RequestContext,
+) -> Result<(), Error> {
+    let mut violations = Vec::new();
+    if user_id.is_empty() && session_id.is_empty() {
+        violations.push(crate::FieldViolation::new(
+            "user_id",
+            "a request needs a user_id or a session_id",
+        ));
+    }
+    for (field, value) in [("user_id", user_id), ("session_id", session_id)] {
+        if value.len() > MAX_UNIT_ID_LEN {
+            violations.push(crate::FieldViolation::new(
+                field,
+                format!("must be at most {MAX_UNIT_ID_LEN} bytes"),
+            ));
+        }
+    }
+    if context.attributes.len() > MAX_ATTRIBUTES {
+        violations.push(crate::FieldViolation::new(
+            "context.attributes",
+            format!(
+                "at most {MAX_ATTRIBUTES} attributes, got {}",
+                context.attributes.len()
+            ),
+        ));
+    }
+    Error::check(violations)
+}
+
+// === impl CompiledExperiment ===
+
+impl CompiledExperiment {
+    fn compile(serving: &ServingExperiment) -> Self {
+        let mut upper = 0;
+        let variants = serving
+            .variants
+            .iter()
+            .map(|variant| {
+                upper += variant.weight * (BUCKETS / 100);
+                CompiledVariant {
+                    name: Arc::from(variant.name.as_str()),
+                    upper_bucket: upper,
+                    params: Arc::new(variant.params.clone()),
+                }
+            })
+            .collect::<Vec<_>>();
+        let shipped = serving
+            .shipped_variant
+            .as_ref()
+            .and_then(|name| variants.iter().position(|v| *v.name == **name));
+        let eligibility = &serving.eligibility;
+        Self {
+            id: Arc::from(serving.id.as_str()),
+            layer: Arc::from(serving.layer.as_str()),
+            revision: serving.revision,
+            status: serving.status,
+            bucketing_unit: serving.bucketing_unit,
+            variants,
+            eligibility: CompiledEligibility {
+                placements: eligibility.placements.clone(),
+                page_types: eligibility.page_types.clone(),
+                countries: eligibility.countries.clone(),
+                devices: eligibility.devices.clone(),
+                logged_in: eligibility.logged_in,
+                rules: eligibility
+                    .attribute_rules
+                    .iter()
+                    .map(|rule| {
+                        (
+                            rule.attribute.clone(),
+                            Condition::compile(rule.operator, &rule.values),
+                        )
+                    })
+                    .collect(),
+            },
+            start: serving.schedule.start_time,
+            end: serving.schedule.end_time,
+            salts: serving
+                .randomization
+                .as_ref()
+                .map(|r| (r.allocation_salt.clone(), r.variant_salt.clone())),
+            allocation: serving.allocation.clone(),
+            shipped,
+        }
+    }
+
+    fn in_schedule(&self, now: SystemTime) -> bool {
+        self.start.is_none_or(|start| start <= now) && self.end.is_none_or(|end| now < end)
+    }
+
+    fn bucket(&self, user_id: &str, session_id: &str) -> Option<(usize, UnitType)> {
+        let (unit_type, unit_id) = match self.bucketing_unit {
+            BucketingUnit::UserOrSession if !user_id.is_empty() => (UnitType::User, user_id),
+            BucketingUnit::UserOrSession | BucketingUnit::Session => {
+                (UnitType::Session, session_id)
+            }
+            BucketingUnit::User => (UnitType::User, user_id),
+        };
+        if unit_id.is_empty() {
+            return None;
+        }
+        let (allocation_salt, variant_salt) = self.salts.as_ref()?;
+        if !allocation::contains(&self.allocation, bucket(allocation_salt, unit_id)) {
+            return None;
+        }
+        let variant_bucket = bucket(variant_salt, unit_id);
+        let variant = self
+            .variants
+            .iter()
+            .position(|v| variant_bucket < v.upper_bucket)?;
+        Some((variant, unit_type))
+    }
+
+    fn assignment(
+        &self,
+        variant: usize,
+        reason: AssignmentReason,
+        unit_type: UnitType,
+    ) -> Assignment {
+        let chosen = &self.variants[variant];
+        Assignment {
+            experiment_id: self.id.clone(),
+            layer: self.layer.clone(),
+            variant: chosen.name.clone(),
+            params: chosen.params.clone(),
+            revision: self.revision,
+            reason,
+            unit_type,
+        }
+    }
+}
+
+// === impl CompiledEligibility ===
+
+impl CompiledEligibility {
+    fn admits(&self, logged_in: bool, context: &RequestContext) -> bool {
+        let any_of = |allowed: &[String], value: &str| {
+            allowed.is_empty() || allowed.iter().any(|a| a == value)
+        };
+        any_of(&self.placements, &context.placement)
+            && any_of(&self.page_types, &context.page_type)
+            && any_of(&self.countries, &context.country)
+            && any_of(&self.devices, &context.device)
+            && match self.logged_in {
+                LoggedIn::Any => true,
+                LoggedIn::LoggedIn => logged_in,
+                LoggedIn::Anonymous => !logged_in,
+            }
+            && self.rules.iter().all(|(attribute, condition)| {
+                context
+                    .attributes
+                    .get(attribute)
+                    .is_some_and(|value| condition.holds(value))
+            })
+    }
+}
+
+// === impl Condition ===
+
+impl Condition {
+    fn compile(operator: Option<AttributeOperator>, values: &[String]) -> Self {
+        use AttributeOperator as Op;
+        let first = values.first().map(|v| v.trim()).unwrap_or_default();
+        match operator {
+            None => Self::Never,
+            Some(Op::In | Op::Equals) => Self::In(values.to_vec()),
+            Some(Op::NotIn | Op::NotEquals) => Self::NotIn(values.to_vec()),
+            Some(op) if op.is_numeric() => first
+                .parse::<f64>()
+                .map_or(Self::Never, |number| Self::Number(op, number)),
+            Some(op) if op.is_semver() => semver::Version::parse(first)
+                .map_or(Self::Never, |version| Self::Semver(op, version)),
+            Some(Op::RegexMatch) => regex::RegexBuilder::new(first)
+                .size_limit(1 << 20)
+                .build()
+                .map_or(Self::Never, Self::Regex),
+            Some(_) => Self::Never,
+        }
+    }
+
+    fn holds(&self, value: &str) -> bool {
+        use AttributeOperator as Op;
+        use std::cmp::Ordering;
+        let compare = |op: Op, ordering: Ordering| match op {
+            Op::GreaterThan | Op::SemverGreaterThan => ordering == Ordering::Greater,
+            Op::GreaterThanOrEqual | Op::SemverGreaterThanOrEqual => ordering != Ordering::Less,
+            Op::LessThan | Op::SemverLessThan => ordering == Ordering::Less,
+            Op::LessThanOrEqual | Op::SemverLessThanOrEqual => ordering != Ordering::Greater,
+            Op::SemverEqual => ordering == Ordering::Equal,
+            _ => false,
+        };
+        match self {
+            Self::In(values) => values.iter().any(|v| v == value),
+            Self::NotIn(values) => values.iter().all(|v| v != value),
+            Self::Number(op, operand) => value
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(|number| number.partial_cmp(operand))
+                .is_some_and(|ordering| compare(*op, ordering)),
+            Self::Semver(op, operand) => semver::Version::parse(value.trim())
+                .is_ok_and(|version| compare(*op, version.cmp(operand))),
+            Self::Regex(regex) => regex.is_match(value),
+            Self::Never => false,
+        }
+    }
+}
