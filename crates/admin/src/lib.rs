@@ -11,14 +11,18 @@
 //!   the check of `authorization: Bearer` metadata.
 //! - [`grpc`]: [`AdminGrpc`], the tonic service: authorises, converts at
 //!   the edge, runs the use case, maps errors in one place.
+//! - [`config`]: `ConfigService`: the serving config, rebuilt at every
+//!   config version, once or streamed with deltas and heartbeats.
 //! - [`scheduler`]: moves SCHEDULED experiments to RUNNING at their start
 //!   time and RUNNING or PAUSED ones to COMPLETED at their end time.
 
 pub mod admin;
 pub mod auth;
+pub mod config;
 pub mod grpc;
 pub mod scheduler;
 
 pub use admin::Admin;
 pub use auth::{Authenticator, Principal, Role};
+pub use config::{ConfigGrpc, ConfigPublisher};
 pub use grpc::AdminGrpc;

@@ -91,6 +91,22 @@ pub struct Config {
     #[arg(long, env = "EXPD_SCHEDULER_TICK", default_value = "1s", value_parser = parse_positive_duration)]
     pub scheduler_tick: Duration,
 
+    /// Serve assignment from this admin's ConfigService/WatchConfigs
+    /// (sidecar mode, with `--services assign`), e.g.
+    /// http://expd-admin:50051. The last known good config is kept in
+    /// `--data-dir` and served while the admin is unreachable.
+    #[arg(long, env = "EXPD_CONFIG_SOURCE", value_parser = parse_config_source)]
+    pub config_source: Option<String>,
+
+    /// Interval of WatchConfigs heartbeats, e.g. `10s`.
+    #[arg(long, env = "EXPD_CONFIG_HEARTBEAT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub config_heartbeat: Duration,
+
+    /// Exposure records queued before new ones are dropped (assignment
+    /// never waits for logging).
+    #[arg(long, env = "EXPD_EXPOSURE_QUEUE", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub exposure_queue: u32,
+
     /// Allow binding to a non-loopback address without --tokens-file
     /// (anyone who can reach the port may change experiments).
     #[arg(long, env = "EXPD_ALLOW_INSECURE_REMOTE")]
@@ -108,6 +124,13 @@ impl Config {
         if self.services.is_empty() {
             return Err("--services: name at least one of admin, assign, ingest, results".into());
         }
+        if self.config_source.is_some() && self.runs(ServiceKind::Admin) {
+            return Err(
+                "--config-source makes assignment follow a remote admin; it cannot be combined \
+                 with --services admin (run `--services assign`)"
+                    .into(),
+            );
+        }
         if self.tokens_file.is_none() && !self.allow_insecure_remote {
             for (flag, addr) in [
                 ("--grpc-addr", self.grpc_addr),
@@ -124,6 +147,17 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn parse_config_source(text: &str) -> Result<String, String> {
+    if !(text.starts_with("http://") || text.starts_with("https://"))
+        || text.len() <= "http://".len()
+    {
+        return Err(format!(
+            "{text:?}: expected an http:// or https:// URL of an expd admin, e.g. http://expd-admin:50051"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {

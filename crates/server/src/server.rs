@@ -4,8 +4,10 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use exp_admin::{Admin, AdminGrpc, Authenticator, scheduler};
-use exp_core::{ParamSchema, SystemClock};
+use exp_admin::{Admin, AdminGrpc, Authenticator, ConfigGrpc, ConfigPublisher, scheduler};
+use exp_assign::{AssignGrpc, Assigner, ExposureQueue, SnapshotCell};
+use exp_client::{ConfigFollower, FollowerOptions};
+use exp_core::{Clock, ParamSchema, SystemClock, serving::ServingConfig};
 use exp_proto::v1::{
     admin_service_server::AdminServiceServer, assignment_service_server::AssignmentServiceServer,
     config_service_server::ConfigServiceServer, event_service_server::EventServiceServer,
@@ -71,10 +73,28 @@ pub async fn serve(
     std::fs::create_dir_all(&config.data_dir).map_err(|err| {
         ServeError::Config(format!("--data-dir {}: {err}", config.data_dir.display()))
     })?;
-    let store = Arc::new(Store::open(config.data_dir.join("config"))?);
-    let admin = Admin::new(store.clone(), Arc::new(schema), Arc::new(SystemClock));
-
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let runs_admin = config.runs(ServiceKind::Admin);
+    let runs_assign = config.runs(ServiceKind::Assign);
+    // The local store backs the admin, and assignment unless it follows a
+    // remote admin (sidecar mode), which needs no store at all.
+    let local_config = runs_admin || (runs_assign && config.config_source.is_none());
+    let store = if local_config {
+        Some(Arc::new(Store::open(config.data_dir.join("config"))?))
+    } else {
+        None
+    };
+    let publisher = match &store {
+        Some(store) => Some(ConfigPublisher::start(
+            store.clone(),
+            clock.clone(),
+            shutdown_rx.clone(),
+        )?),
+        None => None,
+    };
+
     let (health, health_service) = tonic_health::server::health_reporter();
     // google.rpc is registered so clients such as grpcurl decode the
     // BadRequest details of INVALID_ARGUMENT answers.
@@ -91,19 +111,74 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|err| ServeError::Config(format!("reflection: {err}")))?;
 
-    let runs_admin = config.runs(ServiceKind::Admin);
-    let admin_service = runs_admin.then(|| AdminGrpc::new(admin.clone(), auth).into_server());
-    let config_service = runs_admin.then(pending::config);
-    let assignment_service = config.runs(ServiceKind::Assign).then(pending::assignment);
+    let admin = store
+        .as_ref()
+        .map(|store| Admin::new(store.clone(), Arc::new(schema), clock.clone()));
+    let admin_service = match (&admin, runs_admin) {
+        (Some(admin), true) => Some(AdminGrpc::new(admin.clone(), auth).into_server()),
+        _ => None,
+    };
+    let config_service = match (&publisher, runs_admin) {
+        (Some(publisher), true) => Some(
+            ConfigGrpc::new(
+                publisher.clone(),
+                clock.clone(),
+                config.config_heartbeat,
+                shutdown_rx.clone(),
+            )
+            .into_server(),
+        ),
+        _ => None,
+    };
+
+    // Assignment: a snapshot cell following the local publisher or a
+    // remote admin; exposures go to a bounded queue.
+    let cell = SnapshotCell::new();
+    let (exposures, exposure_receiver) = ExposureQueue::bounded(config.exposure_queue as usize);
+    let mut follower = None;
+    let assigner =
+        runs_assign.then(|| Assigner::new(cell.clone(), exposures.clone(), clock.clone()));
+    if runs_assign {
+        let configs = match (&config.config_source, &publisher) {
+            (Some(source), _) => {
+                let remote = ConfigFollower::spawn(FollowerOptions {
+                    endpoint: source.clone(),
+                    client_id: format!("expd-sidecar@{grpc_local}"),
+                    snapshot_path: Some(config.data_dir.join("config-snapshot.pb")),
+                    ..FollowerOptions::default()
+                })
+                .map_err(|err| ServeError::Config(format!("--config-source: {err}")))?;
+                let configs = remote.configs();
+                follower = Some(remote);
+                configs
+            }
+            (None, Some(publisher)) => local_configs(publisher),
+            (None, None) => unreachable!("assignment without a config source has a local store"),
+        };
+        let health = health.clone();
+        cell.follow(configs, move || {
+            tokio::spawn(async move {
+                health
+                    .set_service_status(ASSIGNMENT_SERVICE, ServingStatus::Serving)
+                    .await;
+            });
+        });
+        tokio::spawn(drain_exposures(exposure_receiver));
+    }
+    let assignment_service = assigner
+        .clone()
+        .map(|assigner| AssignGrpc::new(assigner).into_server());
     let event_service = config.runs(ServiceKind::Ingest).then(pending::events);
     let results_service = config.runs(ServiceKind::Results).then(pending::results);
 
     let served: Vec<&'static str> = [
-        runs_admin.then_some(<AdminServiceServer<AdminGrpc> as NamedService>::NAME),
-        runs_admin.then_some(<ConfigServiceServer<pending::PendingConfig> as NamedService>::NAME),
-        assignment_service
+        admin_service
             .is_some()
-            .then_some(<AssignmentServiceServer<pending::PendingAssignment> as NamedService>::NAME),
+            .then_some(<AdminServiceServer<AdminGrpc> as NamedService>::NAME),
+        config_service
+            .is_some()
+            .then_some(<ConfigServiceServer<ConfigGrpc> as NamedService>::NAME),
+        assignment_service.is_some().then_some(ASSIGNMENT_SERVICE),
         event_service
             .is_some()
             .then_some(<EventServiceServer<pending::PendingEvents> as NamedService>::NAME),
@@ -115,9 +190,15 @@ pub async fn serve(
     .flatten()
     .collect();
     for name in served.iter().copied().chain([""]) {
-        health
-            .set_service_status(name, ServingStatus::Serving)
-            .await;
+        // Assignment reports SERVING once it has a config (at once with a
+        // local store or a saved snapshot; a sidecar's cold start with the
+        // admin down and nothing saved waits for the admin).
+        let status = if name == ASSIGNMENT_SERVICE && cell.load().is_none() {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
+        health.set_service_status(name, status).await;
     }
 
     let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -135,15 +216,19 @@ pub async fn serve(
         });
 
     let mut http_stop = shutdown_rx.clone();
-    let http_server = axum::serve(http, crate::http::router(shutdown_rx.clone()))
+    let mut routes = crate::http::router(shutdown_rx.clone());
+    if let Some(assigner) = assigner {
+        routes = routes.merge(exp_assign::http::router(assigner));
+    }
+    let http_server = axum::serve(http, routes)
         .with_graceful_shutdown(async move {
             let _ = http_stop.wait_for(|stop| *stop).await;
         })
         .into_future();
 
-    let scheduler_task = runs_admin.then(|| {
+    let scheduler_task = admin.filter(|_| runs_admin).map(|admin| {
         tokio::spawn(scheduler::run(
-            admin.clone(),
+            admin,
             config.scheduler_tick,
             shutdown_rx.clone(),
         ))
@@ -155,11 +240,13 @@ pub async fn serve(
         services = ?served,
         data_dir = %config.data_dir.display(),
         tokens = config.tokens_file.is_some(),
-        config_version = store.config_version(),
+        config_version = store.as_ref().map(|store| store.config_version()),
+        config_source = config.config_source.as_deref(),
         "expd serving"
     );
 
     let grpc_task = tokio::spawn(grpc_server);
+    let _follower = follower;
     let http_task = tokio::spawn(http_server);
     shutdown.await;
 
@@ -232,6 +319,37 @@ pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming 
     tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)))
+}
+
+/// Health name of the assignment service.
+const ASSIGNMENT_SERVICE: &str = <AssignmentServiceServer<AssignGrpc> as NamedService>::NAME;
+
+/// The local publisher's configs as the optional configs a snapshot cell
+/// follows.
+fn local_configs(publisher: &ConfigPublisher) -> watch::Receiver<Option<Arc<ServingConfig>>> {
+    let mut local = publisher.follow();
+    let (sender, receiver) = watch::channel(Some(local.borrow_and_update().clone()));
+    tokio::spawn(async move {
+        while local.changed().await.is_ok() {
+            let latest = local.borrow_and_update().clone();
+            if sender.send(Some(latest)).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Until event ingest consumes exposures, they are counted and dropped
+/// here, so the queue never fills up.
+async fn drain_exposures(mut receiver: tokio::sync::mpsc::Receiver<exp_assign::ExposureRecord>) {
+    let mut drained: u64 = 0;
+    while receiver.recv().await.is_some() {
+        drained += 1;
+        if drained.is_power_of_two() {
+            tracing::debug!(drained, "exposures drained");
+        }
+    }
 }
 
 fn load_schema(path: &std::path::Path) -> Result<ParamSchema, ServeError> {

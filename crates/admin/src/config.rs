@@ -1,0 +1,309 @@
+//! `experiments.v1.ConfigService`: the serving config for assign replicas,
+//! sidecars and SDK caches, once (`GetConfigSnapshot`) or as a stream
+//! (`WatchConfigs`).
+//!
+//! A [`ConfigPublisher`] rebuilds the serving config from the store at
+//! every config version and broadcasts it with its predecessor. Each
+//! watcher stream has its own task and its own bounded queue: a slow
+//! watcher only fills its own queue; when it falls behind the broadcast it
+//! is sent a fresh snapshot, never a stream with a hole in it.
+
+use std::{
+    collections::VecDeque,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use exp_core::{Clock, Error, serving::ServingConfig};
+use exp_proto::{
+    serving::{config_delta_to_proto, config_snapshot_to_proto},
+    to_status,
+    v1::{self, config_service_server::ConfigService, watch_configs_response::Payload},
+};
+use exp_store::Store;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+use tracing::{debug, warn};
+
+/// Config versions kept to answer a reconnecting watcher with a delta.
+const HISTORY: usize = 64;
+/// Changes buffered for watchers before a slow one is resynchronised.
+const BROADCAST_CAPACITY: usize = 256;
+/// Messages queued per watcher connection.
+const WATCHER_QUEUE: usize = 8;
+
+/// A serving config and the one it replaced.
+#[derive(Debug)]
+pub struct Published {
+    /// The config before the change.
+    pub previous: Arc<ServingConfig>,
+    /// The config after it.
+    pub config: Arc<ServingConfig>,
+}
+
+/// Keeps the current serving config, recent history and a change feed.
+#[derive(Debug)]
+pub struct ConfigPublisher {
+    current: watch::Sender<Arc<ServingConfig>>,
+    history: Mutex<VecDeque<Arc<ServingConfig>>>,
+    changes: broadcast::Sender<Arc<Published>>,
+}
+
+impl ConfigPublisher {
+    /// Builds the serving config of `store` now, and keeps rebuilding it at
+    /// every new config version until `shutdown` turns true.
+    pub fn start(
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Self>, Error> {
+        let mut versions = store.subscribe();
+        let initial = Arc::new(build(&store, clock.as_ref())?);
+        let (current, _) = watch::channel(initial.clone());
+        let (changes, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let publisher = Arc::new(Self {
+            current,
+            history: Mutex::new(VecDeque::from([initial])),
+            changes,
+        });
+        let task_publisher = publisher.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = versions.changed() => if changed.is_err() { return },
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                let store = store.clone();
+                let clock = clock.clone();
+                match tokio::task::spawn_blocking(move || build(&store, clock.as_ref())).await {
+                    Ok(Ok(config)) => task_publisher.publish(Arc::new(config)),
+                    Ok(Err(err)) => {
+                        warn!(error = %err, "rebuilding the serving config failed; keeping the last one")
+                    }
+                    Err(err) => warn!(error = %err, "rebuilding the serving config panicked"),
+                }
+            }
+        });
+        Ok(publisher)
+    }
+
+    fn publish(&self, config: Arc<ServingConfig>) {
+        let previous = self.current.borrow().clone();
+        if config.version <= previous.version {
+            return;
+        }
+        {
+            let mut history = self
+                .history
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            history.push_back(config.clone());
+            while history.len() > HISTORY {
+                history.pop_front();
+            }
+        }
+        self.current.send_replace(config.clone());
+        // No receiver is fine: nobody watches yet.
+        let _ = self.changes.send(Arc::new(Published { previous, config }));
+    }
+
+    /// The current serving config.
+    pub fn current(&self) -> Arc<ServingConfig> {
+        self.current.borrow().clone()
+    }
+
+    /// A receiver of every new serving config (for in-process assignment).
+    pub fn follow(&self) -> watch::Receiver<Arc<ServingConfig>> {
+        self.current.subscribe()
+    }
+
+    /// The serving config at `version`, if still in the history.
+    pub fn at(&self, version: u64) -> Option<Arc<ServingConfig>> {
+        let history = self
+            .history
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        history
+            .iter()
+            .find(|config| config.version == version)
+            .cloned()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.changes.subscribe()
+    }
+}
+
+fn build(store: &Store, clock: &dyn Clock) -> Result<ServingConfig, Error> {
+    // The version first: a change landing while we read is then served at
+    // the next version, never hidden behind this one.
+    let version = store.config_version();
+    let experiments = store.experiments()?;
+    let overrides = store.overrides(None)?;
+    Ok(ServingConfig::build(
+        version,
+        &experiments,
+        &overrides,
+        clock.now(),
+    ))
+}
+
+/// The tonic implementation of `ConfigService`.
+#[derive(Debug, Clone)]
+pub struct ConfigGrpc {
+    publisher: Arc<ConfigPublisher>,
+    clock: Arc<dyn Clock>,
+    heartbeat: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ConfigGrpc {
+    /// Serves `publisher`'s configs; streams send a heartbeat every
+    /// `heartbeat` and end when `shutdown` turns true.
+    pub fn new(
+        publisher: Arc<ConfigPublisher>,
+        clock: Arc<dyn Clock>,
+        heartbeat: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            publisher,
+            clock,
+            heartbeat,
+            shutdown,
+        }
+    }
+
+    /// The tonic server of this service.
+    pub fn into_server(self) -> v1::config_service_server::ConfigServiceServer<Self> {
+        v1::config_service_server::ConfigServiceServer::new(self)
+    }
+
+    fn snapshot(&self, config: &ServingConfig, placements: &[String]) -> v1::WatchConfigsResponse {
+        let filtered = config.for_placements(placements);
+        v1::WatchConfigsResponse {
+            config_version: config.version,
+            payload: Some(Payload::Snapshot(config_snapshot_to_proto(
+                &filtered,
+                self.clock.now(),
+            ))),
+        }
+    }
+}
+
+fn delta(
+    from: &ServingConfig,
+    to: &ServingConfig,
+    placements: &[String],
+) -> v1::WatchConfigsResponse {
+    let delta = from
+        .for_placements(placements)
+        .delta_to(&to.for_placements(placements));
+    v1::WatchConfigsResponse {
+        config_version: to.version,
+        payload: Some(Payload::Delta(config_delta_to_proto(&delta))),
+    }
+}
+
+fn heartbeat(version: u64, now: std::time::SystemTime) -> v1::WatchConfigsResponse {
+    v1::WatchConfigsResponse {
+        config_version: version,
+        payload: Some(Payload::Heartbeat(v1::Heartbeat {
+            server_time: Some(now.into()),
+        })),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchConfigsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ConfigService for ConfigGrpc {
+    async fn watch_configs(
+        &self,
+        request: Request<v1::WatchConfigsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let request = request.into_inner();
+        check_placements(&request.placements)?;
+        let (tx, rx) = mpsc::channel(WATCHER_QUEUE);
+        // Subscribe before reading the current config: nothing published in
+        // between is missed.
+        let mut changes = self.publisher.subscribe();
+        let current = self.publisher.current();
+        let first = if request.known_version == current.version {
+            heartbeat(current.version, self.clock.now())
+        } else {
+            match self
+                .publisher
+                .at(request.known_version)
+                .filter(|_| request.known_version > 0)
+            {
+                Some(held) => delta(&held, &current, &request.placements),
+                None => self.snapshot(&current, &request.placements),
+            }
+        };
+        let service = self.clone();
+        let mut shutdown = self.shutdown.clone();
+        let placements = request.placements;
+        let client = request.client_id;
+        tokio::spawn(async move {
+            debug!(client, version = current.version, "watcher connected");
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            let mut held = current.version;
+            let mut beat = tokio::time::interval(service.heartbeat);
+            beat.tick().await;
+            loop {
+                let message = tokio::select! {
+                    change = changes.recv() => match change {
+                        Ok(published) if published.config.version <= held => continue,
+                        Ok(published) if published.previous.version == held => {
+                            delta(&published.previous, &published.config, &placements)
+                        }
+                        Ok(published) => service.snapshot(&published.config, &placements),
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            debug!(client, missed, "watcher fell behind; sending a fresh snapshot");
+                            service.snapshot(&service.publisher.current(), &placements)
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = beat.tick() => heartbeat(held, service.clock.now()),
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    _ = tx.closed() => return,
+                };
+                held = held.max(message.config_version);
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_config_snapshot(
+        &self,
+        request: Request<v1::GetConfigSnapshotRequest>,
+    ) -> Result<Response<v1::GetConfigSnapshotResponse>, Status> {
+        let placements = request.into_inner().placements;
+        check_placements(&placements)?;
+        let current = self.publisher.current();
+        Ok(Response::new(v1::GetConfigSnapshotResponse {
+            snapshot: Some(config_snapshot_to_proto(
+                &current.for_placements(&placements),
+                self.clock.now(),
+            )),
+        }))
+    }
+}
+
+fn check_placements(placements: &[String]) -> Result<(), Status> {
+    if placements.len() > 256 {
+        return Err(to_status(Error::invalid(
+            "placements",
+            "at most 256 placements",
+        )));
+    }
+    Ok(())
+}

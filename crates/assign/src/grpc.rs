@@ -1,0 +1,126 @@
+//! `experiments.v1.AssignmentService/Assign`.
+
+use std::sync::Arc;
+
+use exp_core::{
+    Clock, Error,
+    evaluate::{AssignmentReason, Evaluation, RequestContext},
+};
+use exp_proto::{
+    serving::{evaluation_to_proto, request_context_from_proto},
+    to_status,
+    v1::{self, assignment_service_server::AssignmentService},
+};
+use tonic::{Request, Response, Status};
+
+use crate::{ExposureQueue, ExposureRecord, SnapshotCell};
+
+/// Evaluates requests on the current snapshot and offers exposures.
+#[derive(Debug, Clone)]
+pub struct Assigner {
+    cell: SnapshotCell,
+    exposures: ExposureQueue,
+    clock: Arc<dyn Clock>,
+}
+
+impl Assigner {
+    /// Evaluates on `cell`, offering exposures to `exposures`.
+    pub fn new(cell: SnapshotCell, exposures: ExposureQueue, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            cell,
+            exposures,
+            clock,
+        }
+    }
+
+    /// Assigns one request; logs exposures of bucketed assignments unless
+    /// `defer_exposure`. `UNAVAILABLE` before any config has arrived.
+    pub fn assign(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        context: &RequestContext,
+        defer_exposure: bool,
+    ) -> Result<Evaluation, AssignError> {
+        let snapshot = self.cell.load().ok_or(AssignError::NoConfig)?;
+        let now = self.clock.now();
+        let evaluation = snapshot
+            .evaluate(user_id, session_id, context, now)
+            .map_err(AssignError::Invalid)?;
+        if !defer_exposure {
+            for assignment in &evaluation.assignments {
+                if assignment.reason == AssignmentReason::Bucketed {
+                    self.exposures.offer(ExposureRecord {
+                        experiment_id: assignment.experiment_id.clone(),
+                        variant: assignment.variant.clone(),
+                        user_id: user_id.to_owned(),
+                        session_id: session_id.to_owned(),
+                        unit_type: assignment.unit_type,
+                        placement: context.placement.clone(),
+                        page_type: context.page_type.clone(),
+                        revision: assignment.revision,
+                        timestamp: now,
+                    });
+                }
+            }
+        }
+        Ok(evaluation)
+    }
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub enum AssignError {
+    /// No serving config has arrived yet (a sidecar's cold start with no
+    /// saved config and no admin).
+    NoConfig,
+    /// The request is invalid.
+    Invalid(Error),
+}
+
+impl From<AssignError> for Status {
+    fn from(error: AssignError) -> Self {
+        match error {
+            AssignError::NoConfig => {
+                Status::unavailable("no experiment config received yet; retry shortly")
+            }
+            AssignError::Invalid(error) => to_status(error),
+        }
+    }
+}
+
+/// The tonic implementation of `AssignmentService`.
+#[derive(Debug, Clone)]
+pub struct AssignGrpc {
+    assigner: Assigner,
+}
+
+impl AssignGrpc {
+    /// Serves `assigner`.
+    pub fn new(assigner: Assigner) -> Self {
+        Self { assigner }
+    }
+
+    /// The tonic server of this service.
+    pub fn into_server(self) -> v1::assignment_service_server::AssignmentServiceServer<Self> {
+        v1::assignment_service_server::AssignmentServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl AssignmentService for AssignGrpc {
+    async fn assign(
+        &self,
+        request: Request<v1::AssignRequest>,
+    ) -> Result<Response<v1::AssignResponse>, Status> {
+        let request = request.into_inner();
+        let context = request_context_from_proto(request.context);
+        let evaluation = self.assigner.assign(
+            &request.user_id,
+            &request.session_id,
+            &context,
+            request.defer_exposure,
+        )?;
+        Ok(Response::new(evaluation_to_proto(&evaluation)))
+    }
+}

@@ -1,0 +1,163 @@
+//! `POST /experiments/assign`: the seed's JSON API on the HTTP port.
+//!
+//! Request: `{"user_id": "u-1", "session_id": "s-1", "context":
+//! {"page_type": "product_detail", "placement": "you_may_also_like",
+//! "country": "US", "device": "mobile", "attributes": {"app_version":
+//! "5.3.1"}}, "defer_exposure": false}` (every field optional but one id).
+//! Unknown fields are ignored, so the seed's bodies pass verbatim.
+//!
+//! Answer: `{"experiment_id": "reco_ymal_v1", "variant": "treatment",
+//! "params": {"model_version": "v3", "rerank_weight_price": 0.2},
+//! "assignments": [...], "unit_type": "user", "config_version": 42}`;
+//! numbers stay numbers. Bad input: 400 with `{"error": {"code":
+//! "INVALID_ARGUMENT", "message": ..., "field_violations": [{"field",
+//! "description"}]}}`.
+
+use std::collections::HashMap;
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use exp_core::{Error, evaluate::RequestContext};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::grpc::{AssignError, Assigner};
+
+/// The routes of the JSON gateway.
+pub fn router(assigner: Assigner) -> Router {
+    Router::new()
+        .route("/experiments/assign", post(assign))
+        .with_state(assigner)
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct AssignBody {
+    user_id: String,
+    session_id: String,
+    context: ContextBody,
+    defer_exposure: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct ContextBody {
+    page_type: String,
+    placement: String,
+    country: String,
+    device: String,
+    attributes: HashMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+struct AssignmentBody {
+    experiment_id: String,
+    variant: String,
+    layer: String,
+    params: Value,
+    revision: u64,
+    reason: &'static str,
+    unit_type: &'static str,
+}
+
+// The body is parsed whatever its Content-Type says: rec services in the
+// field send JSON without always labelling it.
+async fn assign(State(assigner): State<Assigner>, body: Bytes) -> Response {
+    let body: AssignBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                &format!("the body must be a JSON assignment request: {err}"),
+                Vec::new(),
+            );
+        }
+    };
+    let context = RequestContext {
+        page_type: body.context.page_type,
+        placement: body.context.placement,
+        country: body.context.country,
+        device: body.context.device,
+        attributes: body.context.attributes,
+    };
+    match assigner.assign(
+        &body.user_id,
+        &body.session_id,
+        &context,
+        body.defer_exposure,
+    ) {
+        Ok(evaluation) => {
+            let primary = evaluation.primary();
+            let assignments: Vec<AssignmentBody> = evaluation
+                .assignments
+                .iter()
+                .map(|a| AssignmentBody {
+                    experiment_id: a.experiment_id.to_string(),
+                    variant: a.variant.to_string(),
+                    layer: a.layer.to_string(),
+                    params: Value::Object((*a.params).clone()),
+                    revision: a.revision,
+                    reason: match a.reason {
+                        exp_core::evaluate::AssignmentReason::Bucketed => "bucketed",
+                        exp_core::evaluate::AssignmentReason::Override => "override",
+                        exp_core::evaluate::AssignmentReason::Shipped => "shipped",
+                    },
+                    unit_type: a.unit_type.as_str(),
+                })
+                .collect();
+            Json(json!({
+                "experiment_id": primary.map(|a| a.experiment_id.to_string()),
+                "variant": primary.map(|a| a.variant.to_string()),
+                "params": Value::Object(evaluation.params()),
+                "assignments": assignments,
+                "unit_type": evaluation.unit_type.as_str(),
+                "config_version": evaluation.config_version,
+            }))
+            .into_response()
+        }
+        Err(AssignError::NoConfig) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "no experiment config received yet; retry shortly",
+            Vec::new(),
+        ),
+        Err(AssignError::Invalid(Error::InvalidArgument(violations))) => {
+            let message = violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            let fields = violations
+                .iter()
+                .map(|v| json!({"field": v.field, "description": v.description}))
+                .collect();
+            error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                &message,
+                fields,
+            )
+        }
+        Err(AssignError::Invalid(other)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            &other.to_string(),
+            Vec::new(),
+        ),
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str, field_violations: Vec<Value>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message, "field_violations": field_violations}})),
+    )
+        .into_response()
+}

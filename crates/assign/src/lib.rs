@@ -1,0 +1,21 @@
+//! Real-time assignment for the rec service.
+//!
+//! # Layout
+//!
+//! - [`snapshot`]: [`SnapshotCell`], the compiled snapshot behind an atomic
+//!   pointer: requests read it without a lock; a follower task swaps in a
+//!   new one when the serving config changes (from the local admin, or
+//!   from a remote one in sidecar mode).
+//! - [`exposure`]: exposure records of bucketed assignments, offered to a
+//!   bounded queue that never blocks a request.
+//! - [`grpc`]: the `AssignmentService/Assign` RPC.
+//! - [`http`]: the seed's JSON API, `POST /experiments/assign`.
+
+pub mod exposure;
+pub mod grpc;
+pub mod http;
+pub mod snapshot;
+
+pub use exposure::{ExposureQueue, ExposureRecord};
+pub use grpc::{AssignError, AssignGrpc, Assigner};
+pub use snapshot::SnapshotCell;
