@@ -46,6 +46,8 @@ pub struct Published {
 /// Keeps the current serving config, recent history and a change feed.
 #[derive(Debug)]
 pub struct ConfigPublisher {
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
     current: watch::Sender<Arc<ServingConfig>>,
     history: Mutex<VecDeque<Arc<ServingConfig>>>,
     changes: broadcast::Sender<Arc<Published>>,
@@ -64,6 +66,8 @@ impl ConfigPublisher {
         let (current, _) = watch::channel(initial.clone());
         let (changes, _) = broadcast::channel(BROADCAST_CAPACITY);
         let publisher = Arc::new(Self {
+            store: store.clone(),
+            clock: clock.clone(),
             current,
             history: Mutex::new(VecDeque::from([initial])),
             changes,
@@ -90,23 +94,32 @@ impl ConfigPublisher {
     }
 
     fn publish(&self, config: Arc<ServingConfig>) {
+        // The history lock also orders publishers (the rebuild task and
+        // `refresh`): versions only move forward.
+        let mut history = self
+            .history
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let previous = self.current.borrow().clone();
         if config.version <= previous.version {
             return;
         }
-        {
-            let mut history = self
-                .history
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            history.push_back(config.clone());
-            while history.len() > HISTORY {
-                history.pop_front();
-            }
+        history.push_back(config.clone());
+        while history.len() > HISTORY {
+            history.pop_front();
         }
         self.current.send_replace(config.clone());
         // No receiver is fine: nobody watches yet.
         let _ = self.changes.send(Arc::new(Published { previous, config }));
+    }
+
+    /// The current serving config, rebuilt first if the store has moved on
+    /// (so a reader sees every change acknowledged before its call).
+    pub fn refresh(&self) -> Result<Arc<ServingConfig>, Error> {
+        if self.store.config_version() > self.current().version {
+            self.publish(Arc::new(build(&self.store, self.clock.as_ref())?));
+        }
+        Ok(self.current())
     }
 
     /// The current serving config.
@@ -230,8 +243,9 @@ impl ConfigService for ConfigGrpc {
         // Subscribe before reading the current config: nothing published in
         // between is missed.
         let mut changes = self.publisher.subscribe();
-        let current = self.publisher.current();
-        let first = if request.known_version == current.version {
+        let current = self.publisher.refresh().map_err(to_status)?;
+        // known_version 0 means "nothing held": it always gets a snapshot.
+        let first = if request.known_version > 0 && request.known_version == current.version {
             heartbeat(current.version, self.clock.now())
         } else {
             match self
@@ -288,7 +302,7 @@ impl ConfigService for ConfigGrpc {
     ) -> Result<Response<v1::GetConfigSnapshotResponse>, Status> {
         let placements = request.into_inner().placements;
         check_placements(&placements)?;
-        let current = self.publisher.current();
+        let current = self.publisher.refresh().map_err(to_status)?;
         Ok(Response::new(v1::GetConfigSnapshotResponse {
             snapshot: Some(config_snapshot_to_proto(
                 &current.for_placements(&placements),

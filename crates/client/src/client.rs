@@ -39,7 +39,9 @@ pub enum ClientError {
 #[derive(Debug)]
 pub struct Client {
     snapshot: Arc<ArcSwapOption<CompiledSnapshot>>,
-    versions: watch::Receiver<u64>,
+    // `None` until a config is in use (a fresh service's config is at
+    // version 0, so 0 cannot mean "none").
+    versions: watch::Receiver<Option<u64>>,
     _follower: ConfigFollower,
     _compiler: tokio::task::JoinHandle<()>,
 }
@@ -50,7 +52,7 @@ impl Client {
     pub fn start(options: ClientOptions) -> Result<Self, ClientError> {
         let follower = ConfigFollower::spawn(options).map_err(ClientError::Options)?;
         let snapshot: Arc<ArcSwapOption<CompiledSnapshot>> = Arc::default();
-        let (version_sender, versions) = watch::channel(0);
+        let (version_sender, versions) = watch::channel(None);
         let mut configs = follower.configs();
         let target = snapshot.clone();
         let compiler = tokio::spawn(async move {
@@ -63,7 +65,7 @@ impl Client {
                             .await
                     {
                         target.store(Some(Arc::new(compiled)));
-                        version_sender.send_replace(version);
+                        version_sender.send_replace(Some(version));
                     }
                 }
                 if configs.changed().await.is_err() {
@@ -105,20 +107,20 @@ impl Client {
             .map_err(ClientError::InvalidRequest)
     }
 
-    /// The config version in use (0 before any).
-    pub fn config_version(&self) -> u64 {
+    /// The config version in use, `None` before any.
+    pub fn config_version(&self) -> Option<u64> {
         *self.versions.borrow()
     }
 
     /// A receiver that wakes at every new config version: the change
     /// callback of the SDK.
-    pub fn changes(&self) -> watch::Receiver<u64> {
+    pub fn changes(&self) -> watch::Receiver<Option<u64>> {
         self.versions.clone()
     }
 
     /// Waits until a config is in use (returns its version).
     pub async fn wait_for_config(&self, timeout: Duration) -> Result<u64, ClientError> {
-        self.wait_for_version(1, timeout).await
+        self.wait_for_version(0, timeout).await
     }
 
     /// Waits until the config version in use is at least `version`.
@@ -128,10 +130,13 @@ impl Client {
         timeout: Duration,
     ) -> Result<u64, ClientError> {
         let mut versions = self.versions.clone();
-        tokio::time::timeout(timeout, versions.wait_for(|current| *current >= version))
-            .await
-            .map_err(|_| ClientError::Timeout(timeout))?
-            .map(|current| *current)
-            .map_err(|_| ClientError::NoConfig)
+        let reached = tokio::time::timeout(
+            timeout,
+            versions.wait_for(|current| current.is_some_and(|current| current >= version)),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))?
+        .map_err(|_| ClientError::NoConfig)?;
+        Ok(reached.unwrap_or(version))
     }
 }

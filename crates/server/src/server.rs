@@ -155,6 +155,11 @@ pub async fn serve(
             (None, Some(publisher)) => local_configs(publisher),
             (None, None) => unreachable!("assignment without a config source has a local store"),
         };
+        // A config already at hand (local store, or a sidecar's saved
+        // snapshot) is installed before the first request is accepted.
+        if let Some(config) = configs.borrow().clone() {
+            cell.install(&config);
+        }
         let health = health.clone();
         cell.follow(configs, move || {
             tokio::spawn(async move {

@@ -20,6 +20,14 @@ struct Expd {
     logs: mpsc::Receiver<String>,
 }
 
+impl Drop for Expd {
+    fn drop(&mut self) {
+        // A failed test must not leave a server running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn spawn(data_dir: &std::path::Path, extra: &[&str]) -> Expd {
     let mut child = Command::new(env!("CARGO_BIN_EXE_expd"))
         .args(["--data-dir", data_dir.to_str().expect("utf-8")])
@@ -169,4 +177,144 @@ fn sigterm_drains_and_exits_cleanly() {
     let exit = expd.child.wait().expect("exit");
     assert!(exit.success(), "{exit:?}");
     assert!(saw_drain, "expd logged a complete drain");
+}
+
+async fn assign_seed_user(expd: &Expd, user: &str) -> Result<Vec<(String, String)>, tonic::Status> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", expd.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let response = exp_proto::v1::assignment_service_client::AssignmentServiceClient::new(channel)
+        .assign(exp_proto::v1::AssignRequest {
+            user_id: user.into(),
+            context: Some(exp_proto::v1::RequestContext {
+                placement: "you_may_also_like".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(response
+        .assignments
+        .into_iter()
+        .map(|a| (a.experiment_id, a.variant))
+        .collect())
+}
+
+async fn assignment_health(expd: &Expd) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", expd.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "experiments.v1.AssignmentService".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status
+}
+
+async fn eventually<T>(mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..200 {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not met within 10 s");
+}
+
+#[tokio::test]
+async fn a_sidecar_keeps_serving_with_the_admin_killed_and_after_its_own_restart() {
+    let admin_dir = tempfile::tempdir().expect("dir");
+    let sidecar_dir = tempfile::tempdir().expect("dir");
+    let mut admin_process = spawn(admin_dir.path(), &[]);
+    let mut admin = client(&admin_process).await;
+    let mut seed = exp_proto::convert::experiment_to_proto(&exp_core::examples::seed_experiment());
+    seed.traffic_percent = 100;
+    admin
+        .create_experiment(CreateExperimentRequest {
+            experiment: Some(seed),
+            reason: String::new(),
+        })
+        .await
+        .expect("create");
+    admin
+        .start_experiment(exp_proto::v1::StartExperimentRequest {
+            id: "reco_ymal_v1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("start");
+
+    let source = format!("http://{}", admin_process.grpc);
+    let sidecar_args = ["--services", "assign", "--config-source", source.as_str()];
+    let mut sidecar = spawn(sidecar_dir.path(), &sidecar_args);
+    let expected = eventually(async || {
+        assign_seed_user(&sidecar, "user-42")
+            .await
+            .ok()
+            .filter(|answer| !answer.is_empty())
+    })
+    .await;
+    assert_eq!(expected[0].0, "reco_ymal_v1");
+    // The sidecar saves the config before anyone can rely on it.
+    eventually(async || {
+        sidecar_dir
+            .path()
+            .join("config-snapshot.pb")
+            .exists()
+            .then_some(())
+    })
+    .await;
+
+    admin_process.child.kill().expect("kill -9 the admin");
+    admin_process.child.wait().expect("reaped");
+    assert_eq!(
+        assign_seed_user(&sidecar, "user-42")
+            .await
+            .expect("still serving"),
+        expected
+    );
+    assert_eq!(assignment_health(&sidecar).await, 1, "SERVING");
+
+    sidecar.child.kill().expect("kill the sidecar");
+    sidecar.child.wait().expect("reaped");
+    let restarted = spawn(sidecar_dir.path(), &sidecar_args);
+    assert_eq!(
+        assign_seed_user(&restarted, "user-42")
+            .await
+            .expect("serves the saved config"),
+        expected,
+        "a cold start with the admin down serves the last known good config"
+    );
+    assert_eq!(
+        assignment_health(&restarted).await,
+        1,
+        "SERVING from the saved config"
+    );
+}
+
+#[tokio::test]
+async fn a_sidecar_that_never_had_a_config_reports_not_serving() {
+    let dir = tempfile::tempdir().expect("dir");
+    let unreachable = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let source = format!("http://{unreachable}");
+    let sidecar = spawn(
+        dir.path(),
+        &["--services", "assign", "--config-source", &source],
+    );
+    assert_eq!(assignment_health(&sidecar).await, 2, "NOT_SERVING");
+    let refused = assign_seed_user(&sidecar, "user-1")
+        .await
+        .expect_err("no config yet");
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
 }

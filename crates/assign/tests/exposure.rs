@@ -1,0 +1,129 @@
+//! Exposure emission: bucketed assignments offer a record with both ids
+//! and the request's context; deferred, overridden and shipped ones do
+//! not; a full queue drops and counts instead of waiting.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use exp_assign::{Assigner, ExposureQueue, SnapshotCell};
+use exp_core::{
+    ManualClock, ParamSchema, QaOverride, UnitType, allocation,
+    evaluate::RequestContext,
+    examples::seed_experiment,
+    lifecycle::{self, Change, Transition},
+    serving::ServingConfig,
+};
+
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+fn assigner(
+    capacity: usize,
+    overrides: &[QaOverride],
+) -> (
+    Assigner,
+    ExposureQueue,
+    tokio::sync::mpsc::Receiver<exp_assign::ExposureRecord>,
+) {
+    let change = Change {
+        now: now(),
+        author: "t",
+        reason: "",
+    };
+    let mut proposal = seed_experiment();
+    proposal.traffic_percent = 100;
+    let draft = lifecycle::create(&proposal, &ParamSchema::builtin(), change).expect("valid");
+    let mut running = lifecycle::transition(&draft, &Transition::Start, change).expect("start");
+    allocation::allocate(&mut running, Some(&draft), []).expect("fits");
+    let cell = SnapshotCell::new();
+    cell.install(&ServingConfig::build(3, &[running], overrides, now()));
+    let (queue, receiver) = ExposureQueue::bounded(capacity);
+    let clock = Arc::new(ManualClock::new(now()));
+    (Assigner::new(cell, queue.clone(), clock), queue, receiver)
+}
+
+fn ymal() -> RequestContext {
+    RequestContext {
+        placement: "you_may_also_like".into(),
+        page_type: "product_detail".into(),
+        ..RequestContext::default()
+    }
+}
+
+#[test]
+fn a_bucketed_assignment_offers_an_exposure_with_both_ids() {
+    let (assigner, queue, mut receiver) = assigner(16, &[]);
+    let answer = assigner
+        .assign("u-1", "s-1", &ymal(), false)
+        .expect("assigned");
+    let record = receiver.try_recv().expect("one exposure");
+    assert_eq!(&*record.experiment_id, "reco_ymal_v1");
+    assert_eq!(record.variant, answer.assignments[0].variant);
+    assert_eq!(
+        (record.user_id.as_str(), record.session_id.as_str()),
+        ("u-1", "s-1")
+    );
+    assert_eq!(record.unit_type, UnitType::User);
+    assert_eq!(
+        (record.placement.as_str(), record.page_type.as_str()),
+        ("you_may_also_like", "product_detail")
+    );
+    assert_eq!((record.revision, record.timestamp), (2, now()));
+    assert_eq!(queue.offered(), 1);
+}
+
+#[test]
+fn a_deferred_exposure_is_not_logged() {
+    let (assigner, queue, mut receiver) = assigner(16, &[]);
+    assigner
+        .assign("u-1", "s-1", &ymal(), true)
+        .expect("assigned");
+    assert!(receiver.try_recv().is_err());
+    assert_eq!(queue.offered(), 0);
+}
+
+#[test]
+fn a_qa_override_is_not_an_exposure() {
+    let qa = QaOverride {
+        experiment_id: "reco_ymal_v1".into(),
+        unit_type: UnitType::User,
+        unit_id: "qa".into(),
+        variant: "treatment".into(),
+        expire_time: None,
+        reason: String::new(),
+        create_time: now(),
+        created_by: "qa".into(),
+    };
+    let (assigner, _queue, mut receiver) = assigner(16, &[qa]);
+    let answer = assigner.assign("qa", "", &ymal(), false).expect("assigned");
+    assert_eq!(&*answer.assignments[0].variant, "treatment");
+    assert!(receiver.try_recv().is_err());
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_without_blocking_assignment() {
+    let (assigner, queue, _receiver) = assigner(2, &[]);
+    for user in 0..10 {
+        assigner
+            .assign(&format!("u-{user}"), "", &ymal(), false)
+            .expect("assigned");
+    }
+    assert_eq!((queue.offered(), queue.dropped()), (10, 8));
+}
+
+#[test]
+fn no_config_yet_is_unavailable_not_an_empty_answer() {
+    let (queue, _receiver) = ExposureQueue::bounded(1);
+    let assigner = Assigner::new(
+        SnapshotCell::new(),
+        queue,
+        Arc::new(ManualClock::new(now())),
+    );
+    assert!(matches!(
+        assigner.assign("u-1", "", &ymal(), false),
+        Err(exp_assign::AssignError::NoConfig)
+    ));
+}
