@@ -40,6 +40,16 @@ impl Summary {
             self.count
         );
     }
+
+    /// Prints `name: p50 .. p99 ..` in nanoseconds, for fast operations.
+    pub fn print_ns(&self, name: &str) {
+        println!(
+            "{name:<48} p50 {:>10.1} ns   p99 {:>10.1} ns   n={}",
+            self.p50.as_secs_f64() * 1e9,
+            self.p99.as_secs_f64() * 1e9,
+            self.count
+        );
+    }
 }
 
 /// Times `operation` `count` times after `warmup` untimed runs.

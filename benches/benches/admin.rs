@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use exp_admin::{Admin, Principal};
 use exp_benches::{time_batched, time_each};
-use exp_core::{
-    ParamSchema, SystemClock, examples::seed_experiment, lifecycle::Update, validate,
-};
+use exp_core::{ParamSchema, SystemClock, examples::seed_experiment, lifecycle::Update, validate};
 use exp_proto::v1::{self, admin_service_client::AdminServiceClient};
 use exp_store::Store;
 
@@ -26,14 +24,26 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("dir");
     let store = Arc::new(Store::open(dir.path()).expect("store"));
-    let admin = Admin::new(store, Arc::new(ParamSchema::builtin()), Arc::new(SystemClock));
+    let admin = Admin::new(
+        store,
+        Arc::new(ParamSchema::builtin()),
+        Arc::new(SystemClock),
+    );
     let author = Principal::system("bench");
     let mut current = admin.create(&seed, &author, "").expect("create");
     time_each(20, UPDATES, |index| {
         let mut proposed = current.clone();
         proposed.traffic_percent = (index % 100) as u32;
         current = admin
-            .update(Update { proposed: &proposed, mask: &[], rerandomize: false }, &author, "bench")
+            .update(
+                Update {
+                    proposed: &proposed,
+                    mask: &[],
+                    rerandomize: false,
+                },
+                &author,
+                "bench",
+            )
             .expect("update");
     })
     .print("durable update (in process, flushed)");
@@ -44,8 +54,12 @@ fn main() {
 
 async fn grpc_updates() {
     let data = tempfile::tempdir().expect("dir");
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = grpc.local_addr().expect("addr");
     let config = <expd::Config as clap::Parser>::try_parse_from([
         "expd",
@@ -97,7 +111,9 @@ async fn grpc_updates() {
     for _ in 0..UPDATES {
         let started = std::time::Instant::now();
         client
-            .get_experiment(v1::GetExperimentRequest { id: current.id.clone() })
+            .get_experiment(v1::GetExperimentRequest {
+                id: current.id.clone(),
+            })
             .await
             .expect("get");
         samples.push(started.elapsed());

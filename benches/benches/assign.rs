@@ -1,0 +1,321 @@
+//! Assignment and config delivery:
+//!
+//! 1. in-process evaluation (what the SDK and every server request run),
+//!    with 10 and with 10,000 experiments on other placements;
+//! 2. gRPC `Assign` over loopback, open loop at a fixed rate
+//!    (default 10,000 requests/s) from 64 concurrent callers;
+//! 3. HTTP JSON `POST /experiments/assign` with wrk, when wrk is installed;
+//! 4. the time for one change to reach 1,000 WatchConfigs watchers.
+//!
+//! Run: `cargo bench -p exp-benches --bench assign` (`ASSIGN_RPS` sets the
+//! rate of 2).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use exp_benches::{Summary, time_batched};
+use exp_core::{
+    Experiment, ParamSchema, allocation,
+    evaluate::{CompiledSnapshot, RequestContext},
+    examples::seed_experiment,
+    lifecycle::{self, Change, Transition},
+    serving::ServingConfig,
+};
+use exp_proto::v1::{
+    self, admin_service_client::AdminServiceClient, assignment_service_client::AssignmentServiceClient,
+    config_service_client::ConfigServiceClient,
+};
+use tonic::transport::Channel;
+
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+fn running(id: &str, placement: &str) -> Experiment {
+    let change = Change {
+        now: now(),
+        author: "bench",
+        reason: "",
+    };
+    let mut proposal = seed_experiment();
+    proposal.id = id.into();
+    proposal.layer = String::new();
+    proposal.traffic_percent = 100;
+    proposal.eligibility.placements = vec![placement.into()];
+    let draft = lifecycle::create(&proposal, &ParamSchema::builtin(), change).expect("valid");
+    let mut started = lifecycle::transition(&draft, &Transition::Start, change).expect("start");
+    allocation::allocate(&mut started, Some(&draft), []).expect("fits");
+    started
+}
+
+fn evaluation(others: usize) {
+    let mut experiments: Vec<Experiment> = (0..others)
+        .map(|index| running(&format!("other_{index:05}"), &format!("placement_{index:05}")))
+        .collect();
+    experiments.push(running("reco_ymal_v1", "you_may_also_like"));
+    let snapshot = CompiledSnapshot::compile(&ServingConfig::build(1, &experiments, &[], now()));
+    let context = RequestContext {
+        placement: "you_may_also_like".into(),
+        page_type: "product_detail".into(),
+        ..RequestContext::default()
+    };
+    let users: Vec<String> = (0..1024).map(|i| format!("user-{i}")).collect();
+    let mut next = 0;
+    time_batched(200, 10_000, || {
+        next = (next + 1) % users.len();
+        let answer = snapshot.evaluate(&users[next], "s", &context, now()).expect("ok");
+        std::hint::black_box(answer);
+    })
+    .print_ns(&format!("evaluate, 1 experiment here + {others} elsewhere"));
+}
+
+async fn start_server(extra: &[&str]) -> (std::net::SocketAddr, std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let data = tempfile::tempdir().expect("dir").keep();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (grpc_addr, http_addr) = (grpc.local_addr().expect("addr"), http.local_addr().expect("addr"));
+    let args = ["expd", "--data-dir", data.to_str().expect("utf-8"), "--exposure-queue", "1000000"]
+        .into_iter()
+        .chain(extra.iter().copied());
+    let config = <expd::Config as clap::Parser>::try_parse_from(args).expect("flags");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(expd::serve(config, grpc, http, async {
+        let _ = stopped.await;
+    }));
+    (grpc_addr, http_addr, stop)
+}
+
+async fn channel(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn launch_seed(addr: std::net::SocketAddr) {
+    let mut admin = AdminServiceClient::new(channel(addr).await);
+    let mut seed = exp_proto::convert::experiment_to_proto(&seed_experiment());
+    seed.traffic_percent = 100;
+    admin
+        .create_experiment(v1::CreateExperimentRequest {
+            experiment: Some(seed),
+            reason: String::new(),
+        })
+        .await
+        .expect("create");
+    admin
+        .start_experiment(v1::StartExperimentRequest {
+            id: "reco_ymal_v1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// Open loop: `rate` requests/s for `seconds`, from 64 callers on 4
+/// connections. Latency runs from the moment a request is sent; the
+/// sends that left more than 2 ms after their scheduled time are counted,
+/// so a server stall that delays the schedule is visible, not hidden
+/// (Tokio's timer wakes up to 1 ms late, which is the client's, not the
+/// server's, latency).
+async fn grpc_assign(addr: std::net::SocketAddr, rate: u64, seconds: u64) {
+    const CALLERS: u64 = 64;
+    let channels: Vec<Channel> = futures_channels(addr, 4).await;
+    let started = Instant::now() + Duration::from_millis(100);
+    let per_caller = rate * seconds / CALLERS;
+    let interval = Duration::from_secs_f64(CALLERS as f64 / rate as f64);
+    let mut tasks = Vec::new();
+    for caller in 0..CALLERS {
+        let mut client = AssignmentServiceClient::new(channels[caller as usize % channels.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            let offset = interval.mul_f64(caller as f64 / CALLERS as f64);
+            let mut latencies = Vec::with_capacity(per_caller as usize);
+            let mut errors = 0u64;
+            let mut late = 0u64;
+            for index in 0..per_caller {
+                let due = started + offset + interval * index as u32;
+                tokio::time::sleep_until(due.into()).await;
+                let sent = Instant::now();
+                if sent - due > Duration::from_millis(2) {
+                    late += 1;
+                }
+                let result = client
+                    .assign(v1::AssignRequest {
+                        user_id: format!("user-{caller}-{index}"),
+                        context: Some(v1::RequestContext {
+                            placement: "you_may_also_like".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .await;
+                if result.is_err() {
+                    errors += 1;
+                }
+                latencies.push(sent.elapsed());
+            }
+            (latencies, errors, late)
+        }));
+    }
+    let mut all = Vec::new();
+    let (mut errors, mut late) = (0, 0);
+    for task in tasks {
+        let (latencies, failed, delayed) = task.await.expect("caller");
+        all.extend(latencies);
+        errors += failed;
+        late += delayed;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let count = all.len();
+    Summary::of(all).print(&format!("gRPC Assign at {rate}/s offered"));
+    println!(
+        "  achieved {:.0} requests/s over {elapsed:.1} s, {errors} errors, {late} of {count} sent > 2 ms late",
+        count as f64 / elapsed
+    );
+}
+
+async fn futures_channels(addr: std::net::SocketAddr, count: usize) -> Vec<Channel> {
+    let mut channels = Vec::new();
+    for _ in 0..count {
+        channels.push(channel(addr).await);
+    }
+    channels
+}
+
+fn http_assign(addr: std::net::SocketAddr) {
+    let Ok(version) = std::process::Command::new("wrk").arg("--version").output() else {
+        println!("HTTP JSON: wrk not installed (apt-get install wrk); skipped");
+        return;
+    };
+    let _ = version;
+    let script = std::env::temp_dir().join("expd-assign.lua");
+    std::fs::write(
+        &script,
+        r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = '{"user_id": "user-' .. counter .. '", "session_id": "s", "context": {"placement": "you_may_also_like", "page_type": "product_detail"}}'
+  return wrk.format(nil, "/experiments/assign", nil, body)
+end
+"#,
+    )
+    .expect("write script");
+    let output = std::process::Command::new("wrk")
+        .args(["-t2", "-c32", "-d10s", "--latency", "-s"])
+        .arg(&script)
+        .arg(format!("http://{addr}"))
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&output.stdout);
+    println!("HTTP JSON POST /experiments/assign (wrk -t2 -c32 -d10s, closed loop):");
+    for line in text.lines().filter(|l| l.contains('%') || l.contains("Requests/sec") || l.contains("Non-2xx")) {
+        println!("  {}", line.trim());
+    }
+}
+
+async fn propagation(addr: std::net::SocketAddr, watchers: usize, rounds: usize) {
+    let channels = futures_channels(addr, 10).await;
+    let mut streams = Vec::new();
+    for index in 0..watchers {
+        let mut client = ConfigServiceClient::new(channels[index % channels.len()].clone());
+        let mut stream = client
+            .watch_configs(v1::WatchConfigsRequest {
+                client_id: format!("bench-{index}"),
+                ..Default::default()
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        stream.message().await.expect("ok").expect("first snapshot");
+        streams.push(stream);
+    }
+    let (sender, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    for mut stream in streams {
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = stream.message().await {
+                if matches!(message.payload, Some(v1::watch_configs_response::Payload::Delta(_))) {
+                    let _ = sender.send((message.config_version, Instant::now()));
+                }
+            }
+        });
+    }
+    let mut admin = AdminServiceClient::new(channel(addr).await);
+    let mut current = admin
+        .get_experiment(v1::GetExperimentRequest { id: "reco_ymal_v1".into() })
+        .await
+        .expect("get")
+        .into_inner()
+        .experiment
+        .expect("experiment");
+    let mut samples = Vec::new();
+    for round in 0..rounds {
+        current.traffic_percent = 50 + (round % 40) as u32;
+        let sent = Instant::now();
+        current = admin
+            .update_experiment(v1::UpdateExperimentRequest {
+                experiment: Some(current.clone()),
+                ..Default::default()
+            })
+            .await
+            .expect("update")
+            .into_inner()
+            .experiment
+            .expect("experiment");
+        let target = current_version(addr).await;
+        let mut reached = 0;
+        let mut last = sent;
+        while reached < watchers {
+            let (version, at) = tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+                .await
+                .expect("every watcher hears of the change")
+                .expect("open");
+            if version >= target {
+                reached += 1;
+                last = last.max(at);
+            }
+        }
+        samples.push(last - sent);
+    }
+    Summary::of(samples).print(&format!("change -> all {watchers} watchers (update RPC included)"));
+}
+
+async fn current_version(addr: std::net::SocketAddr) -> u64 {
+    ConfigServiceClient::new(channel(addr).await)
+        .get_config_snapshot(v1::GetConfigSnapshotRequest::default())
+        .await
+        .expect("snapshot")
+        .into_inner()
+        .snapshot
+        .expect("snapshot")
+        .config_version
+}
+
+fn main() {
+    evaluation(10);
+    evaluation(10_000);
+
+    // The server gets a runtime of its own, as in production; callers
+    // another. They still share the machine's two cores.
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (grpc_addr, http_addr, stop) = server_runtime.block_on(start_server(&["--config-heartbeat", "60s"]));
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    client_runtime.block_on(launch_seed(grpc_addr));
+    let rate = std::env::var("ASSIGN_RPS").ok().and_then(|r| r.parse().ok()).unwrap_or(10_000);
+    client_runtime.block_on(grpc_assign(grpc_addr, rate, 10));
+    http_assign(http_addr);
+    client_runtime.block_on(propagation(grpc_addr, 1_000, 20));
+    let _ = stop.send(());
+    drop(server_runtime);
+}
