@@ -21,8 +21,8 @@ use exp_core::{
     serving::ServingConfig,
 };
 use exp_proto::v1::{
-    self, admin_service_client::AdminServiceClient, assignment_service_client::AssignmentServiceClient,
-    config_service_client::ConfigServiceClient,
+    self, admin_service_client::AdminServiceClient,
+    assignment_service_client::AssignmentServiceClient, config_service_client::ConfigServiceClient,
 };
 use tonic::transport::Channel;
 
@@ -49,7 +49,12 @@ fn running(id: &str, placement: &str) -> Experiment {
 
 fn evaluation(others: usize) {
     let mut experiments: Vec<Experiment> = (0..others)
-        .map(|index| running(&format!("other_{index:05}"), &format!("placement_{index:05}")))
+        .map(|index| {
+            running(
+                &format!("other_{index:05}"),
+                &format!("placement_{index:05}"),
+            )
+        })
         .collect();
     experiments.push(running("reco_ymal_v1", "you_may_also_like"));
     let snapshot = CompiledSnapshot::compile(&ServingConfig::build(1, &experiments, &[], now()));
@@ -62,20 +67,41 @@ fn evaluation(others: usize) {
     let mut next = 0;
     time_batched(200, 10_000, || {
         next = (next + 1) % users.len();
-        let answer = snapshot.evaluate(&users[next], "s", &context, now()).expect("ok");
+        let answer = snapshot
+            .evaluate(&users[next], "s", &context, now())
+            .expect("ok");
         std::hint::black_box(answer);
     })
     .print_ns(&format!("evaluate, 1 experiment here + {others} elsewhere"));
 }
 
-async fn start_server(extra: &[&str]) -> (std::net::SocketAddr, std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+async fn start_server(
+    extra: &[&str],
+) -> (
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let data = tempfile::tempdir().expect("dir").keep();
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let (grpc_addr, http_addr) = (grpc.local_addr().expect("addr"), http.local_addr().expect("addr"));
-    let args = ["expd", "--data-dir", data.to_str().expect("utf-8"), "--exposure-queue", "1000000"]
-        .into_iter()
-        .chain(extra.iter().copied());
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (grpc_addr, http_addr) = (
+        grpc.local_addr().expect("addr"),
+        http.local_addr().expect("addr"),
+    );
+    let args = [
+        "expd",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--exposure-queue",
+        "1000000",
+    ]
+    .into_iter()
+    .chain(extra.iter().copied());
     let config = <expd::Config as clap::Parser>::try_parse_from(args).expect("flags");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(expd::serve(config, grpc, http, async {
@@ -127,7 +153,8 @@ async fn grpc_assign(addr: std::net::SocketAddr, rate: u64, seconds: u64) {
     let interval = Duration::from_secs_f64(CALLERS as f64 / rate as f64);
     let mut tasks = Vec::new();
     for caller in 0..CALLERS {
-        let mut client = AssignmentServiceClient::new(channels[caller as usize % channels.len()].clone());
+        let mut client =
+            AssignmentServiceClient::new(channels[caller as usize % channels.len()].clone());
         tasks.push(tokio::spawn(async move {
             let offset = interval.mul_f64(caller as f64 / CALLERS as f64);
             let mut latencies = Vec::with_capacity(per_caller as usize);
@@ -211,7 +238,10 @@ end
         .expect("run wrk");
     let text = String::from_utf8_lossy(&output.stdout);
     println!("HTTP JSON POST /experiments/assign (wrk -t2 -c32 -d10s, closed loop):");
-    for line in text.lines().filter(|l| l.contains('%') || l.contains("Requests/sec") || l.contains("Non-2xx")) {
+    for line in text
+        .lines()
+        .filter(|l| l.contains('%') || l.contains("Requests/sec") || l.contains("Non-2xx"))
+    {
         println!("  {}", line.trim());
     }
 }
@@ -237,7 +267,10 @@ async fn propagation(addr: std::net::SocketAddr, watchers: usize, rounds: usize)
         let sender = sender.clone();
         tokio::spawn(async move {
             while let Ok(Some(message)) = stream.message().await {
-                if matches!(message.payload, Some(v1::watch_configs_response::Payload::Delta(_))) {
+                if matches!(
+                    message.payload,
+                    Some(v1::watch_configs_response::Payload::Delta(_))
+                ) {
                     let _ = sender.send((message.config_version, Instant::now()));
                 }
             }
@@ -245,7 +278,9 @@ async fn propagation(addr: std::net::SocketAddr, watchers: usize, rounds: usize)
     }
     let mut admin = AdminServiceClient::new(channel(addr).await);
     let mut current = admin
-        .get_experiment(v1::GetExperimentRequest { id: "reco_ymal_v1".into() })
+        .get_experiment(v1::GetExperimentRequest {
+            id: "reco_ymal_v1".into(),
+        })
         .await
         .expect("get")
         .into_inner()
@@ -280,7 +315,9 @@ async fn propagation(addr: std::net::SocketAddr, watchers: usize, rounds: usize)
         }
         samples.push(last - sent);
     }
-    Summary::of(samples).print(&format!("change -> all {watchers} watchers (update RPC included)"));
+    Summary::of(samples).print(&format!(
+        "change -> all {watchers} watchers (update RPC included)"
+    ));
 }
 
 async fn current_version(addr: std::net::SocketAddr) -> u64 {
@@ -305,14 +342,18 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (grpc_addr, http_addr, stop) = server_runtime.block_on(start_server(&["--config-heartbeat", "60s"]));
+    let (grpc_addr, http_addr, stop) =
+        server_runtime.block_on(start_server(&["--config-heartbeat", "60s"]));
     let client_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     client_runtime.block_on(launch_seed(grpc_addr));
-    let rate = std::env::var("ASSIGN_RPS").ok().and_then(|r| r.parse().ok()).unwrap_or(10_000);
+    let rate = std::env::var("ASSIGN_RPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10_000);
     client_runtime.block_on(grpc_assign(grpc_addr, rate, 10));
     http_assign(http_addr);
     client_runtime.block_on(propagation(grpc_addr, 1_000, 20));

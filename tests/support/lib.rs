@@ -169,3 +169,23 @@ pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String
         .unwrap_or_default();
     (status, body)
 }
+
+/// Creates the seed's example at 100% of traffic and starts it.
+pub async fn launch_seed_everywhere(admin: &mut AdminServiceClient<Channel>) {
+    let mut seed = seed_experiment();
+    seed.traffic_percent = 100;
+    admin
+        .create_experiment(v1::CreateExperimentRequest {
+            experiment: Some(seed),
+            reason: String::new(),
+        })
+        .await
+        .expect("create");
+    admin
+        .start_experiment(v1::StartExperimentRequest {
+            id: "reco_ymal_v1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("start");
+}

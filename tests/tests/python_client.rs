@@ -10,7 +10,7 @@ use std::{
     process::Command,
 };
 
-use exp_e2e::{TestServer, seed_experiment};
+use exp_e2e::TestServer;
 use exp_proto::v1;
 
 const GRPCIO: &str = "grpcio==1.85.1";
@@ -97,22 +97,7 @@ async fn a_python_grpcio_client_assigns_and_follows_watch_configs() {
 
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
-    let mut seed = seed_experiment();
-    seed.traffic_percent = 100;
-    admin
-        .create_experiment(v1::CreateExperimentRequest {
-            experiment: Some(seed),
-            reason: String::new(),
-        })
-        .await
-        .expect("create");
-    admin
-        .start_experiment(v1::StartExperimentRequest {
-            id: "reco_ymal_v1".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("start");
+    exp_e2e::launch_seed_everywhere(&mut admin).await;
     let rust_answer =
         v1::assignment_service_client::AssignmentServiceClient::new(server.channel().await)
             .assign(v1::AssignRequest {

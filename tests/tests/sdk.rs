@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use exp_client::{Client, ClientError, ClientOptions};
 use exp_core::evaluate::RequestContext;
-use exp_e2e::{TestServer, seed_experiment};
+use exp_e2e::TestServer;
 use exp_proto::v1;
 
 fn ymal() -> RequestContext {
@@ -16,32 +16,12 @@ fn ymal() -> RequestContext {
     }
 }
 
-async fn launch_seed(server: &TestServer) {
-    let mut admin = server.admin().await;
-    let mut seed = seed_experiment();
-    seed.traffic_percent = 100;
-    admin
-        .create_experiment(v1::CreateExperimentRequest {
-            experiment: Some(seed),
-            reason: String::new(),
-        })
-        .await
-        .expect("create");
-    admin
-        .start_experiment(v1::StartExperimentRequest {
-            id: "reco_ymal_v1".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("start");
-}
-
 #[tokio::test]
 async fn the_sdk_saves_its_config_and_starts_from_it_while_the_service_is_down() {
     let cache = tempfile::tempdir().expect("dir");
     let snapshot_path = cache.path().join("expd-config.pb");
     let server = TestServer::start().await;
-    launch_seed(&server).await;
+    exp_e2e::launch_seed_everywhere(&mut server.admin().await).await;
     let options = ClientOptions {
         endpoint: format!("http://{}", server.grpc_addr),
         snapshot_path: Some(snapshot_path.clone()),
@@ -126,22 +106,7 @@ async fn the_sdk_keeps_retrying_until_the_service_comes_up_and_reports_changes()
             .await
             .expect("connect"),
     );
-    let mut seed = seed_experiment();
-    seed.traffic_percent = 100;
-    admin
-        .create_experiment(v1::CreateExperimentRequest {
-            experiment: Some(seed),
-            reason: String::new(),
-        })
-        .await
-        .expect("create");
-    admin
-        .start_experiment(v1::StartExperimentRequest {
-            id: "reco_ymal_v1".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("start");
+    exp_e2e::launch_seed_everywhere(&mut admin).await;
     tokio::time::timeout(
         Duration::from_secs(10),
         changes.wait_for(|version| version.is_some_and(|v| v >= 2)),
