@@ -273,14 +273,14 @@ impl Admin {
                     kind: "revision",
                     id: format!("{id}@{to_revision}"),
                 })?;
-            let next = lifecycle::rollback(
+            let mut next = lifecycle::rollback(
                 &current,
                 &target.experiment,
                 rerandomize,
                 &self.schema,
                 change,
             )?;
-            lifecycle::check_layer_capacity(&next, &txn.experiments()?)?;
+            place(&mut next, &current, &txn.experiments()?)?;
             put(
                 txn,
                 &next,
@@ -370,14 +370,23 @@ impl Admin {
             // An experiment whose start and end both passed (say, while the
             // server was down) activates and completes in one pass.
             while let Some((transition, reason)) = due(&state) {
-                state = self.transition(
+                // One experiment that cannot move must not hold up the rest.
+                match self.transition(
                     &state.id,
                     &transition,
                     Some(state.revision),
                     &scheduler,
                     reason,
-                )?;
-                changed.push((state.id.clone(), state.status));
+                ) {
+                    Ok(next) => {
+                        changed.push((next.id.clone(), next.status));
+                        state = next;
+                    }
+                    Err(err) => {
+                        tracing::warn!(experiment = %state.id, error = %err, "scheduled change refused");
+                        break;
+                    }
+                }
             }
         }
         Ok(changed)

@@ -562,3 +562,51 @@ fn validation_is_a_dry_run_that_reports_rule_and_state_problems() {
         "validation writes nothing"
     );
 }
+
+#[test]
+fn a_rollback_gives_back_the_buckets_of_the_traffic_it_undoes() {
+    let f = fixture();
+    let created = f
+        .admin
+        .create(&seed_experiment(), &alice(), "")
+        .expect("created");
+    f.admin
+        .transition(&created.id, &Transition::Start, None, &alice(), "")
+        .expect("start");
+    let mut ramp = f.admin.get(&created.id).expect("get");
+    ramp.traffic_percent = 50;
+    let ramped = f
+        .admin
+        .update(
+            Update {
+                proposed: &ramp,
+                mask: &[],
+                rerandomize: false,
+            },
+            &alice(),
+            "ramp",
+        )
+        .expect("ramp");
+    assert_eq!(exp_core::allocation::size(&ramped.allocation), 5_000);
+    let rolled = f
+        .admin
+        .rollback(&created.id, 2, false, None, &alice(), "undo")
+        .expect("rollback");
+    assert_eq!(exp_core::allocation::size(&rolled.allocation), 1_000);
+    assert_eq!(
+        rolled.allocation,
+        f.admin
+            .revisions(&created.id, 10, "")
+            .expect("revisions")
+            .items[2]
+            .experiment
+            .allocation
+    );
+    let mut other = experiment("other_exp", "ymal_ranking", 90);
+    other.variants[1].params.clear();
+    other.variants[0].params.clear();
+    f.admin.create(&other, &alice(), "").expect("created");
+    f.admin
+        .transition("other_exp", &Transition::Start, None, &alice(), "")
+        .expect("the freed 40% is really free");
+}

@@ -51,8 +51,24 @@ pub fn allocate<'a>(
     let mut taken = vec![false; BUCKETS as usize];
     for other in others {
         if other.id != next.id && other.status.holds_traffic() && other.effective_layer() == layer {
+            // One layer hashes one kind of id: a user-bucketed and a
+            // session-bucketed experiment could otherwise both take the
+            // same logged-in request.
+            if other.bucketing_unit != next.bucketing_unit {
+                return Err(Error::invalid(
+                    "bucketing_unit",
+                    format!(
+                        "experiment {:?} of layer {layer:?} buckets by {:?}; every experiment of a layer must bucket by the same unit",
+                        other.id, other.bucketing_unit
+                    ),
+                ));
+            }
             for range in &other.allocation {
-                taken[range.start as usize..range.end as usize].fill(true);
+                let (start, end) = (
+                    range.start.min(BUCKETS) as usize,
+                    range.end.min(BUCKETS) as usize,
+                );
+                taken[start..end.max(start)].fill(true);
             }
         }
     }
@@ -63,7 +79,23 @@ pub fn allocate<'a>(
 /// `current` grown or shrunk to `target` buckets; `taken` marks buckets
 /// held by others.
 fn resize(current: &[BucketRange], target: u32, taken: &[bool]) -> Result<Vec<BucketRange>, Error> {
-    let mut ranges = current.to_vec();
+    // Keep, in order, the buckets held before that nobody else holds now.
+    let mut ranges: Vec<BucketRange> = Vec::new();
+    for bucket in current
+        .iter()
+        .flat_map(|range| range.start..range.end.min(BUCKETS))
+    {
+        if taken[bucket as usize] {
+            continue;
+        }
+        match ranges.last_mut() {
+            Some(last) if last.end == bucket => last.end += 1,
+            _ => ranges.push(BucketRange {
+                start: bucket,
+                end: bucket + 1,
+            }),
+        }
+    }
     let mut held = size(&ranges);
     while held > target {
         let Some(last) = ranges.last_mut() else { break };

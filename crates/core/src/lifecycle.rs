@@ -407,8 +407,13 @@ fn check_change_rules(
             current.id
         )));
     }
-    let not_served_yet = matches!(status, Draft | Scheduled);
-    let live = matches!(status, Running | Paused);
+    // A scheduled experiment whose start time has passed already assigns
+    // (evaluation goes by the clock), even before the scheduler marks it
+    // running: it is live.
+    let started_by_clock =
+        status == Scheduled && current.schedule.start_time.is_none_or(|start| start <= now);
+    let not_served_yet = status == Draft || (status == Scheduled && !started_by_clock);
+    let live = matches!(status, Running | Paused) || started_by_clock;
     let mut refused: Vec<&str> = Vec::new();
 
     let names = |e: &Experiment| {
@@ -548,9 +553,14 @@ pub fn check_param_conflicts<'a>(
     };
     let mut violations = Vec::new();
     for other in others {
+        // Two bucketed experiments of one layer never meet on a unit; a
+        // shipped one meets everyone, whatever its layer.
+        let exclusive = other.effective_layer() == candidate.effective_layer()
+            && other.status.holds_traffic()
+            && candidate.status.holds_traffic();
         if other.id == candidate.id
             || !serves(other)
-            || other.effective_layer() == candidate.effective_layer()
+            || exclusive
             || !placements_meet(candidate, other)
         {
             continue;

@@ -625,3 +625,55 @@ fn only_experiments_of_the_requested_placement_are_looked_at() {
     assert_eq!(ids, ["ymal"]);
     assert_eq!(answer.config_version, 7);
 }
+
+#[test]
+fn a_shipped_experiment_conflicts_even_with_its_own_layer() {
+    let first = running("first", "shared", 50, &[50, 50], &[]);
+    let shipped = lifecycle::transition(
+        &first,
+        &Transition::Stop {
+            ship_variant: Some("v1".into()),
+        },
+        change(),
+    )
+    .expect("stop");
+    let second = running("second", "shared", 50, &[50, 50], &[]);
+    assert!(
+        lifecycle::check_param_conflicts(&second, [&shipped]).is_err(),
+        "a shipped variant reaches every unit, so it meets the layer's new experiment"
+    );
+}
+
+#[test]
+fn one_layer_buckets_by_one_unit() {
+    let first = running("first", "shared", 50, &[50, 50], &[]);
+    let mut second = running("second", "shared", 0, &[50, 50], &[]);
+    second.bucketing_unit = BucketingUnit::Session;
+    second.traffic_percent = 50;
+    match allocation::allocate(&mut second, None, [&first]) {
+        Err(Error::InvalidArgument(violations)) => {
+            assert_eq!(violations[0].field, "bucketing_unit")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn oversized_request_fields_are_refused_with_their_path() {
+    let snapshot = snapshot(&[running("exp", "", 100, &[50, 50], &[])], &[]);
+    let mut context = ymal();
+    context.country = "X".repeat(257);
+    context
+        .attributes
+        .insert("segment".into(), "v".repeat(1025));
+    match snapshot.evaluate("u-1", "", &context, now()) {
+        Err(Error::InvalidArgument(violations)) => {
+            let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+            assert_eq!(
+                fields,
+                ["context.country", "context.attributes[\"segment\"]"]
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

@@ -434,3 +434,36 @@ fn a_layer_holds_at_most_100_percent_of_traffic() {
         "a paused experiment keeps its share"
     );
 }
+
+#[test]
+fn a_scheduled_experiment_past_its_start_time_is_live_for_the_change_rules() {
+    let mut draft = created();
+    draft.schedule.start_time = Some(now() + Duration::from_secs(60));
+    let scheduled = lifecycle::transition(&draft, &Transition::Start, change("")).expect("start");
+    let mut reweighted = scheduled.clone();
+    reweighted.variants[0].weight = 70;
+    reweighted.variants[1].weight = 30;
+    assert!(
+        update(&scheduled, &reweighted, &[], false).is_ok(),
+        "before its start time it serves nobody"
+    );
+    let after_start = Change {
+        now: now() + Duration::from_secs(61),
+        ..change("")
+    };
+    let mask: Vec<String> = Vec::new();
+    let refused = lifecycle::update(
+        &scheduled,
+        Update {
+            proposed: &reweighted,
+            mask: &mask,
+            rerandomize: false,
+        },
+        &ParamSchema::builtin(),
+        after_start,
+    );
+    assert!(
+        matches!(refused, Err(Error::FailedPrecondition(_))),
+        "it assigns by the clock already"
+    );
+}

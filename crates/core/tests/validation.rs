@@ -433,3 +433,26 @@ fn qa_overrides_need_a_real_variant_a_unit_id_and_a_future_expiry() {
         .collect();
     assert_eq!(paths, ["unit_id", "variant", "expire_time"]);
 }
+
+#[test]
+fn lists_are_capped_so_one_experiment_cannot_exhaust_every_replica() {
+    let mut e = seed_experiment();
+    e.variants = (0..21)
+        .map(|i| exp_core::Variant {
+            name: format!("v{i}"),
+            description: String::new(),
+            weight: 0,
+            params: Default::default(),
+        })
+        .collect();
+    assert_refuses(&e, "variants");
+    let mut e = seed_experiment();
+    e.eligibility.attribute_rules = vec![rule(Some(AttributeOperator::Equals), &["x"]); 51];
+    assert_eq!(fields(&e), ["eligibility.attribute_rules"]);
+    let mut e = seed_experiment();
+    e.eligibility.countries = vec!["US".into(); 2001];
+    assert_eq!(fields(&e), ["eligibility.countries"]);
+    let mut e = seed_experiment();
+    e.eligibility.attribute_rules = vec![rule(Some(AttributeOperator::In), &vec!["x"; 1001])];
+    assert_eq!(fields(&e), ["eligibility.attribute_rules[0].values"]);
+}
