@@ -35,6 +35,10 @@ use crate::{
 
 /// Most attributes a request may carry.
 pub const MAX_ATTRIBUTES: usize = 64;
+/// Longest placement, page type, country, device or attribute key.
+pub const MAX_CONTEXT_FIELD_LEN: usize = 256;
+/// Longest attribute value.
+pub const MAX_ATTRIBUTE_VALUE_LEN: usize = 1_024;
 
 /// Where and for whom a recommendation is made.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -356,6 +360,29 @@ pub fn check_request(
             ));
         }
     }
+    for (field, value) in [
+        ("context.placement", &context.placement),
+        ("context.page_type", &context.page_type),
+        ("context.country", &context.country),
+        ("context.device", &context.device),
+    ] {
+        if value.len() > MAX_CONTEXT_FIELD_LEN {
+            violations.push(crate::FieldViolation::new(
+                field,
+                format!("must be at most {MAX_CONTEXT_FIELD_LEN} bytes"),
+            ));
+        }
+    }
+    for (key, value) in &context.attributes {
+        if key.len() > MAX_CONTEXT_FIELD_LEN || value.len() > MAX_ATTRIBUTE_VALUE_LEN {
+            violations.push(crate::FieldViolation::new(
+                format!("context.attributes[{:?}]", key.chars().take(64).collect::<String>()),
+                format!(
+                    "keys are at most {MAX_CONTEXT_FIELD_LEN} bytes and values {MAX_ATTRIBUTE_VALUE_LEN}"
+                ),
+            ));
+        }
+    }
     if context.attributes.len() > MAX_ATTRIBUTES {
         violations.push(crate::FieldViolation::new(
             "context.attributes",
@@ -512,7 +539,7 @@ impl Condition {
             Some(op) if op.is_semver() => semver::Version::parse(first)
                 .map_or(Self::Never, |version| Self::Semver(op, version)),
             Some(Op::RegexMatch) => regex::RegexBuilder::new(first)
-                .size_limit(1 << 20)
+                .size_limit(crate::validate::REGEX_SIZE_LIMIT)
                 .build()
                 .map_or(Self::Never, Self::Regex),
             Some(_) => Self::Never,

@@ -136,10 +136,16 @@ impl ServingConfig {
         overrides: &[QaOverride],
         now: SystemTime,
     ) -> Self {
+        // Serving needs who is forced where until when, not who asked why:
+        // the config goes to every replica and SDK.
         let active: Vec<QaOverride> = overrides
             .iter()
             .filter(|o| o.is_active_at(now))
-            .cloned()
+            .map(|o| QaOverride {
+                reason: String::new(),
+                created_by: String::new(),
+                ..o.clone()
+            })
             .collect();
         let mut serving: Vec<ServingExperiment> = experiments
             .iter()

@@ -14,6 +14,18 @@ use crate::{
 pub const MAX_REGEX_LEN: usize = 512;
 /// Longest user or session id.
 pub const MAX_UNIT_ID_LEN: usize = 256;
+/// Most variants of an experiment.
+pub const MAX_VARIANTS: usize = 20;
+/// Most entries of each targeting list (placements, page types, ...).
+pub const MAX_TARGETING_VALUES: usize = 2_000;
+/// Most attribute rules of an experiment.
+pub const MAX_ATTRIBUTE_RULES: usize = 50;
+/// Most operands of one attribute rule.
+pub const MAX_RULE_VALUES: usize = 1_000;
+/// Most secondary metrics, and most guardrails.
+pub const MAX_METRICS: usize = 20;
+/// Compiled size limit of an attribute rule's regular expression.
+pub const REGEX_SIZE_LIMIT: usize = 64 * 1024;
 
 #[allow(clippy::unwrap_used)] // constant patterns, exercised by every test
 static EXPERIMENT_ID: LazyLock<Regex> =
@@ -102,6 +114,13 @@ fn text(out: &mut Vec<FieldViolation>, field: &str, value: &str, required: bool,
 
 fn variants(out: &mut Vec<FieldViolation>, experiment: &Experiment, schema: &ParamSchema) {
     let variants = &experiment.variants;
+    if variants.len() > MAX_VARIANTS {
+        out.push(FieldViolation::new(
+            "variants",
+            format!("at most {MAX_VARIANTS} variants, got {}", variants.len()),
+        ));
+        return;
+    }
     if variants.len() < 2 {
         out.push(FieldViolation::new(
             "variants",
@@ -175,6 +194,32 @@ fn eligibility(out: &mut Vec<FieldViolation>, eligibility: &Eligibility) {
         ("page_types", &eligibility.page_types),
         ("devices", &eligibility.devices),
     ];
+    for (name, values) in slug_lists
+        .iter()
+        .copied()
+        .chain([("countries", &eligibility.countries)])
+    {
+        if values.len() > MAX_TARGETING_VALUES {
+            out.push(FieldViolation::new(
+                format!("eligibility.{name}"),
+                format!(
+                    "at most {MAX_TARGETING_VALUES} entries, got {}",
+                    values.len()
+                ),
+            ));
+            return;
+        }
+    }
+    if eligibility.attribute_rules.len() > MAX_ATTRIBUTE_RULES {
+        out.push(FieldViolation::new(
+            "eligibility.attribute_rules",
+            format!(
+                "at most {MAX_ATTRIBUTE_RULES} rules, got {}",
+                eligibility.attribute_rules.len()
+            ),
+        ));
+        return;
+    }
     for (name, values) in slug_lists {
         for (index, value) in values.iter().enumerate() {
             if !SLUG.is_match(value) {
@@ -212,6 +257,16 @@ fn attribute_rule(out: &mut Vec<FieldViolation>, path: &str, rule: &AttributeRul
         ));
         return;
     };
+    if rule.values.len() > MAX_RULE_VALUES {
+        out.push(FieldViolation::new(
+            format!("{path}.values"),
+            format!(
+                "at most {MAX_RULE_VALUES} values, got {}",
+                rule.values.len()
+            ),
+        ));
+        return;
+    }
     match operator.operand_count() {
         Some(expected) if rule.values.len() != expected => {
             out.push(FieldViolation::new(
@@ -250,7 +305,10 @@ fn attribute_rule(out: &mut Vec<FieldViolation>, path: &str, rule: &AttributeRul
                     field,
                     format!("must be at most {MAX_REGEX_LEN} characters"),
                 ));
-            } else if let Err(err) = regex::RegexBuilder::new(value).size_limit(1 << 20).build() {
+            } else if let Err(err) = regex::RegexBuilder::new(value)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+            {
                 out.push(FieldViolation::new(
                     field,
                     format!("not a valid regular expression: {err}"),
@@ -262,6 +320,18 @@ fn attribute_rule(out: &mut Vec<FieldViolation>, path: &str, rule: &AttributeRul
 
 fn metrics_config(out: &mut Vec<FieldViolation>, config: &MetricsConfig) {
     let known = || metrics::names().join(", ");
+    for (field, count) in [
+        ("metrics.secondary_metrics", config.secondary_metrics.len()),
+        ("metrics.guardrails", config.guardrails.len()),
+    ] {
+        if count > MAX_METRICS {
+            out.push(FieldViolation::new(
+                field,
+                format!("at most {MAX_METRICS}, got {count}"),
+            ));
+            return;
+        }
+    }
     if !config.primary_metric.is_empty() && metrics::find(&config.primary_metric).is_none() {
         out.push(FieldViolation::new(
             "metrics.primary_metric",

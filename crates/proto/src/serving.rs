@@ -88,6 +88,31 @@ pub fn serving_experiment_from_proto(
             .collect(),
         shipped_variant: (!proto.shipped_variant.is_empty()).then_some(proto.shipped_variant),
     };
+    // A config from the wire is compiled as is: weights beyond 100 would
+    // overflow the bucket arithmetic, ranges beyond the buckets mean
+    // nothing.
+    if experiment
+        .variants
+        .iter()
+        .map(|v| u64::from(v.weight))
+        .sum::<u64>()
+        > 100
+    {
+        violations.push(FieldViolation::new(
+            "variants",
+            "weights sum to more than 100",
+        ));
+    }
+    if experiment
+        .allocation
+        .iter()
+        .any(|r| r.start > r.end || r.end > exp_core::BUCKETS)
+    {
+        violations.push(FieldViolation::new(
+            "allocation",
+            "a range lies outside 0..10000",
+        ));
+    }
     if violations.is_empty() {
         Ok(experiment)
     } else {
