@@ -503,3 +503,37 @@ async fn the_http_gateway_answers_the_seed_request_with_numbers_as_numbers() {
     assert_eq!(status, 400);
     assert!(malformed.contains("INVALID_ARGUMENT"), "{malformed}");
 }
+
+#[tokio::test]
+async fn watch_streams_beyond_the_limit_are_refused_not_queued() {
+    let server = TestServer::start_with(&["--max-watchers", "2"]).await;
+    let mut config = ConfigServiceClient::new(server.channel().await);
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = config
+            .watch_configs(v1::WatchConfigsRequest::default())
+            .await
+            .expect("within the limit")
+            .into_inner();
+        stream.message().await.expect("ok").expect("snapshot");
+        open.push(stream);
+    }
+    let refused = config
+        .watch_configs(v1::WatchConfigsRequest::default())
+        .await
+        .expect_err("over the limit");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    drop(open);
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok(stream) = config
+            .watch_configs(v1::WatchConfigsRequest::default())
+            .await
+        {
+            reopened = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened.is_some(), "closing streams frees their places");
+}

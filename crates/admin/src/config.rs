@@ -22,7 +22,7 @@ use exp_proto::{
     v1::{self, config_service_server::ConfigService, watch_configs_response::Payload},
 };
 use exp_store::Store;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
@@ -55,12 +55,13 @@ pub struct ConfigPublisher {
 
 impl ConfigPublisher {
     /// Builds the serving config of `store` now, and keeps rebuilding it at
-    /// every new config version until `shutdown` turns true.
+    /// every new config version until `shutdown` turns true (when the
+    /// returned task ends).
     pub fn start(
         store: Arc<Store>,
         clock: Arc<dyn Clock>,
         mut shutdown: watch::Receiver<bool>,
-    ) -> Result<Arc<Self>, Error> {
+    ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), Error> {
         let mut versions = store.subscribe();
         let initial = Arc::new(build(&store, clock.as_ref())?);
         let (current, _) = watch::channel(initial.clone());
@@ -73,7 +74,7 @@ impl ConfigPublisher {
             changes,
         });
         let task_publisher = publisher.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     changed = versions.changed() => if changed.is_err() { return },
@@ -90,7 +91,7 @@ impl ConfigPublisher {
                 }
             }
         });
-        Ok(publisher)
+        Ok((publisher, task))
     }
 
     fn publish(&self, config: Arc<ServingConfig>) {
@@ -170,22 +171,28 @@ pub struct ConfigGrpc {
     clock: Arc<dyn Clock>,
     heartbeat: Duration,
     shutdown: watch::Receiver<bool>,
+    // Open streams outlive the request's concurrency permit; this bounds
+    // them (and the snapshots their queues may hold).
+    watchers: Arc<Semaphore>,
 }
 
 impl ConfigGrpc {
     /// Serves `publisher`'s configs; streams send a heartbeat every
-    /// `heartbeat` and end when `shutdown` turns true.
+    /// `heartbeat`, end when `shutdown` turns true, and number at most
+    /// `max_watchers` at once.
     pub fn new(
         publisher: Arc<ConfigPublisher>,
         clock: Arc<dyn Clock>,
         heartbeat: Duration,
         shutdown: watch::Receiver<bool>,
+        max_watchers: usize,
     ) -> Self {
         Self {
             publisher,
             clock,
             heartbeat,
             shutdown,
+            watchers: Arc::new(Semaphore::new(max_watchers)),
         }
     }
 
@@ -239,6 +246,9 @@ impl ConfigService for ConfigGrpc {
     ) -> Result<Response<WatchStream>, Status> {
         let request = request.into_inner();
         check_placements(&request.placements)?;
+        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted("too many WatchConfigs streams open; retry with backoff")
+        })?;
         let (tx, rx) = mpsc::channel(WATCHER_QUEUE);
         // Subscribe before reading the current config: nothing published in
         // between is missed.
@@ -262,6 +272,7 @@ impl ConfigService for ConfigGrpc {
         let placements = request.placements;
         let client = request.client_id;
         tokio::spawn(async move {
+            let _permit = permit;
             debug!(client, version = current.version, "watcher connected");
             if tx.send(Ok(first)).await.is_err() {
                 return;

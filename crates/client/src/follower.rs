@@ -24,6 +24,9 @@ use tokio::sync::watch;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
+/// Largest config message accepted (tonic's default is 4 MiB).
+const MAX_SNAPSHOT_BYTES: usize = 256 << 20;
+
 /// Where and how to follow.
 #[derive(Debug, Clone)]
 pub struct FollowerOptions {
@@ -103,8 +106,12 @@ async fn follow(
     sender: watch::Sender<Option<Arc<ServingConfig>>>,
 ) {
     let mut backoff = options.min_backoff;
+    // The first stream asks for a whole snapshot even when a saved config
+    // is held: the saved one may have been taken with other placements, or
+    // from an admin whose store was rebuilt since.
+    let mut fresh_start = true;
     loop {
-        match stream_once(&endpoint, &options, &sender, &mut backoff).await {
+        match stream_once(&endpoint, &options, &sender, &mut backoff, &mut fresh_start).await {
             Ok(()) => debug!("config stream ended; reconnecting"),
             Err(err) => {
                 warn!(error = %err, retry_in = ?backoff, "config stream failed; reconnecting")
@@ -120,13 +127,19 @@ async fn stream_once(
     options: &FollowerOptions,
     sender: &watch::Sender<Option<Arc<ServingConfig>>>,
     backoff: &mut Duration,
+    fresh_start: &mut bool,
 ) -> Result<(), String> {
     let channel = endpoint
         .connect()
         .await
         .map_err(|err| format!("connect: {err}"))?;
-    let known_version = sender.borrow().as_ref().map_or(0, |config| config.version);
+    let known_version = if *fresh_start {
+        0
+    } else {
+        sender.borrow().as_ref().map_or(0, |config| config.version)
+    };
     let mut stream = ConfigServiceClient::new(channel)
+        .max_decoding_message_size(MAX_SNAPSHOT_BYTES)
         .watch_configs(v1::WatchConfigsRequest {
             known_version,
             placements: options.placements.clone(),
@@ -141,6 +154,7 @@ async fn stream_once(
         .map_err(|status| format!("stream: {status}"))?
     {
         *backoff = options.min_backoff;
+        *fresh_start = false;
         let held = sender.borrow().clone();
         let next = match message.payload {
             Some(Payload::Snapshot(snapshot)) => {

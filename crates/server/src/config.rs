@@ -102,6 +102,11 @@ pub struct Config {
     #[arg(long, env = "EXPD_CONFIG_HEARTBEAT", default_value = "10s", value_parser = parse_positive_duration)]
     pub config_heartbeat: Duration,
 
+    /// Most WatchConfigs streams open at once; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "EXPD_MAX_WATCHERS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_watchers: u32,
+
     /// Exposure records queued before new ones are dropped (assignment
     /// never waits for logging).
     #[arg(long, env = "EXPD_EXPOSURE_QUEUE", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
@@ -131,7 +136,12 @@ impl Config {
                     .into(),
             );
         }
-        if self.tokens_file.is_none() && !self.allow_insecure_remote {
+        // Tokens guard the admin RPCs; an assign-only process (a replica or
+        // sidecar) serves the data plane and may bind anywhere.
+        if self.runs(ServiceKind::Admin)
+            && self.tokens_file.is_none()
+            && !self.allow_insecure_remote
+        {
             for (flag, addr) in [
                 ("--grpc-addr", self.grpc_addr),
                 ("--http-addr", self.http_addr),
@@ -203,6 +213,33 @@ mod tests {
         ])
         .expect("parses");
         assert!(with_tokens.check().is_ok());
+    }
+
+    #[test]
+    fn an_assign_only_process_may_bind_beyond_loopback_without_tokens() {
+        let sidecar = parse(&[
+            "--services",
+            "assign",
+            "--grpc-addr",
+            "0.0.0.0:50051",
+            "--config-source",
+            "http://expd-admin:50051",
+        ])
+        .expect("parses");
+        assert!(sidecar.check().is_ok());
+        let with_admin =
+            parse(&["--services", "admin,assign", "--grpc-addr", "0.0.0.0:50051"]).expect("parses");
+        assert!(with_admin.check().is_err());
+        let both = parse(&["--config-source", "http://a:1"]).expect("parses");
+        assert!(
+            both.check()
+                .expect_err("admin and a config source")
+                .contains("--config-source")
+        );
+        assert!(
+            parse(&["--config-source", "expd-admin:50051"]).is_err(),
+            "not a URL"
+        );
     }
 
     #[test]

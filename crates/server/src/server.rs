@@ -86,13 +86,13 @@ pub async fn serve(
     } else {
         None
     };
-    let publisher = match &store {
-        Some(store) => Some(ConfigPublisher::start(
-            store.clone(),
-            clock.clone(),
-            shutdown_rx.clone(),
-        )?),
-        None => None,
+    let (publisher, publisher_task) = match &store {
+        Some(store) => {
+            let (publisher, task) =
+                ConfigPublisher::start(store.clone(), clock.clone(), shutdown_rx.clone())?;
+            (Some(publisher), Some(task))
+        }
+        None => (None, None),
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -125,6 +125,7 @@ pub async fn serve(
                 clock.clone(),
                 config.config_heartbeat,
                 shutdown_rx.clone(),
+                config.max_watchers as usize,
             )
             .into_server(),
         ),
@@ -269,7 +270,9 @@ pub async fn serve(
         (grpc, http)
     })
     .await;
-    if let Some(task) = scheduler_task {
+    // Background tasks end on the shutdown signal; waiting for them lets
+    // the store close before `serve` returns (a restart can reopen it).
+    for task in [scheduler_task, publisher_task].into_iter().flatten() {
         let _ = task.await;
     }
     match drained {

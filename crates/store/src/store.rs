@@ -40,10 +40,7 @@ pub struct WriteTxn<'a> {
 impl Store {
     /// Opens (or creates) the store in directory `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
-        let db = sled::Config::new()
-            .path(path.as_ref())
-            .open()
-            .map_err(|err| storage(format!("opening {}", path.as_ref().display()), err))?;
+        let db = open_db(path.as_ref())?;
         let open_tree = |name: &str| {
             db.open_tree(name)
                 .map_err(|err| storage("opening tree", err))
@@ -187,10 +184,16 @@ impl Store {
                 TransactionError::Storage(err) => storage("committing", err),
             })?;
         // Durable before anyone hears of it: an OK answer survives kill -9.
-        self.db
-            .flush()
-            .map_err(|err| storage("flushing to disk", err))?;
+        let flushed = self.db.flush();
+        // The transaction is committed either way: readers see it, so the
+        // feed must announce it too.
         self.version.send_replace(next_version);
+        flushed.map_err(|err| {
+            Error::Storage(format!(
+                "the change was committed but not confirmed on disk ({err}); \
+                 read it back before retrying"
+            ))
+        })?;
         Ok(result)
     }
 }
@@ -302,6 +305,26 @@ impl WriteTxn<'_> {
             overrides_set,
             overrides_deleted,
         })
+    }
+}
+
+/// Opens the sled database, waiting up to 2 s for a previous owner in
+/// this process (a server being restarted) to let go of its file lock.
+fn open_db(path: &Path) -> Result<sled::Db, Error> {
+    let mut attempts = 0;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            // sled reports a held lock only as an `Other` I/O error with this
+            // message; there is no typed variant to match.
+            Err(sled::Error::Io(err))
+                if attempts < 100 && err.to_string().contains("could not acquire lock") =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(err) => return Err(storage(format!("opening {}", path.display()), err)),
+        }
     }
 }
 
