@@ -1,21 +1,43 @@
-//! The HTTP port: `GET /healthz` (alive) and `GET /readyz` (serving; 503
-//! while shutting down), for load balancers and probes that do not speak
-//! gRPC health.
+//! The HTTP port: `GET /healthz` (alive) and `GET /readyz` (ready to
+//! serve: 503 while shutting down, and, in a process that assigns, until
+//! it has an experiment config), for load balancers and probes that do not
+//! speak gRPC health. `/readyz` agrees with `grpc.health.v1`.
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
+use exp_assign::SnapshotCell;
 use tokio::sync::watch;
 
-/// The HTTP routes; `shutting_down` turns readiness off.
-pub fn router(shutting_down: watch::Receiver<bool>) -> Router {
+#[derive(Clone)]
+struct Readiness {
+    shutting_down: watch::Receiver<bool>,
+    // `Some` when this process assigns: ready only once a config is in.
+    assignment: Option<SnapshotCell>,
+}
+
+/// The HTTP routes; `shutting_down` turns readiness off, and so does an
+/// `assignment` cell without a config.
+pub fn router(shutting_down: watch::Receiver<bool>, assignment: Option<SnapshotCell>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(shutting_down)
+        .with_state(Readiness {
+            shutting_down,
+            assignment,
+        })
 }
 
-async fn ready(State(shutting_down): State<watch::Receiver<bool>>) -> (StatusCode, &'static str) {
-    if *shutting_down.borrow() {
+async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
+    if *readiness.shutting_down.borrow() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if readiness
+        .assignment
+        .as_ref()
+        .is_some_and(|cell| cell.load().is_none())
+    {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no experiment config yet\n",
+        )
     } else {
         (StatusCode::OK, "ready\n")
     }

@@ -222,7 +222,7 @@ pub async fn serve(
         });
 
     let mut http_stop = shutdown_rx.clone();
-    let mut routes = crate::http::router(shutdown_rx.clone());
+    let mut routes = crate::http::router(shutdown_rx.clone(), runs_assign.then(|| cell.clone()));
     if let Some(assigner) = assigner {
         routes = routes.merge(exp_assign::http::router(assigner));
     }

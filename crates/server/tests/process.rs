@@ -17,6 +17,7 @@ use exp_proto::v1::{
 struct Expd {
     child: Child,
     grpc: String,
+    http: String,
     logs: mpsc::Receiver<String>,
 }
 
@@ -53,19 +54,23 @@ fn spawn(data_dir: &std::path::Path, extra: &[&str]) -> Expd {
             }
         }
     });
-    let grpc = loop {
+    let (grpc, http) = loop {
         let line = logs
             .recv_timeout(Duration::from_secs(20))
             .expect("expd logs that it serves");
         let entry: serde_json::Value = serde_json::from_str(&line).expect("json log line");
         if entry["fields"]["message"] == "expd serving" {
-            break entry["fields"]["grpc"]
-                .as_str()
-                .expect("grpc address")
-                .to_owned();
+            let address =
+                |field: &str| entry["fields"][field].as_str().expect("address").to_owned();
+            break (address("grpc"), address("http"));
         }
     };
-    Expd { child, grpc, logs }
+    Expd {
+        child,
+        grpc,
+        http,
+        logs,
+    }
 }
 
 async fn client(expd: &Expd) -> AdminServiceClient<tonic::transport::Channel> {
@@ -298,6 +303,7 @@ async fn a_sidecar_keeps_serving_with_the_admin_killed_and_after_its_own_restart
         1,
         "SERVING from the saved config"
     );
+    assert_eq!(readyz_status(&restarted).await, 200);
 }
 
 #[tokio::test]
@@ -317,4 +323,27 @@ async fn a_sidecar_that_never_had_a_config_reports_not_serving() {
         .await
         .expect_err("no config yet");
     assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        readyz_status(&sidecar).await,
+        503,
+        "/readyz agrees with gRPC health"
+    );
+}
+
+async fn readyz_status(expd: &Expd) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(&expd.http)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status line")
 }
