@@ -24,44 +24,11 @@ use crate::v1;
 /// neutral values; `revision` is kept (it is the base of an update).
 pub fn experiment_from_proto(proto: v1::Experiment) -> Result<Experiment, Vec<FieldViolation>> {
     let mut violations = Vec::new();
-    let variants = proto
-        .variants
-        .into_iter()
-        .enumerate()
-        .map(|(index, variant)| Variant {
-            name: variant.name,
-            description: variant.description,
-            weight: variant.weight,
-            params: variant
-                .params
-                .map(|params| {
-                    struct_to_json(
-                        &params,
-                        &format!("variants[{index}].params"),
-                        &mut violations,
-                    )
-                })
-                .unwrap_or_default(),
-        })
-        .collect();
-    let bucketing_unit = match v1::BucketingUnit::try_from(proto.bucketing_unit) {
-        Ok(v1::BucketingUnit::Unspecified | v1::BucketingUnit::UserOrSession) => {
-            BucketingUnit::UserOrSession
-        }
-        Ok(v1::BucketingUnit::User) => BucketingUnit::User,
-        Ok(v1::BucketingUnit::Session) => BucketingUnit::Session,
-        Err(_) => {
-            violations.push(unknown_enum("bucketing_unit", proto.bucketing_unit));
-            BucketingUnit::UserOrSession
-        }
-    };
+    let variants = variants_from_proto(proto.variants, &mut violations);
+    let bucketing_unit = bucketing_unit_from_proto(proto.bucketing_unit, &mut violations);
     let eligibility =
         eligibility_from_proto(proto.eligibility.unwrap_or_default(), &mut violations);
-    let schedule = proto.schedule.unwrap_or_default();
-    let schedule = Schedule {
-        start_time: optional_time(schedule.start_time, "schedule.start_time", &mut violations),
-        end_time: optional_time(schedule.end_time, "schedule.end_time", &mut violations),
-    };
+    let schedule = schedule_from_proto(proto.schedule.unwrap_or_default(), &mut violations);
     let metrics = metrics_from_proto(proto.metrics.unwrap_or_default(), &mut violations);
     let experiment = Experiment {
         id: proto.id,
