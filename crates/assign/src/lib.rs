@@ -2,9 +2,9 @@
 //!
 //! # Layout
 //!
-//! - [`snapshot`]: [`SnapshotCell`], the compiled snapshot behind an atomic
-//!   pointer: requests read it without a lock; a follower task swaps in a
-//!   new one when the serving config changes (from the local admin, or
+//! - [`SnapshotCell`] (from `exp-client`): the compiled snapshot behind an
+//!   atomic pointer: requests read it without a lock; a follower task swaps
+//!   in a new one when the serving config changes (from the local admin, or
 //!   from a remote one in sidecar mode).
 //! - [`exposure`]: exposure records of bucketed assignments, offered to a
 //!   bounded queue that never blocks a request.
@@ -14,8 +14,7 @@
 pub mod exposure;
 pub mod grpc;
 pub mod http;
-pub mod snapshot;
 
+pub use exp_client::SnapshotCell;
 pub use exposure::{ExposureQueue, ExposureRecord};
 pub use grpc::{AssignError, AssignGrpc, Assigner};
-pub use snapshot::SnapshotCell;

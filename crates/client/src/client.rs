@@ -1,18 +1,14 @@
 //! Local assignment on the followed config.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwapOption;
 use exp_core::{
     Error,
-    evaluate::{CompiledSnapshot, Evaluation, RequestContext},
+    evaluate::{Evaluation, RequestContext},
 };
 use tokio::sync::watch;
 
-use crate::{ConfigFollower, FollowerOptions};
+use crate::{ConfigFollower, FollowerOptions, SnapshotCell};
 
 /// Options of a [`Client`]; the same as a follower's.
 pub type ClientOptions = FollowerOptions;
@@ -38,10 +34,7 @@ pub enum ClientError {
 /// The SDK: follows the service's config and assigns locally.
 #[derive(Debug)]
 pub struct Client {
-    snapshot: Arc<ArcSwapOption<CompiledSnapshot>>,
-    // `None` until a config is in use (a fresh service's config is at
-    // version 0, so 0 cannot mean "none").
-    versions: watch::Receiver<Option<u64>>,
+    snapshot: SnapshotCell,
     _follower: ConfigFollower,
     _compiler: tokio::task::JoinHandle<()>,
 }
@@ -51,31 +44,10 @@ impl Client {
     /// runtime; returns at once (see [`Client::wait_for_config`]).
     pub fn start(options: ClientOptions) -> Result<Self, ClientError> {
         let follower = ConfigFollower::spawn(options).map_err(ClientError::Options)?;
-        let snapshot: Arc<ArcSwapOption<CompiledSnapshot>> = Arc::default();
-        let (version_sender, versions) = watch::channel(None);
-        let mut configs = follower.configs();
-        let target = snapshot.clone();
-        let compiler = tokio::spawn(async move {
-            loop {
-                let latest = configs.borrow_and_update().clone();
-                if let Some(config) = latest {
-                    let version = config.version;
-                    if let Ok(compiled) =
-                        tokio::task::spawn_blocking(move || CompiledSnapshot::compile(&config))
-                            .await
-                    {
-                        target.store(Some(Arc::new(compiled)));
-                        version_sender.send_replace(Some(version));
-                    }
-                }
-                if configs.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
+        let snapshot = SnapshotCell::new();
+        let compiler = snapshot.follow(follower.configs());
         Ok(Self {
             snapshot,
-            versions,
             _follower: follower,
             _compiler: compiler,
         })
@@ -100,8 +72,7 @@ impl Client {
         context: &RequestContext,
         now: SystemTime,
     ) -> Result<Evaluation, ClientError> {
-        let snapshot = self.snapshot.load();
-        let snapshot = snapshot.as_ref().ok_or(ClientError::NoConfig)?;
+        let snapshot = self.snapshot.load().ok_or(ClientError::NoConfig)?;
         snapshot
             .evaluate(user_id, session_id, context, now)
             .map_err(ClientError::InvalidRequest)
@@ -109,13 +80,13 @@ impl Client {
 
     /// The config version in use, `None` before any.
     pub fn config_version(&self) -> Option<u64> {
-        *self.versions.borrow()
+        *self.snapshot.versions().borrow()
     }
 
     /// A receiver that wakes at every new config version: the change
     /// callback of the SDK.
     pub fn changes(&self) -> watch::Receiver<Option<u64>> {
-        self.versions.clone()
+        self.snapshot.versions()
     }
 
     /// Waits until a config is in use (returns its version).
@@ -129,7 +100,7 @@ impl Client {
         version: u64,
         timeout: Duration,
     ) -> Result<u64, ClientError> {
-        let mut versions = self.versions.clone();
+        let mut versions = self.snapshot.versions();
         let reached = tokio::time::timeout(
             timeout,
             versions.wait_for(|current| current.is_some_and(|current| current >= version)),

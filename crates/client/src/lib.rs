@@ -11,6 +11,8 @@
 //!
 //! - [`follower`]: [`ConfigFollower`], the WatchConfigs subscriber and its
 //!   snapshot file; also used by `expd` in sidecar mode.
+//! - [`snapshot`]: [`SnapshotCell`], the compiled snapshot behind an
+//!   atomic pointer, kept on the latest followed config; also `expd`'s.
 //! - [`client`]: [`Client`], local evaluation on the followed config.
 //!
 //! # Example
@@ -44,6 +46,8 @@
 
 pub mod client;
 pub mod follower;
+pub mod snapshot;
 
 pub use client::{Client, ClientError, ClientOptions};
 pub use follower::{ConfigFollower, FollowerOptions};
+pub use snapshot::SnapshotCell;

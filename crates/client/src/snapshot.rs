@@ -1,4 +1,6 @@
-//! The compiled snapshot that requests evaluate, swapped atomically.
+//! The compiled snapshot that assignments evaluate, swapped atomically;
+//! shared by the SDK's [`Client`](crate::Client) and `expd`'s assignment
+//! service.
 
 use std::sync::Arc;
 
@@ -6,12 +8,25 @@ use arc_swap::ArcSwapOption;
 use exp_core::{evaluate::CompiledSnapshot, serving::ServingConfig};
 use tokio::sync::watch;
 
-/// Holds the current compiled snapshot, or none before the first config.
-#[derive(Debug, Clone, Default)]
+/// Holds the current compiled snapshot, or none before the first config,
+/// and announces the version of each one installed.
+#[derive(Debug, Clone)]
 pub struct SnapshotCell {
     // ArcSwap: a request loads the pointer without a lock; a config change
     // stores a new one; old snapshots live until their last reader is done.
     inner: Arc<ArcSwapOption<CompiledSnapshot>>,
+    // `None` until a config is installed (a fresh service's config is at
+    // version 0, so 0 cannot mean "none").
+    versions: Arc<watch::Sender<Option<u64>>>,
+}
+
+impl Default for SnapshotCell {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            versions: Arc::new(watch::channel(None).0),
+        }
+    }
 }
 
 impl SnapshotCell {
@@ -25,23 +40,30 @@ impl SnapshotCell {
         self.inner.load_full()
     }
 
+    /// A receiver of the installed config version (`None` before any).
+    pub fn versions(&self) -> watch::Receiver<Option<u64>> {
+        self.versions.subscribe()
+    }
+
     /// Compiles `config` and makes it current.
     pub fn install(&self, config: &ServingConfig) {
-        self.inner
-            .store(Some(Arc::new(CompiledSnapshot::compile(config))));
+        self.store(CompiledSnapshot::compile(config));
+    }
+
+    fn store(&self, compiled: CompiledSnapshot) {
+        let version = compiled.version();
+        self.inner.store(Some(Arc::new(compiled)));
+        self.versions.send_replace(Some(version));
     }
 
     /// Keeps the cell on the latest config of `configs` (`None`: no config
-    /// yet) until the sender is dropped. Calls `on_first` once, when the
-    /// first config is installed.
+    /// yet) until the sender is dropped.
     pub fn follow(
         &self,
         mut configs: watch::Receiver<Option<Arc<ServingConfig>>>,
-        on_first: impl FnOnce() + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let cell = self.clone();
         tokio::spawn(async move {
-            let mut on_first = Some(on_first);
             loop {
                 let latest = configs.borrow_and_update().clone();
                 if let Some(config) = latest {
@@ -51,11 +73,8 @@ impl SnapshotCell {
                             tokio::task::spawn_blocking(move || CompiledSnapshot::compile(&config))
                                 .await;
                         if let Ok(compiled) = compiled {
-                            cell.inner.store(Some(Arc::new(compiled)));
+                            cell.store(compiled);
                         }
-                    }
-                    if let Some(first) = on_first.take() {
-                        first();
                     }
                 }
                 if configs.changed().await.is_err() {

@@ -161,14 +161,7 @@ pub async fn serve(
         if let Some(config) = configs.borrow().clone() {
             cell.install(&config);
         }
-        let health = health.clone();
-        cell.follow(configs, move || {
-            tokio::spawn(async move {
-                health
-                    .set_service_status(ASSIGNMENT_SERVICE, ServingStatus::Serving)
-                    .await;
-            });
-        });
+        cell.follow(configs);
         tokio::spawn(drain_exposures(exposure_receiver));
     }
     let assignment_service = assigner
@@ -205,6 +198,19 @@ pub async fn serve(
             ServingStatus::Serving
         };
         health.set_service_status(name, status).await;
+    }
+    if runs_assign {
+        // Set after the initial statuses, so the first config cannot be
+        // overtaken by them.
+        let health = health.clone();
+        let mut versions = cell.versions();
+        tokio::spawn(async move {
+            if versions.wait_for(Option::is_some).await.is_ok() {
+                health
+                    .set_service_status(ASSIGNMENT_SERVICE, ServingStatus::Serving)
+                    .await;
+            }
+        });
     }
 
     let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
