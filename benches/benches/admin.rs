@@ -53,30 +53,8 @@ fn main() {
 }
 
 async fn grpc_updates() {
-    let data = tempfile::tempdir().expect("dir");
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = grpc.local_addr().expect("addr");
-    let config = <expd::Config as clap::Parser>::try_parse_from([
-        "expd",
-        "--data-dir",
-        data.path().to_str().expect("utf-8"),
-    ])
-    .expect("flags");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(expd::serve(config, grpc, http, async {
-        let _ = stopped.await;
-    }));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut client = AdminServiceClient::new(channel);
+    let server = exp_e2e::TestServer::start().await;
+    let mut client = AdminServiceClient::new(server.channel().await);
     let mut current = client
         .create_experiment(v1::CreateExperimentRequest {
             experiment: Some(exp_proto::convert::experiment_to_proto(&seed_experiment())),
@@ -119,6 +97,5 @@ async fn grpc_updates() {
         samples.push(started.elapsed());
     }
     exp_benches::Summary::of(samples).print("GetExperiment over gRPC (loopback)");
-    let _ = stop.send(());
-    let _ = server.await;
+    server.stop().await;
 }

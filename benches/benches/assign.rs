@@ -75,70 +75,6 @@ fn evaluation(others: usize) {
     .print_ns(&format!("evaluate, 1 experiment here + {others} elsewhere"));
 }
 
-async fn start_server(
-    extra: &[&str],
-) -> (
-    std::net::SocketAddr,
-    std::net::SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let data = tempfile::tempdir().expect("dir").keep();
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let (grpc_addr, http_addr) = (
-        grpc.local_addr().expect("addr"),
-        http.local_addr().expect("addr"),
-    );
-    let args = [
-        "expd",
-        "--data-dir",
-        data.to_str().expect("utf-8"),
-        "--exposure-queue",
-        "1000000",
-    ]
-    .into_iter()
-    .chain(extra.iter().copied());
-    let config = <expd::Config as clap::Parser>::try_parse_from(args).expect("flags");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(expd::serve(config, grpc, http, async {
-        let _ = stopped.await;
-    }));
-    (grpc_addr, http_addr, stop)
-}
-
-async fn channel(addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
-}
-
-async fn launch_seed(addr: std::net::SocketAddr) {
-    let mut admin = AdminServiceClient::new(channel(addr).await);
-    let mut seed = exp_proto::convert::experiment_to_proto(&seed_experiment());
-    seed.traffic_percent = 100;
-    admin
-        .create_experiment(v1::CreateExperimentRequest {
-            experiment: Some(seed),
-            reason: String::new(),
-        })
-        .await
-        .expect("create");
-    admin
-        .start_experiment(v1::StartExperimentRequest {
-            id: "reco_ymal_v1".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("start");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-}
-
 /// Open loop: `rate` requests/s for `seconds`, from 64 callers on 4
 /// connections. Latency runs from the moment a request is sent; the
 /// sends that left more than 2 ms after their scheduled time are counted,
@@ -205,7 +141,7 @@ async fn grpc_assign(addr: std::net::SocketAddr, rate: u64, seconds: u64) {
 async fn futures_channels(addr: std::net::SocketAddr, count: usize) -> Vec<Channel> {
     let mut channels = Vec::new();
     for _ in 0..count {
-        channels.push(channel(addr).await);
+        channels.push(exp_e2e::connect(addr).await);
     }
     channels
 }
@@ -276,7 +212,7 @@ async fn propagation(addr: std::net::SocketAddr, watchers: usize, rounds: usize)
             }
         });
     }
-    let mut admin = AdminServiceClient::new(channel(addr).await);
+    let mut admin = AdminServiceClient::new(exp_e2e::connect(addr).await);
     let mut current = admin
         .get_experiment(v1::GetExperimentRequest {
             id: "reco_ymal_v1".into(),
@@ -300,7 +236,7 @@ async fn propagation(addr: std::net::SocketAddr, watchers: usize, rounds: usize)
             .into_inner()
             .experiment
             .expect("experiment");
-        let target = current_version(addr).await;
+        let target = exp_e2e::current_config_version(exp_e2e::connect(addr).await).await;
         let mut reached = 0;
         let mut last = sent;
         while reached < watchers {
@@ -320,17 +256,6 @@ async fn propagation(addr: std::net::SocketAddr, watchers: usize, rounds: usize)
     ));
 }
 
-async fn current_version(addr: std::net::SocketAddr) -> u64 {
-    ConfigServiceClient::new(channel(addr).await)
-        .get_config_snapshot(v1::GetConfigSnapshotRequest::default())
-        .await
-        .expect("snapshot")
-        .into_inner()
-        .snapshot
-        .expect("snapshot")
-        .config_version
-}
-
 fn main() {
     evaluation(10);
     evaluation(10_000);
@@ -342,14 +267,26 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (grpc_addr, http_addr, stop) =
-        server_runtime.block_on(start_server(&["--config-heartbeat", "60s"]));
+    let server = server_runtime.block_on(exp_e2e::TestServer::start_with(&[
+        "--config-heartbeat",
+        "60s",
+        "--exposure-queue",
+        "1000000",
+    ]));
+    let (grpc_addr, http_addr) = (server.grpc_addr, server.http_addr);
     let client_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    client_runtime.block_on(launch_seed(grpc_addr));
+    client_runtime.block_on(async {
+        exp_e2e::launch_seed_everywhere(&mut AdminServiceClient::new(
+            exp_e2e::connect(grpc_addr).await,
+        ))
+        .await;
+        // Let the assignment snapshot catch up with the start.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
     let rate = std::env::var("ASSIGN_RPS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -357,6 +294,5 @@ fn main() {
     client_runtime.block_on(grpc_assign(grpc_addr, rate, 10));
     http_assign(http_addr);
     client_runtime.block_on(propagation(grpc_addr, 1_000, 20));
-    let _ = stop.send(());
-    drop(server_runtime);
+    server_runtime.block_on(server.stop());
 }

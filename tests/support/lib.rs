@@ -44,17 +44,9 @@ impl TestServer {
         let grpc_addr = grpc.local_addr().expect("grpc addr");
         let http_addr = http.local_addr().expect("http addr");
         let data = data_dir.path().to_str().expect("utf-8 path").to_owned();
-        let args = [
-            "expd",
-            "--data-dir",
-            &data,
-            "--scheduler-tick",
-            "50ms",
-            "--shutdown-grace",
-            "2s",
-        ]
-        .into_iter()
-        .chain(extra_args.iter().copied());
+        let args = ["expd", "--data-dir", &data, "--shutdown-grace", "2s"]
+            .into_iter()
+            .chain(extra_args.iter().copied());
         let config = <Config as clap::Parser>::try_parse_from(args).expect("flags parse");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(expd::serve(config, grpc, http, async {
@@ -71,11 +63,7 @@ impl TestServer {
 
     /// A channel to the gRPC port.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.grpc_addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect")
+        connect(self.grpc_addr).await
     }
 
     /// An `AdminService` client.
@@ -188,4 +176,25 @@ pub async fn launch_seed_everywhere(admin: &mut AdminServiceClient<Channel>) {
         })
         .await
         .expect("start");
+}
+
+/// A channel to the gRPC server at `addr`.
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// The serving config version `ConfigService` answers with now.
+pub async fn current_config_version(channel: Channel) -> u64 {
+    v1::config_service_client::ConfigServiceClient::new(channel)
+        .get_config_snapshot(v1::GetConfigSnapshotRequest::default())
+        .await
+        .expect("snapshot")
+        .into_inner()
+        .snapshot
+        .expect("snapshot")
+        .config_version
 }

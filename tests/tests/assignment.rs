@@ -123,22 +123,11 @@ async fn wait_for_assign_version(channel: Channel, version: u64) {
     panic!("assignment never reached config version {version}");
 }
 
-async fn current_version(channel: Channel) -> u64 {
-    ConfigServiceClient::new(channel)
-        .get_config_snapshot(v1::GetConfigSnapshotRequest::default())
-        .await
-        .expect("snapshot")
-        .into_inner()
-        .snapshot
-        .expect("snapshot")
-        .config_version
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_sidecar_and_sdk_give_every_unit_the_same_answer() {
     let admin_server = TestServer::start().await;
     launch(&mut admin_server.admin().await).await;
-    let version = current_version(admin_server.channel().await).await;
+    let version = exp_e2e::current_config_version(admin_server.channel().await).await;
     wait_for_assign_version(admin_server.channel().await, version).await;
 
     let source = format!("http://{}", admin_server.grpc_addr);
@@ -230,7 +219,7 @@ async fn pause_and_stop_take_effect_on_every_watcher() {
         })
         .await
         .expect("pause");
-    let paused_version = current_version(admin_server.channel().await).await;
+    let paused_version = exp_e2e::current_config_version(admin_server.channel().await).await;
     sdk.wait_for_version(paused_version, Duration::from_secs(10))
         .await
         .expect("sdk sees pause");
@@ -269,7 +258,7 @@ async fn pause_and_stop_take_effect_on_every_watcher() {
         })
         .await
         .expect("stop");
-    let stopped_version = current_version(admin_server.channel().await).await;
+    let stopped_version = exp_e2e::current_config_version(admin_server.channel().await).await;
     sdk.wait_for_version(stopped_version, Duration::from_secs(10))
         .await
         .expect("sdk sees stop");
@@ -289,7 +278,7 @@ async fn watch_configs_sends_a_snapshot_then_deltas_and_heartbeats() {
     let server = TestServer::start_with(&["--config-heartbeat", "100ms"]).await;
     let mut admin = server.admin().await;
     launch(&mut admin).await;
-    let version = current_version(server.channel().await).await;
+    let version = exp_e2e::current_config_version(server.channel().await).await;
     let mut config = ConfigServiceClient::new(server.channel().await);
 
     let mut stream = config
@@ -418,7 +407,7 @@ async fn a_watcher_that_falls_behind_is_resynchronised_not_truncated() {
             .experiment
             .expect("experiment");
     }
-    let target = current_version(server.channel().await).await;
+    let target = exp_e2e::current_config_version(server.channel().await).await;
     let mut resynchronised = false;
     while held.version < target {
         let message = tokio::time::timeout(Duration::from_secs(10), stalled.message())
@@ -459,7 +448,7 @@ async fn the_http_gateway_answers_the_seed_request_with_numbers_as_numbers() {
     launch(&mut server.admin().await).await;
     wait_for_assign_version(
         server.channel().await,
-        current_version(server.channel().await).await,
+        exp_e2e::current_config_version(server.channel().await).await,
     )
     .await;
     let body = r#"{"user_id": "user-5", "session_id": "session-5", "context": {"page_type": "product_detail", "placement": "you_may_also_like"}}"#;
