@@ -187,6 +187,29 @@ pub async fn connect(addr: SocketAddr) -> Channel {
         .expect("connect")
 }
 
+/// Waits (up to 10 s) until `Assign` on `channel` answers from config
+/// `version` or later. Assignment follows its config source
+/// asynchronously: a few scheduler turns behind the admin's answer in
+/// process, a stream message behind it in a sidecar.
+pub async fn wait_for_assign_version(channel: Channel, version: u64) {
+    let mut client = v1::assignment_service_client::AssignmentServiceClient::new(channel);
+    for _ in 0..400 {
+        if let Ok(response) = client
+            .assign(v1::AssignRequest {
+                session_id: "config-version-probe".into(),
+                defer_exposure: true,
+                ..Default::default()
+            })
+            .await
+            && response.get_ref().config_version >= version
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("assignment never reached config version {version}");
+}
+
 /// The serving config version `ConfigService` answers with now.
 pub async fn current_config_version(channel: Channel) -> u64 {
     v1::config_service_client::ConfigServiceClient::new(channel)

@@ -105,35 +105,17 @@ async fn grpc_answers(channel: Channel) -> Vec<Answer> {
     answers
 }
 
-async fn wait_for_assign_version(channel: Channel, version: u64) {
-    let mut client = AssignmentServiceClient::new(channel);
-    for _ in 0..200 {
-        if let Ok(response) = client
-            .assign(v1::AssignRequest {
-                session_id: "probe".into(),
-                ..Default::default()
-            })
-            .await
-            && response.get_ref().config_version >= version
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("assignment never reached config version {version}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_sidecar_and_sdk_give_every_unit_the_same_answer() {
     let admin_server = TestServer::start().await;
     launch(&mut admin_server.admin().await).await;
     let version = exp_e2e::current_config_version(admin_server.channel().await).await;
-    wait_for_assign_version(admin_server.channel().await, version).await;
+    exp_e2e::wait_for_assign_version(admin_server.channel().await, version).await;
 
     let source = format!("http://{}", admin_server.grpc_addr);
     let sidecar =
         TestServer::start_with(&["--services", "assign", "--config-source", &source]).await;
-    wait_for_assign_version(sidecar.channel().await, version).await;
+    exp_e2e::wait_for_assign_version(sidecar.channel().await, version).await;
     let sdk = Client::start(ClientOptions {
         endpoint: source.clone(),
         ..ClientOptions::default()
@@ -174,7 +156,7 @@ async fn server_restart_sidecar_and_sdk_give_every_unit_the_same_answer() {
 
     let data = admin_server.stop().await;
     let restarted = TestServer::start_in(data, &[]).await;
-    wait_for_assign_version(restarted.channel().await, version).await;
+    exp_e2e::wait_for_assign_version(restarted.channel().await, version).await;
     assert_eq!(
         grpc_answers(restarted.channel().await).await,
         from_server,
@@ -228,7 +210,7 @@ async fn pause_and_stop_take_effect_on_every_watcher() {
         None,
         "paused on the SDK"
     );
-    wait_for_assign_version(sidecar.channel().await, paused_version).await;
+    exp_e2e::wait_for_assign_version(sidecar.channel().await, paused_version).await;
     let on_sidecar = AssignmentServiceClient::new(sidecar.channel().await)
         .assign(v1::AssignRequest {
             user_id: user.clone(),
@@ -446,7 +428,7 @@ async fn a_watcher_that_falls_behind_is_resynchronised_not_truncated() {
 async fn the_http_gateway_answers_the_seed_request_with_numbers_as_numbers() {
     let server = TestServer::start().await;
     launch(&mut server.admin().await).await;
-    wait_for_assign_version(
+    exp_e2e::wait_for_assign_version(
         server.channel().await,
         exp_e2e::current_config_version(server.channel().await).await,
     )

@@ -98,6 +98,8 @@ async fn a_python_grpcio_client_assigns_and_follows_watch_configs() {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
     exp_e2e::launch_seed_everywhere(&mut admin).await;
+    let launched = exp_e2e::current_config_version(server.channel().await).await;
+    exp_e2e::wait_for_assign_version(server.channel().await, launched).await;
     let rust_answer =
         v1::assignment_service_client::AssignmentServiceClient::new(server.channel().await)
             .assign(v1::AssignRequest {
