@@ -91,6 +91,15 @@ pub enum Error {
     /// The store failed; nothing was changed.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The service is at capacity and refused the call without doing
+    /// anything; the caller should retry after `retry_after`.
+    #[error("{message}")]
+    Overloaded {
+        /// What is at capacity.
+        message: String,
+        /// How long to wait before retrying.
+        retry_after: std::time::Duration,
+    },
 }
 
 impl Error {

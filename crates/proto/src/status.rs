@@ -10,6 +10,7 @@
 //! | `Unauthenticated` | `UNAUTHENTICATED` |
 //! | `PermissionDenied` | `PERMISSION_DENIED` |
 //! | `Storage` | `UNAVAILABLE` (nothing was changed; retry later) |
+//! | `Overloaded` | `RESOURCE_EXHAUSTED`, with `google.rpc.RetryInfo` saying when to retry |
 
 use exp_core::Error;
 use tonic::{Code, Status};
@@ -37,6 +38,11 @@ pub fn to_status(error: Error) -> Status {
         Error::Unauthenticated(_) => Status::unauthenticated(message),
         Error::PermissionDenied(_) => Status::permission_denied(message),
         Error::Storage(_) => Status::unavailable(message),
+        Error::Overloaded { retry_after, .. } => Status::with_error_details(
+            Code::ResourceExhausted,
+            message,
+            ErrorDetails::with_retry_info(Some(retry_after)),
+        ),
     }
 }
 
@@ -101,9 +107,30 @@ mod tests {
             (Error::Unauthenticated("who".into()), Code::Unauthenticated),
             (Error::PermissionDenied("no".into()), Code::PermissionDenied),
             (Error::Storage("disk".into()), Code::Unavailable),
+            (
+                Error::Overloaded {
+                    message: "busy".into(),
+                    retry_after: std::time::Duration::from_millis(200),
+                },
+                Code::ResourceExhausted,
+            ),
         ];
         for (error, code) in cases {
             assert_eq!(to_status(error).code(), code);
         }
+    }
+
+    #[test]
+    fn overloaded_says_when_to_retry() {
+        let status = to_status(Error::Overloaded {
+            message: "the event log is busy".into(),
+            retry_after: std::time::Duration::from_millis(250),
+        });
+        assert_eq!(status.message(), "the event log is busy");
+        let retry = status.get_details_retry_info().expect("retry info");
+        assert_eq!(
+            retry.retry_delay,
+            Some(std::time::Duration::from_millis(250))
+        );
     }
 }

@@ -1,0 +1,143 @@
+//! Event ids seen recently, so a retried event is counted once.
+//!
+//! Ids are kept as 128-bit SipHash-1-3 digests of (kind, id) in hourly
+//! buckets by the time they were logged; a bucket is dropped once it is
+//! older than the window. The window is the configured duration plus the
+//! hour of bucket granularity, so an id is remembered for at least the
+//! configured window (at least 24 h). Memory: about 20 to 40 bytes per id
+//! remembered (a hash set of 16-byte digests), e.g. 10 million events a
+//! day take 200 to 400 MB.
+//!
+//! The set lives in memory and is rebuilt at startup from the log
+//! segments and the Parquet files written within the window.
+
+use std::{
+    collections::{HashSet, VecDeque},
+    hash::Hasher,
+    time::Duration,
+};
+
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+use crate::event::EventKind;
+
+/// A digest of one event id of one kind.
+pub type IdDigest = u128;
+
+/// The digest of `event_id` for events of `kind`.
+pub fn digest(kind: EventKind, event_id: &str) -> IdDigest {
+    let mut hasher = SipHasher13::new();
+    hasher.write_u8(kind.tag());
+    hasher.write(event_id.as_bytes());
+    hasher.finish128().as_u128()
+}
+
+/// Recently seen event ids in hourly buckets.
+#[derive(Debug)]
+pub struct SeenIds {
+    window_hours: u64,
+    /// (hour since the epoch, ids first logged in it), oldest first.
+    buckets: VecDeque<(u64, HashSet<IdDigest>)>,
+}
+
+impl SeenIds {
+    /// Remembers ids for at least `window`.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window_hours: window.as_secs().div_ceil(3_600) + 1,
+            buckets: VecDeque::new(),
+        }
+    }
+
+    /// Whether `id` was seen within the window.
+    pub fn contains(&self, id: IdDigest) -> bool {
+        self.buckets.iter().any(|(_, ids)| ids.contains(&id))
+    }
+
+    /// Records `id` as logged at `unix_ms`.
+    pub fn insert(&mut self, id: IdDigest, unix_ms: u64) {
+        let hour = unix_ms / 3_600_000;
+        let position = self.buckets.iter().position(|(bucket, _)| *bucket >= hour);
+        match position {
+            Some(index) if self.buckets[index].0 == hour => {
+                self.buckets[index].1.insert(id);
+            }
+            Some(index) => self.buckets.insert(index, (hour, HashSet::from([id]))),
+            None => self.buckets.push_back((hour, HashSet::from([id]))),
+        }
+    }
+
+    /// Forgets `id` (its write failed).
+    pub fn remove(&mut self, id: IdDigest) {
+        for (_, ids) in &mut self.buckets {
+            ids.remove(&id);
+        }
+    }
+
+    /// Drops the buckets that fell out of the window at `now_ms`.
+    pub fn expire(&mut self, now_ms: u64) {
+        let hour = now_ms / 3_600_000;
+        while let Some((oldest, _)) = self.buckets.front() {
+            if oldest + self.window_hours >= hour {
+                break;
+            }
+            self.buckets.pop_front();
+        }
+    }
+
+    /// Ids remembered.
+    pub fn len(&self) -> usize {
+        self.buckets.iter().map(|(_, ids)| ids.len()).sum()
+    }
+
+    /// Whether no id is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The window in whole hours, bucket granularity included.
+    pub fn window_hours(&self) -> u64 {
+        self.window_hours
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR_MS: u64 = 3_600_000;
+
+    #[test]
+    fn an_id_is_remembered_for_the_whole_window_then_forgotten() {
+        let mut seen = SeenIds::new(Duration::from_secs(24 * 3600));
+        let id = digest(EventKind::Outcome, "o-1");
+        let logged = 1_000 * HOUR_MS + HOUR_MS - 1;
+        seen.insert(id, logged);
+        seen.expire(logged + 24 * HOUR_MS);
+        assert!(seen.contains(id), "still inside 24 h");
+        seen.expire(logged + 26 * HOUR_MS + 1);
+        assert!(!seen.contains(id), "forgotten after the window");
+        assert!(seen.is_empty());
+    }
+
+    #[test]
+    fn the_same_id_of_another_kind_is_another_event() {
+        assert_ne!(
+            digest(EventKind::Exposure, "e-1"),
+            digest(EventKind::Outcome, "e-1")
+        );
+    }
+
+    #[test]
+    fn late_inserts_land_in_their_own_hour_in_order() {
+        let mut seen = SeenIds::new(Duration::from_secs(24 * 3600));
+        seen.insert(1, 10 * HOUR_MS);
+        seen.insert(2, 8 * HOUR_MS);
+        seen.insert(3, 9 * HOUR_MS);
+        seen.remove(3);
+        assert_eq!(seen.len(), 2);
+        seen.expire(10 * HOUR_MS + 25 * HOUR_MS);
+        assert!(!seen.contains(2));
+        assert!(seen.contains(1));
+    }
+}

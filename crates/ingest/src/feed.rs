@@ -1,0 +1,202 @@
+//! Exposures made by `Assign` flowing into the event log.
+//!
+//! Assignment offers every bucketed exposure without waiting. A moka cache
+//! keyed by (experiment, variant, unit type, unit id) lets through the
+//! first exposure of a unit to a variant per [`FEED_DEDUP_TTL`], so a user
+//! refreshing a page does not write a thousand exposures. What passes is
+//! batched (up to [`FEED_BATCH`] events or [`FEED_BATCH_WAIT`]) and
+//! appended in the background; if the log pushes back or fails, the batch
+//! is retried a few times with backoff, then dropped and counted.
+
+use std::{
+    hash::Hasher,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use exp_proto::v1;
+use moka::sync::Cache;
+use siphasher::sip128::{Hasher128, SipHasher13};
+use tokio::sync::{mpsc, watch};
+use tracing::warn;
+
+use crate::{Event, EventLog, LogError};
+
+/// How long a unit's exposure to a variant suppresses the next ones.
+pub const FEED_DEDUP_TTL: Duration = Duration::from_secs(3600);
+/// Most (experiment, unit, variant) keys remembered.
+pub const FEED_DEDUP_CAPACITY: u64 = 1_000_000;
+/// Most exposures per append.
+pub const FEED_BATCH: usize = 1_000;
+/// Longest an exposure waits for its batch to fill.
+pub const FEED_BATCH_WAIT: Duration = Duration::from_millis(50);
+const RETRIES: u32 = 5;
+
+/// Where the event log will be once it is open (opening replays the log
+/// and can take a while after a crash).
+pub type LogSlot = Arc<OnceLock<Arc<EventLog>>>;
+
+/// Counters of the feed.
+#[derive(Debug, Default)]
+pub struct FeedStats {
+    /// Exposures offered by assignment.
+    pub offered: AtomicU64,
+    /// Offered exposures suppressed as repeats.
+    pub repeats: AtomicU64,
+    /// Exposures written to the log.
+    pub written: AtomicU64,
+    /// Exposures dropped (queue full, log closed or failing).
+    pub dropped: AtomicU64,
+}
+
+/// The sending side of the feed; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ExposureFeed {
+    sender: mpsc::Sender<v1::Exposure>,
+    recent: Cache<u128, ()>,
+    stats: Arc<FeedStats>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl ExposureFeed {
+    /// Starts the background task appending to the log in `slot`, with a
+    /// queue of `capacity` exposures.
+    pub fn start(slot: LogSlot, capacity: usize) -> (Self, tokio::task::JoinHandle<()>) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let stats = Arc::new(FeedStats::default());
+        let (shutdown, stop) = watch::channel(false);
+        let task = tokio::spawn(forward(receiver, slot, stats.clone(), stop));
+        let recent = Cache::builder()
+            .max_capacity(FEED_DEDUP_CAPACITY)
+            .time_to_live(FEED_DEDUP_TTL)
+            .build();
+        (
+            Self {
+                sender,
+                recent,
+                stats,
+                shutdown,
+            },
+            task,
+        )
+    }
+
+    /// Offers an exposure (its `event_id` is filled in here); never waits.
+    pub fn offer(&self, mut exposure: v1::Exposure) {
+        self.stats.offered.fetch_add(1, Ordering::Relaxed);
+        let unit = match v1::UnitType::try_from(exposure.unit_type) {
+            Ok(v1::UnitType::User) => &exposure.user_id,
+            _ => &exposure.session_id,
+        };
+        let key = hash(&[
+            &exposure.experiment_id,
+            &exposure.variant,
+            &exposure.unit_type.to_string(),
+            unit,
+        ]);
+        if !self.recent.entry(key).or_insert(()).is_fresh() {
+            self.stats.repeats.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let micros = exposure
+            .timestamp
+            .map(|time| time.seconds * 1_000_000 + i64::from(time.nanos / 1_000))
+            .unwrap_or_default();
+        exposure.event_id = format!(
+            "assign-{:032x}",
+            hash(&[
+                &exposure.experiment_id,
+                &exposure.variant,
+                unit,
+                &micros.to_string()
+            ])
+        );
+        if self.sender.try_send(exposure).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &FeedStats {
+        &self.stats
+    }
+
+    /// Asks the task to write what is queued now and stop.
+    pub fn shut_down(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+fn hash(parts: &[&str]) -> u128 {
+    let mut hasher = SipHasher13::new();
+    for part in parts {
+        hasher.write(part.as_bytes());
+        hasher.write_u8(0xff);
+    }
+    hasher.finish128().as_u128()
+}
+
+async fn forward(
+    mut receiver: mpsc::Receiver<v1::Exposure>,
+    slot: LogSlot,
+    stats: Arc<FeedStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            first = receiver.recv() => first,
+            _ = stop.wait_for(|stop| *stop) => None,
+        };
+        let stopping = first.is_none();
+        let mut batch: Vec<Event> = first.into_iter().map(Event::Exposure).collect();
+        if stopping {
+            while let Ok(exposure) = receiver.try_recv() {
+                batch.push(Event::Exposure(exposure));
+            }
+        } else {
+            let deadline = tokio::time::Instant::now() + FEED_BATCH_WAIT;
+            while batch.len() < FEED_BATCH {
+                match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(Some(exposure)) => batch.push(Event::Exposure(exposure)),
+                    _ => break,
+                }
+            }
+        }
+        if !batch.is_empty() {
+            append_with_retries(&slot, batch, &stats).await;
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+async fn append_with_retries(slot: &LogSlot, batch: Vec<Event>, stats: &FeedStats) {
+    let count = batch.len() as u64;
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..RETRIES {
+        let result = match slot.get() {
+            Some(log) => log.append(batch.clone()).await,
+            None => Err(LogError::Io("the event log is not open yet".into())),
+        };
+        match result {
+            Ok(_) => {
+                stats.written.fetch_add(count, Ordering::Relaxed);
+                return;
+            }
+            Err(LogError::Closed) => break,
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    warn!(
+        exposures = count,
+        "dropping assignment exposures: the event log did not take them"
+    );
+    stats.dropped.fetch_add(count, Ordering::Relaxed);
+}

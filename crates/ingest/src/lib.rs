@@ -1,0 +1,32 @@
+//! Event ingest: exposures and outcomes, acknowledged only once durable,
+//! counted once per event id, rolled into Parquet for the warehouse.
+//!
+//! # Layout
+//!
+//! - [`event`]: the two event kinds, kept as their proto messages.
+//! - [`validate`]: per-event rules and the experiment catalog exposures are
+//!   checked against.
+//! - [`dedup`]: event ids seen in the dedup window (at least 24 h).
+//! - [`wal`]: log segments: framed, checksummed records; torn tails.
+//! - [`log`]: [`EventLog`]: group commit, fsync before ack, pushback, the
+//!   roller into Parquet, and a scan of everything held.
+//! - [`parquet`]: hourly Hive-style partitions, the column schema, atomic
+//!   file writes, reading files back.
+//! - [`feed`]: exposures made by `Assign`, deduplicated per unit and
+//!   variant, batched into the log in the background.
+//! - [`grpc`]: the `EventService` RPCs.
+
+pub mod dedup;
+pub mod event;
+pub mod feed;
+pub mod grpc;
+pub mod log;
+pub mod parquet;
+pub mod validate;
+pub mod wal;
+
+pub use event::{Event, EventKind};
+pub use feed::{ExposureFeed, LogSlot};
+pub use grpc::EventGrpc;
+pub use log::{EventLog, LogError, LogOptions, Scan};
+pub use validate::{Catalog, SharedCatalog};

@@ -1,0 +1,768 @@
+//! The durable event log: group commit into fsynced segments, event-id
+//! deduplication, and a roller that turns sealed segments into Parquet.
+//!
+//! ```text
+//! append() --> [writer thread] --write+fsync--> wal/<seq>-<ms>.wal --seal--> [roller thread] --> events/<kind>/date=/hour=/*.parquet
+//!               one fsync per group of           (every flush interval,       then the segment is deleted
+//!               every batch waiting              on flush and on shutdown)
+//! ```
+//!
+//! - **Acked means durable.** `append` answers after the fsync that covers
+//!   its events. Every batch waiting when the writer is free joins one
+//!   group: one write and one fsync, so durability costs a disk flush per
+//!   group, not per call.
+//! - **Exactly once.** Each event id is checked against the ids seen in the
+//!   dedup window (rebuilt at startup from segments and recent Parquet
+//!   files) before it is written; a duplicate is answered as such and not
+//!   written. Rolling is idempotent (see [`crate::parquet`]).
+//! - **Pushback.** At most `max_pending_events` events wait for the writer;
+//!   beyond that `append` fails at once with [`LogError::Overloaded`].
+//! - **Failures.** A failed write or fsync fails its group (the ids are
+//!   forgotten, the segment is cut back to its durable length); the next
+//!   group tries again, on a new segment if needed. Nothing acked is lost.
+
+use std::{
+    collections::VecDeque,
+    fs::{self, OpenOptions},
+    io,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+        mpsc as std_mpsc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, oneshot};
+use tracing::{info, warn};
+
+use crate::{
+    dedup::{SeenIds, digest},
+    event::{Event, EventKind, unix_millis},
+    parquet,
+    wal::{self, SegmentId, SegmentWriter},
+};
+
+/// Most events written in one group (one write, one fsync).
+const MAX_GROUP_EVENTS: usize = 50_000;
+/// How often a failed roll is retried.
+const ROLL_RETRY: Duration = Duration::from_secs(5);
+
+/// How the log is set up.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// `<data-dir>/events`: segments in `wal/`, Parquet datasets beside.
+    pub dir: PathBuf,
+    /// Longest time an event waits in a segment before it is rolled into
+    /// Parquet.
+    pub flush_interval: Duration,
+    /// Events accepted but not yet written before `append` pushes back.
+    pub max_pending_events: usize,
+    /// How long an event id is remembered (at least 24 h).
+    pub dedup_window: Duration,
+}
+
+/// Why an append failed. Nothing of the batch was acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    /// Too many events wait for the writer; retry shortly.
+    #[error("the event log is busy: {pending} events are waiting to be written; retry shortly")]
+    Overloaded {
+        /// Events waiting.
+        pending: usize,
+    },
+    /// Writing or fsyncing failed (disk full, I/O error).
+    #[error("the event log could not write the batch durably: {0}")]
+    Io(String),
+    /// The log is shutting down.
+    #[error("the event log is shut down")]
+    Closed,
+}
+
+/// Counters of the log since it opened.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Events written.
+    pub written: AtomicU64,
+    /// Events answered as duplicates.
+    pub duplicates: AtomicU64,
+    /// Groups committed (fsyncs).
+    pub groups: AtomicU64,
+    /// Failed group writes.
+    pub write_failures: AtomicU64,
+    /// Segments rolled into Parquet.
+    pub segments_rolled: AtomicU64,
+}
+
+/// Every event the log holds: rolled into Parquet or still in segments.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Events from Parquet files.
+    pub rolled: Vec<Event>,
+    /// Events still in log segments.
+    pub unrolled: Vec<Event>,
+}
+
+impl Scan {
+    /// All events, rolled first.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.rolled.iter().chain(&self.unrolled)
+    }
+}
+
+/// The durable event log. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct EventLog {
+    commands: std_mpsc::Sender<Command>,
+    pending: Arc<Semaphore>,
+    max_pending: usize,
+    shared: Arc<Shared>,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    events_dir: PathBuf,
+    wal_dir: PathBuf,
+    /// Held for writing while a segment turns into Parquet, so a scan sees
+    /// each event exactly once.
+    rolling: RwLock<()>,
+    committed: broadcast::Sender<Arc<[Event]>>,
+    stats: LogStats,
+}
+
+#[derive(Debug)]
+enum Command {
+    Append(Job),
+    Flush(oneshot::Sender<Result<(), String>>),
+    Shutdown,
+}
+
+#[derive(Debug)]
+struct Job {
+    events: Vec<Event>,
+    reply: oneshot::Sender<Result<Vec<bool>, LogError>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Debug)]
+enum RollCommand {
+    Segment(SegmentId, PathBuf),
+    Barrier(oneshot::Sender<Result<(), String>>),
+    Stop,
+}
+
+impl EventLog {
+    /// Opens the log in `options.dir`: cuts torn tails off segments left by
+    /// a crash, rebuilds the seen ids, queues leftover segments for rolling
+    /// and starts the writer and roller threads. Blocking.
+    pub fn open(options: LogOptions) -> io::Result<Self> {
+        let started = Instant::now();
+        let wal_dir = options.dir.join("wal");
+        fs::create_dir_all(&wal_dir)?;
+        let now_ms = unix_millis(SystemTime::now());
+        let mut seen = SeenIds::new(options.dedup_window.max(Duration::from_secs(24 * 3600)));
+        let window_ms = seen.window_hours() * 3_600_000;
+        let mut last_seq = 0;
+        let mut leftovers = Vec::new();
+        for (id, path) in wal::list(&wal_dir)? {
+            last_seq = last_seq.max(id.seq);
+            let (events, valid) = wal::read(&path)?;
+            if fs::metadata(&path)?.len() > valid {
+                let file = OpenOptions::new().write(true).open(&path)?;
+                file.set_len(valid)?;
+                file.sync_all()?;
+                warn!(segment = %path.display(), kept = events.len(), "cut a torn tail off an event log segment");
+            }
+            if events.is_empty() {
+                fs::remove_file(&path)?;
+                continue;
+            }
+            for event in &events {
+                seen.insert(digest(event.kind(), event.event_id()), id.opened_ms);
+            }
+            leftovers.push((id, path));
+        }
+        let mut files = 0;
+        for kind in EventKind::ALL {
+            for path in parquet::list(&options.dir, kind)? {
+                let name = path.file_name().and_then(|name| name.to_str());
+                let Some(id) = name.and_then(parquet::parse_file_name) else {
+                    continue;
+                };
+                last_seq = last_seq.max(id.seq);
+                if id.opened_ms + window_ms < now_ms {
+                    continue;
+                }
+                files += 1;
+                for event_id in parquet::read_event_ids(&path)? {
+                    seen.insert(digest(kind, &event_id), id.opened_ms);
+                }
+            }
+        }
+        seen.expire(now_ms);
+        info!(
+            remembered_ids = seen.len(),
+            parquet_files = files,
+            leftover_segments = leftovers.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "event log open"
+        );
+
+        let (committed, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            events_dir: options.dir.clone(),
+            wal_dir: wal_dir.clone(),
+            rolling: RwLock::new(()),
+            committed,
+            stats: LogStats::default(),
+        });
+        let (roll_sender, roll_receiver) = std_mpsc::channel();
+        for (id, path) in leftovers {
+            let _ = roll_sender.send(RollCommand::Segment(id, path));
+        }
+        let roller_shared = shared.clone();
+        let roller = std::thread::Builder::new()
+            .name("event-roller".into())
+            .spawn(move || roller(roll_receiver, roller_shared))?;
+        let (commands, command_receiver) = std_mpsc::channel();
+        let writer = Writer {
+            shared: shared.clone(),
+            seen,
+            segment: None,
+            opened_at: Instant::now(),
+            next_seq: last_seq + 1,
+            flush_interval: options.flush_interval,
+            roller: roll_sender,
+            buffer: Vec::new(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("event-writer".into())
+            .spawn(move || writer.run(command_receiver))?;
+        Ok(Self {
+            commands,
+            pending: Arc::new(Semaphore::new(options.max_pending_events)),
+            max_pending: options.max_pending_events,
+            shared,
+            threads: std::sync::Mutex::new(vec![writer, roller]),
+        })
+    }
+
+    /// Writes `events` durably; answers, per event, whether it was new
+    /// (`true`) or a duplicate of an id seen in the window (`false`).
+    pub async fn append(&self, events: Vec<Event>) -> Result<Vec<bool>, LogError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        let permit = self
+            .pending
+            .clone()
+            .try_acquire_many_owned(wanted)
+            .map_err(|_| LogError::Overloaded {
+                pending: self.max_pending - self.pending.available_permits(),
+            })?;
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Append(Job {
+                events,
+                reply,
+                _permit: permit,
+            }))
+            .map_err(|_| LogError::Closed)?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Seals the current segment and waits until every segment is rolled
+    /// into Parquet.
+    pub async fn flush(&self) -> Result<(), LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Flush(reply))
+            .map_err(|_| LogError::Closed)?;
+        answer
+            .await
+            .map_err(|_| LogError::Closed)?
+            .map_err(LogError::Io)
+    }
+
+    /// Writes what is pending, rolls every segment into Parquet and stops
+    /// the threads. Blocking; later appends fail with [`LogError::Closed`].
+    pub fn close(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+        let threads = std::mem::take(
+            &mut *self
+                .threads
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+
+    /// Events written from now on, group by group, after their fsync (for
+    /// incremental consumers such as results).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Event]>> {
+        self.shared.committed.subscribe()
+    }
+
+    /// Every event held: the Parquet files and the segments not rolled yet,
+    /// each event exactly once (rolling waits while a scan runs). Blocking.
+    pub fn scan(&self) -> io::Result<Scan> {
+        let _rolling = self
+            .shared
+            .rolling
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut scan = Scan::default();
+        for kind in EventKind::ALL {
+            for path in parquet::list(&self.shared.events_dir, kind)? {
+                scan.rolled.extend(parquet::read_events(&path, kind)?);
+            }
+        }
+        for (_, path) in wal::list(&self.shared.wal_dir)? {
+            scan.unrolled.extend(wal::read(&path)?.0);
+        }
+        Ok(scan)
+    }
+
+    /// Counters since the log opened.
+    pub fn stats(&self) -> &LogStats {
+        &self.shared.stats
+    }
+
+    /// The directory of the datasets (`<data-dir>/events`).
+    pub fn dir(&self) -> &Path {
+        &self.shared.events_dir
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    seen: SeenIds,
+    segment: Option<SegmentWriter>,
+    opened_at: Instant,
+    next_seq: u64,
+    flush_interval: Duration,
+    roller: std_mpsc::Sender<RollCommand>,
+    buffer: Vec<u8>,
+}
+
+impl Writer {
+    fn run(mut self, commands: std_mpsc::Receiver<Command>) {
+        loop {
+            let wait = match &self.segment {
+                Some(segment) if segment.events > 0 => {
+                    self.flush_interval.saturating_sub(self.opened_at.elapsed())
+                }
+                _ => Duration::from_secs(1),
+            };
+            let first = match commands.recv_timeout(wait) {
+                Ok(command) => command,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                    self.seal_if_due();
+                    continue;
+                }
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                    self.seal();
+                    let _ = self.roller.send(RollCommand::Stop);
+                    return;
+                }
+            };
+            let mut group = Vec::new();
+            let mut group_events = 0;
+            let mut flushes = Vec::new();
+            let mut shutdown = false;
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Append(job) => {
+                        group_events += job.events.len();
+                        group.push(job);
+                    }
+                    Command::Flush(reply) => flushes.push(reply),
+                    Command::Shutdown => shutdown = true,
+                }
+                if group_events < MAX_GROUP_EVENTS && !shutdown {
+                    next = commands.try_recv().ok();
+                }
+            }
+            if !group.is_empty() {
+                self.commit(group);
+            }
+            if !flushes.is_empty() || shutdown {
+                self.seal();
+                for reply in flushes {
+                    let _ = self.roller.send(RollCommand::Barrier(reply));
+                }
+            }
+            if shutdown {
+                let _ = self.roller.send(RollCommand::Stop);
+                return;
+            }
+            self.seal_if_due();
+        }
+    }
+
+    fn commit(&mut self, group: Vec<Job>) {
+        let now = SystemTime::now();
+        let now_ms = unix_millis(now);
+        self.seen.expire(now_ms);
+        self.buffer.clear();
+        let mut inserted = Vec::new();
+        let mut fresh_events = 0;
+        let mut answers = Vec::with_capacity(group.len());
+        for job in &group {
+            let mut fresh = Vec::with_capacity(job.events.len());
+            for event in &job.events {
+                let id = digest(event.kind(), event.event_id());
+                if self.seen.contains(id) {
+                    fresh.push(false);
+                    continue;
+                }
+                self.seen.insert(id, now_ms);
+                inserted.push(id);
+                wal::encode(event, &mut self.buffer);
+                fresh_events += 1;
+                fresh.push(true);
+            }
+            answers.push(fresh);
+        }
+        let shared = self.shared.clone();
+        let stats = &shared.stats;
+        let written = if fresh_events == 0 {
+            Ok(())
+        } else {
+            self.write(now_ms, fresh_events)
+        };
+        match written {
+            Ok(()) => {
+                stats
+                    .written
+                    .fetch_add(fresh_events as u64, Ordering::Relaxed);
+                stats.groups.fetch_add(1, Ordering::Relaxed);
+                let duplicates = answers.iter().flatten().filter(|fresh| !**fresh).count();
+                stats
+                    .duplicates
+                    .fetch_add(duplicates as u64, Ordering::Relaxed);
+                if shared.committed.receiver_count() > 0 && fresh_events > 0 {
+                    let committed: Arc<[Event]> = group
+                        .iter()
+                        .zip(&answers)
+                        .flat_map(|(job, fresh)| {
+                            job.events
+                                .iter()
+                                .zip(fresh)
+                                .filter(|(_, fresh)| **fresh)
+                                .map(|(event, _)| event.clone())
+                        })
+                        .collect();
+                    let _ = shared.committed.send(committed);
+                }
+                for (job, fresh) in group.into_iter().zip(answers) {
+                    let _ = job.reply.send(Ok(fresh));
+                }
+            }
+            Err(error) => {
+                stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                for id in inserted {
+                    self.seen.remove(id);
+                }
+                warn!(%error, events = fresh_events, "event log write failed; the group was refused");
+                for job in group {
+                    let _ = job.reply.send(Err(LogError::Io(error.clone())));
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, now_ms: u64, events: usize) -> Result<(), String> {
+        if self.segment.is_none() {
+            let id = SegmentId {
+                seq: self.next_seq,
+                opened_ms: now_ms,
+            };
+            let segment = SegmentWriter::create(&self.shared.wal_dir, id)
+                .map_err(|err| format!("creating segment {}: {err}", id.file_name()))?;
+            self.next_seq += 1;
+            self.opened_at = Instant::now();
+            self.segment = Some(segment);
+        }
+        let Some(segment) = self.segment.as_mut() else {
+            return Err("no segment".into());
+        };
+        match segment.append_durably(&self.buffer, events) {
+            Ok(()) => Ok(()),
+            Err(failure) => {
+                if !failure.segment_usable {
+                    self.seal();
+                }
+                Err(failure.error.to_string())
+            }
+        }
+    }
+
+    fn seal_if_due(&mut self) {
+        if self
+            .segment
+            .as_ref()
+            .is_some_and(|segment| segment.events > 0)
+            && self.opened_at.elapsed() >= self.flush_interval
+        {
+            self.seal();
+        }
+    }
+
+    /// Hands the current segment to the roller (or deletes it when empty).
+    fn seal(&mut self) {
+        let Some(segment) = self.segment.take() else {
+            return;
+        };
+        if segment.events == 0 {
+            let _ = fs::remove_file(&segment.path);
+            return;
+        }
+        let _ = self
+            .roller
+            .send(RollCommand::Segment(segment.id, segment.path));
+    }
+}
+
+fn roller(commands: std_mpsc::Receiver<RollCommand>, shared: Arc<Shared>) {
+    let mut queue: VecDeque<(SegmentId, PathBuf)> = VecDeque::new();
+    loop {
+        let wait = if queue.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            ROLL_RETRY
+        };
+        let command = commands.recv_timeout(wait);
+        match command {
+            Ok(RollCommand::Segment(id, path)) => {
+                queue.push_back((id, path));
+                roll_queued(&mut queue, &shared);
+            }
+            Ok(RollCommand::Barrier(reply)) => {
+                roll_queued(&mut queue, &shared);
+                let _ = reply.send(if queue.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} log segments could not be rolled into Parquet yet",
+                        queue.len()
+                    ))
+                });
+            }
+            Ok(RollCommand::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                roll_queued(&mut queue, &shared);
+                if !queue.is_empty() {
+                    warn!(
+                        segments = queue.len(),
+                        "stopping with log segments not rolled; they are rolled at the next start"
+                    );
+                }
+                return;
+            }
+            Err(std_mpsc::RecvTimeoutError::Timeout) => roll_queued(&mut queue, &shared),
+        }
+    }
+}
+
+fn roll_queued(queue: &mut VecDeque<(SegmentId, PathBuf)>, shared: &Shared) {
+    while let Some((id, path)) = queue.front() {
+        match roll_segment(*id, path, shared) {
+            Ok(()) => {
+                shared.stats.segments_rolled.fetch_add(1, Ordering::Relaxed);
+                queue.pop_front();
+            }
+            Err(error) => {
+                warn!(segment = %path.display(), %error, "rolling a log segment into Parquet failed; will retry");
+                return;
+            }
+        }
+    }
+}
+
+fn roll_segment(id: SegmentId, path: &Path, shared: &Shared) -> io::Result<()> {
+    let _rolling = shared
+        .rolling
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (events, _) = wal::read(path)?;
+    parquet::roll(&shared.events_dir, id, &events)?;
+    fs::remove_file(path)?;
+    wal::sync_dir(&shared.wal_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use exp_proto::v1;
+
+    use super::*;
+
+    fn options(dir: &Path) -> LogOptions {
+        LogOptions {
+            dir: dir.to_owned(),
+            flush_interval: Duration::from_secs(3600),
+            max_pending_events: 10_000,
+            dedup_window: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    fn click(id: &str) -> Event {
+        Event::Outcome(v1::Outcome {
+            event_id: id.into(),
+            r#type: v1::OutcomeType::Click as i32,
+            session_id: "s-1".into(),
+            item_id: "sku-1".into(),
+            timestamp: Some(SystemTime::now().into()),
+            ..Default::default()
+        })
+    }
+
+    fn ids(scan: &Scan) -> Vec<String> {
+        let mut ids: Vec<String> = scan.events().map(|e| e.event_id().to_owned()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn a_retried_event_is_written_once_and_answered_as_a_duplicate() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = EventLog::open(options(dir.path())).expect("open");
+        let first = log.append(vec![click("a"), click("b")]).await;
+        assert_eq!(first, Ok(vec![true, true]));
+        let retry = log.append(vec![click("b"), click("c"), click("c")]).await;
+        assert_eq!(retry, Ok(vec![false, true, false]));
+        assert_eq!(ids(&log.scan().expect("scan")), ["a", "b", "c"]);
+        assert_eq!(log.stats().duplicates.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn flush_rolls_segments_into_parquet_and_a_scan_still_sees_each_event_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = EventLog::open(options(dir.path())).expect("open");
+        log.append(vec![click("a"), click("b")])
+            .await
+            .expect("append");
+        log.flush().await.expect("flush");
+        log.append(vec![click("c")]).await.expect("append");
+        let scan = log.scan().expect("scan");
+        assert_eq!(scan.rolled.len(), 2, "rolled into Parquet");
+        assert_eq!(scan.unrolled.len(), 1, "still in the log");
+        assert_eq!(ids(&scan), ["a", "b", "c"]);
+        assert_eq!(
+            parquet::list(dir.path(), EventKind::Outcome)
+                .expect("list")
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn ids_are_remembered_across_a_restart_from_segments_and_parquet() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let log = EventLog::open(options(dir.path())).expect("open");
+            log.append(vec![click("rolled")]).await.expect("append");
+            log.flush().await.expect("flush");
+            log.append(vec![click("unrolled")]).await.expect("append");
+            // Dropped without close: the second segment stays in the log,
+            // as after a crash (rolling it happens at the next open).
+            std::mem::forget(log);
+        }
+        let log = EventLog::open(options(dir.path())).expect("reopen");
+        assert_eq!(
+            log.append(vec![click("rolled"), click("unrolled"), click("new")])
+                .await,
+            Ok(vec![false, false, true])
+        );
+        log.close();
+        let reopened = EventLog::open(options(dir.path())).expect("reopen");
+        let scan = reopened.scan().expect("scan");
+        assert!(scan.unrolled.is_empty(), "close rolls everything");
+        assert_eq!(ids(&scan), ["new", "rolled", "unrolled"]);
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_left_by_a_crash_is_cut_and_the_acked_events_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let log = EventLog::open(options(dir.path())).expect("open");
+            log.append(vec![click("acked")]).await.expect("append");
+            std::mem::forget(log);
+        }
+        let (_, segment) = wal::list(&dir.path().join("wal")).expect("list")[0].clone();
+        let mut torn = Vec::new();
+        wal::encode(&click("torn"), &mut torn);
+        torn.truncate(torn.len() / 2);
+        let mut bytes = fs::read(&segment).expect("read");
+        bytes.extend_from_slice(&torn);
+        fs::write(&segment, bytes).expect("write");
+        let log = EventLog::open(options(dir.path())).expect("reopen");
+        log.flush().await.expect("flush");
+        assert_eq!(ids(&log.scan().expect("scan")), ["acked"]);
+        assert_eq!(
+            log.append(vec![click("torn")]).await,
+            Ok(vec![true]),
+            "the torn event was never acked, so it is new"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_beyond_the_pending_limit_is_pushed_back_whole() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = EventLog::open(LogOptions {
+            max_pending_events: 2,
+            ..options(dir.path())
+        })
+        .expect("open");
+        let refused = log.append(vec![click("a"), click("b"), click("c")]).await;
+        assert!(
+            matches!(refused, Err(LogError::Overloaded { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(log.append(vec![click("a")]).await, Ok(vec![true]));
+    }
+
+    #[tokio::test]
+    async fn subscribers_receive_new_events_after_they_are_durable() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = EventLog::open(options(dir.path())).expect("open");
+        let mut committed = log.subscribe();
+        log.append(vec![click("a"), click("a")])
+            .await
+            .expect("append");
+        let events = committed.recv().await.expect("committed");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_id(), "a");
+    }
+
+    #[tokio::test]
+    async fn segments_are_rolled_after_the_flush_interval_without_being_asked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = EventLog::open(LogOptions {
+            flush_interval: Duration::from_millis(100),
+            ..options(dir.path())
+        })
+        .expect("open");
+        log.append(vec![click("a")]).await.expect("append");
+        for _ in 0..100 {
+            if log.stats().segments_rolled.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let scan = log.scan().expect("scan");
+        assert_eq!((scan.rolled.len(), scan.unrolled.len()), (1, 0));
+    }
+}

@@ -1,0 +1,692 @@
+//! The warehouse output: events rolled from log segments into Parquet
+//! files, one dataset per kind, in hourly Hive-style partitions by the
+//! event's UTC `timestamp`:
+//!
+//! ```text
+//! <data-dir>/events/exposures/date=2026-11-29/hour=10/part-<opened ms>-<seq>.parquet
+//! <data-dir>/events/outcomes/date=2026-11-29/hour=10/part-<opened ms>-<seq>.parquet
+//! ```
+//!
+//! A file is written as `.tmp`, fsynced, then renamed: it is never visible
+//! half-written. Its name comes from the segment it was rolled from, so
+//! rolling a segment again after a crash replaces the same files instead
+//! of adding copies.
+//!
+//! Columns are the proto fields, in proto order. Strings that may be
+//! absent (`user_id`, `session_id`, `placement`, `page_type`, `item_id`,
+//! `source_placement`, `currency`) are NULL when empty; enums are
+//! lower-case words (`unit_type`: `user`, `session`; `type`:
+//! `impression`, `click`, `add_to_cart`, `purchase`, `page_view`,
+//! `page_load`); `timestamp` is a UTC timestamp in microseconds;
+//! `item_ids` is a list of strings and `attributes` a map of strings.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs::{self, File},
+    io,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, ListArray, MapArray, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt32Array, UInt64Array,
+    builder::{ListBuilder, MapBuilder, StringBuilder},
+    cast::AsArray,
+    types::{TimestampMicrosecondType, UInt32Type, UInt64Type},
+};
+use arrow_schema::{Field, Schema};
+use exp_proto::v1;
+use parquet::{
+    arrow::{ArrowWriter, ProjectionMask, arrow_reader::ParquetRecordBatchReaderBuilder},
+    basic::Compression,
+    file::properties::WriterProperties,
+};
+
+use crate::{
+    event::{Event, EventKind, from_unix_micros, unix_micros},
+    wal::{SegmentId, sync_dir},
+};
+
+/// The Parquet file name of what segment `id` holds.
+pub fn file_name(id: SegmentId) -> String {
+    format!("part-{}-{:012}.parquet", id.opened_ms, id.seq)
+}
+
+/// The segment a file name made by [`file_name`] came from.
+pub fn parse_file_name(name: &str) -> Option<SegmentId> {
+    let stem = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let (opened_ms, seq) = stem.split_once('-')?;
+    Some(SegmentId {
+        seq: seq.parse().ok()?,
+        opened_ms: opened_ms.parse().ok()?,
+    })
+}
+
+/// The partition directory (`date=YYYY-MM-DD/hour=HH`) of an event time.
+pub fn partition(time: std::time::SystemTime) -> String {
+    let text = humantime::format_rfc3339_seconds(time).to_string();
+    format!("date={}/hour={}", &text[..10], &text[11..13])
+}
+
+/// Writes the events of segment `id` into their partitions under
+/// `events_dir`, returning the files written.
+pub fn roll(events_dir: &Path, id: SegmentId, events: &[Event]) -> io::Result<Vec<PathBuf>> {
+    let mut groups: BTreeMap<(&'static str, String), Vec<&Event>> = BTreeMap::new();
+    for event in events {
+        groups
+            .entry((event.kind().dataset(), partition(event.time())))
+            .or_default()
+            .push(event);
+    }
+    let mut written = Vec::new();
+    for ((dataset, partition), events) in groups {
+        let dir = events_dir.join(dataset).join(&partition);
+        create_dirs_durably(events_dir, &dir)?;
+        let batch = match events[0].kind() {
+            EventKind::Exposure => exposures_batch(events.iter().filter_map(|event| match event {
+                Event::Exposure(exposure) => Some(exposure),
+                Event::Outcome(_) => None,
+            })),
+            EventKind::Outcome => outcomes_batch(events.iter().filter_map(|event| match event {
+                Event::Outcome(outcome) => Some(outcome),
+                Event::Exposure(_) => None,
+            })),
+        }
+        .map_err(io::Error::other)?;
+        let path = dir.join(file_name(id));
+        write_atomically(&path, &batch)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn create_dirs_durably(root: &Path, dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    let mut current = dir;
+    while let Some(parent) = current.parent() {
+        sync_dir(parent)?;
+        if parent == root {
+            break;
+        }
+        current = parent;
+    }
+    Ok(())
+}
+
+fn write_atomically(path: &Path, batch: &RecordBatch) -> io::Result<()> {
+    let temporary = path.with_extension("parquet.tmp");
+    let file = File::create(&temporary)?;
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(io::Error::other)?;
+    writer.write(batch).map_err(io::Error::other)?;
+    let file = writer.into_inner().map_err(io::Error::other)?;
+    file.sync_all()?;
+    fs::rename(&temporary, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Every Parquet file of `kind` under `events_dir`, in name order;
+/// leftover `.tmp` files of an interrupted roll are removed on the way.
+pub fn list(events_dir: &Path, kind: EventKind) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let root = events_dir.join(kind.dataset());
+    if !root.is_dir() {
+        return Ok(files);
+    }
+    for date in fs::read_dir(&root)? {
+        let date = date?.path();
+        if !date.is_dir() {
+            continue;
+        }
+        for hour in fs::read_dir(&date)? {
+            let hour = hour?.path();
+            if !hour.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(&hour)? {
+                let file = file?.path();
+                let name = file
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .unwrap_or("");
+                if name.ends_with(".parquet.tmp") {
+                    fs::remove_file(&file)?;
+                } else if name.ends_with(".parquet") {
+                    files.push(file);
+                }
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The `event_id` column of a file.
+pub fn read_event_ids(path: &Path) -> io::Result<Vec<String>> {
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(File::open(path)?).map_err(io::Error::other)?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [0]);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(io::Error::other)?;
+    let mut ids = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(io::Error::other)?;
+        let column = batch.column(0).as_string::<i32>();
+        ids.extend(column.iter().map(|id| id.unwrap_or_default().to_owned()));
+    }
+    Ok(ids)
+}
+
+/// Every event of a file of `kind`.
+pub fn read_events(path: &Path, kind: EventKind) -> io::Result<Vec<Event>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)
+        .map_err(io::Error::other)?
+        .build()
+        .map_err(io::Error::other)?;
+    let mut events = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(io::Error::other)?;
+        match kind {
+            EventKind::Exposure => events.extend(exposures_of(&batch)?.map(Event::Exposure)),
+            EventKind::Outcome => events.extend(outcomes_of(&batch)?.map(Event::Outcome)),
+        }
+    }
+    Ok(events)
+}
+
+// === exposures ===
+
+fn exposures_batch<'a>(
+    exposures: impl Iterator<Item = &'a v1::Exposure> + Clone,
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let strings = |get: fn(&v1::Exposure) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(exposures.clone().map(get)))
+    };
+    let optional = |get: fn(&v1::Exposure) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter(
+            exposures.clone().map(get).map(non_empty),
+        ))
+    };
+    let columns: Vec<(&str, ArrayRef, bool)> = vec![
+        ("event_id", strings(|e| &e.event_id), false),
+        ("experiment_id", strings(|e| &e.experiment_id), false),
+        ("variant", strings(|e| &e.variant), false),
+        ("user_id", optional(|e| &e.user_id), true),
+        ("session_id", optional(|e| &e.session_id), true),
+        (
+            "unit_type",
+            Arc::new(StringArray::from_iter_values(
+                exposures.clone().map(|e| unit_type_name(e.unit_type)),
+            )),
+            false,
+        ),
+        ("placement", optional(|e| &e.placement), true),
+        ("page_type", optional(|e| &e.page_type), true),
+        (
+            "revision",
+            Arc::new(UInt64Array::from_iter_values(
+                exposures.clone().map(|e| e.revision),
+            )),
+            false,
+        ),
+        (
+            "timestamp",
+            timestamps(exposures.clone().map(|e| e.timestamp)),
+            false,
+        ),
+    ];
+    batch_of(columns)
+}
+
+fn exposures_of(batch: &RecordBatch) -> io::Result<impl Iterator<Item = v1::Exposure> + use<'_>> {
+    let string = |name: &str| -> io::Result<&StringArray> {
+        column(batch, name)?
+            .as_string_opt()
+            .ok_or_else(|| wrong_type(name))
+    };
+    let (event_id, experiment_id, variant, user_id, session_id, unit_type, placement, page_type) = (
+        string("event_id")?,
+        string("experiment_id")?,
+        string("variant")?,
+        string("user_id")?,
+        string("session_id")?,
+        string("unit_type")?,
+        string("placement")?,
+        string("page_type")?,
+    );
+    let revision = column(batch, "revision")?
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(|| wrong_type("revision"))?;
+    let timestamp = column(batch, "timestamp")?
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| wrong_type("timestamp"))?;
+    Ok((0..batch.num_rows()).map(move |row| v1::Exposure {
+        event_id: text(event_id, row),
+        experiment_id: text(experiment_id, row),
+        variant: text(variant, row),
+        user_id: text(user_id, row),
+        session_id: text(session_id, row),
+        unit_type: unit_type_value(&text(unit_type, row)),
+        placement: text(placement, row),
+        page_type: text(page_type, row),
+        revision: revision.value(row),
+        timestamp: Some(from_unix_micros(timestamp.value(row)).into()),
+    }))
+}
+
+// === outcomes ===
+
+fn outcomes_batch<'a>(
+    outcomes: impl Iterator<Item = &'a v1::Outcome> + Clone,
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let strings = |get: fn(&v1::Outcome) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(outcomes.clone().map(get)))
+    };
+    let optional = |get: fn(&v1::Outcome) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter(
+            outcomes.clone().map(get).map(non_empty),
+        ))
+    };
+    let mut item_ids = ListBuilder::new(StringBuilder::new());
+    let mut attributes = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    for outcome in outcomes.clone() {
+        for item in &outcome.item_ids {
+            item_ids.values().append_value(item);
+        }
+        item_ids.append(true);
+        let mut sorted: Vec<_> = outcome.attributes.iter().collect();
+        sorted.sort();
+        for (key, value) in sorted {
+            attributes.keys().append_value(key);
+            attributes.values().append_value(value);
+        }
+        attributes.append(true)?;
+    }
+    let columns: Vec<(&str, ArrayRef, bool)> = vec![
+        ("event_id", strings(|o| &o.event_id), false),
+        (
+            "type",
+            Arc::new(StringArray::from_iter_values(
+                outcomes.clone().map(|o| outcome_type_name(o.r#type)),
+            )),
+            false,
+        ),
+        ("user_id", optional(|o| &o.user_id), true),
+        ("session_id", optional(|o| &o.session_id), true),
+        ("placement", optional(|o| &o.placement), true),
+        ("page_type", optional(|o| &o.page_type), true),
+        ("item_id", optional(|o| &o.item_id), true),
+        ("item_ids", Arc::new(item_ids.finish()), false),
+        (
+            "from_recommendation",
+            Arc::new(BooleanArray::from_iter(
+                outcomes.clone().map(|o| Some(o.from_recommendation)),
+            )),
+            false,
+        ),
+        ("source_placement", optional(|o| &o.source_placement), true),
+        (
+            "value",
+            Arc::new(Float64Array::from_iter_values(
+                outcomes.clone().map(|o| o.value),
+            )),
+            false,
+        ),
+        ("currency", optional(|o| &o.currency), true),
+        (
+            "quantity",
+            Arc::new(UInt32Array::from_iter_values(
+                outcomes.clone().map(|o| o.quantity),
+            )),
+            false,
+        ),
+        (
+            "latency_ms",
+            Arc::new(Float64Array::from_iter_values(
+                outcomes.clone().map(|o| o.latency_ms),
+            )),
+            false,
+        ),
+        (
+            "timestamp",
+            timestamps(outcomes.clone().map(|o| o.timestamp)),
+            false,
+        ),
+        ("attributes", Arc::new(attributes.finish()), false),
+    ];
+    batch_of(columns)
+}
+
+fn outcomes_of(batch: &RecordBatch) -> io::Result<impl Iterator<Item = v1::Outcome> + use<'_>> {
+    let string = |name: &str| -> io::Result<&StringArray> {
+        column(batch, name)?
+            .as_string_opt()
+            .ok_or_else(|| wrong_type(name))
+    };
+    let float = |name: &str| -> io::Result<&Float64Array> {
+        column(batch, name)?
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or_else(|| wrong_type(name))
+    };
+    let event_id = string("event_id")?;
+    let kind = string("type")?;
+    let user_id = string("user_id")?;
+    let session_id = string("session_id")?;
+    let placement = string("placement")?;
+    let page_type = string("page_type")?;
+    let item_id = string("item_id")?;
+    let source_placement = string("source_placement")?;
+    let currency = string("currency")?;
+    let value = float("value")?;
+    let latency_ms = float("latency_ms")?;
+    let item_ids = column(batch, "item_ids")?
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or_else(|| wrong_type("item_ids"))?;
+    let from_recommendation = column(batch, "from_recommendation")?
+        .as_boolean_opt()
+        .ok_or_else(|| wrong_type("from_recommendation"))?;
+    let quantity = column(batch, "quantity")?
+        .as_primitive_opt::<UInt32Type>()
+        .ok_or_else(|| wrong_type("quantity"))?;
+    let timestamp = column(batch, "timestamp")?
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| wrong_type("timestamp"))?;
+    let attributes = column(batch, "attributes")?
+        .as_any()
+        .downcast_ref::<MapArray>()
+        .ok_or_else(|| wrong_type("attributes"))?;
+    Ok((0..batch.num_rows()).map(move |row| {
+        let items = item_ids.value(row);
+        let items = items.as_string::<i32>();
+        let entries = attributes.value(row);
+        let keys = entries.column(0).as_string::<i32>();
+        let values = entries.column(1).as_string::<i32>();
+        v1::Outcome {
+            event_id: text(event_id, row),
+            r#type: outcome_type_value(&text(kind, row)),
+            user_id: text(user_id, row),
+            session_id: text(session_id, row),
+            placement: text(placement, row),
+            page_type: text(page_type, row),
+            item_id: text(item_id, row),
+            item_ids: (0..items.len()).map(|index| text(items, index)).collect(),
+            from_recommendation: from_recommendation.value(row),
+            source_placement: text(source_placement, row),
+            value: value.value(row),
+            currency: text(currency, row),
+            quantity: quantity.value(row),
+            latency_ms: latency_ms.value(row),
+            timestamp: Some(from_unix_micros(timestamp.value(row)).into()),
+            attributes: (0..keys.len())
+                .map(|index| (text(keys, index), text(values, index)))
+                .collect::<HashMap<_, _>>(),
+        }
+    }))
+}
+
+// === shared ===
+
+fn batch_of(columns: Vec<(&str, ArrayRef, bool)>) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let schema = Schema::new(
+        columns
+            .iter()
+            .map(|(name, array, nullable)| Field::new(*name, array.data_type().clone(), *nullable))
+            .collect::<Vec<_>>(),
+    );
+    RecordBatch::try_new(
+        Arc::new(schema),
+        columns.into_iter().map(|(_, array, _)| array).collect(),
+    )
+}
+
+fn timestamps(times: impl Iterator<Item = Option<prost_types::Timestamp>>) -> ArrayRef {
+    let micros = times.map(|timestamp| {
+        timestamp
+            .and_then(|timestamp| std::time::SystemTime::try_from(timestamp).ok())
+            .map(unix_micros)
+            .unwrap_or(0)
+    });
+    Arc::new(TimestampMicrosecondArray::from_iter_values(micros).with_timezone("UTC"))
+}
+
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn text(array: &StringArray, row: usize) -> String {
+    if array.is_null(row) {
+        String::new()
+    } else {
+        array.value(row).to_owned()
+    }
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> io::Result<&'a ArrayRef> {
+    batch.column_by_name(name).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("event file has no column {name:?}"),
+        )
+    })
+}
+
+fn wrong_type(name: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("event file column {name:?} has an unexpected type"),
+    )
+}
+
+/// The column value of a unit type.
+pub fn unit_type_name(value: i32) -> &'static str {
+    match v1::UnitType::try_from(value) {
+        Ok(v1::UnitType::User) => "user",
+        Ok(v1::UnitType::Session) => "session",
+        _ => "unspecified",
+    }
+}
+
+fn unit_type_value(name: &str) -> i32 {
+    match name {
+        "user" => v1::UnitType::User as i32,
+        "session" => v1::UnitType::Session as i32,
+        _ => v1::UnitType::Unspecified as i32,
+    }
+}
+
+const OUTCOME_TYPES: [(v1::OutcomeType, &str); 6] = [
+    (v1::OutcomeType::Impression, "impression"),
+    (v1::OutcomeType::Click, "click"),
+    (v1::OutcomeType::AddToCart, "add_to_cart"),
+    (v1::OutcomeType::Purchase, "purchase"),
+    (v1::OutcomeType::PageView, "page_view"),
+    (v1::OutcomeType::PageLoad, "page_load"),
+];
+
+/// The column value of an outcome type.
+pub fn outcome_type_name(value: i32) -> &'static str {
+    OUTCOME_TYPES
+        .iter()
+        .find(|(kind, _)| *kind as i32 == value)
+        .map_or("unspecified", |(_, name)| name)
+}
+
+fn outcome_type_value(name: &str) -> i32 {
+    OUTCOME_TYPES
+        .iter()
+        .find(|(_, known)| *known == name)
+        .map_or(0, |(kind, _)| *kind as i32)
+}
+
+#[cfg(test)]
+fn schema_of(kind: EventKind) -> Vec<(String, arrow_schema::DataType)> {
+    let batch = match kind {
+        EventKind::Exposure => exposures_batch(std::iter::empty()),
+        EventKind::Outcome => outcomes_batch(std::iter::empty()),
+    };
+    batch
+        .map(|batch| {
+            batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|field| (field.name().clone(), field.data_type().clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    fn exposure(id: &str, time: SystemTime) -> Event {
+        Event::Exposure(v1::Exposure {
+            event_id: id.into(),
+            experiment_id: "reco_ymal_v1".into(),
+            variant: "treatment".into(),
+            user_id: String::new(),
+            session_id: "s-1".into(),
+            unit_type: v1::UnitType::Session as i32,
+            placement: "you_may_also_like".into(),
+            page_type: "product_detail".into(),
+            revision: 3,
+            timestamp: Some(time.into()),
+        })
+    }
+
+    fn purchase(id: &str, time: SystemTime) -> Event {
+        Event::Outcome(v1::Outcome {
+            event_id: id.into(),
+            r#type: v1::OutcomeType::Purchase as i32,
+            user_id: "u-1".into(),
+            session_id: "s-1".into(),
+            item_ids: vec!["sku-1".into(), "sku-2".into()],
+            from_recommendation: true,
+            source_placement: "you_may_also_like".into(),
+            value: 59.9,
+            currency: "USD".into(),
+            quantity: 2,
+            timestamp: Some(time.into()),
+            attributes: HashMap::from([("ab_debug".into(), "1".into()), ("k".into(), "v".into())]),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn partitions_are_utc_date_and_hour_of_the_event() {
+        // 2026-11-29T10:05:00Z
+        assert_eq!(partition(at(1_795_946_700)), "date=2026-11-29/hour=10");
+        assert_eq!(partition(at(0)), "date=1970-01-01/hour=00");
+    }
+
+    #[test]
+    fn file_names_round_trip_to_their_segment() {
+        let id = SegmentId {
+            seq: 42,
+            opened_ms: 1_795_946_700_000,
+        };
+        assert_eq!(file_name(id), "part-1795946700000-000000000042.parquet");
+        assert_eq!(parse_file_name(&file_name(id)), Some(id));
+    }
+
+    #[test]
+    fn rolled_events_read_back_equal_split_by_kind_and_hour() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ten = at(1_795_946_700);
+        let eleven = at(1_795_946_700 + 3_600);
+        let events = vec![
+            exposure("e-1", ten),
+            purchase("o-1", ten),
+            exposure("e-2", eleven),
+        ];
+        let id = SegmentId {
+            seq: 1,
+            opened_ms: 7,
+        };
+        let files = roll(dir.path(), id, &events).expect("roll");
+        assert_eq!(files.len(), 3);
+        let exposures = list(dir.path(), EventKind::Exposure).expect("list");
+        assert_eq!(exposures.len(), 2);
+        assert!(
+            exposures[0].ends_with("exposures/date=2026-11-29/hour=10/part-7-000000000001.parquet")
+        );
+        let read: Vec<Event> = exposures
+            .iter()
+            .flat_map(|path| read_events(path, EventKind::Exposure).expect("read"))
+            .collect();
+        assert_eq!(read, vec![events[0].clone(), events[2].clone()]);
+        let outcomes = list(dir.path(), EventKind::Outcome).expect("list");
+        assert_eq!(
+            read_events(&outcomes[0], EventKind::Outcome).expect("read"),
+            vec![events[1].clone()]
+        );
+        assert_eq!(read_event_ids(&outcomes[0]).expect("ids"), ["o-1"]);
+    }
+
+    #[test]
+    fn rolling_a_segment_again_replaces_its_files_and_clears_leftovers() {
+        let dir = tempfile::tempdir().expect("dir");
+        let id = SegmentId {
+            seq: 1,
+            opened_ms: 7,
+        };
+        let events = vec![exposure("e-1", at(1_795_946_700))];
+        let first = roll(dir.path(), id, &events).expect("roll");
+        fs::write(first[0].with_extension("parquet.tmp"), b"torn").expect("leftover");
+        let second = roll(dir.path(), id, &events).expect("roll again");
+        assert_eq!(first, second);
+        assert_eq!(list(dir.path(), EventKind::Exposure).expect("list"), first);
+        assert!(!first[0].with_extension("parquet.tmp").exists());
+    }
+
+    #[test]
+    fn the_schema_names_columns_after_the_proto_fields() {
+        let names =
+            |kind| -> Vec<String> { schema_of(kind).into_iter().map(|(name, _)| name).collect() };
+        assert_eq!(
+            names(EventKind::Exposure),
+            [
+                "event_id",
+                "experiment_id",
+                "variant",
+                "user_id",
+                "session_id",
+                "unit_type",
+                "placement",
+                "page_type",
+                "revision",
+                "timestamp"
+            ]
+        );
+        let outcome_schema = schema_of(EventKind::Outcome);
+        assert_eq!(outcome_schema.len(), 16);
+        assert_eq!(
+            outcome_schema[14],
+            (
+                "timestamp".to_owned(),
+                arrow_schema::DataType::Timestamp(
+                    arrow_schema::TimeUnit::Microsecond,
+                    Some("UTC".into())
+                )
+            )
+        );
+    }
+}

@@ -1,0 +1,456 @@
+//! Validation of incoming events, one at a time: an invalid event is
+//! refused with its field path and reason; the rest of its batch is kept.
+//!
+//! | rule | limit |
+//! |---|---|
+//! | batch size | at most [`MAX_BATCH`] events |
+//! | `event_id` | 1 to 128 characters |
+//! | `user_id`, `session_id` | at most 256 characters; at least one of them |
+//! | `unit_type` (exposure) | set, and its id present |
+//! | `experiment_id`, `variant` (exposure) | an experiment in the store and one of its variants |
+//! | `timestamp` | set; at most [`MAX_FUTURE`] ahead of the server clock and [`MAX_PAST`] behind it |
+//! | `item_ids` (impression) | 1 to 1,000 items |
+//! | `item_id` (click, add-to-cart) | set |
+//! | `value`, `currency` (purchase) | finite and not negative; three upper-case letters |
+//! | `latency_ms` (page load) | finite, 0 to 600,000 |
+//! | `attributes` | at most 64; keys 1 to 64 characters, values at most 1,024 |
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use exp_proto::v1;
+
+/// Most events in one `LogExposures` or `LogOutcomes` call.
+pub const MAX_BATCH: usize = 5_000;
+/// How far ahead of the server clock an event's time may be (clock skew).
+pub const MAX_FUTURE: Duration = Duration::from_secs(10 * 60);
+/// How far behind the server clock an event's time may be (late uploads
+/// from offline devices).
+pub const MAX_PAST: Duration = Duration::from_secs(7 * 24 * 3600);
+
+const MAX_EVENT_ID: usize = 128;
+const MAX_UNIT_ID: usize = 256;
+const MAX_NAME: usize = 128;
+const MAX_ITEMS: usize = 1_000;
+const MAX_ATTRIBUTES: usize = 64;
+const MAX_ATTRIBUTE_KEY: usize = 64;
+const MAX_ATTRIBUTE_VALUE: usize = 1_024;
+const MAX_LATENCY_MS: f64 = 600_000.0;
+
+/// One refused event: the field at fault and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Path of the field within the event, e.g. `timestamp`.
+    pub field: String,
+    /// What is wrong, e.g. `more than 10m in the future`.
+    pub reason: String,
+}
+
+impl Rejection {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The experiments exposures may name, with their variants. Every
+/// experiment in the store counts, stopped and archived ones included: an
+/// exposure may arrive after its experiment ended.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    variants: HashMap<String, Vec<String>>,
+}
+
+impl Catalog {
+    /// A catalog of `(experiment id, variant names)` pairs.
+    pub fn new(experiments: impl IntoIterator<Item = (String, Vec<String>)>) -> Self {
+        Self {
+            variants: experiments.into_iter().collect(),
+        }
+    }
+
+    fn check(&self, experiment_id: &str, variant: &str) -> Result<(), Rejection> {
+        let Some(variants) = self.variants.get(experiment_id) else {
+            return Err(Rejection::new(
+                "experiment_id",
+                format!("no experiment {experiment_id:?}"),
+            ));
+        };
+        if variants.iter().any(|name| name == variant) {
+            Ok(())
+        } else {
+            Err(Rejection::new(
+                "variant",
+                format!(
+                    "experiment {experiment_id:?} has no variant {variant:?} (it has {})",
+                    variants.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// Shared, swappable catalog: the server replaces it when experiments
+/// change.
+pub type SharedCatalog = Arc<arc_swap::ArcSwap<Catalog>>;
+
+/// Checks one exposure.
+pub fn exposure(
+    exposure: &v1::Exposure,
+    catalog: &Catalog,
+    now: SystemTime,
+) -> Result<(), Rejection> {
+    event_id(&exposure.event_id)?;
+    units(&exposure.user_id, &exposure.session_id)?;
+    match v1::UnitType::try_from(exposure.unit_type) {
+        Ok(v1::UnitType::User) if exposure.user_id.is_empty() => {
+            return Err(Rejection::new(
+                "user_id",
+                "is empty but unit_type is UNIT_TYPE_USER",
+            ));
+        }
+        Ok(v1::UnitType::Session) if exposure.session_id.is_empty() => {
+            return Err(Rejection::new(
+                "session_id",
+                "is empty but unit_type is UNIT_TYPE_SESSION",
+            ));
+        }
+        Ok(v1::UnitType::User | v1::UnitType::Session) => {}
+        _ => {
+            return Err(Rejection::new(
+                "unit_type",
+                "must be UNIT_TYPE_USER or UNIT_TYPE_SESSION",
+            ));
+        }
+    }
+    catalog.check(&exposure.experiment_id, &exposure.variant)?;
+    name("placement", &exposure.placement)?;
+    name("page_type", &exposure.page_type)?;
+    timestamp(exposure.timestamp, now)
+}
+
+/// Checks one outcome.
+pub fn outcome(outcome: &v1::Outcome, now: SystemTime) -> Result<(), Rejection> {
+    event_id(&outcome.event_id)?;
+    units(&outcome.user_id, &outcome.session_id)?;
+    name("placement", &outcome.placement)?;
+    name("page_type", &outcome.page_type)?;
+    name("source_placement", &outcome.source_placement)?;
+    name("item_id", &outcome.item_id)?;
+    let kind = v1::OutcomeType::try_from(outcome.r#type).unwrap_or(v1::OutcomeType::Unspecified);
+    match kind {
+        v1::OutcomeType::Unspecified => {
+            return Err(Rejection::new(
+                "type",
+                "must be one of OUTCOME_TYPE_IMPRESSION, _CLICK, _ADD_TO_CART, _PURCHASE, \
+                 _PAGE_VIEW, _PAGE_LOAD",
+            ));
+        }
+        v1::OutcomeType::Impression => {
+            if outcome.item_ids.is_empty() || outcome.item_ids.len() > MAX_ITEMS {
+                return Err(Rejection::new(
+                    "item_ids",
+                    format!(
+                        "an impression lists 1 to {MAX_ITEMS} items, got {}",
+                        outcome.item_ids.len()
+                    ),
+                ));
+            }
+            for (index, item) in outcome.item_ids.iter().enumerate() {
+                if item.is_empty() || item.chars().count() > MAX_NAME {
+                    return Err(Rejection::new(
+                        format!("item_ids[{index}]"),
+                        format!("must be 1 to {MAX_NAME} characters"),
+                    ));
+                }
+            }
+        }
+        v1::OutcomeType::Click | v1::OutcomeType::AddToCart => {
+            if outcome.item_id.is_empty() {
+                return Err(Rejection::new(
+                    "item_id",
+                    format!("is required for {}", kind.as_str_name()),
+                ));
+            }
+        }
+        v1::OutcomeType::Purchase => {
+            if !outcome.value.is_finite() || outcome.value < 0.0 {
+                return Err(Rejection::new(
+                    "value",
+                    format!(
+                        "must be a finite amount of 0 or more, got {}",
+                        outcome.value
+                    ),
+                ));
+            }
+            let currency = &outcome.currency;
+            if currency.len() != 3 || !currency.bytes().all(|byte| byte.is_ascii_uppercase()) {
+                return Err(Rejection::new(
+                    "currency",
+                    format!("must be an ISO 4217 code such as \"USD\", got {currency:?}"),
+                ));
+            }
+        }
+        v1::OutcomeType::PageLoad => {
+            if !outcome.latency_ms.is_finite()
+                || outcome.latency_ms < 0.0
+                || outcome.latency_ms > MAX_LATENCY_MS
+            {
+                return Err(Rejection::new(
+                    "latency_ms",
+                    format!(
+                        "must be 0 to {MAX_LATENCY_MS} milliseconds, got {}",
+                        outcome.latency_ms
+                    ),
+                ));
+            }
+        }
+        v1::OutcomeType::PageView => {}
+    }
+    if outcome.attributes.len() > MAX_ATTRIBUTES {
+        return Err(Rejection::new(
+            "attributes",
+            format!(
+                "at most {MAX_ATTRIBUTES} entries, got {}",
+                outcome.attributes.len()
+            ),
+        ));
+    }
+    for (key, value) in &outcome.attributes {
+        if key.is_empty() || key.chars().count() > MAX_ATTRIBUTE_KEY {
+            return Err(Rejection::new(
+                format!("attributes[{key:?}]"),
+                format!("keys are 1 to {MAX_ATTRIBUTE_KEY} characters"),
+            ));
+        }
+        if value.chars().count() > MAX_ATTRIBUTE_VALUE {
+            return Err(Rejection::new(
+                format!("attributes[{key:?}]"),
+                format!("values are at most {MAX_ATTRIBUTE_VALUE} characters"),
+            ));
+        }
+    }
+    timestamp(outcome.timestamp, now)
+}
+
+fn event_id(id: &str) -> Result<(), Rejection> {
+    let length = id.chars().count();
+    if length == 0 || length > MAX_EVENT_ID {
+        return Err(Rejection::new(
+            "event_id",
+            format!("must be 1 to {MAX_EVENT_ID} characters, got {length}"),
+        ));
+    }
+    Ok(())
+}
+
+fn units(user_id: &str, session_id: &str) -> Result<(), Rejection> {
+    if user_id.is_empty() && session_id.is_empty() {
+        return Err(Rejection::new(
+            "session_id",
+            "user_id and session_id are both empty; set at least one",
+        ));
+    }
+    for (field, id) in [("user_id", user_id), ("session_id", session_id)] {
+        if id.chars().count() > MAX_UNIT_ID {
+            return Err(Rejection::new(
+                field,
+                format!("must be at most {MAX_UNIT_ID} characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn name(field: &str, value: &str) -> Result<(), Rejection> {
+    if value.chars().count() > MAX_NAME {
+        return Err(Rejection::new(
+            field,
+            format!("must be at most {MAX_NAME} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn timestamp(timestamp: Option<prost_types::Timestamp>, now: SystemTime) -> Result<(), Rejection> {
+    let Some(timestamp) = timestamp else {
+        return Err(Rejection::new("timestamp", "is required"));
+    };
+    let Ok(time) = SystemTime::try_from(timestamp) else {
+        return Err(Rejection::new("timestamp", "is not a valid time"));
+    };
+    if time > now + MAX_FUTURE {
+        return Err(Rejection::new(
+            "timestamp",
+            format!("more than {} in the future", humanize(MAX_FUTURE)),
+        ));
+    }
+    if time + MAX_PAST < now {
+        return Err(Rejection::new(
+            "timestamp",
+            format!("more than {} in the past", humanize(MAX_PAST)),
+        ));
+    }
+    Ok(())
+}
+
+fn humanize(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if seconds.is_multiple_of(86_400) {
+        format!("{}d", seconds / 86_400)
+    } else if seconds.is_multiple_of(3_600) {
+        format!("{}h", seconds / 3_600)
+    } else {
+        format!("{}m", seconds / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    fn catalog() -> Catalog {
+        Catalog::new([(
+            "reco_ymal_v1".to_owned(),
+            vec!["control".to_owned(), "treatment".to_owned()],
+        )])
+    }
+
+    fn good_exposure() -> v1::Exposure {
+        v1::Exposure {
+            event_id: "e-1".into(),
+            experiment_id: "reco_ymal_v1".into(),
+            variant: "treatment".into(),
+            user_id: "u-1".into(),
+            session_id: "s-1".into(),
+            unit_type: v1::UnitType::User as i32,
+            placement: "you_may_also_like".into(),
+            page_type: "product_detail".into(),
+            revision: 2,
+            timestamp: Some(now().into()),
+        }
+    }
+
+    fn good_outcome(kind: v1::OutcomeType) -> v1::Outcome {
+        v1::Outcome {
+            event_id: "o-1".into(),
+            r#type: kind as i32,
+            session_id: "s-1".into(),
+            item_id: "sku-1".into(),
+            item_ids: vec!["sku-1".into()],
+            value: 10.0,
+            currency: "EUR".into(),
+            latency_ms: 120.0,
+            timestamp: Some(now().into()),
+            ..Default::default()
+        }
+    }
+
+    fn field_of(result: Result<(), Rejection>) -> String {
+        result.expect_err("refused").field
+    }
+
+    #[test]
+    fn a_complete_exposure_of_a_known_variant_passes() {
+        assert_eq!(exposure(&good_exposure(), &catalog(), now()), Ok(()));
+    }
+
+    #[test]
+    fn exposures_of_unknown_experiments_or_variants_are_refused() {
+        let mut unknown = good_exposure();
+        unknown.experiment_id = "nope".into();
+        assert_eq!(
+            field_of(exposure(&unknown, &catalog(), now())),
+            "experiment_id"
+        );
+        let mut bad_variant = good_exposure();
+        bad_variant.variant = "style_boost".into();
+        let refused = exposure(&bad_variant, &catalog(), now()).expect_err("refused");
+        assert_eq!(refused.field, "variant");
+        assert!(refused.reason.contains("control, treatment"), "{refused:?}");
+    }
+
+    #[test]
+    fn an_exposure_names_a_unit_type_whose_id_is_present() {
+        let mut no_type = good_exposure();
+        no_type.unit_type = 0;
+        assert_eq!(field_of(exposure(&no_type, &catalog(), now())), "unit_type");
+        let mut no_user = good_exposure();
+        no_user.user_id.clear();
+        assert_eq!(field_of(exposure(&no_user, &catalog(), now())), "user_id");
+    }
+
+    #[test]
+    fn timestamps_far_in_the_future_or_past_are_refused() {
+        let mut future = good_exposure();
+        future.timestamp = Some((now() + MAX_FUTURE + Duration::from_secs(1)).into());
+        let refused = exposure(&future, &catalog(), now()).expect_err("refused");
+        assert_eq!(
+            refused,
+            Rejection::new("timestamp", "more than 10m in the future")
+        );
+        let mut past = good_outcome(v1::OutcomeType::Click);
+        past.timestamp = Some((now() - MAX_PAST - Duration::from_secs(1)).into());
+        assert_eq!(
+            outcome(&past, now()),
+            Err(Rejection::new("timestamp", "more than 7d in the past"))
+        );
+        let mut missing = good_outcome(v1::OutcomeType::Click);
+        missing.timestamp = None;
+        assert_eq!(field_of(outcome(&missing, now())), "timestamp");
+    }
+
+    #[test]
+    fn each_outcome_type_requires_its_own_fields() {
+        for kind in [
+            v1::OutcomeType::Impression,
+            v1::OutcomeType::Click,
+            v1::OutcomeType::AddToCart,
+            v1::OutcomeType::Purchase,
+            v1::OutcomeType::PageView,
+            v1::OutcomeType::PageLoad,
+        ] {
+            assert_eq!(outcome(&good_outcome(kind), now()), Ok(()), "{kind:?}");
+        }
+        let mut no_items = good_outcome(v1::OutcomeType::Impression);
+        no_items.item_ids.clear();
+        assert_eq!(field_of(outcome(&no_items, now())), "item_ids");
+        let mut no_item = good_outcome(v1::OutcomeType::AddToCart);
+        no_item.item_id.clear();
+        assert_eq!(field_of(outcome(&no_item, now())), "item_id");
+        let mut bad_currency = good_outcome(v1::OutcomeType::Purchase);
+        bad_currency.currency = "eur".into();
+        assert_eq!(field_of(outcome(&bad_currency, now())), "currency");
+        let mut negative = good_outcome(v1::OutcomeType::Purchase);
+        negative.value = -1.0;
+        assert_eq!(field_of(outcome(&negative, now())), "value");
+        let mut slow = good_outcome(v1::OutcomeType::PageLoad);
+        slow.latency_ms = f64::NAN;
+        assert_eq!(field_of(outcome(&slow, now())), "latency_ms");
+        let mut untyped = good_outcome(v1::OutcomeType::Click);
+        untyped.r#type = 0;
+        assert_eq!(field_of(outcome(&untyped, now())), "type");
+    }
+
+    #[test]
+    fn events_without_any_unit_id_or_event_id_are_refused() {
+        let mut anonymous = good_outcome(v1::OutcomeType::PageView);
+        anonymous.session_id.clear();
+        assert_eq!(field_of(outcome(&anonymous, now())), "session_id");
+        let mut no_id = good_outcome(v1::OutcomeType::PageView);
+        no_id.event_id.clear();
+        assert_eq!(field_of(outcome(&no_id, now())), "event_id");
+        let mut empty_item = good_outcome(v1::OutcomeType::Impression);
+        empty_item.item_ids = vec!["sku-1".into(), String::new()];
+        assert_eq!(field_of(outcome(&empty_item, now())), "item_ids[1]");
+    }
+}

@@ -1,0 +1,262 @@
+//! Log segments: the durable, append-only files events land in before they
+//! are rolled into Parquet.
+//!
+//! A segment is `<data-dir>/events/wal/<seq>-<opened unix ms>.wal`, a
+//! sequence of records:
+//!
+//! ```text
+//! u32 LE payload length | u32 LE CRC-32 of payload | payload
+//! payload = u8 kind (1 exposure, 2 outcome) | the event's protobuf encoding
+//! ```
+//!
+//! A crash can leave a torn last record (short, or failing its CRC); it was
+//! never acknowledged, since acknowledgement waits for fsync, and reading
+//! stops before it.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Read, Write},
+    path::{Path, PathBuf},
+};
+
+use exp_proto::v1;
+use prost::Message;
+
+use crate::event::{Event, EventKind};
+
+const HEADER: usize = 8;
+/// Largest payload accepted when reading (an event is far smaller; a
+/// larger length is a torn or corrupt record).
+const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+
+/// The identity of a segment, from its file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SegmentId {
+    /// Sequence number, increasing.
+    pub seq: u64,
+    /// When it was opened, in milliseconds since the Unix epoch.
+    pub opened_ms: u64,
+}
+
+impl SegmentId {
+    /// The segment's file name.
+    pub fn file_name(self) -> String {
+        format!("{:012}-{}.wal", self.seq, self.opened_ms)
+    }
+
+    /// Parses a file name made by [`SegmentId::file_name`].
+    pub fn parse(name: &str) -> Option<Self> {
+        let stem = name.strip_suffix(".wal")?;
+        let (seq, opened_ms) = stem.split_once('-')?;
+        Some(Self {
+            seq: seq.parse().ok()?,
+            opened_ms: opened_ms.parse().ok()?,
+        })
+    }
+}
+
+/// Segments in `dir`, oldest first.
+pub fn list(dir: &Path) -> io::Result<Vec<(SegmentId, PathBuf)>> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(id) = entry.file_name().to_str().and_then(SegmentId::parse) {
+            segments.push((id, entry.path()));
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+/// Appends one framed record for `event` to `buffer`.
+pub fn encode(event: &Event, buffer: &mut Vec<u8>) {
+    let start = buffer.len();
+    buffer.extend_from_slice(&[0; HEADER]);
+    buffer.push(event.kind().tag());
+    match event {
+        Event::Exposure(exposure) => exposure.encode_raw(buffer),
+        Event::Outcome(outcome) => outcome.encode_raw(buffer),
+    }
+    let payload = &buffer[start + HEADER..];
+    let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let crc = crc32fast::hash(payload);
+    buffer[start..start + 4].copy_from_slice(&length.to_le_bytes());
+    buffer[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The complete records of a segment file, and the length they span (a
+/// torn tail is left out).
+pub fn read(path: &Path) -> io::Result<(Vec<Event>, u64)> {
+    let mut bytes = Vec::new();
+    File::open(path)?.read_to_end(&mut bytes)?;
+    let mut events = Vec::new();
+    let mut offset = 0;
+    while let Some(header) = bytes.get(offset..offset + HEADER) {
+        let length = u32::from_le_bytes(header[..4].try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().unwrap_or_default());
+        if length == 0 || length > MAX_PAYLOAD {
+            break;
+        }
+        let Some(payload) = bytes.get(offset + HEADER..offset + HEADER + length) else {
+            break;
+        };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let event = match EventKind::from_tag(payload[0]) {
+            Some(EventKind::Exposure) => v1::Exposure::decode(&payload[1..]).map(Event::Exposure),
+            Some(EventKind::Outcome) => v1::Outcome::decode(&payload[1..]).map(Event::Outcome),
+            None => break,
+        };
+        match event {
+            Ok(event) => events.push(event),
+            Err(_) => break,
+        }
+        offset += HEADER + length;
+    }
+    Ok((events, offset as u64))
+}
+
+/// The segment being appended to.
+#[derive(Debug)]
+pub struct SegmentWriter {
+    /// Its identity.
+    pub id: SegmentId,
+    /// Its path.
+    pub path: PathBuf,
+    file: File,
+    /// Bytes durably written (fsynced).
+    pub synced_len: u64,
+    /// Events durably written.
+    pub events: usize,
+}
+
+impl SegmentWriter {
+    /// Creates segment `id` in `dir` and makes its directory entry durable.
+    pub fn create(dir: &Path, id: SegmentId) -> io::Result<Self> {
+        let path = dir.join(id.file_name());
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        sync_dir(dir)?;
+        Ok(Self {
+            id,
+            path,
+            file,
+            synced_len: 0,
+            events: 0,
+        })
+    }
+
+    /// Writes `records` (holding `events` events) and fsyncs them. On error
+    /// the file is cut back to its last durable length; when even that
+    /// fails the error says so and the segment must not be appended to
+    /// again.
+    pub fn append_durably(&mut self, records: &[u8], events: usize) -> Result<(), AppendError> {
+        let written = self
+            .file
+            .write_all(records)
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.synced_len += records.len() as u64;
+                self.events += events;
+                Ok(())
+            }
+            Err(error) => {
+                let repaired = self
+                    .file
+                    .set_len(self.synced_len)
+                    .and_then(|()| self.file.sync_data());
+                Err(AppendError {
+                    error,
+                    segment_usable: repaired.is_ok(),
+                })
+            }
+        }
+    }
+}
+
+/// A failed append.
+#[derive(Debug)]
+pub struct AppendError {
+    /// What the file system said.
+    pub error: io::Error,
+    /// Whether the segment was cut back to its durable length and can take
+    /// further appends.
+    pub segment_usable: bool,
+}
+
+/// Makes the entries of `dir` durable (a new or renamed file survives a
+/// crash).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(id: &str) -> Event {
+        Event::Outcome(v1::Outcome {
+            event_id: id.into(),
+            r#type: v1::OutcomeType::PageView as i32,
+            session_id: "s-1".into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn segment_names_round_trip_and_sort_by_sequence() {
+        let id = SegmentId {
+            seq: 7,
+            opened_ms: 1_764_000_000_123,
+        };
+        assert_eq!(id.file_name(), "000000000007-1764000000123.wal");
+        assert_eq!(SegmentId::parse(&id.file_name()), Some(id));
+        assert_eq!(SegmentId::parse("000000000007.parquet"), None);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_the_records_before_it_are_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let id = SegmentId {
+            seq: 1,
+            opened_ms: 5,
+        };
+        let mut writer = SegmentWriter::create(dir.path(), id).expect("create");
+        let mut records = Vec::new();
+        encode(&outcome("a"), &mut records);
+        encode(&outcome("b"), &mut records);
+        writer.append_durably(&records, 2).expect("append");
+        let durable = writer.synced_len;
+        // A crash in the middle of the next record.
+        let mut torn = Vec::new();
+        encode(&outcome("c"), &mut torn);
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&writer.path)
+            .expect("open");
+        file.write_all(&torn[..torn.len() - 3]).expect("write");
+        let (events, valid) = read(&writer.path).expect("read");
+        assert_eq!(events, vec![outcome("a"), outcome("b")]);
+        assert_eq!(valid, durable);
+    }
+
+    #[test]
+    fn a_record_with_a_bad_checksum_ends_the_readable_part() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("x.wal");
+        let mut records = Vec::new();
+        encode(&outcome("a"), &mut records);
+        let first = records.len();
+        encode(&outcome("b"), &mut records);
+        let last = records.len() - 1;
+        records[last] ^= 0xff;
+        fs::write(&path, &records).expect("write");
+        let (events, valid) = read(&path).expect("read");
+        assert_eq!(events, vec![outcome("a")]);
+        assert_eq!(valid, first as u64);
+    }
+}
