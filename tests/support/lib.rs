@@ -52,13 +52,35 @@ impl TestServer {
         let task = tokio::spawn(expd::serve(config, grpc, http, async {
             let _ = stopped.await;
         }));
-        Self {
+        let server = Self {
             grpc_addr,
             http_addr,
             data_dir,
             stop: Some(stop),
             task: Some(task),
+        };
+        server.wait_until_events_are_served().await;
+        server
+    }
+
+    /// Waits until `EventService` reports SERVING (its log opens in the
+    /// background), unless this server does not run it.
+    async fn wait_until_events_are_served(&self) {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let mut health = HealthClient::new(self.channel().await);
+        for _ in 0..500 {
+            let answer = health
+                .check(HealthCheckRequest {
+                    service: "experiments.v1.EventService".into(),
+                })
+                .await;
+            match answer {
+                Ok(answer) if answer.get_ref().status == 1 => return,
+                Err(status) if status.code() == tonic::Code::NotFound => return,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
         }
+        panic!("EventService never became SERVING");
     }
 
     /// A channel to the gRPC port.

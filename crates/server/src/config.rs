@@ -112,6 +112,21 @@ pub struct Config {
     #[arg(long, env = "EXPD_EXPOSURE_QUEUE", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub exposure_queue: u32,
 
+    /// Longest time an acknowledged event waits before it is rolled into
+    /// a Parquet file under `<data-dir>/events`, e.g. `30s` (at most 1h).
+    #[arg(long, env = "EXPD_EVENTS_FLUSH_INTERVAL", default_value = "30s", value_parser = parse_flush_interval)]
+    pub events_flush_interval: Duration,
+
+    /// Events accepted but not yet written before EventService pushes back
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "EXPD_EVENTS_MAX_PENDING", default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(5_000..=10_000_000))]
+    pub events_max_pending: u32,
+
+    /// How long an event id is remembered, so a retry is counted once, e.g.
+    /// `24h` (at least 24h).
+    #[arg(long, env = "EXPD_EVENTS_DEDUP_WINDOW", default_value = "24h", value_parser = parse_dedup_window)]
+    pub events_dedup_window: Duration,
+
     /// Allow binding to a non-loopback address without --tokens-file
     /// (anyone who can reach the port may change experiments).
     #[arg(long, env = "EXPD_ALLOW_INSECURE_REMOTE")]
@@ -128,6 +143,13 @@ impl Config {
     pub fn check(&self) -> Result<(), String> {
         if self.services.is_empty() {
             return Err("--services: name at least one of admin, assign, ingest, results".into());
+        }
+        if self.runs(ServiceKind::Ingest) && !self.runs(ServiceKind::Admin) {
+            return Err(
+                "--services ingest checks exposures against the admin's experiments; run it \
+                 in the admin's process (`--services admin,ingest`)"
+                    .into(),
+            );
         }
         if self.config_source.is_some() && self.runs(ServiceKind::Admin) {
             return Err(
@@ -168,6 +190,24 @@ fn parse_config_source(text: &str) -> Result<String, String> {
         ));
     }
     Ok(text.to_owned())
+}
+
+fn parse_flush_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_positive_duration(text)?;
+    if interval > Duration::from_secs(3600) {
+        return Err(format!("{text:?}: at most 1h"));
+    }
+    Ok(interval)
+}
+
+fn parse_dedup_window(text: &str) -> Result<Duration, String> {
+    let window = parse_positive_duration(text)?;
+    if window < Duration::from_secs(24 * 3600) {
+        return Err(format!(
+            "{text:?}: at least 24h (retries can come a day later)"
+        ));
+    }
+    Ok(window)
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
@@ -259,5 +299,46 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(err.contains("--max-concurrent-requests"), "{err}");
+    }
+
+    #[test]
+    fn event_flags_bound_the_flush_interval_and_the_dedup_window() {
+        let defaults = parse(&[]).expect("defaults");
+        assert!(defaults.events_flush_interval <= Duration::from_secs(60));
+        assert_eq!(defaults.events_dedup_window, Duration::from_secs(24 * 3600));
+        assert_eq!(
+            parse(&["--events-flush-interval", "5s"])
+                .expect("parses")
+                .events_flush_interval,
+            Duration::from_secs(5)
+        );
+        let err = parse(&["--events-flush-interval", "2h"])
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("--events-flush-interval") && err.contains("at most 1h"),
+            "{err}"
+        );
+        let err = parse(&["--events-dedup-window", "12h"])
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("at least 24h"), "{err}");
+    }
+
+    #[test]
+    fn ingest_runs_beside_the_admin_whose_experiments_it_checks() {
+        let alone = parse(&["--services", "ingest"]).expect("parses");
+        assert!(
+            alone
+                .check()
+                .expect_err("refused")
+                .contains("--services admin,ingest")
+        );
+        assert!(
+            parse(&["--services", "admin,ingest"])
+                .expect("parses")
+                .check()
+                .is_ok()
+        );
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod http;
+pub mod ingest;
 pub mod layers;
 pub mod pending;
 pub mod server;

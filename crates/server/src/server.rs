@@ -25,7 +25,7 @@ use tower::{
 };
 use tracing::{info, warn};
 
-use crate::{Config, config::ServiceKind, layers::RpcMetricsLayer, pending};
+use crate::{Config, config::ServiceKind, ingest::Ingest, layers::RpcMetricsLayer, pending};
 
 /// Why `expd` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +111,11 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|err| ServeError::Config(format!("reflection: {err}")))?;
 
+    // Ingest runs beside the admin (`Config::check`), on its store.
+    let ingest = store
+        .as_ref()
+        .filter(|_| config.runs(ServiceKind::Ingest))
+        .map(|store| Ingest::start(&config, store.clone()));
     let admin = store
         .as_ref()
         .map(|store| Admin::new(store.clone(), Arc::new(schema), clock.clone()));
@@ -162,12 +167,17 @@ pub async fn serve(
             cell.install(&config);
         }
         cell.follow(configs);
-        tokio::spawn(drain_exposures(exposure_receiver));
+        match &ingest {
+            Some(ingest) => ingest.forward_exposures(exposure_receiver),
+            None => {
+                tokio::spawn(drain_exposures(exposure_receiver));
+            }
+        }
     }
     let assignment_service = assigner
         .clone()
         .map(|assigner| AssignGrpc::new(assigner).into_server());
-    let event_service = config.runs(ServiceKind::Ingest).then(pending::events);
+    let event_service = ingest.as_ref().map(|ingest| ingest.grpc(clock.clone()));
     let results_service = config.runs(ServiceKind::Results).then(pending::results);
 
     let served: Vec<&'static str> = [
@@ -178,9 +188,7 @@ pub async fn serve(
             .is_some()
             .then_some(<ConfigServiceServer<ConfigGrpc> as NamedService>::NAME),
         assignment_service.is_some().then_some(ASSIGNMENT_SERVICE),
-        event_service
-            .is_some()
-            .then_some(<EventServiceServer<pending::PendingEvents> as NamedService>::NAME),
+        event_service.is_some().then_some(EVENT_SERVICE),
         results_service
             .is_some()
             .then_some(<ResultsServiceServer<pending::PendingResults> as NamedService>::NAME),
@@ -192,7 +200,9 @@ pub async fn serve(
         // Assignment reports SERVING once it has a config (at once with a
         // local store or a saved snapshot; a sidecar's cold start with the
         // admin down and nothing saved waits for the admin).
-        let status = if name == ASSIGNMENT_SERVICE && cell.load().is_none() {
+        let status = if (name == ASSIGNMENT_SERVICE && cell.load().is_none())
+            || (name == EVENT_SERVICE && ingest.as_ref().is_some_and(|i| i.slot().get().is_none()))
+        {
             ServingStatus::NotServing
         } else {
             ServingStatus::Serving
@@ -210,6 +220,21 @@ pub async fn serve(
                     .set_service_status(ASSIGNMENT_SERVICE, ServingStatus::Serving)
                     .await;
             }
+        });
+    }
+
+    if let Some(ingest) = &ingest {
+        // SERVING once the log is open (a replay after a crash can take a
+        // moment; assignment does not wait for it).
+        let health = health.clone();
+        let slot = ingest.slot();
+        tokio::spawn(async move {
+            while slot.get().is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            health
+                .set_service_status(EVENT_SERVICE, ServingStatus::Serving)
+                .await;
         });
     }
 
@@ -281,6 +306,9 @@ pub async fn serve(
     for task in [scheduler_task, publisher_task].into_iter().flatten() {
         let _ = task.await;
     }
+    if let Some(ingest) = ingest {
+        ingest.close().await;
+    }
     match drained {
         Ok((grpc, http)) => {
             if let Ok(result) = grpc {
@@ -337,6 +365,8 @@ pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming 
 
 /// Health name of the assignment service.
 const ASSIGNMENT_SERVICE: &str = <AssignmentServiceServer<AssignGrpc> as NamedService>::NAME;
+/// Health name of the event service.
+const EVENT_SERVICE: &str = <EventServiceServer<exp_ingest::EventGrpc> as NamedService>::NAME;
 
 /// The local publisher's configs as the optional configs a snapshot cell
 /// follows.
@@ -354,8 +384,8 @@ fn local_configs(publisher: &ConfigPublisher) -> watch::Receiver<Option<Arc<Serv
     receiver
 }
 
-/// Until event ingest consumes exposures, they are counted and dropped
-/// here, so the queue never fills up.
+/// Without ingest in this process (an assign replica or sidecar), exposures
+/// are counted and dropped here, so the queue never fills up.
 async fn drain_exposures(mut receiver: tokio::sync::mpsc::Receiver<exp_assign::ExposureRecord>) {
     let mut drained: u64 = 0;
     while receiver.recv().await.is_some() {
