@@ -243,3 +243,47 @@ pub async fn current_config_version(channel: Channel) -> u64 {
         .expect("snapshot")
         .config_version
 }
+
+/// A PYTHONPATH under which `import {modules}` works: empty when the
+/// environment has them, else `target/python-deps/<name>` after installing
+/// the pinned `packages` there with pip (one directory per test binary, so
+/// concurrent installs do not collide).
+pub fn python_packages(name: &str, modules: &str, packages: &[&str]) -> String {
+    use std::process::Command;
+    let importable = |path: &str| {
+        Command::new("python3")
+            .args(["-c", &format!("import {modules}")])
+            .env("PYTHONPATH", path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if importable("") {
+        return String::new();
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/python-deps")
+        .join(name);
+    let target = target.to_str().expect("utf-8").to_owned();
+    if !importable(&target) {
+        let status = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                &target,
+            ])
+            .args(packages)
+            .status()
+            .expect("run pip");
+        assert!(status.success(), "pip could not install {packages:?}");
+    }
+    assert!(
+        importable(&target),
+        "{modules} still not importable from {target}"
+    );
+    target
+}

@@ -3,7 +3,7 @@
 //! answer), follows WatchConfigs and sees its own pause arrive as a delta.
 //!
 //! grpcio and grpcio-tools (pinned below) are used from the environment
-//! when importable, else installed with pip into `target/python-deps`.
+//! when importable, else installed with pip into `target/python-deps/grpcio`.
 
 use std::{
     path::{Path, PathBuf},
@@ -23,50 +23,10 @@ fn repo_root() -> PathBuf {
         .to_owned()
 }
 
-/// A PYTHONPATH under which `grpc` and `grpc_tools` import.
-fn python_path() -> String {
-    let importable = |path: &str| {
-        Command::new("python3")
-            .args(["-c", "import grpc, grpc_tools"])
-            .env("PYTHONPATH", path)
-            .status()
-            .is_ok_and(|status| status.success())
-    };
-    if importable("") {
-        return String::new();
-    }
-    let target = repo_root().join("target/python-deps");
-    let target = target.to_str().expect("utf-8").to_owned();
-    if !importable(&target) {
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--target",
-                &target,
-                GRPCIO,
-                GRPCIO_TOOLS,
-            ])
-            .status()
-            .expect("run pip");
-        assert!(
-            status.success(),
-            "pip could not install {GRPCIO} {GRPCIO_TOOLS}"
-        );
-    }
-    assert!(
-        importable(&target),
-        "grpcio still not importable from {target}"
-    );
-    target
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_grpcio_client_assigns_and_follows_watch_configs() {
-    let python_path = python_path();
+    let python_path =
+        exp_e2e::python_packages("grpcio", "grpc, grpc_tools", &[GRPCIO, GRPCIO_TOOLS]);
     let stubs = tempfile::tempdir().expect("dir");
     let proto_root = repo_root().join("proto");
     let protos: Vec<String> = std::fs::read_dir(proto_root.join("experiments/v1"))
