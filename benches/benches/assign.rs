@@ -3,12 +3,14 @@
 //! 1. in-process evaluation (what the SDK and every server request run),
 //!    with 10 and with 10,000 experiments on other placements;
 //! 2. gRPC `Assign` over loopback, open loop at a fixed rate
-//!    (default 10,000 requests/s) from 64 concurrent callers;
+//!    (default 10,000 requests/s) from 64 concurrent callers, with exposure
+//!    logging off and on, alternated (each request a new user, so logging
+//!    on writes 10,000 exposures/s to the durable event log);
 //! 3. HTTP JSON `POST /experiments/assign` with wrk, when wrk is installed;
 //! 4. the time for one change to reach 1,000 WatchConfigs watchers.
 //!
 //! Run: `cargo bench -p exp-benches --bench assign` (`ASSIGN_RPS` sets the
-//! rate of 2).
+//! rate of 2, `ASSIGN_PAIRS` its number of off/on pairs of 6 s, default 5).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -81,7 +83,12 @@ fn evaluation(others: usize) {
 /// so a server stall that delays the schedule is visible, not hidden
 /// (Tokio's timer wakes up to 1 ms late, which is the client's, not the
 /// server's, latency).
-async fn grpc_assign(addr: std::net::SocketAddr, rate: u64, seconds: u64) {
+async fn grpc_assign(
+    addr: std::net::SocketAddr,
+    rate: u64,
+    seconds: u64,
+    exposure_logging: bool,
+) -> Summary {
     const CALLERS: u64 = 64;
     let channels: Vec<Channel> = futures_channels(addr, 4).await;
     let started = Instant::now() + Duration::from_millis(100);
@@ -110,6 +117,7 @@ async fn grpc_assign(addr: std::net::SocketAddr, rate: u64, seconds: u64) {
                             placement: "you_may_also_like".into(),
                             ..Default::default()
                         }),
+                        defer_exposure: !exposure_logging,
                         ..Default::default()
                     })
                     .await;
@@ -131,11 +139,18 @@ async fn grpc_assign(addr: std::net::SocketAddr, rate: u64, seconds: u64) {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let count = all.len();
-    Summary::of(all).print(&format!("gRPC Assign at {rate}/s offered"));
+    let summary = Summary::of(all);
+    let logging = if exposure_logging {
+        "exposure logging on"
+    } else {
+        "exposure logging off"
+    };
+    summary.print(&format!("gRPC Assign at {rate}/s offered, {logging}"));
     println!(
         "  achieved {:.0} requests/s over {elapsed:.1} s, {errors} errors, {late} of {count} sent > 2 ms late",
         count as f64 / elapsed
     );
+    summary
 }
 
 async fn futures_channels(addr: std::net::SocketAddr, count: usize) -> Vec<Channel> {
@@ -291,7 +306,39 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(10_000);
-    client_runtime.block_on(grpc_assign(grpc_addr, rate, 10));
+    // Exposure logging off (`defer_exposure`) and on, alternated: every
+    // request is a new user, so with logging on each one writes an
+    // exposure through the feed into the durable event log.
+    let pairs: usize = std::env::var("ASSIGN_PAIRS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5);
+    let (mut offs, mut ons) = (Vec::new(), Vec::new());
+    for _ in 0..pairs {
+        offs.push(
+            client_runtime
+                .block_on(grpc_assign(grpc_addr, rate, 6, false))
+                .p99,
+        );
+        ons.push(
+            client_runtime
+                .block_on(grpc_assign(grpc_addr, rate, 6, true))
+                .p99,
+        );
+    }
+    let ratios: Vec<f64> = ons
+        .iter()
+        .zip(&offs)
+        .map(|(on, off)| on.as_secs_f64() / off.as_secs_f64())
+        .collect();
+    offs.sort();
+    ons.sort();
+    println!(
+        "  p99 with exposure logging / without, per pair: {ratios:.2?}; median p99 {:.0} us on / {:.0} us off = {:.2}",
+        ons[pairs / 2].as_secs_f64() * 1e6,
+        offs[pairs / 2].as_secs_f64() * 1e6,
+        ons[pairs / 2].as_secs_f64() / offs[pairs / 2].as_secs_f64()
+    );
     http_assign(http_addr);
     client_runtime.block_on(propagation(grpc_addr, 1_000, 20));
     server_runtime.block_on(server.stop());

@@ -40,6 +40,16 @@ impl TestServer {
     /// Starts `expd` on an existing data directory.
     pub async fn start_in(data_dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        Self::start_on(grpc, data_dir, extra_args).await
+    }
+
+    /// Starts `expd` on an existing data directory with gRPC on `grpc`
+    /// (e.g. the address of a server stopped earlier).
+    pub async fn start_on(
+        grpc: TcpListener,
+        data_dir: tempfile::TempDir,
+        extra_args: &[&str],
+    ) -> Self {
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let grpc_addr = grpc.local_addr().expect("grpc addr");
         let http_addr = http.local_addr().expect("http addr");

@@ -14,6 +14,9 @@
 //! - [`snapshot`]: [`SnapshotCell`], the compiled snapshot behind an
 //!   atomic pointer, kept on the latest followed config; also `expd`'s.
 //! - [`client`]: [`Client`], local evaluation on the followed config.
+//! - [`events`]: [`EventSender`], exposures and outcomes batched to
+//!   `EventService` in the background, retried with backoff, flushed on
+//!   close.
 //!
 //! # Example
 //!
@@ -45,9 +48,11 @@
 //! `expd`: `cargo run -p exp-client --example assign`.
 
 pub mod client;
+pub mod events;
 pub mod follower;
 pub mod snapshot;
 
 pub use client::{Client, ClientError, ClientOptions};
+pub use events::{EventSender, EventSenderOptions, QueueFull};
 pub use follower::{ConfigFollower, FollowerOptions};
 pub use snapshot::SnapshotCell;

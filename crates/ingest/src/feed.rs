@@ -158,12 +158,17 @@ async fn forward(
             }
         } else {
             let deadline = tokio::time::Instant::now() + FEED_BATCH_WAIT;
-            while batch.len() < FEED_BATCH {
-                match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                    Ok(Some(exposure)) => batch.push(Event::Exposure(exposure)),
-                    _ => break,
+            let mut received = Vec::with_capacity(FEED_BATCH);
+            while batch.len() + received.len() < FEED_BATCH {
+                let room = FEED_BATCH - batch.len() - received.len();
+                match tokio::time::timeout_at(deadline, receiver.recv_many(&mut received, room))
+                    .await
+                {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
                 }
             }
+            batch.extend(received.into_iter().map(Event::Exposure));
         }
         if !batch.is_empty() {
             append_with_retries(&slot, batch, &stats).await;

@@ -538,6 +538,14 @@ impl Writer {
 }
 
 fn roller(commands: std_mpsc::Receiver<RollCommand>, shared: Arc<Shared>) {
+    // Rolling is background work (about 1 us of CPU per event, in bursts
+    // at every flush interval): at the lowest priority it yields the CPU to
+    // request handling instead of adding to its tail latency.
+    if let Err(error) =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+    {
+        tracing::debug!(?error, "could not lower the roller's priority");
+    }
     let mut queue: VecDeque<(SegmentId, PathBuf)> = VecDeque::new();
     loop {
         let wait = if queue.is_empty() {

@@ -71,8 +71,11 @@ impl Ingest {
     pub fn forward_exposures(&self, mut records: mpsc::Receiver<ExposureRecord>) {
         let feed = self.feed.clone();
         tokio::spawn(async move {
-            while let Some(record) = records.recv().await {
-                feed.offer(exposure_of(record));
+            let mut received = Vec::with_capacity(256);
+            while records.recv_many(&mut received, 256).await > 0 {
+                for record in received.drain(..) {
+                    feed.offer(exposure_of(record));
+                }
             }
         });
     }
