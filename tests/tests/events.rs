@@ -300,3 +300,51 @@ async fn a_graceful_shutdown_rolls_everything_pending_into_parquet() {
         .count();
     assert_eq!(leftover, 0, "no segment left behind");
 }
+
+#[tokio::test]
+async fn a_sidecar_sends_its_assign_exposures_to_the_admin_event_log() {
+    let admin = TestServer::start().await;
+    exp_e2e::launch_seed_everywhere(&mut admin.admin().await).await;
+    let launched = exp_e2e::current_config_version(admin.channel().await).await;
+    let source = format!("http://{}", admin.grpc_addr);
+    let sidecar =
+        TestServer::start_with(&["--services", "assign", "--config-source", &source]).await;
+    exp_e2e::wait_for_assign_version(sidecar.channel().await, launched).await;
+    let mut assign =
+        v1::assignment_service_client::AssignmentServiceClient::new(sidecar.channel().await);
+    let mut expected = Vec::new();
+    for user in 0..10 {
+        for _ in 0..3 {
+            let answer = assign
+                .assign(v1::AssignRequest {
+                    user_id: format!("sidecar-user-{user}"),
+                    context: Some(v1::RequestContext {
+                        placement: "you_may_also_like".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .expect("assign")
+                .into_inner();
+            expected.push((format!("sidecar-user-{user}"), answer.variant));
+        }
+    }
+    expected.dedup();
+    // The sidecar's graceful stop sends what it holds; then the admin's
+    // rolls it into Parquet.
+    sidecar.stop().await;
+    let data = admin.stop().await;
+    let mut written = Vec::new();
+    for file in parquet::list(&data.path().join("events"), EventKind::Exposure).expect("list") {
+        for event in parquet::read_events(&file, EventKind::Exposure).expect("read") {
+            if let exp_ingest::Event::Exposure(exposure) = event {
+                written.push((exposure.user_id, exposure.variant));
+            }
+        }
+    }
+    written.retain(|(user, _)| user.starts_with("sidecar-user-"));
+    written.sort();
+    expected.sort();
+    assert_eq!(written, expected);
+}

@@ -1,17 +1,31 @@
 //! Exposure records: who saw which variant, where and when. Assignment
-//! offers them to a bounded queue and never waits: when the queue is full
-//! the record is counted as dropped (the event ingest drains the queue).
+//! offers them to a bounded queue and never waits: a repeat of a unit's
+//! exposure to the same variant within [`REPEAT_WINDOW`] is suppressed (a
+//! moka cache keyed by experiment, variant, unit type and unit id), so a
+//! user refreshing a page does not write a thousand exposures; when the
+//! queue is full the record is counted as dropped. Event ingest (in
+//! process, or a remote one through the SDK's sender) drains the queue.
 
 use std::{
+    hash::Hasher,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use exp_core::UnitType;
+use exp_proto::v1;
+use moka::sync::Cache;
+use siphasher::sip128::{Hasher128, SipHasher13};
 use tokio::sync::mpsc;
+
+/// How long a unit's exposure to a variant suppresses its repeats.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(3600);
+/// Most (experiment, variant, unit) keys remembered; the least recently
+/// used go first.
+pub const REPEAT_CAPACITY: u64 = 1_000_000;
 
 /// One exposure of a unit to a variant by a bucketed assignment.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,11 +50,67 @@ pub struct ExposureRecord {
     pub timestamp: SystemTime,
 }
 
+impl ExposureRecord {
+    /// The unit's id.
+    pub fn unit_id(&self) -> &str {
+        match self.unit_type {
+            UnitType::User => &self.user_id,
+            UnitType::Session => &self.session_id,
+        }
+    }
+
+    /// The record as an `experiments.v1.Exposure`, with an event id derived
+    /// from the experiment, variant, unit and time (the same record always
+    /// gets the same id, so a resend is a harmless duplicate).
+    pub fn into_proto(self) -> v1::Exposure {
+        let micros = self
+            .timestamp
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| since.as_micros());
+        let event_id = format!(
+            "assign-{:032x}",
+            digest(&[
+                &self.experiment_id,
+                &self.variant,
+                self.unit_type.as_str(),
+                self.unit_id(),
+                &micros.to_string(),
+            ])
+        );
+        v1::Exposure {
+            event_id,
+            experiment_id: self.experiment_id.to_string(),
+            variant: self.variant.to_string(),
+            unit_type: match self.unit_type {
+                UnitType::User => v1::UnitType::User,
+                UnitType::Session => v1::UnitType::Session,
+            } as i32,
+            user_id: self.user_id,
+            session_id: self.session_id,
+            placement: self.placement,
+            page_type: self.page_type,
+            revision: self.revision,
+            timestamp: Some(self.timestamp.into()),
+        }
+    }
+}
+
+fn digest(parts: &[&str]) -> u128 {
+    let mut hasher = SipHasher13::new();
+    for part in parts {
+        hasher.write(part.as_bytes());
+        hasher.write_u8(0xff);
+    }
+    hasher.finish128().as_u128()
+}
+
 /// The sending side of the exposure queue.
 #[derive(Debug, Clone)]
 pub struct ExposureQueue {
     sender: mpsc::Sender<ExposureRecord>,
+    recent: Cache<u128, ()>,
     offered: Arc<AtomicU64>,
+    repeats: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -48,19 +118,36 @@ impl ExposureQueue {
     /// A queue of `capacity` records and its receiving end.
     pub fn bounded(capacity: usize) -> (Self, mpsc::Receiver<ExposureRecord>) {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let recent = Cache::builder()
+            .max_capacity(REPEAT_CAPACITY)
+            .time_to_live(REPEAT_WINDOW)
+            .build();
         (
             Self {
                 sender,
+                recent,
                 offered: Arc::default(),
+                repeats: Arc::default(),
                 dropped: Arc::default(),
             },
             receiver,
         )
     }
 
-    /// Offers a record without waiting; a full or closed queue drops it.
+    /// Offers a record without waiting: a repeat is suppressed, a full or
+    /// closed queue drops it.
     pub fn offer(&self, record: ExposureRecord) {
         self.offered.fetch_add(1, Ordering::Relaxed);
+        let key = digest(&[
+            &record.experiment_id,
+            &record.variant,
+            record.unit_type.as_str(),
+            record.unit_id(),
+        ]);
+        if !self.recent.entry(key).or_insert(()).is_fresh() {
+            self.repeats.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if self.sender.try_send(record).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -69,6 +156,11 @@ impl ExposureQueue {
     /// Records offered so far.
     pub fn offered(&self) -> u64 {
         self.offered.load(Ordering::Relaxed)
+    }
+
+    /// Records suppressed as repeats of a recent exposure.
+    pub fn repeats(&self) -> u64 {
+        self.repeats.load(Ordering::Relaxed)
     }
 
     /// Records dropped because the queue was full or closed.

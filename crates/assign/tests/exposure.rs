@@ -127,3 +127,41 @@ fn no_config_yet_is_unavailable_not_an_empty_answer() {
         Err(exp_assign::AssignError::NoConfig)
     ));
 }
+
+#[test]
+fn a_unit_refreshing_the_page_is_one_exposure_per_variant() {
+    let (assigner, queue, mut receiver) = assigner(64, &[]);
+    for _ in 0..25 {
+        assigner
+            .assign("u-1", "s-1", &ymal(), false)
+            .expect("assigned");
+    }
+    assigner
+        .assign("u-2", "s-2", &ymal(), false)
+        .expect("assigned");
+    let mut users = Vec::new();
+    while let Ok(record) = receiver.try_recv() {
+        users.push(record.user_id);
+    }
+    assert_eq!(users, ["u-1", "u-2"]);
+    assert_eq!((queue.offered(), queue.repeats()), (26, 24));
+}
+
+#[test]
+fn an_exposure_record_becomes_a_proto_exposure_with_a_stable_event_id() {
+    let (assigner, _queue, mut receiver) = assigner(16, &[]);
+    assigner
+        .assign("", "s-9", &ymal(), false)
+        .expect("assigned");
+    let record = receiver.try_recv().expect("one exposure");
+    let first = record.clone().into_proto();
+    let again = record.into_proto();
+    assert_eq!(first.event_id, again.event_id, "a resend is a duplicate");
+    assert!(first.event_id.starts_with("assign-"), "{}", first.event_id);
+    assert_eq!(first.unit_type, exp_proto::v1::UnitType::Session as i32);
+    assert_eq!(
+        (first.session_id.as_str(), first.user_id.as_str()),
+        ("s-9", "")
+    );
+    assert_eq!(first.timestamp, Some(now().into()));
+}

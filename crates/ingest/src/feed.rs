@@ -1,15 +1,12 @@
-//! Exposures made by `Assign` flowing into the event log.
+//! Exposures made by `Assign` in this process flowing into the event log.
 //!
-//! Assignment offers every bucketed exposure without waiting. A moka cache
-//! keyed by (experiment, variant, unit type, unit id) lets through the
-//! first exposure of a unit to a variant per [`FEED_DEDUP_TTL`], so a user
-//! refreshing a page does not write a thousand exposures. What passes is
-//! batched (up to [`FEED_BATCH`] events or [`FEED_BATCH_WAIT`]) and
-//! appended in the background; if the log pushes back or fails, the batch
-//! is retried a few times with backoff, then dropped and counted.
+//! Assignment offers its exposures (repeats already suppressed, event ids
+//! set) without waiting. They are batched (up to [`FEED_BATCH`] events or
+//! [`FEED_BATCH_WAIT`]) and appended in the background; if the log pushes
+//! back or fails, the batch is retried a few times with backoff, then
+//! dropped and counted.
 
 use std::{
-    hash::Hasher,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
@@ -18,17 +15,11 @@ use std::{
 };
 
 use exp_proto::v1;
-use moka::sync::Cache;
-use siphasher::sip128::{Hasher128, SipHasher13};
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use crate::{Event, EventLog, LogError};
 
-/// How long a unit's exposure to a variant suppresses the next ones.
-pub const FEED_DEDUP_TTL: Duration = Duration::from_secs(3600);
-/// Most (experiment, unit, variant) keys remembered.
-pub const FEED_DEDUP_CAPACITY: u64 = 1_000_000;
 /// Most exposures per append.
 pub const FEED_BATCH: usize = 1_000;
 /// Longest an exposure waits for its batch to fill.
@@ -44,8 +35,6 @@ pub type LogSlot = Arc<OnceLock<Arc<EventLog>>>;
 pub struct FeedStats {
     /// Exposures offered by assignment.
     pub offered: AtomicU64,
-    /// Offered exposures suppressed as repeats.
-    pub repeats: AtomicU64,
     /// Exposures written to the log.
     pub written: AtomicU64,
     /// Exposures dropped (queue full, log closed or failing).
@@ -56,7 +45,6 @@ pub struct FeedStats {
 #[derive(Debug, Clone)]
 pub struct ExposureFeed {
     sender: mpsc::Sender<v1::Exposure>,
-    recent: Cache<u128, ()>,
     stats: Arc<FeedStats>,
     shutdown: watch::Sender<bool>,
 }
@@ -69,14 +57,9 @@ impl ExposureFeed {
         let stats = Arc::new(FeedStats::default());
         let (shutdown, stop) = watch::channel(false);
         let task = tokio::spawn(forward(receiver, slot, stats.clone(), stop));
-        let recent = Cache::builder()
-            .max_capacity(FEED_DEDUP_CAPACITY)
-            .time_to_live(FEED_DEDUP_TTL)
-            .build();
         (
             Self {
                 sender,
-                recent,
                 stats,
                 shutdown,
             },
@@ -84,36 +67,9 @@ impl ExposureFeed {
         )
     }
 
-    /// Offers an exposure (its `event_id` is filled in here); never waits.
-    pub fn offer(&self, mut exposure: v1::Exposure) {
+    /// Offers an exposure; never waits.
+    pub fn offer(&self, exposure: v1::Exposure) {
         self.stats.offered.fetch_add(1, Ordering::Relaxed);
-        let unit = match v1::UnitType::try_from(exposure.unit_type) {
-            Ok(v1::UnitType::User) => &exposure.user_id,
-            _ => &exposure.session_id,
-        };
-        let key = hash(&[
-            &exposure.experiment_id,
-            &exposure.variant,
-            &exposure.unit_type.to_string(),
-            unit,
-        ]);
-        if !self.recent.entry(key).or_insert(()).is_fresh() {
-            self.stats.repeats.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let micros = exposure
-            .timestamp
-            .map(|time| time.seconds * 1_000_000 + i64::from(time.nanos / 1_000))
-            .unwrap_or_default();
-        exposure.event_id = format!(
-            "assign-{:032x}",
-            hash(&[
-                &exposure.experiment_id,
-                &exposure.variant,
-                unit,
-                &micros.to_string()
-            ])
-        );
         if self.sender.try_send(exposure).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -128,15 +84,6 @@ impl ExposureFeed {
     pub fn shut_down(&self) {
         let _ = self.shutdown.send(true);
     }
-}
-
-fn hash(parts: &[&str]) -> u128 {
-    let mut hasher = SipHasher13::new();
-    for part in parts {
-        hasher.write(part.as_bytes());
-        hasher.write_u8(0xff);
-    }
-    hasher.finish128().as_u128()
 }
 
 async fn forward(

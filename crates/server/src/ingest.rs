@@ -1,16 +1,21 @@
 //! Wiring of event ingest: the event log opened in the background (a
 //! replay after a crash must not hold up assignment), the experiment
 //! catalog kept in step with the store, and the exposures of in-process
-//! assignment fed into the log.
+//! assignment fed into the log (or, in an assign replica or sidecar, sent
+//! to its config source's `EventService`).
 
 use std::{sync::Arc, time::Duration};
 
 use exp_assign::ExposureRecord;
-use exp_core::{Clock, UnitType};
+use exp_client::{EventSender, EventSenderOptions};
+use exp_core::Clock;
 use exp_ingest::{Catalog, EventGrpc, EventLog, ExposureFeed, LogOptions, LogSlot, SharedCatalog};
 use exp_proto::v1;
 use exp_store::Store;
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 use tracing::{error, warn};
 
 use crate::Config;
@@ -74,7 +79,7 @@ impl Ingest {
             let mut received = Vec::with_capacity(256);
             while records.recv_many(&mut received, 256).await > 0 {
                 for record in received.drain(..) {
-                    feed.offer(exposure_of(record));
+                    feed.offer(record.into_proto());
                 }
             }
         });
@@ -98,22 +103,48 @@ impl Ingest {
     }
 }
 
-fn exposure_of(record: ExposureRecord) -> v1::Exposure {
-    v1::Exposure {
-        event_id: String::new(),
-        experiment_id: record.experiment_id.to_string(),
-        variant: record.variant.to_string(),
-        user_id: record.user_id,
-        session_id: record.session_id,
-        unit_type: match record.unit_type {
-            UnitType::User => v1::UnitType::User,
-            UnitType::Session => v1::UnitType::Session,
-        } as i32,
-        placement: record.placement,
-        page_type: record.page_type,
-        revision: record.revision,
-        timestamp: Some(record.timestamp.into()),
-    }
+/// Sends the exposures of an assign replica or sidecar to the
+/// `EventService` at `endpoint` (its config source, the admin's process)
+/// with the SDK's batching sender, until `shutdown`; then sends what is
+/// left (waiting at most 5 s).
+pub fn forward_to_remote(
+    endpoint: &str,
+    mut records: mpsc::Receiver<ExposureRecord>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, String> {
+    let sender = EventSender::start(EventSenderOptions {
+        endpoint: endpoint.to_owned(),
+        ..EventSenderOptions::default()
+    })
+    .map_err(|err| err.to_string())?;
+    Ok(tokio::spawn(async move {
+        let mut received = Vec::with_capacity(256);
+        let mut full = 0u64;
+        loop {
+            tokio::select! {
+                count = records.recv_many(&mut received, 256) => if count == 0 { break },
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    while let Ok(record) = records.try_recv() {
+                        received.push(record);
+                    }
+                    for record in received.drain(..) {
+                        full += u64::from(sender.log_exposure(record.into_proto()).is_err());
+                    }
+                    break;
+                }
+            }
+            for record in received.drain(..) {
+                full += u64::from(sender.log_exposure(record.into_proto()).is_err());
+            }
+        }
+        if full > 0 {
+            warn!(
+                dropped = full,
+                "exposures dropped: the event sender's queue was full"
+            );
+        }
+        sender.close(Duration::from_secs(5)).await;
+    }))
 }
 
 async fn open_log(options: LogOptions, slot: LogSlot) {

@@ -142,6 +142,7 @@ pub async fn serve(
     let cell = SnapshotCell::new();
     let (exposures, exposure_receiver) = ExposureQueue::bounded(config.exposure_queue as usize);
     let mut follower = None;
+    let mut remote_exposures = None;
     let assigner =
         runs_assign.then(|| Assigner::new(cell.clone(), exposures.clone(), clock.clone()));
     if runs_assign {
@@ -167,9 +168,19 @@ pub async fn serve(
             cell.install(&config);
         }
         cell.follow(configs);
-        match &ingest {
-            Some(ingest) => ingest.forward_exposures(exposure_receiver),
-            None => {
+        match (&ingest, &config.config_source) {
+            (Some(ingest), _) => ingest.forward_exposures(exposure_receiver),
+            (None, Some(source)) => {
+                remote_exposures = Some(
+                    crate::ingest::forward_to_remote(
+                        source,
+                        exposure_receiver,
+                        shutdown_rx.clone(),
+                    )
+                    .map_err(|err| ServeError::Config(format!("--config-source: {err}")))?,
+                );
+            }
+            (None, None) => {
                 tokio::spawn(drain_exposures(exposure_receiver));
             }
         }
@@ -309,6 +320,9 @@ pub async fn serve(
     if let Some(ingest) = ingest {
         ingest.close().await;
     }
+    if let Some(task) = remote_exposures {
+        let _ = task.await;
+    }
     match drained {
         Ok((grpc, http)) => {
             if let Ok(result) = grpc {
@@ -384,8 +398,9 @@ fn local_configs(publisher: &ConfigPublisher) -> watch::Receiver<Option<Arc<Serv
     receiver
 }
 
-/// Without ingest in this process (an assign replica or sidecar), exposures
-/// are counted and dropped here, so the queue never fills up.
+/// With neither ingest in this process nor a config source to send them
+/// to, exposures are counted and dropped here, so the queue never fills
+/// up.
 async fn drain_exposures(mut receiver: tokio::sync::mpsc::Receiver<exp_assign::ExposureRecord>) {
     let mut drained: u64 = 0;
     while receiver.recv().await.is_some() {
