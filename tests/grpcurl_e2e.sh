@@ -369,6 +369,30 @@ expect_ok "ListExperiments hides archived experiments by default" '"reco_ymal_v1
 rpc ListExperiments '{"status": "EXPERIMENT_STATUS_ARCHIVED"}'
 expect_ok "ListExperiments status=ARCHIVED shows it" 'ids(d) == ["reco_ymal_v1"]'
 
+# --- events -------------------------------------------------------------------
+NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+atc() {
+  echo "{\"event_id\": \"$1\", \"type\": \"OUTCOME_TYPE_ADD_TO_CART\", \"session_id\": \"s-1\", \"item_id\": \"sku-1\", \"timestamp\": \"$NOW\"}"
+}
+rpc experiments.v1.EventService/LogOutcomes "{\"outcomes\": [$(atc atc-e2e-1), {\"event_id\": \"bad-1\", \"type\": \"OUTCOME_TYPE_CLICK\", \"session_id\": \"s-1\", \"timestamp\": \"$NOW\"}]}"
+expect_ok "LogOutcomes keeps the valid event and refuses the other by index and field" \
+  'd.get("acceptedCount") == 1 and [(r.get("index"), r["field"]) for r in d["rejections"]] == [(1, "item_id")]'
+
+rpc experiments.v1.EventService/LogOutcomes "{\"outcomes\": [$(atc atc-e2e-2)]}"
+# kill -9 right after the OK: the event must already be on disk
+[[ $RC -eq 0 ]] && kill -KILL "$EXPD_PID"
+expect_ok "LogOutcomes atc-e2e-2 acked (expd killed -9 right after)" 'd.get("acceptedCount") == 1'
+stop_expd KILL
+start_expd
+echo "# expd restarted on $ADDR after kill -9"
+for _ in $(seq 1 50); do
+  rpc experiments.v1.EventService/LogOutcomes "{\"outcomes\": [$(atc atc-e2e-1), $(atc atc-e2e-2)]}"
+  [[ $RC -eq 0 ]] && break
+  sleep 0.1
+done
+expect_ok "LogOutcomes retried after the restart: both events are duplicates" \
+  'd.get("duplicateCount") == 2 and "acceptedCount" not in d'
+
 # --- durability across kill -9 ------------------------------------------------
 rpc CreateExperiment "{\"experiment\": $SECOND}"
 expect_ok "CreateExperiment pdp_carousel_v1 -> revision 1" 'rev(e) == 1'
