@@ -1,7 +1,8 @@
 //! Assignment and config delivery:
 //!
 //! 1. in-process evaluation (what the SDK and every server request run),
-//!    with 10 and with 10,000 experiments on other placements;
+//!    with 10 and with 10,000 experiments on other placements, and the
+//!    cost of offering an exposure on the request path;
 //! 2. gRPC `Assign` over loopback, open loop at a fixed rate
 //!    (default 10,000 requests/s) from 64 concurrent callers, with exposure
 //!    logging off and on, alternated (each request a new user, so logging
@@ -75,6 +76,31 @@ fn evaluation(others: usize) {
         std::hint::black_box(answer);
     })
     .print_ns(&format!("evaluate, 1 experiment here + {others} elsewhere"));
+}
+
+/// The cost, on the request path, of offering an exposure: a new unit's
+/// (repeat check in the moka cache, then the queue) and a repeat's.
+fn exposure_offer() {
+    let (queue, _receiver) = exp_assign::ExposureQueue::bounded(4_000_000);
+    let record = |user: String| exp_assign::ExposureRecord {
+        experiment_id: "reco_ymal_v1".into(),
+        variant: "treatment".into(),
+        user_id: user,
+        session_id: "s".into(),
+        unit_type: exp_core::UnitType::User,
+        placement: "you_may_also_like".into(),
+        page_type: "product_detail".into(),
+        revision: 2,
+        timestamp: now(),
+    };
+    let mut next = 0;
+    time_batched(100, 10_000, || {
+        next += 1;
+        queue.offer(record(format!("user-{next}")));
+    })
+    .print_ns("offer the exposure of a new unit");
+    time_batched(100, 10_000, || queue.offer(record("user-7".into())))
+        .print_ns("offer a repeat exposure (suppressed)");
 }
 
 /// Open loop: `rate` requests/s for `seconds`, from 64 callers on 4
@@ -274,6 +300,7 @@ async fn propagation(addr: std::net::SocketAddr, watchers: usize, rounds: usize)
 fn main() {
     evaluation(10);
     evaluation(10_000);
+    exposure_offer();
 
     // The server gets a runtime of its own, as in production; callers
     // another. They still share the machine's two cores.

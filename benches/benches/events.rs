@@ -18,11 +18,13 @@ use std::time::{Duration, Instant, SystemTime};
 use exp_benches::Summary;
 use exp_proto::v1::{self, event_service_client::EventServiceClient};
 
-fn batch(caller: usize, round: usize, size: usize) -> Vec<v1::Outcome> {
+/// A batch of distinct clicks (`run` keeps ids of different runs apart,
+/// so no event is a duplicate).
+fn batch(run: &str, caller: usize, round: usize, size: usize) -> Vec<v1::Outcome> {
     let timestamp = Some(SystemTime::now().into());
     (0..size)
         .map(|index| v1::Outcome {
-            event_id: format!("bench-{caller}-{round}-{index}"),
+            event_id: format!("bench-{run}-{caller}-{round}-{index}"),
             r#type: v1::OutcomeType::Click as i32,
             user_id: format!("u-{}", (caller * 7_919 + index) % 100_000),
             session_id: format!("s-{caller}-{round}"),
@@ -58,7 +60,7 @@ async fn open_loop(addr: std::net::SocketAddr, size: usize, rate: u64, seconds: 
             let mut latencies = Vec::with_capacity(per_caller);
             let (mut acked, mut refused, mut late) = (0u64, 0u64, 0u64);
             for round in 0..per_caller {
-                let outcomes = batch(caller, round, size);
+                let outcomes = batch(&format!("open{size}"), caller, round, size);
                 let due = started + offset + interval.mul_f64(round as f64);
                 tokio::time::sleep_until(due.into()).await;
                 let sent = Instant::now();
@@ -117,7 +119,7 @@ async fn closed_loop(addr: std::net::SocketAddr, size: usize, callers: usize, se
             let (mut acked, mut refused) = (0u64, 0u64);
             let mut round = 0;
             while Instant::now() < deadline {
-                let outcomes = batch(caller, round, size);
+                let outcomes = batch(&format!("closed{size}"), caller, round, size);
                 round += 1;
                 let sent = Instant::now();
                 match client

@@ -210,6 +210,20 @@ pub async fn launch_seed_everywhere(admin: &mut AdminServiceClient<Channel>) {
         .expect("start");
 }
 
+/// An `Assign` request for `user_id` and `session_id` on the seed's
+/// placement, "you may also like".
+pub fn ymal_request(user_id: &str, session_id: &str) -> v1::AssignRequest {
+    v1::AssignRequest {
+        user_id: user_id.into(),
+        session_id: session_id.into(),
+        context: Some(v1::RequestContext {
+            placement: "you_may_also_like".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// A channel to the gRPC server at `addr`.
 pub async fn connect(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))

@@ -212,14 +212,7 @@ async fn pause_and_stop_take_effect_on_every_watcher() {
     );
     exp_e2e::wait_for_assign_version(sidecar.channel().await, paused_version).await;
     let on_sidecar = AssignmentServiceClient::new(sidecar.channel().await)
-        .assign(v1::AssignRequest {
-            user_id: user.clone(),
-            context: Some(v1::RequestContext {
-                placement: "you_may_also_like".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .assign(exp_e2e::ymal_request(&user, ""))
         .await
         .expect("assign")
         .into_inner();

@@ -316,14 +316,7 @@ async fn a_sidecar_sends_its_assign_exposures_to_the_admin_event_log() {
     for user in 0..10 {
         for _ in 0..3 {
             let answer = assign
-                .assign(v1::AssignRequest {
-                    user_id: format!("sidecar-user-{user}"),
-                    context: Some(v1::RequestContext {
-                        placement: "you_may_also_like".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
+                .assign(exp_e2e::ymal_request(&format!("sidecar-user-{user}"), ""))
                 .await
                 .expect("assign")
                 .into_inner();

@@ -62,14 +62,7 @@ async fn a_python_grpcio_client_assigns_and_follows_watch_configs() {
     exp_e2e::wait_for_assign_version(server.channel().await, launched).await;
     let rust_answer =
         v1::assignment_service_client::AssignmentServiceClient::new(server.channel().await)
-            .assign(v1::AssignRequest {
-                user_id: "user-31".into(),
-                context: Some(v1::RequestContext {
-                    placement: "you_may_also_like".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+            .assign(exp_e2e::ymal_request("user-31", ""))
             .await
             .expect("assign")
             .into_inner();

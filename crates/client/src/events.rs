@@ -138,31 +138,26 @@ impl EventSender {
     /// Queues an exposure; an empty `event_id` gets a unique one and a
     /// missing `timestamp` the current time.
     pub fn log_exposure(&self, mut exposure: v1::Exposure) -> Result<(), QueueFull> {
-        if exposure.event_id.is_empty() {
-            exposure.event_id = self.ids.next();
-        }
-        exposure
-            .timestamp
-            .get_or_insert_with(|| SystemTime::now().into());
-        self.queue
-            .try_send(Item::Exposure(exposure))
-            .map_err(|_| QueueFull)?;
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.stamp(&mut exposure.event_id, &mut exposure.timestamp);
+        self.enqueue(Item::Exposure(exposure))
     }
 
     /// Queues an outcome; an empty `event_id` gets a unique one and a
     /// missing `timestamp` the current time.
     pub fn log_outcome(&self, mut outcome: v1::Outcome) -> Result<(), QueueFull> {
-        if outcome.event_id.is_empty() {
-            outcome.event_id = self.ids.next();
+        self.stamp(&mut outcome.event_id, &mut outcome.timestamp);
+        self.enqueue(Item::Outcome(outcome))
+    }
+
+    fn stamp(&self, event_id: &mut String, timestamp: &mut Option<prost_types::Timestamp>) {
+        if event_id.is_empty() {
+            *event_id = self.ids.next();
         }
-        outcome
-            .timestamp
-            .get_or_insert_with(|| SystemTime::now().into());
-        self.queue
-            .try_send(Item::Outcome(outcome))
-            .map_err(|_| QueueFull)?;
+        timestamp.get_or_insert_with(|| SystemTime::now().into());
+    }
+
+    fn enqueue(&self, item: Item) -> Result<(), QueueFull> {
+        self.queue.try_send(item).map_err(|_| QueueFull)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -10,10 +10,16 @@
 //!
 //! The set lives in memory and is rebuilt at startup from the log
 //! segments and the Parquet files written within the window.
+//!
+//! The writer thread checks every event against it while a group waits
+//! for its fsync, so growth must not stall: digests are already uniform,
+//! so they are their own hash (no rehashing through SipHash when a table
+//! grows), and each hour's ids are split over [`SHARDS`] tables that grow
+//! one at a time (a growth step moves 1/16 of the hour's ids, not all).
 
 use std::{
     collections::{HashSet, VecDeque},
-    hash::Hasher,
+    hash::{BuildHasherDefault, Hasher},
     time::Duration,
 };
 
@@ -32,12 +38,74 @@ pub fn digest(kind: EventKind, event_id: &str) -> IdDigest {
     hasher.finish128().as_u128()
 }
 
+/// Tables per hour.
+pub const SHARDS: usize = 16;
+
+/// A hasher for digests: their low 64 bits are already uniform.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64;
+    }
+}
+
+type IdSet = HashSet<IdDigest, BuildHasherDefault<DigestHasher>>;
+
+/// The ids first logged in one hour, spread over [`SHARDS`] tables by
+/// their top bits.
+#[derive(Debug)]
+struct Hour {
+    hour: u64,
+    shards: Vec<IdSet>,
+}
+
+impl Hour {
+    fn new(hour: u64) -> Self {
+        Self {
+            hour,
+            shards: (0..SHARDS).map(|_| IdSet::default()).collect(),
+        }
+    }
+
+    fn shard(id: IdDigest) -> usize {
+        (id >> 124) as usize % SHARDS
+    }
+
+    fn contains(&self, id: IdDigest) -> bool {
+        self.shards[Self::shard(id)].contains(&id)
+    }
+
+    fn insert(&mut self, id: IdDigest) {
+        self.shards[Self::shard(id)].insert(id);
+    }
+
+    fn remove(&mut self, id: IdDigest) {
+        self.shards[Self::shard(id)].remove(&id);
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(IdSet::len).sum()
+    }
+}
+
 /// Recently seen event ids in hourly buckets.
 #[derive(Debug)]
 pub struct SeenIds {
     window_hours: u64,
-    /// (hour since the epoch, ids first logged in it), oldest first.
-    buckets: VecDeque<(u64, HashSet<IdDigest>)>,
+    /// The hours' ids, oldest first.
+    buckets: VecDeque<Hour>,
 }
 
 impl SeenIds {
@@ -51,34 +119,39 @@ impl SeenIds {
 
     /// Whether `id` was seen within the window.
     pub fn contains(&self, id: IdDigest) -> bool {
-        self.buckets.iter().any(|(_, ids)| ids.contains(&id))
+        self.buckets.iter().any(|bucket| bucket.contains(id))
     }
 
     /// Records `id` as logged at `unix_ms`.
     pub fn insert(&mut self, id: IdDigest, unix_ms: u64) {
         let hour = unix_ms / 3_600_000;
-        let position = self.buckets.iter().position(|(bucket, _)| *bucket >= hour);
-        match position {
-            Some(index) if self.buckets[index].0 == hour => {
-                self.buckets[index].1.insert(id);
+        let position = self.buckets.iter().position(|bucket| bucket.hour >= hour);
+        let index = match position {
+            Some(index) if self.buckets[index].hour == hour => index,
+            Some(index) => {
+                self.buckets.insert(index, Hour::new(hour));
+                index
             }
-            Some(index) => self.buckets.insert(index, (hour, HashSet::from([id]))),
-            None => self.buckets.push_back((hour, HashSet::from([id]))),
-        }
+            None => {
+                self.buckets.push_back(Hour::new(hour));
+                self.buckets.len() - 1
+            }
+        };
+        self.buckets[index].insert(id);
     }
 
     /// Forgets `id` (its write failed).
     pub fn remove(&mut self, id: IdDigest) {
-        for (_, ids) in &mut self.buckets {
-            ids.remove(&id);
+        for bucket in &mut self.buckets {
+            bucket.remove(id);
         }
     }
 
     /// Drops the buckets that fell out of the window at `now_ms`.
     pub fn expire(&mut self, now_ms: u64) {
         let hour = now_ms / 3_600_000;
-        while let Some((oldest, _)) = self.buckets.front() {
-            if oldest + self.window_hours >= hour {
+        while let Some(oldest) = self.buckets.front() {
+            if oldest.hour + self.window_hours >= hour {
                 break;
             }
             self.buckets.pop_front();
@@ -87,7 +160,7 @@ impl SeenIds {
 
     /// Ids remembered.
     pub fn len(&self) -> usize {
-        self.buckets.iter().map(|(_, ids)| ids.len()).sum()
+        self.buckets.iter().map(Hour::len).sum()
     }
 
     /// Whether no id is remembered.

@@ -72,17 +72,27 @@ impl Ingest {
         self.slot.clone()
     }
 
-    /// Feeds the exposures of in-process assignment into the log.
+    /// Feeds the exposures of in-process assignment into the log, from a
+    /// thread of its own at the lowest priority: turning records into
+    /// events (ids, strings) never delays a request waiting for a runtime
+    /// worker, and yields the CPU to request handling under load.
     pub fn forward_exposures(&self, mut records: mpsc::Receiver<ExposureRecord>) {
         let feed = self.feed.clone();
-        tokio::spawn(async move {
-            let mut received = Vec::with_capacity(256);
-            while records.recv_many(&mut received, 256).await > 0 {
-                for record in received.drain(..) {
+        let spawned = std::thread::Builder::new()
+            .name("exposure-feed".into())
+            .spawn(move || {
+                if let Err(error) = thread_priority::set_current_thread_priority(
+                    thread_priority::ThreadPriority::Min,
+                ) {
+                    tracing::debug!(?error, "could not lower the exposure feed's priority");
+                }
+                while let Some(record) = records.blocking_recv() {
                     feed.offer(record.into_proto());
                 }
-            }
-        });
+            });
+        if let Err(err) = spawned {
+            error!(error = %err, "cannot start the exposure feed thread; exposures are not logged");
+        }
     }
 
     /// Writes what the feed holds, then every pending event, rolls all of
@@ -118,11 +128,13 @@ pub fn forward_to_remote(
     })
     .map_err(|err| err.to_string())?;
     Ok(tokio::spawn(async move {
-        let mut received = Vec::with_capacity(256);
+        // Small chunks: this runs on a runtime worker that also answers
+        // requests.
+        let mut received = Vec::with_capacity(32);
         let mut full = 0u64;
         loop {
             tokio::select! {
-                count = records.recv_many(&mut received, 256) => if count == 0 { break },
+                count = records.recv_many(&mut received, 32) => if count == 0 { break },
                 _ = shutdown.wait_for(|stop| *stop) => {
                     while let Ok(record) = records.try_recv() {
                         received.push(record);
