@@ -2,16 +2,21 @@
 //!
 //! 1. in-process evaluation (what the SDK and every server request run),
 //!    with 10 and with 10,000 experiments on other placements, and the
-//!    cost of offering an exposure on the request path;
+//!    cost of an exposure on and off the request path;
 //! 2. gRPC `Assign` over loopback, open loop at a fixed rate
-//!    (default 10,000 requests/s) from 64 concurrent callers, with exposure
-//!    logging off and on, alternated (each request a new user, so logging
-//!    on writes 10,000 exposures/s to the durable event log);
+//!    (default 10,000 requests/s) from 64 concurrent callers, without
+//!    exposure logging, then with it off and on in alternate one-second
+//!    windows (each request a new user, so logging on writes every
+//!    exposure to the durable event log);
 //! 3. HTTP JSON `POST /experiments/assign` with wrk, when wrk is installed;
-//! 4. the time for one change to reach 1,000 WatchConfigs watchers.
+//! 4. the time for one change to reach 1,000 WatchConfigs watchers;
+//! 5. 2 again against the release `expd` in its own process pinned to one
+//!    core, the load generator pinned to the other.
 //!
 //! Run: `cargo bench -p exp-benches --bench assign` (`ASSIGN_RPS` sets the
-//! rate of 2, `ASSIGN_PAIRS` its number of off/on pairs of 6 s, default 5).
+//! rate of 2, `ASSIGN_ALTERNATING_SECONDS` the length of its run with
+//! exposure logging off and on in alternate one-second windows, default
+//! 60).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -78,10 +83,11 @@ fn evaluation(others: usize) {
     .print_ns(&format!("evaluate, 1 experiment here + {others} elsewhere"));
 }
 
-/// The cost, on the request path, of offering an exposure: a new unit's
-/// (repeat check in the moka cache, then the queue) and a repeat's.
-fn exposure_offer() {
-    let (queue, _receiver) = exp_assign::ExposureQueue::bounded(4_000_000);
+/// The cost of an exposure on the request path (offering it to the
+/// queue), and off it (the repeat filter its consumer applies: a new
+/// unit's, a repeat's).
+fn exposure_costs() {
+    let (queue, mut receiver) = exp_assign::ExposureQueue::bounded(4_000_000);
     let record = |user: String| exp_assign::ExposureRecord {
         experiment_id: "reco_ymal_v1".into(),
         variant: "treatment".into(),
@@ -98,9 +104,33 @@ fn exposure_offer() {
         next += 1;
         queue.offer(record(format!("user-{next}")));
     })
-    .print_ns("offer the exposure of a new unit");
-    time_batched(100, 10_000, || queue.offer(record("user-7".into())))
-        .print_ns("offer a repeat exposure (suppressed)");
+    .print_ns("offer an exposure (request path)");
+    let filter = exp_assign::RepeatFilter::default();
+    let mut records = Vec::new();
+    while let Ok(record) = receiver.try_recv() {
+        records.push(record);
+    }
+    let mut records = records.into_iter();
+    time_batched(100, 10_000, || {
+        let record = records.next().expect("enough records");
+        std::hint::black_box(filter.is_first(&record));
+    })
+    .print_ns("repeat filter, a new unit (feed thread)");
+    let repeat = record("user-7".into());
+    time_batched(100, 10_000, || {
+        std::hint::black_box(filter.is_first(&repeat));
+    })
+    .print_ns("repeat filter, a repeat (feed thread)");
+}
+
+/// Whether `Assign` requests log exposures.
+#[derive(Debug, Clone, Copy)]
+enum Exposures {
+    /// Every request sets `defer_exposure`.
+    Off,
+    /// Off and on in alternate windows of this length, so both halves see
+    /// the same machine (the noise of a shared host moves over seconds).
+    Alternating(Duration),
 }
 
 /// Open loop: `rate` requests/s for `seconds`, from 64 callers on 4
@@ -108,13 +138,15 @@ fn exposure_offer() {
 /// sends that left more than 2 ms after their scheduled time are counted,
 /// so a server stall that delays the schedule is visible, not hidden
 /// (Tokio's timer wakes up to 1 ms late, which is the client's, not the
-/// server's, latency).
+/// server's, latency). Every request is a new user, so a request that
+/// logs writes an exposure through to the durable event log. Answers the
+/// summaries of the requests without and with exposure logging.
 async fn grpc_assign(
     addr: std::net::SocketAddr,
     rate: u64,
     seconds: u64,
-    exposure_logging: bool,
-) -> Summary {
+    exposures: Exposures,
+) -> (Summary, Option<Summary>) {
     const CALLERS: u64 = 64;
     let channels: Vec<Channel> = futures_channels(addr, 4).await;
     let started = Instant::now() + Duration::from_millis(100);
@@ -131,6 +163,12 @@ async fn grpc_assign(
             let mut late = 0u64;
             for index in 0..per_caller {
                 let due = started + offset + interval * index as u32;
+                let logging = match exposures {
+                    Exposures::Off => false,
+                    Exposures::Alternating(window) => {
+                        ((due - started).as_nanos() / window.as_nanos()) % 2 == 1
+                    }
+                };
                 tokio::time::sleep_until(due.into()).await;
                 let sent = Instant::now();
                 if sent - due > Duration::from_millis(2) {
@@ -143,40 +181,58 @@ async fn grpc_assign(
                             placement: "you_may_also_like".into(),
                             ..Default::default()
                         }),
-                        defer_exposure: !exposure_logging,
+                        defer_exposure: !logging,
                         ..Default::default()
                     })
                     .await;
                 if result.is_err() {
                     errors += 1;
                 }
-                latencies.push(sent.elapsed());
+                latencies.push((logging, sent.elapsed()));
             }
             (latencies, errors, late)
         }));
     }
-    let mut all = Vec::new();
+    let (mut off, mut on) = (Vec::new(), Vec::new());
     let (mut errors, mut late) = (0, 0);
     for task in tasks {
         let (latencies, failed, delayed) = task.await.expect("caller");
-        all.extend(latencies);
+        for (logging, latency) in latencies {
+            if logging {
+                on.push(latency)
+            } else {
+                off.push(latency)
+            }
+        }
         errors += failed;
         late += delayed;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let count = all.len();
-    let summary = Summary::of(all);
-    let logging = if exposure_logging {
-        "exposure logging on"
-    } else {
-        "exposure logging off"
-    };
-    summary.print(&format!("gRPC Assign at {rate}/s offered, {logging}"));
+    let count = off.len() + on.len();
+    let off = Summary::of(off);
+    let on = (!on.is_empty()).then(|| Summary::of(on));
+    match (exposures, on) {
+        (Exposures::Off, _) | (_, None) => {
+            off.print(&format!("gRPC Assign at {rate}/s offered"));
+        }
+        (Exposures::Alternating(window), Some(on)) => {
+            println!(
+                "gRPC Assign at {rate}/s offered, exposure logging off and on in alternate {window:?} windows:"
+            );
+            off.print("  logging off");
+            on.print("  logging on");
+            println!(
+                "  p99 on / off = {:.2}, p50 on / off = {:.2}",
+                on.p99.as_secs_f64() / off.p99.as_secs_f64(),
+                on.p50.as_secs_f64() / off.p50.as_secs_f64()
+            );
+        }
+    }
     println!(
         "  achieved {:.0} requests/s over {elapsed:.1} s, {errors} errors, {late} of {count} sent > 2 ms late",
         count as f64 / elapsed
     );
-    summary
+    (off, on)
 }
 
 async fn futures_channels(addr: std::net::SocketAddr, count: usize) -> Vec<Channel> {
@@ -297,10 +353,83 @@ async fn propagation(addr: std::net::SocketAddr, watchers: usize, rounds: usize)
     ));
 }
 
+/// gRPC `Assign` against the release `expd` binary in a process of its
+/// own pinned to CPU 0, with this process (the load generator) pinned to
+/// CPU 1: the server's tail without the load generator competing for its
+/// core. Needs `cargo build --release -p expd` and `taskset`.
+fn pinned_server(rate: u64, seconds: u64) {
+    let expd = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("expd")))
+        .filter(|path| path.exists());
+    let Some(expd) = expd else {
+        println!("pinned server: no release expd binary (cargo build --release -p expd); skipped");
+        return;
+    };
+    let pinned_self = std::process::Command::new("taskset")
+        .args(["-a", "-cp", "1", &std::process::id().to_string()])
+        .output();
+    if !pinned_self.is_ok_and(|output| output.status.success()) {
+        println!("pinned server: taskset unavailable; skipped");
+        return;
+    }
+    let data = tempfile::tempdir().expect("dir");
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port");
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port");
+    let mut server = std::process::Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(&expd)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "--grpc-addr",
+            &grpc.to_string(),
+            "--http-addr",
+            &http.to_string(),
+        ])
+        .args(["--config-heartbeat", "60s", "--exposure-queue", "1000000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn expd");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let channel = loop {
+            if let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+                && let Ok(channel) = endpoint.connect().await
+            {
+                break channel;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        exp_e2e::launch_seed_everywhere(&mut AdminServiceClient::new(channel.clone())).await;
+        let launched = exp_e2e::current_config_version(channel.clone()).await;
+        exp_e2e::wait_for_assign_version(channel, launched).await;
+    });
+    println!("pinned: expd alone on CPU 0, the load generator on CPU 1");
+    runtime.block_on(grpc_assign(grpc, rate, 10, Exposures::Off));
+    runtime.block_on(grpc_assign(
+        grpc,
+        rate,
+        seconds,
+        Exposures::Alternating(Duration::from_secs(1)),
+    ));
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
 fn main() {
     evaluation(10);
     evaluation(10_000);
-    exposure_offer();
+    exposure_costs();
 
     // The server gets a runtime of its own, as in production; callers
     // another. They still share the machine's two cores.
@@ -333,40 +462,23 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(10_000);
-    // Exposure logging off (`defer_exposure`) and on, alternated: every
-    // request is a new user, so with logging on each one writes an
-    // exposure through the feed into the durable event log.
-    let pairs: usize = std::env::var("ASSIGN_PAIRS")
+    // Without exposure logging, then with it off and on in alternate
+    // one-second windows.
+    client_runtime.block_on(grpc_assign(grpc_addr, rate, 10, Exposures::Off));
+    let seconds = std::env::var("ASSIGN_ALTERNATING_SECONDS")
         .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(5);
-    let (mut offs, mut ons) = (Vec::new(), Vec::new());
-    for _ in 0..pairs {
-        offs.push(
-            client_runtime
-                .block_on(grpc_assign(grpc_addr, rate, 6, false))
-                .p99,
-        );
-        ons.push(
-            client_runtime
-                .block_on(grpc_assign(grpc_addr, rate, 6, true))
-                .p99,
-        );
-    }
-    let ratios: Vec<f64> = ons
-        .iter()
-        .zip(&offs)
-        .map(|(on, off)| on.as_secs_f64() / off.as_secs_f64())
-        .collect();
-    offs.sort();
-    ons.sort();
-    println!(
-        "  p99 with exposure logging / without, per pair: {ratios:.2?}; median p99 {:.0} us on / {:.0} us off = {:.2}",
-        ons[pairs / 2].as_secs_f64() * 1e6,
-        offs[pairs / 2].as_secs_f64() * 1e6,
-        ons[pairs / 2].as_secs_f64() / offs[pairs / 2].as_secs_f64()
-    );
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    client_runtime.block_on(grpc_assign(
+        grpc_addr,
+        rate,
+        seconds,
+        Exposures::Alternating(Duration::from_secs(1)),
+    ));
     http_assign(http_addr);
     client_runtime.block_on(propagation(grpc_addr, 1_000, 20));
     server_runtime.block_on(server.stop());
+    drop(client_runtime);
+    drop(server_runtime);
+    pinned_server(rate, seconds);
 }

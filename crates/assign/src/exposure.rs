@@ -1,10 +1,12 @@
 //! Exposure records: who saw which variant, where and when. Assignment
-//! offers them to a bounded queue and never waits: a repeat of a unit's
-//! exposure to the same variant within [`REPEAT_WINDOW`] is suppressed (a
-//! moka cache keyed by experiment, variant, unit type and unit id), so a
-//! user refreshing a page does not write a thousand exposures; when the
-//! queue is full the record is counted as dropped. Event ingest (in
-//! process, or a remote one through the SDK's sender) drains the queue.
+//! offers them to a bounded queue and never waits (a full queue drops the
+//! record and counts it). Whoever drains the queue (event ingest in
+//! process, or the forwarder to a remote one) passes the records through a
+//! [`RepeatFilter`] first: a repeat of a unit's exposure to the same
+//! variant within [`REPEAT_WINDOW`] is suppressed (a moka cache keyed by
+//! experiment, variant, unit type and unit id), so a user refreshing a
+//! page does not write a thousand exposures. The filter runs there, not on
+//! the request path, because a cache insert costs microseconds.
 
 use std::{
     hash::Hasher,
@@ -108,9 +110,7 @@ fn digest(parts: &[&str]) -> u128 {
 #[derive(Debug, Clone)]
 pub struct ExposureQueue {
     sender: mpsc::Sender<ExposureRecord>,
-    recent: Cache<u128, ()>,
     offered: Arc<AtomicU64>,
-    repeats: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -118,36 +118,19 @@ impl ExposureQueue {
     /// A queue of `capacity` records and its receiving end.
     pub fn bounded(capacity: usize) -> (Self, mpsc::Receiver<ExposureRecord>) {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
-        let recent = Cache::builder()
-            .max_capacity(REPEAT_CAPACITY)
-            .time_to_live(REPEAT_WINDOW)
-            .build();
         (
             Self {
                 sender,
-                recent,
                 offered: Arc::default(),
-                repeats: Arc::default(),
                 dropped: Arc::default(),
             },
             receiver,
         )
     }
 
-    /// Offers a record without waiting: a repeat is suppressed, a full or
-    /// closed queue drops it.
+    /// Offers a record without waiting; a full or closed queue drops it.
     pub fn offer(&self, record: ExposureRecord) {
         self.offered.fetch_add(1, Ordering::Relaxed);
-        let key = digest(&[
-            &record.experiment_id,
-            &record.variant,
-            record.unit_type.as_str(),
-            record.unit_id(),
-        ]);
-        if !self.recent.entry(key).or_insert(()).is_fresh() {
-            self.repeats.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         if self.sender.try_send(record).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -158,13 +141,51 @@ impl ExposureQueue {
         self.offered.load(Ordering::Relaxed)
     }
 
-    /// Records suppressed as repeats of a recent exposure.
-    pub fn repeats(&self) -> u64 {
-        self.repeats.load(Ordering::Relaxed)
-    }
-
     /// Records dropped because the queue was full or closed.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Lets through the first exposure of a unit to a variant per
+/// [`REPEAT_WINDOW`]; cheap to clone (one shared cache).
+#[derive(Debug, Clone)]
+pub struct RepeatFilter {
+    recent: Cache<u128, ()>,
+    repeats: Arc<AtomicU64>,
+}
+
+impl Default for RepeatFilter {
+    fn default() -> Self {
+        Self {
+            recent: Cache::builder()
+                .max_capacity(REPEAT_CAPACITY)
+                .time_to_live(REPEAT_WINDOW)
+                .build(),
+            repeats: Arc::default(),
+        }
+    }
+}
+
+impl RepeatFilter {
+    /// Whether `record` is the first of its unit and variant in the window
+    /// (and remembers it).
+    pub fn is_first(&self, record: &ExposureRecord) -> bool {
+        let key = digest(&[
+            &record.experiment_id,
+            &record.variant,
+            record.unit_type.as_str(),
+            record.unit_id(),
+        ]);
+        let first = self.recent.entry(key).or_insert(()).is_fresh();
+        if !first {
+            self.repeats.fetch_add(1, Ordering::Relaxed);
+        }
+        first
+    }
+
+    /// Records suppressed as repeats so far.
+    pub fn repeats(&self) -> u64 {
+        self.repeats.load(Ordering::Relaxed)
     }
 }

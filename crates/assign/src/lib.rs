@@ -7,7 +7,8 @@
 //!   in a new one when the serving config changes (from the local admin, or
 //!   from a remote one in sidecar mode).
 //! - [`exposure`]: exposure records of bucketed assignments, offered to a
-//!   bounded queue that never blocks a request.
+//!   bounded queue that never blocks a request, and the filter of repeats
+//!   its consumers apply.
 //! - [`grpc`]: the `AssignmentService/Assign` RPC.
 //! - [`http`]: the seed's JSON API, `POST /experiments/assign`.
 
@@ -16,5 +17,5 @@ pub mod grpc;
 pub mod http;
 
 pub use exp_client::SnapshotCell;
-pub use exposure::{ExposureQueue, ExposureRecord};
+pub use exposure::{ExposureQueue, ExposureRecord, RepeatFilter};
 pub use grpc::{AssignError, AssignGrpc, Assigner};

