@@ -33,13 +33,14 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
+        let shutdown = shutdown_signal();
         let grpc = TcpListener::bind(config.grpc_addr)
             .await
             .map_err(|err| format!("--grpc-addr {}: {err}", config.grpc_addr))?;
         let http = TcpListener::bind(config.http_addr)
             .await
             .map_err(|err| format!("--http-addr {}: {err}", config.http_addr))?;
-        serve(config, grpc, http, shutdown_signal())
+        serve(config, grpc, http, shutdown)
             .await
             .map_err(|err| err.to_string())
     });
@@ -54,26 +55,34 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends).
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Listens for SIGINT (Ctrl-C) and SIGTERM (what Kubernetes sends) from
+/// the moment it is called, before the server starts, so a signal arriving
+/// during start-up still drains instead of killing the process; the
+/// future resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
