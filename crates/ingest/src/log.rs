@@ -185,6 +185,7 @@ impl EventLog {
             }
             leftovers.push((id, path));
         }
+        parquet::remove_temporaries(&options.dir)?;
         let mut files = 0;
         for kind in EventKind::ALL {
             for path in parquet::list(&options.dir, kind)? {

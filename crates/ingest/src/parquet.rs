@@ -132,13 +132,42 @@ fn write_atomically(path: &Path, batch: &RecordBatch) -> io::Result<()> {
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-/// Every Parquet file of `kind` under `events_dir`, in name order;
-/// leftover `.tmp` files of an interrupted roll are removed on the way.
+/// Every Parquet file of `kind` under `events_dir`, in name order (files
+/// being written, `.tmp`, are not listed).
 pub fn list(events_dir: &Path, kind: EventKind) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
+    for_each_file(events_dir, kind, |file, name| {
+        if name.ends_with(".parquet") {
+            files.push(file);
+        }
+        Ok(())
+    })?;
+    files.sort();
+    Ok(files)
+}
+
+/// Removes the `.tmp` files an interrupted roll left behind (at open,
+/// before anything rolls).
+pub fn remove_temporaries(events_dir: &Path) -> io::Result<()> {
+    for kind in EventKind::ALL {
+        for_each_file(events_dir, kind, |file, name| {
+            if name.ends_with(".parquet.tmp") {
+                fs::remove_file(file)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+fn for_each_file(
+    events_dir: &Path,
+    kind: EventKind,
+    mut visit: impl FnMut(PathBuf, &str) -> io::Result<()>,
+) -> io::Result<()> {
     let root = events_dir.join(kind.dataset());
     if !root.is_dir() {
-        return Ok(files);
+        return Ok(());
     }
     for date in fs::read_dir(&root)? {
         let date = date?.path();
@@ -155,17 +184,13 @@ pub fn list(events_dir: &Path, kind: EventKind) -> io::Result<Vec<PathBuf>> {
                 let name = file
                     .file_name()
                     .and_then(|name| name.to_str())
-                    .unwrap_or("");
-                if name.ends_with(".parquet.tmp") {
-                    fs::remove_file(&file)?;
-                } else if name.ends_with(".parquet") {
-                    files.push(file);
-                }
+                    .unwrap_or("")
+                    .to_owned();
+                visit(file, &name)?;
             }
         }
     }
-    files.sort();
-    Ok(files)
+    Ok(())
 }
 
 /// The `event_id` column of a file.
@@ -650,10 +675,15 @@ mod tests {
         };
         let events = vec![exposure("e-1", at(1_795_946_700))];
         let first = roll(dir.path(), id, &events).expect("roll");
-        fs::write(first[0].with_extension("parquet.tmp"), b"torn").expect("leftover");
         let second = roll(dir.path(), id, &events).expect("roll again");
         assert_eq!(first, second);
+        fs::write(first[0].with_extension("parquet.tmp"), b"torn").expect("leftover");
         assert_eq!(list(dir.path(), EventKind::Exposure).expect("list"), first);
+        assert!(
+            first[0].with_extension("parquet.tmp").exists(),
+            "listing leaves files being written alone"
+        );
+        remove_temporaries(dir.path()).expect("clean");
         assert!(!first[0].with_extension("parquet.tmp").exists());
     }
 
