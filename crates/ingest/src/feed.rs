@@ -1,21 +1,23 @@
 //! Exposures made by `Assign` in this process flowing into the event log.
 //!
-//! Assignment offers its exposures (repeats already suppressed, event ids
-//! set) without waiting. They are batched (up to [`FEED_BATCH`] events or
-//! [`FEED_BATCH_WAIT`]) and appended in the background; if the log pushes
-//! back or fails, the batch is retried a few times with backoff, then
-//! dropped and counted.
+//! A dedicated thread (see `expd`'s wiring) drains assignment's exposure
+//! queue, filters repeats and turns records into events; it hands them to
+//! [`ExposureBatcher::push`], which appends a batch once it holds
+//! [`FEED_BATCH`] events or its oldest waited [`FEED_BATCH_WAIT`]. Appends
+//! block that thread, never a runtime worker: the runtime that answers
+//! requests is not woken once per exposure. If the log pushes back or
+//! fails, a batch is retried a few times with backoff, then dropped and
+//! counted (assignment never waits for logging).
 
 use std::{
     sync::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use exp_proto::v1;
-use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use crate::{Event, EventLog, LogError};
@@ -33,122 +35,100 @@ pub type LogSlot = Arc<OnceLock<Arc<EventLog>>>;
 /// Counters of the feed.
 #[derive(Debug, Default)]
 pub struct FeedStats {
-    /// Exposures offered by assignment.
-    pub offered: AtomicU64,
     /// Exposures written to the log.
     pub written: AtomicU64,
-    /// Exposures dropped (queue full, log closed or failing).
+    /// Exposures dropped (log not open, closed or failing).
     pub dropped: AtomicU64,
 }
 
-/// The sending side of the feed; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct ExposureFeed {
-    sender: mpsc::Sender<v1::Exposure>,
+/// Batches exposures into the log from a thread of its own (not a runtime
+/// worker): every call may block for an append.
+#[derive(Debug)]
+pub struct ExposureBatcher {
+    slot: LogSlot,
+    runtime: tokio::runtime::Handle,
+    batch: Vec<Event>,
+    oldest: Option<Instant>,
     stats: Arc<FeedStats>,
-    shutdown: watch::Sender<bool>,
 }
 
-impl ExposureFeed {
-    /// Starts the background task appending to the log in `slot`, with a
-    /// queue of `capacity` exposures.
-    pub fn start(slot: LogSlot, capacity: usize) -> (Self, tokio::task::JoinHandle<()>) {
-        let (sender, receiver) = mpsc::channel(capacity.max(1));
-        let stats = Arc::new(FeedStats::default());
-        let (shutdown, stop) = watch::channel(false);
-        let task = tokio::spawn(forward(receiver, slot, stats.clone(), stop));
-        (
-            Self {
-                sender,
-                stats,
-                shutdown,
-            },
-            task,
-        )
+impl ExposureBatcher {
+    /// A batcher appending to the log in `slot`, awaiting appends on
+    /// `runtime`.
+    pub fn new(slot: LogSlot, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            slot,
+            runtime,
+            batch: Vec::with_capacity(FEED_BATCH),
+            oldest: None,
+            stats: Arc::default(),
+        }
     }
 
-    /// Offers an exposure; never waits.
-    pub fn offer(&self, exposure: v1::Exposure) {
-        self.stats.offered.fetch_add(1, Ordering::Relaxed);
-        if self.sender.try_send(exposure).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Adds an exposure; appends the batch when it is full.
+    pub fn push(&mut self, exposure: v1::Exposure) {
+        self.oldest.get_or_insert_with(Instant::now);
+        self.batch.push(Event::Exposure(exposure));
+        if self.batch.len() >= FEED_BATCH {
+            self.flush();
         }
+    }
+
+    /// How long the caller may wait for more exposures before the batch is
+    /// due (`None` when it is empty).
+    pub fn due_in(&self) -> Option<Duration> {
+        self.oldest
+            .map(|oldest| FEED_BATCH_WAIT.saturating_sub(oldest.elapsed()))
+    }
+
+    /// Appends the batch if its oldest exposure has waited long enough.
+    pub fn flush_if_due(&mut self) {
+        if self.due_in() == Some(Duration::ZERO) {
+            self.flush();
+        }
+    }
+
+    /// Appends what is batched now.
+    pub fn flush(&mut self) {
+        self.oldest = None;
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(FEED_BATCH));
+        let count = batch.len() as u64;
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..RETRIES {
+            let result = match self.slot.get() {
+                Some(log) => self.runtime.block_on(log.append(batch.clone())),
+                None => Err(LogError::Io("the event log is not open yet".into())),
+            };
+            match result {
+                Ok(_) => {
+                    self.stats.written.fetch_add(count, Ordering::Relaxed);
+                    return;
+                }
+                Err(LogError::Closed) => break,
+                Err(_) => {
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+            }
+        }
+        warn!(
+            exposures = count,
+            "dropping assignment exposures: the event log did not take them"
+        );
+        self.stats.dropped.fetch_add(count, Ordering::Relaxed);
     }
 
     /// Counters so far.
-    pub fn stats(&self) -> &FeedStats {
-        &self.stats
-    }
-
-    /// Asks the task to write what is queued now and stop.
-    pub fn shut_down(&self) {
-        let _ = self.shutdown.send(true);
+    pub fn stats(&self) -> Arc<FeedStats> {
+        self.stats.clone()
     }
 }
 
-async fn forward(
-    mut receiver: mpsc::Receiver<v1::Exposure>,
-    slot: LogSlot,
-    stats: Arc<FeedStats>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let first = tokio::select! {
-            first = receiver.recv() => first,
-            _ = stop.wait_for(|stop| *stop) => None,
-        };
-        let stopping = first.is_none();
-        let mut batch: Vec<Event> = first.into_iter().map(Event::Exposure).collect();
-        if stopping {
-            while let Ok(exposure) = receiver.try_recv() {
-                batch.push(Event::Exposure(exposure));
-            }
-        } else {
-            let deadline = tokio::time::Instant::now() + FEED_BATCH_WAIT;
-            let mut received = Vec::with_capacity(FEED_BATCH);
-            while batch.len() + received.len() < FEED_BATCH {
-                let room = FEED_BATCH - batch.len() - received.len();
-                match tokio::time::timeout_at(deadline, receiver.recv_many(&mut received, room))
-                    .await
-                {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-            batch.extend(received.into_iter().map(Event::Exposure));
-        }
-        if !batch.is_empty() {
-            append_with_retries(&slot, batch, &stats).await;
-        }
-        if stopping {
-            return;
-        }
+impl Drop for ExposureBatcher {
+    fn drop(&mut self) {
+        self.flush();
     }
-}
-
-async fn append_with_retries(slot: &LogSlot, batch: Vec<Event>, stats: &FeedStats) {
-    let count = batch.len() as u64;
-    let mut delay = Duration::from_millis(50);
-    for _ in 0..RETRIES {
-        let result = match slot.get() {
-            Some(log) => log.append(batch.clone()).await,
-            None => Err(LogError::Io("the event log is not open yet".into())),
-        };
-        match result {
-            Ok(_) => {
-                stats.written.fetch_add(count, Ordering::Relaxed);
-                return;
-            }
-            Err(LogError::Closed) => break,
-            Err(_) => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
-    }
-    warn!(
-        exposures = count,
-        "dropping assignment exposures: the event log did not take them"
-    );
-    stats.dropped.fetch_add(count, Ordering::Relaxed);
 }

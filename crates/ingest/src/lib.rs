@@ -12,8 +12,8 @@
 //!   roller into Parquet, and a scan of everything held.
 //! - [`parquet`]: hourly Hive-style partitions, the column schema, atomic
 //!   file writes, reading files back.
-//! - [`feed`]: exposures made by `Assign`, deduplicated per unit and
-//!   variant, batched into the log in the background.
+//! - [`feed`]: exposures made by `Assign` in this process, batched into
+//!   the log from a thread of their own.
 //! - [`grpc`]: the `EventService` RPCs.
 
 pub mod dedup;
@@ -26,7 +26,7 @@ pub mod validate;
 pub mod wal;
 
 pub use event::{Event, EventKind};
-pub use feed::{ExposureFeed, LogSlot};
+pub use feed::{ExposureBatcher, LogSlot};
 pub use grpc::EventGrpc;
 pub use log::{EventLog, LogError, LogOptions, Scan};
 pub use validate::{Catalog, SharedCatalog};

@@ -4,12 +4,20 @@
 //! assignment fed into the log (or, in an assign replica or sidecar, sent
 //! to its config source's `EventService`).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use exp_assign::{ExposureRecord, RepeatFilter};
 use exp_client::{EventSender, EventSenderOptions};
 use exp_core::Clock;
-use exp_ingest::{Catalog, EventGrpc, EventLog, ExposureFeed, LogOptions, LogSlot, SharedCatalog};
+use exp_ingest::{
+    Catalog, EventGrpc, EventLog, ExposureBatcher, LogOptions, LogSlot, SharedCatalog,
+};
 use exp_proto::v1;
 use exp_store::Store;
 use tokio::{
@@ -22,14 +30,16 @@ use crate::Config;
 
 /// How long to wait before trying again to open a log that failed to open.
 const REOPEN_DELAY: Duration = Duration::from_secs(5);
+/// How often the idle exposure feed looks at the queue.
+const FEED_POLL: Duration = Duration::from_millis(5);
 
 /// The running ingest side of `expd`.
 #[derive(Debug)]
 pub struct Ingest {
     slot: LogSlot,
     catalog: SharedCatalog,
-    feed: ExposureFeed,
-    feed_task: JoinHandle<()>,
+    feed: Option<std::thread::JoinHandle<()>>,
+    stop_feed: Arc<AtomicBool>,
     opener: JoinHandle<()>,
     catalog_task: JoinHandle<()>,
 }
@@ -48,12 +58,11 @@ impl Ingest {
         let opener = tokio::spawn(open_log(options, slot.clone()));
         let catalog = SharedCatalog::default();
         let catalog_task = tokio::spawn(follow_catalog(store, catalog.clone()));
-        let (feed, feed_task) = ExposureFeed::start(slot.clone(), config.exposure_queue as usize);
         Self {
             slot,
             catalog,
-            feed,
-            feed_task,
+            feed: None,
+            stop_feed: Arc::default(),
             opener,
             catalog_task,
         }
@@ -73,12 +82,15 @@ impl Ingest {
     }
 
     /// Feeds the exposures of in-process assignment into the log, repeats
-    /// filtered out, from a thread of its own at the lowest priority: the
-    /// filter and turning records into events (ids, strings) never delay a
-    /// request waiting for a runtime worker, and yield the CPU to request
-    /// handling under load.
-    pub fn forward_exposures(&self, mut records: mpsc::Receiver<ExposureRecord>) {
-        let feed = self.feed.clone();
+    /// filtered out, from a thread of its own at the lowest priority. It
+    /// polls the queue (every [`FEED_POLL`] when idle) instead of waiting on
+    /// it, so a request offering an exposure never wakes anything, and the
+    /// filter, the conversion to events and the appends never run on a
+    /// runtime worker that answers requests.
+    pub fn forward_exposures(&mut self, mut records: mpsc::Receiver<ExposureRecord>) {
+        let mut batcher =
+            ExposureBatcher::new(self.slot.clone(), tokio::runtime::Handle::current());
+        let stop = self.stop_feed.clone();
         let spawned = std::thread::Builder::new()
             .name("exposure-feed".into())
             .spawn(move || {
@@ -88,26 +100,41 @@ impl Ingest {
                     tracing::debug!(?error, "could not lower the exposure feed's priority");
                 }
                 let repeats = RepeatFilter::default();
-                while let Some(record) = records.blocking_recv() {
-                    if repeats.is_first(&record) {
-                        feed.offer(record.into_proto());
+                loop {
+                    match records.try_recv() {
+                        Ok(record) => {
+                            if repeats.is_first(&record) {
+                                batcher.push(record.into_proto());
+                            }
+                            batcher.flush_if_due();
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            batcher.flush_if_due();
+                            if stop.load(Ordering::Acquire) {
+                                break;
+                            }
+                            let nap = batcher.due_in().map_or(FEED_POLL, |due| due.min(FEED_POLL));
+                            std::thread::sleep(nap.max(Duration::from_millis(1)));
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
                     }
                 }
+                batcher.flush();
             });
-        if let Err(err) = spawned {
-            error!(error = %err, "cannot start the exposure feed thread; exposures are not logged");
+        match spawned {
+            Ok(thread) => self.feed = Some(thread),
+            Err(err) => {
+                error!(error = %err, "cannot start the exposure feed thread; exposures are not logged")
+            }
         }
     }
 
     /// Writes what the feed holds, then every pending event, rolls all of
     /// it into Parquet and closes the log.
     pub async fn close(self) {
-        self.feed.shut_down();
-        if tokio::time::timeout(Duration::from_secs(5), self.feed_task)
-            .await
-            .is_err()
-        {
-            warn!("assignment exposures still queued at shutdown were not written");
+        self.stop_feed.store(true, Ordering::Release);
+        if let Some(feed) = self.feed {
+            let _ = tokio::task::spawn_blocking(move || feed.join()).await;
         }
         self.catalog_task.abort();
         self.opener.abort();

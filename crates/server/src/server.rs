@@ -112,7 +112,7 @@ pub async fn serve(
         .map_err(|err| ServeError::Config(format!("reflection: {err}")))?;
 
     // Ingest runs beside the admin (`Config::check`), on its store.
-    let ingest = store
+    let mut ingest = store
         .as_ref()
         .filter(|_| config.runs(ServiceKind::Ingest))
         .map(|store| Ingest::start(&config, store.clone()));
@@ -168,7 +168,7 @@ pub async fn serve(
             cell.install(&config);
         }
         cell.follow(configs);
-        match (&ingest, &config.config_source) {
+        match (&mut ingest, &config.config_source) {
             (Some(ingest), _) => ingest.forward_exposures(exposure_receiver),
             (None, Some(source)) => {
                 remote_exposures = Some(
