@@ -128,6 +128,8 @@ fn exposure_costs() {
 enum Exposures {
     /// Every request sets `defer_exposure`.
     Off,
+    /// No request sets it.
+    On,
     /// Off and on in alternate windows of this length, so both halves see
     /// the same machine (the noise of a shared host moves over seconds).
     Alternating(Duration),
@@ -165,6 +167,7 @@ async fn grpc_assign(
                 let due = started + offset + interval * index as u32;
                 let logging = match exposures {
                     Exposures::Off => false,
+                    Exposures::On => true,
                     Exposures::Alternating(window) => {
                         ((due - started).as_nanos() / window.as_nanos()) % 2 == 1
                     }
@@ -209,9 +212,17 @@ async fn grpc_assign(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let count = off.len() + on.len();
-    let off = Summary::of(off);
+    let off = if off.is_empty() {
+        Summary::of(on.clone())
+    } else {
+        Summary::of(off)
+    };
     let on = (!on.is_empty()).then(|| Summary::of(on));
     match (exposures, on) {
+        (Exposures::On, _) => {
+            on.expect("requests")
+                .print(&format!("gRPC Assign at {rate}/s offered, logging on"));
+        }
         (Exposures::Off, _) | (_, None) => {
             off.print(&format!("gRPC Assign at {rate}/s offered"));
         }
@@ -415,7 +426,22 @@ fn pinned_server(rate: u64, seconds: u64) {
         exp_e2e::wait_for_assign_version(channel, launched).await;
     });
     println!("pinned: expd alone on CPU 0, the load generator on CPU 1");
-    runtime.block_on(grpc_assign(grpc, rate, 10, Exposures::Off));
+    // The server's CPU time per request, from /proc, with logging off and
+    // on: immune to the latency noise of a shared host.
+    let pid = server.id();
+    for exposures in [Exposures::Off, Exposures::On, Exposures::Off, Exposures::On] {
+        let before = cpu_seconds(pid);
+        let started = Instant::now();
+        runtime.block_on(grpc_assign(grpc, rate, 10, exposures));
+        let used = cpu_seconds(pid) - before;
+        let requests = rate as f64 * 10.0;
+        println!(
+            "  expd CPU: {:.1} us per request ({:.0}% of its core over {:.1} s)",
+            used / requests * 1e6,
+            used / started.elapsed().as_secs_f64() * 100.0,
+            started.elapsed().as_secs_f64()
+        );
+    }
     runtime.block_on(grpc_assign(
         grpc,
         rate,
@@ -424,6 +450,24 @@ fn pinned_server(rate: u64, seconds: u64) {
     ));
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// User plus system CPU seconds of process `pid` so far (Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| -> f64 {
+        fields
+            .get(index)
+            .and_then(|field| field.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn main() {
