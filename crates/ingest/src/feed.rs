@@ -94,21 +94,25 @@ impl ExposureBatcher {
         if self.batch.is_empty() {
             return;
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(FEED_BATCH));
+        let mut batch = std::mem::replace(&mut self.batch, Vec::with_capacity(FEED_BATCH));
         let count = batch.len() as u64;
         let mut delay = Duration::from_millis(50);
         for _ in 0..RETRIES {
-            let result = match self.slot.get() {
-                Some(log) => self.runtime.block_on(log.append(batch.clone())),
-                None => Err(LogError::Io("the event log is not open yet".into())),
+            let Some(log) = self.slot.get() else {
+                std::thread::sleep(delay);
+                delay *= 2;
+                continue;
             };
-            match result {
+            match self.runtime.block_on(log.append_or_return(batch)) {
                 Ok(_) => {
                     self.stats.written.fetch_add(count, Ordering::Relaxed);
                     return;
                 }
-                Err(LogError::Closed) => break,
-                Err(_) => {
+                Err(refused) => {
+                    if refused.error == LogError::Closed || refused.events.is_empty() {
+                        break;
+                    }
+                    batch = refused.events;
                     std::thread::sleep(delay);
                     delay *= 2;
                 }

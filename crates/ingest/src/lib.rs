@@ -28,5 +28,5 @@ pub mod wal;
 pub use event::{Event, EventKind};
 pub use feed::{ExposureBatcher, LogSlot};
 pub use grpc::EventGrpc;
-pub use log::{EventLog, LogError, LogOptions, Scan};
+pub use log::{EventLog, LogError, LogOptions, Refused, Scan};
 pub use validate::{Catalog, SharedCatalog};

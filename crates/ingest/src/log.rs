@@ -81,6 +81,15 @@ pub enum LogError {
     Closed,
 }
 
+/// Events the log did not write, handed back with the reason.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why.
+    pub error: LogError,
+    /// The events, unchanged (empty if they were lost with a closing log).
+    pub events: Vec<Event>,
+}
+
 /// Counters of the log since it opened.
 #[derive(Debug, Default)]
 pub struct LogStats {
@@ -143,7 +152,7 @@ enum Command {
 #[derive(Debug)]
 struct Job {
     events: Vec<Event>,
-    reply: oneshot::Sender<Result<Vec<bool>, LogError>>,
+    reply: oneshot::Sender<Result<Vec<bool>, Refused>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -254,26 +263,43 @@ impl EventLog {
     /// Writes `events` durably; answers, per event, whether it was new
     /// (`true`) or a duplicate of an id seen in the window (`false`).
     pub async fn append(&self, events: Vec<Event>) -> Result<Vec<bool>, LogError> {
+        self.append_or_return(events)
+            .await
+            .map_err(|refused| refused.error)
+    }
+
+    /// [`EventLog::append`], handing the events back when they were not
+    /// written, so a caller can retry without keeping a copy.
+    pub async fn append_or_return(&self, events: Vec<Event>) -> Result<Vec<bool>, Refused> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let wanted = u32::try_from(events.len()).unwrap_or(u32::MAX);
-        let permit = self
-            .pending
-            .clone()
-            .try_acquire_many_owned(wanted)
-            .map_err(|_| LogError::Overloaded {
+        let Ok(permit) = self.pending.clone().try_acquire_many_owned(wanted) else {
+            let error = LogError::Overloaded {
                 pending: self.max_pending - self.pending.available_permits(),
-            })?;
+            };
+            return Err(Refused { error, events });
+        };
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Append(Job {
+        if let Err(std_mpsc::SendError(command)) = self.commands.send(Command::Append(Job {
+            events,
+            reply,
+            _permit: permit,
+        })) {
+            let events = match command {
+                Command::Append(job) => job.events,
+                _ => Vec::new(),
+            };
+            return Err(Refused {
+                error: LogError::Closed,
                 events,
-                reply,
-                _permit: permit,
-            }))
-            .map_err(|_| LogError::Closed)?;
-        answer.await.map_err(|_| LogError::Closed)?
+            });
+        }
+        answer.await.unwrap_or(Err(Refused {
+            error: LogError::Closed,
+            events: Vec::new(),
+        }))
     }
 
     /// Seals the current segment and waits until every segment is rolled
@@ -480,7 +506,10 @@ impl Writer {
                 }
                 warn!(%error, events = fresh_events, "event log write failed; the group was refused");
                 for job in group {
-                    let _ = job.reply.send(Err(LogError::Io(error.clone())));
+                    let _ = job.reply.send(Err(Refused {
+                        error: LogError::Io(error.clone()),
+                        events: job.events,
+                    }));
                 }
             }
         }
@@ -740,6 +769,12 @@ mod tests {
             matches!(refused, Err(LogError::Overloaded { .. })),
             "{refused:?}"
         );
+        let batch = vec![click("a"), click("b"), click("c")];
+        let handed_back = log
+            .append_or_return(batch.clone())
+            .await
+            .expect_err("refused");
+        assert_eq!(handed_back.events, batch, "handed back unchanged");
         assert_eq!(log.append(vec![click("a")]).await, Ok(vec![true]));
     }
 
