@@ -158,7 +158,8 @@ struct Job {
 
 #[derive(Debug)]
 enum RollCommand {
-    Segment(SegmentId, PathBuf),
+    /// A sealed segment and its durable length.
+    Segment(SegmentId, PathBuf, u64),
     Barrier(oneshot::Sender<Result<(), String>>),
     Stop,
 }
@@ -231,7 +232,7 @@ impl EventLog {
         });
         let (roll_sender, roll_receiver) = std_mpsc::channel();
         for (id, path) in leftovers {
-            let _ = roll_sender.send(RollCommand::Segment(id, path));
+            let _ = roll_sender.send(RollCommand::Segment(id, path, u64::MAX));
         }
         let roller_shared = shared.clone();
         let roller = std::thread::Builder::new()
@@ -345,13 +346,26 @@ impl EventLog {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut scan = Scan::default();
+        let segments = wal::list(&self.shared.wal_dir)?;
         for kind in EventKind::ALL {
             for path in parquet::list(&self.shared.events_dir, kind)? {
+                // Files of a segment still in the log (a crash between its
+                // roll and its deletion) are read from the segment.
+                let name = path.file_name().and_then(|name| name.to_str());
+                let from = name.and_then(parquet::parse_file_name);
+                if from.is_some_and(|id| segments.iter().any(|(segment, _)| *segment == id)) {
+                    continue;
+                }
                 scan.rolled.extend(parquet::read_events(&path, kind)?);
             }
         }
-        for (_, path) in wal::list(&self.shared.wal_dir)? {
-            scan.unrolled.extend(wal::read(&path)?.0);
+        for (_, path) in segments {
+            match wal::read(&path) {
+                Ok((events, _)) => scan.unrolled.extend(events),
+                // Deleted while listed: an empty segment, or rolled.
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
         }
         Ok(scan)
     }
@@ -561,9 +575,11 @@ impl Writer {
             let _ = fs::remove_file(&segment.path);
             return;
         }
-        let _ = self
-            .roller
-            .send(RollCommand::Segment(segment.id, segment.path));
+        let _ = self.roller.send(RollCommand::Segment(
+            segment.id,
+            segment.path,
+            segment.synced_len,
+        ));
     }
 }
 
@@ -576,7 +592,7 @@ fn roller(commands: std_mpsc::Receiver<RollCommand>, shared: Arc<Shared>) {
     {
         tracing::debug!(?error, "could not lower the roller's priority");
     }
-    let mut queue: VecDeque<(SegmentId, PathBuf)> = VecDeque::new();
+    let mut queue: VecDeque<(SegmentId, PathBuf, u64)> = VecDeque::new();
     loop {
         let wait = if queue.is_empty() {
             Duration::from_secs(3600)
@@ -585,8 +601,8 @@ fn roller(commands: std_mpsc::Receiver<RollCommand>, shared: Arc<Shared>) {
         };
         let command = commands.recv_timeout(wait);
         match command {
-            Ok(RollCommand::Segment(id, path)) => {
-                queue.push_back((id, path));
+            Ok(RollCommand::Segment(id, path, durable)) => {
+                queue.push_back((id, path, durable));
                 roll_queued(&mut queue, &shared);
             }
             Ok(RollCommand::Barrier(reply)) => {
@@ -615,9 +631,9 @@ fn roller(commands: std_mpsc::Receiver<RollCommand>, shared: Arc<Shared>) {
     }
 }
 
-fn roll_queued(queue: &mut VecDeque<(SegmentId, PathBuf)>, shared: &Shared) {
-    while let Some((id, path)) = queue.front() {
-        match roll_segment(*id, path, shared) {
+fn roll_queued(queue: &mut VecDeque<(SegmentId, PathBuf, u64)>, shared: &Shared) {
+    while let Some((id, path, durable)) = queue.front() {
+        match roll_segment(*id, path, *durable, shared) {
             Ok(()) => {
                 shared.stats.segments_rolled.fetch_add(1, Ordering::Relaxed);
                 queue.pop_front();
@@ -630,14 +646,25 @@ fn roll_queued(queue: &mut VecDeque<(SegmentId, PathBuf)>, shared: &Shared) {
     }
 }
 
-fn roll_segment(id: SegmentId, path: &Path, shared: &Shared) -> io::Result<()> {
+/// Rolls the first `durable` bytes of a segment (records past them belong
+/// to a write that failed and was refused) and deletes it. A segment that
+/// is gone was rolled already.
+fn roll_segment(id: SegmentId, path: &Path, durable: u64, shared: &Shared) -> io::Result<()> {
     let _rolling = shared
         .rolling
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let (events, _) = wal::read(path)?;
+    let events = match wal::read_prefix(path, durable) {
+        Ok((events, _)) => events,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
     parquet::roll(&shared.events_dir, id, &events)?;
-    fs::remove_file(path)?;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
     wal::sync_dir(&shared.wal_dir)
 }
 
@@ -776,6 +803,22 @@ mod tests {
             .expect_err("refused");
         assert_eq!(handed_back.events, batch, "handed back unchanged");
         assert_eq!(log.append(vec![click("a")]).await, Ok(vec![true]));
+    }
+
+    #[tokio::test]
+    async fn a_scan_in_the_window_between_a_roll_and_its_deletion_counts_each_event_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = EventLog::open(options(dir.path())).expect("open");
+        log.append(vec![click("a"), click("b")])
+            .await
+            .expect("append");
+        // As if the roller wrote the segment's files and crashed before
+        // deleting it.
+        let (id, path) = wal::list(&dir.path().join("wal")).expect("list")[0].clone();
+        parquet::roll(dir.path(), id, &wal::read(&path).expect("read").0).expect("roll");
+        let scan = log.scan().expect("scan");
+        assert_eq!(ids(&scan), ["a", "b"]);
+        assert_eq!(scan.unrolled.len(), 2, "read from the segment");
     }
 
     #[tokio::test]

@@ -87,8 +87,14 @@ pub fn encode(event: &Event, buffer: &mut Vec<u8>) {
 /// The complete records of a segment file, and the length they span (a
 /// torn tail is left out).
 pub fn read(path: &Path) -> io::Result<(Vec<Event>, u64)> {
+    read_prefix(path, u64::MAX)
+}
+
+/// [`read`], looking no further than the first `limit` bytes (the durable
+/// length of a segment whose failed tail could not be cut off).
+pub fn read_prefix(path: &Path, limit: u64) -> io::Result<(Vec<Event>, u64)> {
     let mut bytes = Vec::new();
-    File::open(path)?.read_to_end(&mut bytes)?;
+    File::open(path)?.take(limit).read_to_end(&mut bytes)?;
     let mut events = Vec::new();
     let mut offset = 0;
     while let Some(header) = bytes.get(offset..offset + HEADER) {
