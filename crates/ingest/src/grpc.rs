@@ -110,6 +110,11 @@ impl EventService for EventGrpc {
     ) -> Result<Response<v1::LogExposuresResponse>, Status> {
         let now = self.clock.now();
         let catalog = self.catalog.load();
+        if !catalog.is_loaded() {
+            return Err(Status::unavailable(
+                "the experiments exposures are checked against are still loading; retry shortly",
+            ));
+        }
         let (accepted_count, duplicate_count, rejections) = self
             .log_batch(
                 "exposures",

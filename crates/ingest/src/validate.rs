@@ -10,6 +10,9 @@
 //! | `experiment_id`, `variant` (exposure) | an experiment in the store and one of its variants |
 //! | `timestamp` | set; at most [`MAX_FUTURE`] ahead of the server clock and [`MAX_PAST`] behind it |
 //! | `item_ids` (impression) | 1 to 1,000 items |
+//! | `item_ids` (any type) | at most 1,000 items of at most 128 characters |
+//! | `value`, `latency_ms` (any type) | finite, 0 or more |
+//! | `quantity` | at most 1,000,000 |
 //! | `item_id` (click, add-to-cart) | set |
 //! | `value`, `currency` (purchase) | finite and not negative; three upper-case letters |
 //! | `latency_ms` (page load) | finite, 0 to 600,000 |
@@ -39,6 +42,7 @@ const MAX_ATTRIBUTES: usize = 64;
 const MAX_ATTRIBUTE_KEY: usize = 64;
 const MAX_ATTRIBUTE_VALUE: usize = 1_024;
 const MAX_LATENCY_MS: f64 = 600_000.0;
+const MAX_QUANTITY: u32 = 1_000_000;
 
 /// One refused event: the field at fault and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,9 +65,12 @@ impl Rejection {
 /// The experiments exposures may name, with their variants. Every
 /// experiment in the store counts, stopped and archived ones included: an
 /// exposure may arrive after its experiment ended.
+/// The default catalog is the one before the store was first read: every
+/// exposure waits (`UNAVAILABLE`) rather than being refused.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     variants: HashMap<String, Vec<String>>,
+    loaded: bool,
 }
 
 impl Catalog {
@@ -71,7 +78,13 @@ impl Catalog {
     pub fn new(experiments: impl IntoIterator<Item = (String, Vec<String>)>) -> Self {
         Self {
             variants: experiments.into_iter().collect(),
+            loaded: true,
         }
+    }
+
+    /// Whether the store has been read (false for the default catalog).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
     }
 
     fn check(&self, experiment_id: &str, variant: &str) -> Result<(), Rejection> {
@@ -212,6 +225,44 @@ pub fn outcome(outcome: &v1::Outcome, now: SystemTime) -> Result<(), Rejection> 
         }
         v1::OutcomeType::PageView => {}
     }
+    // Fields outside their type's rules still go to the warehouse: bounded
+    // and sane for every type.
+    if outcome.item_ids.len() > MAX_ITEMS {
+        return Err(Rejection::new(
+            "item_ids",
+            format!("at most {MAX_ITEMS} items, got {}", outcome.item_ids.len()),
+        ));
+    }
+    for (index, item) in outcome.item_ids.iter().enumerate() {
+        if item.chars().count() > MAX_NAME {
+            return Err(Rejection::new(
+                format!("item_ids[{index}]"),
+                format!("must be at most {MAX_NAME} characters"),
+            ));
+        }
+    }
+    if !outcome.value.is_finite() || outcome.value < 0.0 {
+        return Err(Rejection::new(
+            "value",
+            format!(
+                "must be a finite amount of 0 or more, got {}",
+                outcome.value
+            ),
+        ));
+    }
+    if !outcome.latency_ms.is_finite() || outcome.latency_ms < 0.0 {
+        return Err(Rejection::new(
+            "latency_ms",
+            format!("must be a finite 0 or more, got {}", outcome.latency_ms),
+        ));
+    }
+    if outcome.quantity > MAX_QUANTITY {
+        return Err(Rejection::new(
+            "quantity",
+            format!("at most {MAX_QUANTITY}, got {}", outcome.quantity),
+        ));
+    }
+    name("currency", &outcome.currency)?;
     if outcome.attributes.len() > MAX_ATTRIBUTES {
         return Err(Rejection::new(
             "attributes",
@@ -439,6 +490,19 @@ mod tests {
         let mut untyped = good_outcome(v1::OutcomeType::Click);
         untyped.r#type = 0;
         assert_eq!(field_of(outcome(&untyped, now())), "type");
+    }
+
+    #[test]
+    fn fields_outside_their_type_are_still_bounded() {
+        let mut click = good_outcome(v1::OutcomeType::Click);
+        click.value = f64::NAN;
+        assert_eq!(field_of(outcome(&click, now())), "value");
+        let mut view = good_outcome(v1::OutcomeType::PageView);
+        view.item_ids = vec!["sku".into(); MAX_ITEMS + 1];
+        assert_eq!(field_of(outcome(&view, now())), "item_ids");
+        let mut many = good_outcome(v1::OutcomeType::AddToCart);
+        many.quantity = MAX_QUANTITY + 1;
+        assert_eq!(field_of(outcome(&many, now())), "quantity");
     }
 
     #[test]
