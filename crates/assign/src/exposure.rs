@@ -184,6 +184,21 @@ impl RepeatFilter {
         first
     }
 
+    /// Forgets the exposure of `exposure`'s unit to its variant (it was
+    /// not logged after all), so the next one passes.
+    pub fn forget(&self, exposure: &v1::Exposure) {
+        let (unit_type, unit) = match v1::UnitType::try_from(exposure.unit_type) {
+            Ok(v1::UnitType::User) => (UnitType::User, &exposure.user_id),
+            _ => (UnitType::Session, &exposure.session_id),
+        };
+        self.recent.invalidate(&digest(&[
+            &exposure.experiment_id,
+            &exposure.variant,
+            unit_type.as_str(),
+            unit,
+        ]));
+    }
+
     /// Records suppressed as repeats so far.
     pub fn repeats(&self) -> u64 {
         self.repeats.load(Ordering::Relaxed)

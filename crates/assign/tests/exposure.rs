@@ -168,3 +168,21 @@ fn an_exposure_record_becomes_a_proto_exposure_with_a_stable_event_id() {
     );
     assert_eq!(first.timestamp, Some(now().into()));
 }
+
+#[test]
+fn a_forgotten_exposure_passes_the_repeat_filter_again() {
+    let (assigner, _queue, mut receiver) = assigner(16, &[]);
+    for _ in 0..2 {
+        assigner
+            .assign("u-1", "s-1", &ymal(), false)
+            .expect("assigned");
+    }
+    let first = receiver.try_recv().expect("first");
+    let second = receiver.try_recv().expect("second");
+    let repeats = exp_assign::RepeatFilter::default();
+    assert!(repeats.is_first(&first));
+    assert!(!repeats.is_first(&second), "a repeat");
+    // The first was dropped on its way to the log: forget it.
+    repeats.forget(&first.into_proto());
+    assert!(repeats.is_first(&second), "passes again");
+}

@@ -49,6 +49,7 @@ pub struct ExposureBatcher {
     runtime: tokio::runtime::Handle,
     batch: Vec<Event>,
     oldest: Option<Instant>,
+    dropped: Vec<v1::Exposure>,
     stats: Arc<FeedStats>,
 }
 
@@ -61,6 +62,7 @@ impl ExposureBatcher {
             runtime,
             batch: Vec::with_capacity(FEED_BATCH),
             oldest: None,
+            dropped: Vec::new(),
             stats: Arc::default(),
         }
     }
@@ -109,10 +111,10 @@ impl ExposureBatcher {
                     return;
                 }
                 Err(refused) => {
-                    if refused.error == LogError::Closed || refused.events.is_empty() {
+                    batch = refused.events;
+                    if refused.error == LogError::Closed || batch.is_empty() {
                         break;
                     }
-                    batch = refused.events;
                     std::thread::sleep(delay);
                     delay *= 2;
                 }
@@ -123,6 +125,17 @@ impl ExposureBatcher {
             "dropping assignment exposures: the event log did not take them"
         );
         self.stats.dropped.fetch_add(count, Ordering::Relaxed);
+        self.dropped
+            .extend(batch.into_iter().filter_map(|event| match event {
+                Event::Exposure(exposure) => Some(exposure),
+                Event::Outcome(_) => None,
+            }));
+    }
+
+    /// The exposures dropped since the last call, so the caller can forget
+    /// them in its repeat filter (the unit's next exposure must pass).
+    pub fn take_dropped(&mut self) -> Vec<v1::Exposure> {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Counters so far.

@@ -110,6 +110,9 @@ impl Ingest {
                         }
                         Err(mpsc::error::TryRecvError::Empty) => {
                             batcher.flush_if_due();
+                            for exposure in batcher.take_dropped() {
+                                repeats.forget(&exposure);
+                            }
                             if stop.load(Ordering::Acquire) {
                                 break;
                             }
