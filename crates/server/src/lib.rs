@@ -11,6 +11,10 @@
 //! - [`layers`]: tower layers of the gRPC server (RPC metrics); the
 //!   timeout, load shedding and concurrency limit come from tonic and tower.
 //! - [`http`]: the HTTP port: liveness and readiness.
+//! - [`ingest`]: event ingest's wiring: the event log opened in the
+//!   background, the experiment catalog following the store, and the
+//!   exposures of assignment fed into the log (or sent to the config
+//!   source's `EventService` from a sidecar).
 //! - [`pending`]: services of the contract whose behaviour a later release
 //!   brings; they answer `UNIMPLEMENTED`.
 //! - [`telemetry`]: `tracing` output and optional OTLP export of traces and
