@@ -83,7 +83,7 @@ impl Ingest {
 
     /// Feeds the exposures of in-process assignment into the log, repeats
     /// filtered out, from a thread of its own at the lowest priority. It
-    /// polls the queue (every [`FEED_POLL`] when idle) instead of waiting on
+    /// polls the queue (every 5 ms when idle) instead of waiting on
     /// it, so a request offering an exposure never wakes anything, and the
     /// filter, the conversion to events and the appends never run on a
     /// runtime worker that answers requests.
