@@ -81,3 +81,13 @@ pub fn time_batched(rounds: usize, batch: usize, mut operation: impl FnMut()) ->
         .collect();
     Summary::of(samples)
 }
+
+/// `count` connections to the gRPC server at `addr`, so load spreads over
+/// several HTTP/2 connections as it does from a fleet of callers.
+pub async fn channels(addr: std::net::SocketAddr, count: usize) -> Vec<tonic::transport::Channel> {
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count {
+        channels.push(exp_e2e::connect(addr).await);
+    }
+    channels
+}

@@ -150,7 +150,7 @@ async fn grpc_assign(
     exposures: Exposures,
 ) -> (Summary, Option<Summary>) {
     const CALLERS: u64 = 64;
-    let channels: Vec<Channel> = futures_channels(addr, 4).await;
+    let channels: Vec<Channel> = exp_benches::channels(addr, 4).await;
     let started = Instant::now() + Duration::from_millis(100);
     let per_caller = rate * seconds / CALLERS;
     let interval = Duration::from_secs_f64(CALLERS as f64 / rate as f64);
@@ -246,14 +246,6 @@ async fn grpc_assign(
     (off, on)
 }
 
-async fn futures_channels(addr: std::net::SocketAddr, count: usize) -> Vec<Channel> {
-    let mut channels = Vec::new();
-    for _ in 0..count {
-        channels.push(exp_e2e::connect(addr).await);
-    }
-    channels
-}
-
 fn http_assign(addr: std::net::SocketAddr) {
     let Ok(version) = std::process::Command::new("wrk").arg("--version").output() else {
         println!("HTTP JSON: wrk not installed (apt-get install wrk); skipped");
@@ -291,7 +283,7 @@ end
 }
 
 async fn propagation(addr: std::net::SocketAddr, watchers: usize, rounds: usize) {
-    let channels = futures_channels(addr, 10).await;
+    let channels = exp_benches::channels(addr, 10).await;
     let mut streams = Vec::new();
     for index in 0..watchers {
         let mut client = ConfigServiceClient::new(channels[index % channels.len()].clone());

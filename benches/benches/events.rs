@@ -44,10 +44,7 @@ fn batch(run: &str, caller: usize, round: usize, size: usize) -> Vec<v1::Outcome
 /// more than 5 ms after their scheduled time are counted.
 async fn open_loop(addr: std::net::SocketAddr, size: usize, rate: u64, seconds: u64) {
     const CALLERS: usize = 64;
-    let mut channels = Vec::new();
-    for _ in 0..4 {
-        channels.push(exp_e2e::connect(addr).await);
-    }
+    let channels = exp_benches::channels(addr, 4).await;
     let calls_per_second = rate as f64 / size as f64;
     let interval = Duration::from_secs_f64(CALLERS as f64 / calls_per_second);
     let per_caller = (calls_per_second * seconds as f64 / CALLERS as f64).round() as usize;
@@ -103,10 +100,7 @@ async fn open_loop(addr: std::net::SocketAddr, size: usize, rate: u64, seconds: 
 
 /// `callers` clients, each sending its next batch when the last is acked.
 async fn closed_loop(addr: std::net::SocketAddr, size: usize, callers: usize, seconds: u64) {
-    let mut channels = Vec::new();
-    for _ in 0..4 {
-        channels.push(exp_e2e::connect(addr).await);
-    }
+    let channels = exp_benches::channels(addr, 4).await;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();

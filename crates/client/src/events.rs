@@ -297,6 +297,33 @@ enum Batch {
     Outcomes(Vec<v1::Outcome>),
 }
 
+/// What `LogExposures` and `LogOutcomes` both answer.
+struct Answer {
+    accepted: u32,
+    duplicates: u32,
+    rejections: Vec<v1::EventRejection>,
+}
+
+impl From<v1::LogExposuresResponse> for Answer {
+    fn from(answer: v1::LogExposuresResponse) -> Self {
+        Self {
+            accepted: answer.accepted_count,
+            duplicates: answer.duplicate_count,
+            rejections: answer.rejections,
+        }
+    }
+}
+
+impl From<v1::LogOutcomesResponse> for Answer {
+    fn from(answer: v1::LogOutcomesResponse) -> Self {
+        Self {
+            accepted: answer.accepted_count,
+            duplicates: answer.duplicate_count,
+            rejections: answer.rejections,
+        }
+    }
+}
+
 /// Sends one batch until the service answers it (or refuses it for good).
 async fn send(
     client: &mut EventServiceClient<tonic::transport::Channel>,
@@ -316,30 +343,20 @@ async fn send(
                     exposures: exposures.clone(),
                 })
                 .await
-                .map(|answer| {
-                    let answer = answer.into_inner();
-                    (
-                        answer.accepted_count,
-                        answer.duplicate_count,
-                        answer.rejections,
-                    )
-                }),
+                .map(|answer| Answer::from(answer.into_inner())),
             Batch::Outcomes(outcomes) => client
                 .log_outcomes(v1::LogOutcomesRequest {
                     outcomes: outcomes.clone(),
                 })
                 .await
-                .map(|answer| {
-                    let answer = answer.into_inner();
-                    (
-                        answer.accepted_count,
-                        answer.duplicate_count,
-                        answer.rejections,
-                    )
-                }),
+                .map(|answer| Answer::from(answer.into_inner())),
         };
         match answer {
-            Ok((accepted, duplicates, rejections)) => {
+            Ok(Answer {
+                accepted,
+                duplicates,
+                rejections,
+            }) => {
                 stats
                     .accepted
                     .fetch_add(u64::from(accepted), Ordering::Relaxed);

@@ -168,20 +168,20 @@ pub fn forward_to_remote(
         let mut received = Vec::with_capacity(32);
         let mut full = 0u64;
         loop {
-            tokio::select! {
-                count = records.recv_many(&mut received, 32) => if count == 0 { break },
+            let stopping = tokio::select! {
+                count = records.recv_many(&mut received, 32) => count == 0,
                 _ = shutdown.wait_for(|stop| *stop) => {
                     while let Ok(record) = records.try_recv() {
                         received.push(record);
                     }
-                    for record in received.drain(..).filter(|r| repeats.is_first(r)) {
-                        full += u64::from(sender.log_exposure(record.into_proto()).is_err());
-                    }
-                    break;
+                    true
                 }
-            }
+            };
             for record in received.drain(..).filter(|r| repeats.is_first(r)) {
                 full += u64::from(sender.log_exposure(record.into_proto()).is_err());
+            }
+            if stopping {
+                break;
             }
         }
         if full > 0 {
