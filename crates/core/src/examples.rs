@@ -45,6 +45,7 @@ pub fn seed_experiment() -> Experiment {
                 "revenue_per_session".into(),
             ],
             guardrails: Vec::new(),
+            definitions: Vec::new(),
         },
         revision: 0,
         create_time: SystemTime::UNIX_EPOCH,

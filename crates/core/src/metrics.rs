@@ -1,86 +1,233 @@
-//! The metric catalogue: the metrics an experiment may name as primary,
-//! secondary or guardrail. Results computation reads the same entries.
+//! Metrics as data. A metric is a [`MetricDefinition`]: which outcomes are
+//! measured per analysis unit ([`Measure`]) and how units aggregate
+//! ([`MetricKind`]). The built-in catalogue is a list of such definitions,
+//! and an experiment may add its own in `metrics.definitions`; results
+//! computation reads both the same way, so a new metric of a known kind
+//! needs no new code.
 
-/// How a metric aggregates per-unit data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    /// Share of units with at least one event (e.g. add-to-cart rate).
-    Proportion,
-    /// Mean of a per-unit value (e.g. revenue per session).
-    Mean,
-    /// Sum of one per-unit quantity over the sum of another (e.g. CTR).
-    Ratio,
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+/// Kinds of outcome, as the event contract names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OutcomeType {
+    /// Items shown (`item_ids`).
+    Impression,
+    /// A click on an item.
+    Click,
+    /// An item added to the cart.
+    AddToCart,
+    /// A purchase (`value`).
+    Purchase,
+    /// A page viewed.
+    PageView,
+    /// A page load (`latency_ms`).
+    PageLoad,
 }
 
-/// One catalogue entry.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How a metric aggregates per-unit values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetricKind {
+    /// Share of units whose numerator lies within the success bounds
+    /// (two-sample z-test).
+    Proportion,
+    /// Mean of a per-unit value (Welch's t-test).
+    Mean,
+    /// Sum of the numerator over the sum of the denominator (delta method).
+    Ratio,
+    /// Gini coefficient of item counts across items (grouped jackknife).
+    Concentration,
+}
+
+/// What a measure sums per unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Aggregate {
+    /// Number of outcomes.
+    Count,
+    /// Sum of `value`.
+    ValueSum,
+    /// Sum of `quantity`.
+    QuantitySum,
+    /// Sum of `latency_ms`.
+    LatencySum,
+    /// Items shown: `item_ids` of impressions, one per other outcome.
+    ItemCount,
+}
+
+/// A per-unit quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Measure {
+    /// Outcomes counted.
+    pub outcome_type: OutcomeType,
+    /// Only outcomes on recommended items.
+    pub recommended_only: bool,
+    /// What is summed.
+    pub aggregate: Aggregate,
+}
+
+/// One metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricDefinition {
-    /// Name used in experiments, e.g. `add_to_cart_rate`.
-    pub name: &'static str,
-    /// How it aggregates.
-    pub kind: MetricKind,
-    /// Whether a larger value is an improvement; decides what a guardrail
-    /// counts as "worse".
-    pub higher_is_better: bool,
+    /// Name used in `primary_metric`, `secondary_metrics`, guardrails.
+    pub name: String,
     /// One line for people.
-    pub description: &'static str,
+    pub description: String,
+    /// How units aggregate.
+    pub kind: MetricKind,
+    /// The per-unit quantity (success count, value, numerator, items).
+    pub numerator: Measure,
+    /// The denominator of a ratio.
+    pub denominator: Option<Measure>,
+    /// Whether a larger value is an improvement.
+    pub higher_is_better: bool,
+    /// Proportion: smallest numerator that counts as a success (≥ 1).
+    pub success_at_least: u32,
+    /// Proportion: largest numerator that counts as a success.
+    pub success_at_most: Option<u32>,
+}
+
+impl MetricDefinition {
+    /// Whether a unit whose numerator is `value` is a success (proportions).
+    pub fn is_success(&self, value: f64) -> bool {
+        value >= f64::from(self.success_at_least.max(1))
+            && self
+                .success_at_most
+                .is_none_or(|most| value <= f64::from(most))
+    }
 }
 
 /// The primary metric when an experiment names none.
 pub const DEFAULT_PRIMARY_METRIC: &str = "add_to_cart_rate";
 
-/// Every metric an experiment may name.
-pub const CATALOGUE: &[MetricDefinition] = &[
+fn measure(outcome_type: OutcomeType, recommended_only: bool, aggregate: Aggregate) -> Measure {
+    Measure {
+        outcome_type,
+        recommended_only,
+        aggregate,
+    }
+}
+
+fn definition(
+    name: &str,
+    description: &str,
+    kind: MetricKind,
+    numerator: Measure,
+    denominator: Option<Measure>,
+    higher_is_better: bool,
+) -> MetricDefinition {
     MetricDefinition {
-        name: "add_to_cart_rate",
-        kind: MetricKind::Proportion,
-        higher_is_better: true,
-        description: "share of exposed units with at least one add-to-cart",
-    },
-    MetricDefinition {
-        name: "ctr",
-        kind: MetricKind::Ratio,
-        higher_is_better: true,
-        description: "clicks on recommended items per impression of them",
-    },
-    MetricDefinition {
-        name: "conversion_rate",
-        kind: MetricKind::Proportion,
-        higher_is_better: true,
-        description: "share of exposed units with at least one purchase",
-    },
-    MetricDefinition {
-        name: "revenue_per_session",
-        kind: MetricKind::Mean,
-        higher_is_better: true,
-        description: "purchase value per exposed unit",
-    },
-    MetricDefinition {
-        name: "bounce_rate",
-        kind: MetricKind::Proportion,
-        higher_is_better: false,
-        description: "share of exposed units with a single page view",
-    },
-    MetricDefinition {
-        name: "page_load_time",
-        kind: MetricKind::Ratio,
-        higher_is_better: false,
-        description: "mean page load latency in milliseconds",
-    },
-    MetricDefinition {
-        name: "inventory_exposure_balance",
-        kind: MetricKind::Mean,
-        higher_is_better: false,
-        description: "Gini coefficient of impressions across items (0 = even)",
-    },
-];
+        name: name.to_owned(),
+        description: description.to_owned(),
+        kind,
+        numerator,
+        denominator,
+        higher_is_better,
+        success_at_least: 1,
+        success_at_most: None,
+    }
+}
+
+/// The built-in metrics, available to every experiment by name.
+///
+/// `bounce_rate` is the share of exposed units with exactly one page view
+/// after exposure. `inventory_exposure_balance` is the Gini coefficient of
+/// recommended-item impressions across items: it uses every item's count,
+/// so it sees a variant that piles impressions onto a few best sellers
+/// anywhere in the distribution, where a top-1% share would only see the
+/// head, and it is 0 for a perfectly even spread and near 1 when one item
+/// takes everything.
+pub fn catalogue() -> &'static [MetricDefinition] {
+    static CATALOGUE: OnceLock<Vec<MetricDefinition>> = OnceLock::new();
+    CATALOGUE.get_or_init(|| {
+        use Aggregate::*;
+        use MetricKind::*;
+        use OutcomeType::*;
+        vec![
+            definition(
+                "add_to_cart_rate",
+                "share of exposed units with at least one add-to-cart",
+                Proportion,
+                measure(AddToCart, false, Count),
+                None,
+                true,
+            ),
+            definition(
+                "ctr",
+                "clicks on recommended items per recommended item shown",
+                Ratio,
+                measure(Click, true, Count),
+                Some(measure(Impression, true, ItemCount)),
+                true,
+            ),
+            definition(
+                "conversion_rate",
+                "share of exposed units with at least one purchase",
+                Proportion,
+                measure(Purchase, false, Count),
+                None,
+                true,
+            ),
+            definition(
+                "revenue_per_session",
+                "purchase value per exposed unit",
+                Mean,
+                measure(Purchase, false, ValueSum),
+                None,
+                true,
+            ),
+            MetricDefinition {
+                success_at_most: Some(1),
+                ..definition(
+                    "bounce_rate",
+                    "share of exposed units with exactly one page view",
+                    Proportion,
+                    measure(PageView, false, Count),
+                    None,
+                    false,
+                )
+            },
+            definition(
+                "page_load_time",
+                "mean page load latency in milliseconds, per page load",
+                Ratio,
+                measure(PageLoad, false, LatencySum),
+                Some(measure(PageLoad, false, Count)),
+                false,
+            ),
+            definition(
+                "inventory_exposure_balance",
+                "Gini coefficient of recommended-item impressions across items (0 = even)",
+                Concentration,
+                measure(Impression, true, ItemCount),
+                None,
+                false,
+            ),
+        ]
+    })
+}
 
 /// The catalogue entry called `name`.
 pub fn find(name: &str) -> Option<&'static MetricDefinition> {
-    CATALOGUE.iter().find(|metric| metric.name == name)
+    catalogue().iter().find(|metric| metric.name == name)
 }
 
 /// Catalogue names, for error messages.
 pub fn names() -> Vec<&'static str> {
-    CATALOGUE.iter().map(|metric| metric.name).collect()
+    catalogue()
+        .iter()
+        .map(|metric| metric.name.as_str())
+        .collect()
+}
+
+/// The definition `name` resolves to for an experiment: its own
+/// definitions first, then the catalogue.
+pub fn resolve<'a>(
+    definitions: &'a [MetricDefinition],
+    name: &str,
+) -> Option<&'a MetricDefinition> {
+    definitions
+        .iter()
+        .find(|metric| metric.name == name)
+        .or_else(|| find(name))
 }

@@ -329,6 +329,9 @@ pub struct MetricsConfig {
     pub secondary_metrics: Vec<String>,
     /// Must not get worse.
     pub guardrails: Vec<Guardrail>,
+    /// Metrics the experiment defines for itself.
+    #[serde(default)]
+    pub definitions: Vec<crate::metrics::MetricDefinition>,
 }
 
 /// A metric a treatment must not degrade.

@@ -6,7 +6,8 @@ use std::{collections::HashMap, sync::LazyLock};
 use regex::Regex;
 
 use crate::{
-    FieldViolation, ParamSchema, metrics,
+    FieldViolation, ParamSchema,
+    metrics::{self, MetricDefinition, MetricKind},
     model::{AttributeRule, Eligibility, Experiment, MetricsConfig, QaOverride},
 };
 
@@ -319,10 +320,16 @@ fn attribute_rule(out: &mut Vec<FieldViolation>, path: &str, rule: &AttributeRul
 }
 
 fn metrics_config(out: &mut Vec<FieldViolation>, config: &MetricsConfig) {
-    let known = || metrics::names().join(", ");
+    let known = || {
+        let mut names = metrics::names();
+        names.extend(config.definitions.iter().map(|metric| metric.name.as_str()));
+        names.join(", ")
+    };
+    let find = |name: &str| metrics::resolve(&config.definitions, name);
     for (field, count) in [
         ("metrics.secondary_metrics", config.secondary_metrics.len()),
         ("metrics.guardrails", config.guardrails.len()),
+        ("metrics.definitions", config.definitions.len()),
     ] {
         if count > MAX_METRICS {
             out.push(FieldViolation::new(
@@ -332,7 +339,10 @@ fn metrics_config(out: &mut Vec<FieldViolation>, config: &MetricsConfig) {
             return;
         }
     }
-    if !config.primary_metric.is_empty() && metrics::find(&config.primary_metric).is_none() {
+    for (index, definition) in config.definitions.iter().enumerate() {
+        metric_definition(out, config, index, definition);
+    }
+    if !config.primary_metric.is_empty() && find(&config.primary_metric).is_none() {
         out.push(FieldViolation::new(
             "metrics.primary_metric",
             format!(
@@ -343,7 +353,7 @@ fn metrics_config(out: &mut Vec<FieldViolation>, config: &MetricsConfig) {
         ));
     }
     for (index, name) in config.secondary_metrics.iter().enumerate() {
-        if metrics::find(name).is_none() {
+        if find(name).is_none() {
             out.push(FieldViolation::new(
                 format!("metrics.secondary_metrics[{index}]"),
                 format!("unknown metric {name:?}; known: {}", known()),
@@ -352,7 +362,7 @@ fn metrics_config(out: &mut Vec<FieldViolation>, config: &MetricsConfig) {
     }
     for (index, guardrail) in config.guardrails.iter().enumerate() {
         let path = format!("metrics.guardrails[{index}]");
-        if metrics::find(&guardrail.metric).is_none() {
+        if find(&guardrail.metric).is_none() {
             out.push(FieldViolation::new(
                 format!("{path}.metric"),
                 format!("unknown metric {:?}; known: {}", guardrail.metric, known()),
@@ -373,6 +383,68 @@ fn metrics_config(out: &mut Vec<FieldViolation>, config: &MetricsConfig) {
                 "is required: GUARDRAIL_ACTION_PAUSE or GUARDRAIL_ACTION_STOP",
             ));
         }
+    }
+}
+
+fn metric_definition(
+    out: &mut Vec<FieldViolation>,
+    config: &MetricsConfig,
+    index: usize,
+    definition: &MetricDefinition,
+) {
+    let path = format!("metrics.definitions[{index}]");
+    let name = &definition.name;
+    let well_formed = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
+    if !well_formed {
+        out.push(FieldViolation::new(
+            format!("{path}.name"),
+            format!("must be 1 to 64 characters of [a-z0-9_], got {name:?}"),
+        ));
+    } else if metrics::find(name).is_some() {
+        out.push(FieldViolation::new(
+            format!("{path}.name"),
+            format!("{name:?} is a catalogue metric; pick another name"),
+        ));
+    } else if config.definitions[..index]
+        .iter()
+        .any(|earlier| earlier.name == *name)
+    {
+        out.push(FieldViolation::new(
+            format!("{path}.name"),
+            format!("{name:?} is defined twice"),
+        ));
+    }
+    match (definition.kind, definition.denominator) {
+        (MetricKind::Ratio, None) => out.push(FieldViolation::new(
+            format!("{path}.denominator"),
+            "is required for a ratio metric",
+        )),
+        (MetricKind::Ratio, Some(_)) | (_, None) => {}
+        (_, Some(_)) => out.push(FieldViolation::new(
+            format!("{path}.denominator"),
+            "is only allowed for a ratio metric",
+        )),
+    }
+    if definition.kind == MetricKind::Proportion {
+        if let Some(most) = definition.success_at_most
+            && most < definition.success_at_least.max(1)
+        {
+            out.push(FieldViolation::new(
+                format!("{path}.success_at_most"),
+                format!(
+                    "must be at least success_at_least ({}), got {most}",
+                    definition.success_at_least.max(1)
+                ),
+            ));
+        }
+    } else if definition.success_at_least > 1 || definition.success_at_most.is_some() {
+        out.push(FieldViolation::new(
+            format!("{path}.success_at_least"),
+            "success bounds apply to proportion metrics only",
+        ));
     }
 }
 

@@ -5,7 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use exp_core::{
     AttributeOperator, AttributeRule, Experiment, FieldViolation, Guardrail, GuardrailAction,
-    ParamSchema, QaOverride, UnitType, examples::seed_experiment, validate,
+    ParamSchema, QaOverride, UnitType,
+    examples::seed_experiment,
+    metrics::{self, Aggregate, MetricDefinition, MetricKind},
+    validate,
 };
 use serde_json::json;
 
@@ -259,6 +262,54 @@ fn metrics_must_come_from_the_catalogue_and_guardrails_need_threshold_and_action
         fields(&e),
         Vec::<String>::new(),
         "empty primary means add_to_cart_rate"
+    );
+}
+
+#[test]
+fn an_experiment_defines_its_own_metrics_as_data_and_bad_definitions_name_their_field() {
+    let mut e = seed_experiment();
+    let mut carts_per_unit = metrics::find("add_to_cart_rate")
+        .expect("catalogue metric")
+        .clone();
+    carts_per_unit.name = "items_carted_per_unit".into();
+    carts_per_unit.kind = MetricKind::Mean;
+    carts_per_unit.numerator.aggregate = Aggregate::QuantitySum;
+    e.metrics.definitions = vec![carts_per_unit.clone()];
+    e.metrics.secondary_metrics = vec!["items_carted_per_unit".into()];
+    e.metrics.guardrails = vec![Guardrail {
+        metric: "items_carted_per_unit".into(),
+        threshold: 0.1,
+        action: Some(GuardrailAction::Pause),
+    }];
+    assert_eq!(fields(&e), Vec::<String>::new());
+
+    let ratio_without_denominator = MetricDefinition {
+        name: "carts_per_view".into(),
+        kind: MetricKind::Ratio,
+        ..carts_per_unit.clone()
+    };
+    let catalogue_name = MetricDefinition {
+        name: "ctr".into(),
+        ..carts_per_unit.clone()
+    };
+    let bad_bounds = MetricDefinition {
+        name: "BadName".into(),
+        kind: MetricKind::Proportion,
+        success_at_least: 3,
+        success_at_most: Some(2),
+        ..carts_per_unit
+    };
+    e.metrics.definitions = vec![ratio_without_denominator, catalogue_name, bad_bounds];
+    e.metrics.secondary_metrics = vec!["carts_per_view".into()];
+    e.metrics.guardrails.clear();
+    assert_eq!(
+        fields(&e),
+        [
+            "metrics.definitions[0].denominator",
+            "metrics.definitions[1].name",
+            "metrics.definitions[2].name",
+            "metrics.definitions[2].success_at_most",
+        ]
     );
 }
 

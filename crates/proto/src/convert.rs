@@ -12,6 +12,7 @@ use exp_core::{
     AttributeOperator, AttributeRule, BucketRange, BucketingUnit, Eligibility, Experiment,
     FieldViolation, Guardrail, GuardrailAction, LoggedIn, MetricsConfig, Params, QaOverride,
     Randomization, Revision, RevisionAction, Schedule, Status, UnitType, Variant,
+    metrics::{Aggregate, Measure, MetricDefinition, MetricKind, OutcomeType},
 };
 use prost_types::{ListValue, Struct, Timestamp, value::Kind};
 use serde_json::{Map, Number, Value};
@@ -396,10 +397,180 @@ fn metrics_from_proto(
             }
         })
         .collect();
+    let definitions = proto
+        .definitions
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, definition)| {
+            metric_definition_from_proto(
+                definition,
+                &format!("metrics.definitions[{index}]"),
+                violations,
+            )
+        })
+        .collect();
     MetricsConfig {
         primary_metric: proto.primary_metric,
         secondary_metrics: proto.secondary_metrics,
         guardrails,
+        definitions,
+    }
+}
+
+/// The domain definition of a proto one; `None` (with violations) when an
+/// enum is unset or unknown.
+fn metric_definition_from_proto(
+    proto: v1::MetricDefinition,
+    path: &str,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<MetricDefinition> {
+    let before = violations.len();
+    let kind = match v1::MetricKind::try_from(proto.kind) {
+        Ok(v1::MetricKind::Proportion) => Some(MetricKind::Proportion),
+        Ok(v1::MetricKind::Mean) => Some(MetricKind::Mean),
+        Ok(v1::MetricKind::Ratio) => Some(MetricKind::Ratio),
+        Ok(v1::MetricKind::Concentration) => Some(MetricKind::Concentration),
+        Ok(v1::MetricKind::Unspecified) => {
+            violations.push(FieldViolation::new(
+                format!("{path}.kind"),
+                "is required: PROPORTION, MEAN, RATIO or CONCENTRATION",
+            ));
+            None
+        }
+        Err(_) => {
+            violations.push(unknown_enum(&format!("{path}.kind"), proto.kind));
+            None
+        }
+    };
+    let numerator = match proto.numerator {
+        Some(numerator) => measure_from_proto(numerator, &format!("{path}.numerator"), violations),
+        None => {
+            violations.push(FieldViolation::new(
+                format!("{path}.numerator"),
+                "is required",
+            ));
+            None
+        }
+    };
+    let denominator = proto.denominator.and_then(|denominator| {
+        measure_from_proto(denominator, &format!("{path}.denominator"), violations)
+    });
+    if violations.len() > before {
+        return None;
+    }
+    Some(MetricDefinition {
+        name: proto.name,
+        description: proto.description,
+        kind: kind?,
+        numerator: numerator?,
+        denominator,
+        higher_is_better: proto.higher_is_better,
+        success_at_least: proto.success_at_least.max(1),
+        success_at_most: (proto.success_at_most > 0).then_some(proto.success_at_most),
+    })
+}
+
+fn measure_from_proto(
+    proto: v1::Measure,
+    path: &str,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<Measure> {
+    let outcome_type = match v1::OutcomeType::try_from(proto.outcome_type) {
+        Ok(v1::OutcomeType::Unspecified) => {
+            violations.push(FieldViolation::new(
+                format!("{path}.outcome_type"),
+                "is required",
+            ));
+            None
+        }
+        Ok(known) => outcome_type_from_proto(known),
+        Err(_) => {
+            violations.push(unknown_enum(
+                &format!("{path}.outcome_type"),
+                proto.outcome_type,
+            ));
+            None
+        }
+    };
+    let aggregate = match v1::MeasureAggregate::try_from(proto.aggregate) {
+        Ok(v1::MeasureAggregate::Count) => Some(Aggregate::Count),
+        Ok(v1::MeasureAggregate::ValueSum) => Some(Aggregate::ValueSum),
+        Ok(v1::MeasureAggregate::QuantitySum) => Some(Aggregate::QuantitySum),
+        Ok(v1::MeasureAggregate::LatencySum) => Some(Aggregate::LatencySum),
+        Ok(v1::MeasureAggregate::ItemCount) => Some(Aggregate::ItemCount),
+        Ok(v1::MeasureAggregate::Unspecified) => {
+            violations.push(FieldViolation::new(
+                format!("{path}.aggregate"),
+                "is required: COUNT, VALUE_SUM, QUANTITY_SUM, LATENCY_SUM or ITEM_COUNT",
+            ));
+            None
+        }
+        Err(_) => {
+            violations.push(unknown_enum(&format!("{path}.aggregate"), proto.aggregate));
+            None
+        }
+    };
+    Some(Measure {
+        outcome_type: outcome_type?,
+        recommended_only: proto.recommended_only,
+        aggregate: aggregate?,
+    })
+}
+
+/// The domain outcome type of a set proto one.
+pub fn outcome_type_from_proto(proto: v1::OutcomeType) -> Option<OutcomeType> {
+    Some(match proto {
+        v1::OutcomeType::Unspecified => return None,
+        v1::OutcomeType::Impression => OutcomeType::Impression,
+        v1::OutcomeType::Click => OutcomeType::Click,
+        v1::OutcomeType::AddToCart => OutcomeType::AddToCart,
+        v1::OutcomeType::Purchase => OutcomeType::Purchase,
+        v1::OutcomeType::PageView => OutcomeType::PageView,
+        v1::OutcomeType::PageLoad => OutcomeType::PageLoad,
+    })
+}
+
+fn outcome_type_to_proto(outcome_type: OutcomeType) -> v1::OutcomeType {
+    match outcome_type {
+        OutcomeType::Impression => v1::OutcomeType::Impression,
+        OutcomeType::Click => v1::OutcomeType::Click,
+        OutcomeType::AddToCart => v1::OutcomeType::AddToCart,
+        OutcomeType::Purchase => v1::OutcomeType::Purchase,
+        OutcomeType::PageView => v1::OutcomeType::PageView,
+        OutcomeType::PageLoad => v1::OutcomeType::PageLoad,
+    }
+}
+
+fn measure_to_proto(measure: &Measure) -> v1::Measure {
+    v1::Measure {
+        outcome_type: outcome_type_to_proto(measure.outcome_type) as i32,
+        recommended_only: measure.recommended_only,
+        aggregate: match measure.aggregate {
+            Aggregate::Count => v1::MeasureAggregate::Count,
+            Aggregate::ValueSum => v1::MeasureAggregate::ValueSum,
+            Aggregate::QuantitySum => v1::MeasureAggregate::QuantitySum,
+            Aggregate::LatencySum => v1::MeasureAggregate::LatencySum,
+            Aggregate::ItemCount => v1::MeasureAggregate::ItemCount,
+        } as i32,
+    }
+}
+
+/// The proto form of a metric definition.
+pub fn metric_definition_to_proto(definition: &MetricDefinition) -> v1::MetricDefinition {
+    v1::MetricDefinition {
+        name: definition.name.clone(),
+        description: definition.description.clone(),
+        kind: match definition.kind {
+            MetricKind::Proportion => v1::MetricKind::Proportion,
+            MetricKind::Mean => v1::MetricKind::Mean,
+            MetricKind::Ratio => v1::MetricKind::Ratio,
+            MetricKind::Concentration => v1::MetricKind::Concentration,
+        } as i32,
+        numerator: Some(measure_to_proto(&definition.numerator)),
+        denominator: definition.denominator.as_ref().map(measure_to_proto),
+        higher_is_better: definition.higher_is_better,
+        success_at_least: definition.success_at_least,
+        success_at_most: definition.success_at_most.unwrap_or(0),
     }
 }
 
@@ -419,6 +590,11 @@ fn metrics_to_proto(metrics: &MetricsConfig) -> v1::MetricsConfig {
                     Some(GuardrailAction::Stop) => v1::GuardrailAction::Stop,
                 } as i32,
             })
+            .collect(),
+        definitions: metrics
+            .definitions
+            .iter()
+            .map(metric_definition_to_proto)
             .collect(),
     }
 }
