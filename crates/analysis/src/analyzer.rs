@@ -1,0 +1,603 @@
+//! Per-unit state, maintained as events arrive.
+//!
+//! For every experiment the analyzer keeps one entry per analysis unit (the
+//! id that was bucketed: user or session, as the exposure says): its
+//! variant, the time of its first exposure, and one running sum per
+//! [`Measure`] its metrics need. An outcome is routed to every exposed
+//! unit it belongs to (by user id and by session id) and counts only at or
+//! after that unit's first exposure. Results are computed from these
+//! per-unit sums in one pass over an experiment's units
+//! ([`crate::report`]), never from raw events.
+//!
+//! Late data: an outcome whose unit has no exposure yet is held (the last
+//! [`PENDING_OUTCOMES`] of them) and replayed when the exposure arrives;
+//! an exposure older than the unit's first one moves the first exposure
+//! back, and outcomes already counted stay counted.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::Hasher,
+    time::SystemTime,
+};
+
+use exp_core::{
+    Experiment, UnitType, bucketing,
+    metrics::{self, Aggregate, Measure, MetricDefinition, MetricKind, OutcomeType},
+};
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+/// Outcomes waiting for their unit's exposure, at most.
+pub const PENDING_OUTCOMES: usize = 100_000;
+
+/// Units are split into this many groups by a hash of their id, for the
+/// grouped jackknife of concentration metrics.
+pub const JACKKNIFE_GROUPS: usize = 20;
+
+/// An exposure, as the analyzer reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct ExposureFact<'a> {
+    /// The experiment.
+    pub experiment_id: &'a str,
+    /// The variant seen.
+    pub variant: &'a str,
+    /// Which id was bucketed.
+    pub unit_type: UnitType,
+    /// User id, may be empty.
+    pub user_id: &'a str,
+    /// Session id, may be empty.
+    pub session_id: &'a str,
+    /// Experiment revision that served it.
+    pub revision: u64,
+    /// When, in microseconds since the Unix epoch.
+    pub time_micros: i64,
+}
+
+impl ExposureFact<'_> {
+    /// The bucketed id.
+    pub fn unit_id(&self) -> &str {
+        match self.unit_type {
+            UnitType::User => self.user_id,
+            UnitType::Session => self.session_id,
+        }
+    }
+}
+
+/// An outcome, as the analyzer reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeFact<'a> {
+    /// Its type.
+    pub outcome_type: OutcomeType,
+    /// User id, may be empty.
+    pub user_id: &'a str,
+    /// Session id, may be empty.
+    pub session_id: &'a str,
+    /// The item of a click, add-to-cart or purchase.
+    pub item_id: &'a str,
+    /// The items of an impression.
+    pub item_ids: &'a [String],
+    /// Whether the item came from a recommendation.
+    pub from_recommendation: bool,
+    /// Purchase value.
+    pub value: f64,
+    /// Items.
+    pub quantity: u32,
+    /// Page load latency.
+    pub latency_ms: f64,
+    /// When, in microseconds since the Unix epoch.
+    pub time_micros: i64,
+}
+
+impl OutcomeFact<'_> {
+    fn owned(&self) -> PendingOutcome {
+        PendingOutcome {
+            outcome_type: self.outcome_type,
+            user_id: self.user_id.to_owned(),
+            session_id: self.session_id.to_owned(),
+            item_id: self.item_id.to_owned(),
+            item_ids: self.item_ids.to_vec(),
+            from_recommendation: self.from_recommendation,
+            value: self.value,
+            quantity: self.quantity,
+            latency_ms: self.latency_ms,
+            time_micros: self.time_micros,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PendingOutcome {
+    outcome_type: OutcomeType,
+    user_id: String,
+    session_id: String,
+    item_id: String,
+    item_ids: Vec<String>,
+    from_recommendation: bool,
+    value: f64,
+    quantity: u32,
+    latency_ms: f64,
+    time_micros: i64,
+}
+
+impl PendingOutcome {
+    fn fact(&self) -> OutcomeFact<'_> {
+        OutcomeFact {
+            outcome_type: self.outcome_type,
+            user_id: &self.user_id,
+            session_id: &self.session_id,
+            item_id: &self.item_id,
+            item_ids: &self.item_ids,
+            from_recommendation: self.from_recommendation,
+            value: self.value,
+            quantity: self.quantity,
+            latency_ms: self.latency_ms,
+            time_micros: self.time_micros,
+        }
+    }
+}
+
+/// Where a metric's name came from in the experiment's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The decision metric.
+    Primary,
+    /// Reported alongside.
+    Secondary,
+    /// Must not get worse.
+    Guardrail,
+}
+
+/// A metric of one experiment with the measures it reads.
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedMetric {
+    pub(crate) definition: MetricDefinition,
+    pub(crate) role: Role,
+    pub(crate) numerator: usize,
+    pub(crate) denominator: Option<usize>,
+    /// Index into the experiment's item-count tables (concentration).
+    pub(crate) items: Option<usize>,
+}
+
+/// The metrics and measures of an experiment's config.
+#[derive(Debug, Clone, PartialEq)]
+struct Layout {
+    measures: Vec<Measure>,
+    names: Vec<(String, Role)>,
+}
+
+fn layout(experiment: &Experiment) -> (Layout, Vec<ResolvedMetric>) {
+    let config = &experiment.metrics;
+    let primary = if config.primary_metric.is_empty() {
+        metrics::DEFAULT_PRIMARY_METRIC.to_owned()
+    } else {
+        config.primary_metric.clone()
+    };
+    let mut names: Vec<(String, Role)> = vec![(primary, Role::Primary)];
+    for guardrail in &config.guardrails {
+        if !names.iter().any(|(name, _)| *name == guardrail.metric) {
+            names.push((guardrail.metric.clone(), Role::Guardrail));
+        }
+    }
+    for name in &config.secondary_metrics {
+        if !names.iter().any(|(known, _)| known == name) {
+            names.push((name.clone(), Role::Secondary));
+        }
+    }
+    let mut measures: Vec<Measure> = Vec::new();
+    let mut index_of = |measure: Measure| match measures.iter().position(|m| *m == measure) {
+        Some(index) => index,
+        None => {
+            measures.push(measure);
+            measures.len() - 1
+        }
+    };
+    let mut resolved = Vec::new();
+    let mut item_tables = 0;
+    for (name, role) in &names {
+        // Validation refuses unknown names; one that slipped through (an
+        // old revision) is left out rather than guessed.
+        let Some(definition) = metrics::resolve(&config.definitions, name) else {
+            continue;
+        };
+        let items = (definition.kind == MetricKind::Concentration).then(|| {
+            item_tables += 1;
+            item_tables - 1
+        });
+        resolved.push(ResolvedMetric {
+            definition: definition.clone(),
+            role: *role,
+            numerator: index_of(definition.numerator),
+            denominator: definition.denominator.map(&mut index_of),
+            items,
+        });
+    }
+    (Layout { measures, names }, resolved)
+}
+
+/// One analysis unit of one experiment.
+#[derive(Debug, Clone)]
+pub(crate) struct Unit {
+    pub(crate) variant: u16,
+    pub(crate) group: u8,
+    pub(crate) several_variants: bool,
+    pub(crate) first_exposure_micros: i64,
+    pub(crate) values: Box<[f64]>,
+}
+
+/// Everything kept for one experiment.
+#[derive(Debug)]
+pub(crate) struct ExperimentState {
+    pub(crate) experiment: Experiment,
+    layout: Layout,
+    pub(crate) metrics: Vec<ResolvedMetric>,
+    pub(crate) units: HashMap<u128, Unit>,
+    /// Per concentration metric: item -> counts per (variant, group).
+    pub(crate) item_counts: Vec<HashMap<String, Box<[u32]>>>,
+    pub(crate) exposures_outside_schedule: u64,
+    pub(crate) exposures_disagreeing_with_bucketing: u64,
+    pub(crate) exposures_checked_against_bucketing: u64,
+    pub(crate) exposures: u64,
+    pub(crate) newest_event_micros: i64,
+    /// Running minimum of the always-valid p-value per (metric, variant),
+    /// for the guardrail monitor.
+    pub(crate) guardrail_evidence: HashMap<(String, String), f64>,
+}
+
+impl ExperimentState {
+    fn new(experiment: Experiment) -> Self {
+        let (layout, metrics) = layout(&experiment);
+        let tables = metrics
+            .iter()
+            .filter(|metric| metric.items.is_some())
+            .count();
+        Self {
+            experiment,
+            layout,
+            metrics,
+            units: HashMap::new(),
+            item_counts: (0..tables).map(|_| HashMap::new()).collect(),
+            exposures_outside_schedule: 0,
+            exposures_disagreeing_with_bucketing: 0,
+            exposures_checked_against_bucketing: 0,
+            exposures: 0,
+            newest_event_micros: 0,
+            guardrail_evidence: HashMap::new(),
+        }
+    }
+
+    fn variant_index(&self, name: &str) -> Option<u16> {
+        self.experiment
+            .variants
+            .iter()
+            .position(|variant| variant.name == name)
+            .map(|index| index as u16)
+    }
+
+    fn apply_outcome(&mut self, key: u128, outcome: &OutcomeFact<'_>) -> bool {
+        let Some(unit) = self.units.get_mut(&key) else {
+            return false;
+        };
+        if outcome.time_micros < unit.first_exposure_micros {
+            return false;
+        }
+        for (index, measure) in self.layout.measures.iter().enumerate() {
+            if let Some(amount) = contribution(measure, outcome) {
+                unit.values[index] += amount;
+            }
+        }
+        let variants = self.experiment.variants.len();
+        let slot = usize::from(unit.variant) * JACKKNIFE_GROUPS + usize::from(unit.group);
+        for metric in &self.metrics {
+            let Some(table) = metric.items else { continue };
+            if !matches(&metric.definition.numerator, outcome) {
+                continue;
+            }
+            let counts = &mut self.item_counts[table];
+            let mut count = |item: &str| {
+                if item.is_empty() {
+                    return;
+                }
+                let entry = match counts.get_mut(item) {
+                    Some(entry) => entry,
+                    None => counts
+                        .entry(item.to_owned())
+                        .or_insert_with(|| vec![0; variants * JACKKNIFE_GROUPS].into()),
+                };
+                entry[slot] += 1;
+            };
+            if outcome.outcome_type == OutcomeType::Impression {
+                outcome.item_ids.iter().for_each(|item| count(item));
+            } else {
+                count(outcome.item_id);
+            }
+        }
+        self.newest_event_micros = self.newest_event_micros.max(outcome.time_micros);
+        true
+    }
+}
+
+fn matches(measure: &Measure, outcome: &OutcomeFact<'_>) -> bool {
+    measure.outcome_type == outcome.outcome_type
+        && (!measure.recommended_only || outcome.from_recommendation)
+}
+
+/// What `outcome` adds to `measure`, if it matches it.
+fn contribution(measure: &Measure, outcome: &OutcomeFact<'_>) -> Option<f64> {
+    if !matches(measure, outcome) {
+        return None;
+    }
+    Some(match measure.aggregate {
+        Aggregate::Count => 1.0,
+        Aggregate::ValueSum => outcome.value,
+        Aggregate::QuantitySum => f64::from(outcome.quantity),
+        Aggregate::LatencySum => outcome.latency_ms,
+        Aggregate::ItemCount if outcome.outcome_type == OutcomeType::Impression => {
+            outcome.item_ids.len() as f64
+        }
+        Aggregate::ItemCount => 1.0,
+    })
+}
+
+/// The 128-bit key of a unit id of a type.
+pub(crate) fn unit_key(unit_type: UnitType, unit_id: &str) -> u128 {
+    let mut hasher = SipHasher13::new_with_keys(0x6578_7064_616e_616c, 0x7973_6973_756e_6974);
+    hasher.write_u8(match unit_type {
+        UnitType::User => 1,
+        UnitType::Session => 2,
+    });
+    hasher.write(unit_id.as_bytes());
+    hasher.finish128().as_u128()
+}
+
+/// Counters of events the analyzer could not use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unattributed {
+    /// Exposures naming an experiment or variant the catalog does not know.
+    pub unknown_exposures: u64,
+    /// Outcomes dropped from the pending queue without a unit.
+    pub outcomes_without_unit: u64,
+}
+
+/// Looks up an experiment definition by id.
+pub type Catalog = Box<dyn Fn(&str) -> Option<Experiment> + Send + Sync>;
+
+/// What [`Analyzer::refresh`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// Definitions updated in place.
+    Updated,
+    /// A metric config changed the measures: per-unit sums no longer fit,
+    /// and the caller must rebuild from the log.
+    NeedsRebuild,
+}
+
+/// Per-unit state of every experiment with exposures.
+pub struct Analyzer {
+    catalog: Catalog,
+    pub(crate) experiments: HashMap<String, ExperimentState>,
+    /// Unit key -> experiments the unit is exposed in.
+    memberships: HashMap<u128, Vec<u32>>,
+    slots: Vec<String>,
+    pending: HashMap<u128, Vec<PendingOutcome>>,
+    pending_order: VecDeque<u128>,
+    unattributed: Unattributed,
+}
+
+impl std::fmt::Debug for Analyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analyzer")
+            .field("experiments", &self.slots)
+            .field("pending", &self.pending_order.len())
+            .field("unattributed", &self.unattributed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Analyzer {
+    /// An empty analyzer that looks experiments up in `catalog`.
+    pub fn new(catalog: Catalog) -> Self {
+        Self {
+            catalog,
+            experiments: HashMap::new(),
+            memberships: HashMap::new(),
+            slots: Vec::new(),
+            pending: HashMap::new(),
+            pending_order: VecDeque::new(),
+            unattributed: Unattributed::default(),
+        }
+    }
+
+    /// Events it could not use.
+    pub fn unattributed(&self) -> Unattributed {
+        self.unattributed
+    }
+
+    /// Exposed units of `experiment_id`.
+    pub fn unit_count(&self, experiment_id: &str) -> usize {
+        self.experiments
+            .get(experiment_id)
+            .map_or(0, |state| state.units.len())
+    }
+
+    /// Takes in an exposure.
+    pub fn exposure(&mut self, exposure: &ExposureFact<'_>) {
+        let unit_id = exposure.unit_id();
+        if unit_id.is_empty() {
+            self.unattributed.unknown_exposures += 1;
+            return;
+        }
+        if !self.experiments.contains_key(exposure.experiment_id) {
+            let Some(experiment) = (self.catalog)(exposure.experiment_id) else {
+                self.unattributed.unknown_exposures += 1;
+                return;
+            };
+            self.slots.push(experiment.id.clone());
+            self.experiments
+                .insert(experiment.id.clone(), ExperimentState::new(experiment));
+        }
+        let slot = self
+            .slots
+            .iter()
+            .position(|id| id == exposure.experiment_id)
+            .expect("every experiment has a slot") as u32;
+        let state = self
+            .experiments
+            .get_mut(exposure.experiment_id)
+            .expect("inserted above");
+        let Some(variant) = state.variant_index(exposure.variant) else {
+            self.unattributed.unknown_exposures += 1;
+            return;
+        };
+        state.exposures += 1;
+        state.newest_event_micros = state.newest_event_micros.max(exposure.time_micros);
+        check_schedule(state, exposure);
+        check_bucketing(state, exposure, variant);
+        let key = unit_key(exposure.unit_type, unit_id);
+        let measures = state.layout.measures.len();
+        let mut fresh = false;
+        let unit = state.units.entry(key).or_insert_with(|| {
+            fresh = true;
+            Unit {
+                variant,
+                group: (key % JACKKNIFE_GROUPS as u128) as u8,
+                several_variants: false,
+                first_exposure_micros: exposure.time_micros,
+                values: vec![0.0; measures].into(),
+            }
+        });
+        if unit.variant != variant {
+            unit.several_variants = true;
+        }
+        unit.first_exposure_micros = unit.first_exposure_micros.min(exposure.time_micros);
+        if fresh {
+            let memberships = self.memberships.entry(key).or_default();
+            if !memberships.contains(&slot) {
+                memberships.push(slot);
+            }
+            if let Some(waiting) = self.pending.remove(&key) {
+                for outcome in &waiting {
+                    state.apply_outcome(key, &outcome.fact());
+                }
+            }
+        }
+    }
+
+    /// Takes in an outcome.
+    pub fn outcome(&mut self, outcome: &OutcomeFact<'_>) {
+        for (unit_type, id) in [
+            (UnitType::User, outcome.user_id),
+            (UnitType::Session, outcome.session_id),
+        ] {
+            if id.is_empty() {
+                continue;
+            }
+            let key = unit_key(unit_type, id);
+            match self.memberships.get(&key) {
+                Some(slots) => {
+                    for slot in slots {
+                        let id = &self.slots[*slot as usize];
+                        if let Some(state) = self.experiments.get_mut(id) {
+                            state.apply_outcome(key, outcome);
+                        }
+                    }
+                }
+                None => self.hold(key, outcome),
+            }
+        }
+    }
+
+    fn hold(&mut self, key: u128, outcome: &OutcomeFact<'_>) {
+        self.pending.entry(key).or_default().push(outcome.owned());
+        self.pending_order.push_back(key);
+        while self.pending_order.len() > PENDING_OUTCOMES {
+            let Some(oldest) = self.pending_order.pop_front() else {
+                break;
+            };
+            if let Some(waiting) = self.pending.get_mut(&oldest) {
+                if !waiting.is_empty() {
+                    waiting.remove(0);
+                    self.unattributed.outcomes_without_unit += 1;
+                }
+                if waiting.is_empty() {
+                    self.pending.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    /// Re-reads every known experiment from the catalog (metric configs,
+    /// variants, schedule, salts).
+    pub fn refresh(&mut self) -> Refresh {
+        let mut outcome = Refresh::Updated;
+        for (id, state) in &mut self.experiments {
+            let Some(experiment) = (self.catalog)(id) else {
+                continue;
+            };
+            let (layout, metrics) = layout(&experiment);
+            if layout != state.layout
+                || experiment.variants.len() != state.experiment.variants.len()
+            {
+                outcome = Refresh::NeedsRebuild;
+            }
+            state.metrics = metrics;
+            state.experiment = experiment;
+        }
+        outcome
+    }
+
+    /// Forgets everything but the catalog (before a rebuild).
+    pub fn clear(&mut self) {
+        self.experiments.clear();
+        self.memberships.clear();
+        self.slots.clear();
+        self.pending.clear();
+        self.pending_order.clear();
+        self.unattributed = Unattributed::default();
+    }
+
+    /// Ids of the experiments with state.
+    pub fn experiment_ids(&self) -> Vec<String> {
+        self.slots.clone()
+    }
+}
+
+fn micros(time: Option<SystemTime>) -> Option<i64> {
+    time.map(|time| {
+        time.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|since| since.as_micros() as i64)
+            .unwrap_or(0)
+    })
+}
+
+fn check_schedule(state: &mut ExperimentState, exposure: &ExposureFact<'_>) {
+    let schedule = &state.experiment.schedule;
+    let early = micros(schedule.start_time).is_some_and(|start| exposure.time_micros < start);
+    let late = micros(schedule.end_time).is_some_and(|end| exposure.time_micros >= end);
+    if early || late {
+        state.exposures_outside_schedule += 1;
+    }
+}
+
+/// Recomputes the variant from the salts. Salts are named after the
+/// revision that drew them (`<id>:variant:<revision>`); exposures served
+/// before that revision were bucketed with an older salt and are not
+/// checked.
+fn check_bucketing(state: &mut ExperimentState, exposure: &ExposureFact<'_>, variant: u16) {
+    let Some(randomization) = &state.experiment.randomization else {
+        return;
+    };
+    let drawn_at = randomization
+        .variant_salt
+        .rsplit(':')
+        .next()
+        .and_then(|revision| revision.parse::<u64>().ok())
+        .unwrap_or(0);
+    if exposure.revision < drawn_at {
+        return;
+    }
+    state.exposures_checked_against_bucketing += 1;
+    let bucket = bucketing::bucket(&randomization.variant_salt, exposure.unit_id());
+    let expected = bucketing::variant_index(&state.experiment.variants, bucket);
+    if expected != Some(usize::from(variant)) {
+        state.exposures_disagreeing_with_bucketing += 1;
+    }
+}

@@ -1,0 +1,464 @@
+//! Results of one experiment from its per-unit state: per variant and
+//! metric the value, the comparison with control, Holm-adjusted p-values
+//! across treatments, the sample ratio check, the exposure sanity checks
+//! and the guardrail states.
+
+use exp_core::{
+    GuardrailAction,
+    metrics::{MetricDefinition, MetricKind},
+};
+
+use crate::{
+    analyzer::{Analyzer, ExperimentState, JACKKNIFE_GROUPS, ResolvedMetric, Role},
+    stats::{self, Comparison, Estimate, Moments},
+};
+
+/// p-value under which the sample ratio check flags a mismatch.
+pub const SAMPLE_RATIO_ALPHA: f64 = 0.001;
+
+/// Units each arm needs before a guardrail is judged at all.
+pub const GUARDRAIL_MIN_UNITS: f64 = 100.0;
+
+/// Results of one experiment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The experiment.
+    pub experiment_id: String,
+    /// Its revision when computed.
+    pub revision: u64,
+    /// Significance level used.
+    pub alpha: f64,
+    /// One per variant, control first.
+    pub variants: Vec<VariantReport>,
+    /// Chi-square of exposed units against the weights.
+    pub sample_ratio: Option<SampleRatio>,
+    /// Further checks of the exposure data.
+    pub sanity_checks: Vec<SanityCheck>,
+    /// Every guardrail for every treatment.
+    pub guardrails: Vec<GuardrailReport>,
+    /// Newest event counted, microseconds since the Unix epoch (0: none).
+    pub newest_event_micros: i64,
+}
+
+/// One variant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantReport {
+    /// Its name.
+    pub variant: String,
+    /// Whether it is the control.
+    pub is_control: bool,
+    /// Exposed units.
+    pub exposed_units: u64,
+    /// One per metric.
+    pub metrics: Vec<MetricReport>,
+}
+
+/// One metric of one variant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricReport {
+    /// Metric name.
+    pub metric: String,
+    /// Its role.
+    pub role: Role,
+    /// The variant's value; `None` without data.
+    pub value: Option<f64>,
+    /// Against control (treatments with enough data only).
+    pub comparison: Option<Comparison>,
+    /// Holm-adjusted p-value across the treatments.
+    pub adjusted_p_value: Option<f64>,
+    /// Whether the adjusted p-value is below alpha.
+    pub significant: bool,
+}
+
+/// The sample ratio check.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRatio {
+    /// Chi-square statistic.
+    pub chi_square: f64,
+    /// Its p-value.
+    pub p_value: f64,
+    /// p < [`SAMPLE_RATIO_ALPHA`].
+    pub mismatch: bool,
+}
+
+/// One exposure sanity check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SanityCheck {
+    /// Check name.
+    pub name: &'static str,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Offending units or exposures.
+    pub offending: u64,
+    /// Explanation.
+    pub detail: String,
+}
+
+/// State of a guardrail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardrailState {
+    /// No significant breach.
+    Ok,
+    /// Significantly worse than control beyond the threshold.
+    Breached,
+    /// Too little data to judge.
+    InsufficientData,
+}
+
+/// One guardrail for one treatment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardrailReport {
+    /// Metric name.
+    pub metric: String,
+    /// Treatment.
+    pub variant: String,
+    /// State.
+    pub state: GuardrailState,
+    /// Observed relative change against control.
+    pub relative_difference: f64,
+    /// Configured threshold.
+    pub threshold: f64,
+    /// Configured action.
+    pub action: Option<GuardrailAction>,
+    /// Always-valid p-value of "no degradation beyond the threshold"
+    /// (running minimum over the monitor's looks).
+    pub always_valid_p_value: f64,
+}
+
+/// One metric in one variant.
+#[derive(Debug, Clone, Copy)]
+struct Arm {
+    /// The metric's value.
+    value: Option<f64>,
+    /// The value with its variance.
+    estimate: Option<Estimate>,
+    /// Per-unit moments (empty for concentration).
+    moments: Moments,
+}
+
+/// Per-variant moments (or concentration estimates) of one metric.
+fn metric_estimates(state: &ExperimentState, metric: &ResolvedMetric) -> Vec<Arm> {
+    let variants = state.experiment.variants.len();
+    if let Some(table) = metric.items {
+        return concentration(state, table, variants);
+    }
+    let mut moments = vec![Moments::default(); variants];
+    for unit in state.units.values() {
+        let numerator = unit.values[metric.numerator];
+        let (y, x) = match metric.definition.kind {
+            MetricKind::Proportion => (
+                f64::from(u8::from(metric.definition.is_success(numerator))),
+                1.0,
+            ),
+            MetricKind::Ratio => (
+                numerator,
+                metric.denominator.map_or(1.0, |index| unit.values[index]),
+            ),
+            MetricKind::Mean | MetricKind::Concentration => (numerator, 1.0),
+        };
+        moments[usize::from(unit.variant)].push(y, x);
+    }
+    moments
+        .into_iter()
+        .map(|moments| {
+            let (value, estimate) = match metric.definition.kind {
+                MetricKind::Proportion => (
+                    (moments.n > 0.0).then(|| moments.mean()),
+                    Estimate::proportion(&moments),
+                ),
+                MetricKind::Mean | MetricKind::Concentration => (
+                    (moments.n > 0.0).then(|| moments.mean()),
+                    Estimate::mean(&moments),
+                ),
+                MetricKind::Ratio => (
+                    (moments.sum_x > 0.0).then(|| moments.ratio()),
+                    Estimate::ratio(&moments),
+                ),
+            };
+            Arm {
+                value,
+                estimate,
+                moments,
+            }
+        })
+        .collect()
+}
+
+/// Gini of item counts per variant, with a grouped-jackknife variance.
+fn concentration(state: &ExperimentState, table: usize, variants: usize) -> Vec<Arm> {
+    let counts = &state.item_counts[table];
+    (0..variants)
+        .map(|variant| {
+            let base = variant * JACKKNIFE_GROUPS;
+            let totals: Vec<f64> = counts
+                .values()
+                .map(|slots| {
+                    slots[base..base + JACKKNIFE_GROUPS]
+                        .iter()
+                        .map(|count| f64::from(*count))
+                        .sum()
+                })
+                .collect();
+            let full = stats::gini(&mut totals.clone());
+            let leave_one_out: Option<Vec<f64>> = (0..JACKKNIFE_GROUPS)
+                .map(|group| {
+                    let mut rest: Vec<f64> = counts
+                        .values()
+                        .zip(&totals)
+                        .map(|(slots, total)| total - f64::from(slots[base + group]))
+                        .collect();
+                    stats::gini(&mut rest)
+                })
+                .collect();
+            let estimate = full
+                .zip(leave_one_out)
+                .and_then(|(full, rest)| stats::jackknife(full, &rest));
+            Arm {
+                value: full,
+                estimate,
+                moments: Moments::default(),
+            }
+        })
+        .collect()
+}
+
+fn compare(
+    definition: &MetricDefinition,
+    control: &Arm,
+    treatment: &Arm,
+    alpha: f64,
+) -> Option<Comparison> {
+    match definition.kind {
+        MetricKind::Proportion => {
+            stats::compare_proportions(&control.moments, &treatment.moments, alpha)
+        }
+        MetricKind::Mean => stats::compare_means(&control.moments, &treatment.moments, alpha),
+        MetricKind::Ratio => stats::compare_ratios(&control.moments, &treatment.moments, alpha),
+        MetricKind::Concentration => {
+            stats::compare_normal(control.estimate?, treatment.estimate?, alpha)
+        }
+    }
+}
+
+impl Analyzer {
+    /// Results of `experiment_id` at significance `alpha`; `None` when no
+    /// exposure of it has been seen.
+    pub fn report(&self, experiment_id: &str, alpha: f64) -> Option<Report> {
+        let state = self.experiments.get(experiment_id)?;
+        Some(build(state, alpha))
+    }
+
+    /// One look of the guardrail monitor at `experiment_id`: updates the
+    /// always-valid p-values and returns the report, whose guardrails say
+    /// which are breached.
+    pub fn monitor(&mut self, experiment_id: &str, alpha: f64) -> Option<Report> {
+        let state = self.experiments.get_mut(experiment_id)?;
+        let report = build(state, alpha);
+        for guardrail in &report.guardrails {
+            state.guardrail_evidence.insert(
+                (guardrail.metric.clone(), guardrail.variant.clone()),
+                guardrail.always_valid_p_value,
+            );
+        }
+        Some(report)
+    }
+}
+
+fn build(state: &ExperimentState, alpha: f64) -> Report {
+    let experiment = &state.experiment;
+    let control = experiment
+        .variants
+        .iter()
+        .position(|variant| variant.name == experiment.control_variant)
+        .unwrap_or(0);
+    let mut exposed = vec![0_u64; experiment.variants.len()];
+    let mut several = 0;
+    for unit in state.units.values() {
+        exposed[usize::from(unit.variant)] += 1;
+        several += u64::from(unit.several_variants);
+    }
+    let mut variants: Vec<VariantReport> = experiment
+        .variants
+        .iter()
+        .enumerate()
+        .map(|(index, variant)| VariantReport {
+            variant: variant.name.clone(),
+            is_control: index == control,
+            exposed_units: exposed[index],
+            metrics: Vec::new(),
+        })
+        .collect();
+    let mut guardrails = Vec::new();
+    for metric in &state.metrics {
+        let estimates = metric_estimates(state, metric);
+        let comparisons: Vec<Option<Comparison>> = estimates
+            .iter()
+            .enumerate()
+            .map(|(index, estimate)| {
+                (index != control)
+                    .then(|| compare(&metric.definition, &estimates[control], estimate, alpha))
+                    .flatten()
+            })
+            .collect();
+        let tested: Vec<usize> = (0..comparisons.len())
+            .filter(|index| comparisons[*index].is_some())
+            .collect();
+        let raw: Vec<f64> = tested
+            .iter()
+            .map(|index| comparisons[*index].map_or(1.0, |comparison| comparison.p_value))
+            .collect();
+        let adjusted = stats::holm(&raw);
+        for (index, variant) in variants.iter_mut().enumerate() {
+            let adjusted_p_value = tested
+                .iter()
+                .position(|tested| *tested == index)
+                .map(|position| adjusted[position]);
+            variant.metrics.push(MetricReport {
+                metric: metric.definition.name.clone(),
+                role: metric.role,
+                value: estimates[index].value,
+                comparison: comparisons[index],
+                adjusted_p_value,
+                significant: adjusted_p_value.is_some_and(|p| p < alpha),
+            });
+        }
+        if metric.role == Role::Guardrail {
+            for (index, comparison) in comparisons.iter().enumerate() {
+                if index == control {
+                    continue;
+                }
+                guardrails.push(guardrail(
+                    state,
+                    metric,
+                    &experiment.variants[index].name,
+                    comparison,
+                    (&estimates[control], &estimates[index]),
+                    alpha,
+                ));
+            }
+        }
+    }
+    Report {
+        experiment_id: experiment.id.clone(),
+        revision: experiment.revision,
+        alpha,
+        sample_ratio: sample_ratio(state, &exposed),
+        sanity_checks: sanity_checks(state, several),
+        variants,
+        guardrails,
+        newest_event_micros: state.newest_event_micros,
+    }
+}
+
+/// Judges one guardrail for one treatment with the mSPRT: the null is
+/// "the treatment is worse than control by exactly the threshold" (an
+/// absolute shift of threshold × control value in the harmful direction);
+/// a breach needs the always-valid p-value (the running minimum over the
+/// monitor's looks) below alpha and the estimate beyond that shift.
+fn guardrail(
+    state: &ExperimentState,
+    metric: &ResolvedMetric,
+    variant: &str,
+    comparison: &Option<Comparison>,
+    arms: (&Arm, &Arm),
+    alpha: f64,
+) -> GuardrailReport {
+    let configured = state
+        .experiment
+        .metrics
+        .guardrails
+        .iter()
+        .find(|guardrail| guardrail.metric == metric.definition.name);
+    let threshold = configured.map_or(0.0, |guardrail| guardrail.threshold);
+    let action = configured.and_then(|guardrail| guardrail.action);
+    let enough = |arm: &Arm| metric.items.is_some() || arm.moments.n >= GUARDRAIL_MIN_UNITS;
+    let key = (metric.definition.name.clone(), variant.to_owned());
+    let previous = state.guardrail_evidence.get(&key).copied().unwrap_or(1.0);
+    let Some(comparison) = comparison.filter(|_| enough(arms.0) && enough(arms.1)) else {
+        return GuardrailReport {
+            metric: metric.definition.name.clone(),
+            variant: variant.to_owned(),
+            state: GuardrailState::InsufficientData,
+            relative_difference: 0.0,
+            threshold,
+            action,
+            always_valid_p_value: previous,
+        };
+    };
+    // +1 when a larger value is worse.
+    let harmful = if metric.definition.higher_is_better {
+        -1.0
+    } else {
+        1.0
+    };
+    let shift = harmful * threshold * comparison.control.abs();
+    let tau = (threshold * comparison.control.abs()).max(comparison.standard_error);
+    let variance = comparison.standard_error * comparison.standard_error;
+    let look = stats::msprt_p_value(comparison.absolute, variance, shift, tau * tau);
+    let always_valid_p_value = previous.min(look);
+    let beyond = harmful * (comparison.absolute - shift) > 0.0;
+    GuardrailReport {
+        metric: metric.definition.name.clone(),
+        variant: variant.to_owned(),
+        state: if beyond && always_valid_p_value < alpha {
+            GuardrailState::Breached
+        } else {
+            GuardrailState::Ok
+        },
+        relative_difference: comparison.relative,
+        threshold,
+        action,
+        always_valid_p_value,
+    }
+}
+
+fn sample_ratio(state: &ExperimentState, exposed: &[u64]) -> Option<SampleRatio> {
+    let (observed, weights): (Vec<u64>, Vec<f64>) = state
+        .experiment
+        .variants
+        .iter()
+        .zip(exposed)
+        .filter(|(variant, _)| variant.weight > 0)
+        .map(|(variant, count)| (*count, f64::from(variant.weight)))
+        .unzip();
+    let (chi_square, p_value) = stats::chi_square_goodness_of_fit(&observed, &weights)?;
+    Some(SampleRatio {
+        chi_square,
+        p_value,
+        mismatch: p_value < SAMPLE_RATIO_ALPHA,
+    })
+}
+
+fn sanity_checks(state: &ExperimentState, several: u64) -> Vec<SanityCheck> {
+    let units = state.units.len();
+    vec![
+        SanityCheck {
+            name: "units_in_several_variants",
+            passed: several == 0,
+            offending: several,
+            detail: format!(
+                "{several} of {units} units were exposed to more than one variant \
+                 (they are analysed in their first)"
+            ),
+        },
+        SanityCheck {
+            name: "variant_disagrees_with_bucketing",
+            passed: state.exposures_disagreeing_with_bucketing == 0,
+            offending: state.exposures_disagreeing_with_bucketing,
+            detail: format!(
+                "{} of {} exposures name a variant other than the one the salts give",
+                state.exposures_disagreeing_with_bucketing,
+                state.exposures_checked_against_bucketing
+            ),
+        },
+        SanityCheck {
+            name: "exposures_outside_schedule",
+            passed: state.exposures_outside_schedule == 0,
+            offending: state.exposures_outside_schedule,
+            detail: format!(
+                "{} of {} exposures fall before the start or after the end time",
+                state.exposures_outside_schedule, state.exposures
+            ),
+        },
+    ]
+}

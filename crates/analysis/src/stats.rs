@@ -1,0 +1,375 @@
+//! The statistics, each written so that `testdata/make_reference.py`
+//! (scipy and statsmodels) computes the same number from the same data.
+//!
+//! | Comparison | Test | Reference |
+//! |---|---|---|
+//! | proportions | two-sample z-test, unpooled (Wald) variance | `statsmodels` `test_proportions_2indep(method="wald")`, `confint_proportions_2indep(method="wald")` |
+//! | means | Welch's t-test, Welch–Satterthwaite df | `scipy.stats.ttest_ind(equal_var=False)` and its `confidence_interval` |
+//! | ratios | delta method on per-unit (numerator, denominator), normal | numpy moments, `scipy.stats.norm` |
+//! | any estimate with a standard error | normal (concentration) | `scipy.stats.norm` |
+//! | relative difference | delta method on treatment / control - 1, normal | same |
+//! | several treatments | Holm step-down | `statsmodels` `multipletests(method="holm")` |
+//! | sample ratio | chi-square goodness of fit | `scipy.stats.chisquare` |
+//!
+//! Sample (co)variances use n - 1. Every function returns `None` when the
+//! data cannot support the statistic (fewer than two units in an arm, a
+//! zero variance, a zero control value for the relative difference).
+
+use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
+
+/// Running sums of per-unit pairs `(y, x)`: `y` is the unit's value (or a
+/// ratio's numerator), `x` a ratio's denominator (1 for the other kinds).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Moments {
+    /// Units.
+    pub n: f64,
+    /// Σ y.
+    pub sum_y: f64,
+    /// Σ y².
+    pub sum_yy: f64,
+    /// Σ x.
+    pub sum_x: f64,
+    /// Σ x².
+    pub sum_xx: f64,
+    /// Σ x·y.
+    pub sum_xy: f64,
+}
+
+impl Moments {
+    /// Adds one unit.
+    pub fn push(&mut self, y: f64, x: f64) {
+        self.n += 1.0;
+        self.sum_y += y;
+        self.sum_yy += y * y;
+        self.sum_x += x;
+        self.sum_xx += x * x;
+        self.sum_xy += x * y;
+    }
+
+    /// Moments of the given pairs.
+    pub fn of(pairs: impl IntoIterator<Item = (f64, f64)>) -> Self {
+        let mut moments = Self::default();
+        for (y, x) in pairs {
+            moments.push(y, x);
+        }
+        moments
+    }
+
+    /// Mean of `y` over units.
+    pub fn mean(&self) -> f64 {
+        self.sum_y / self.n
+    }
+
+    /// Sample variance of `y` (n - 1).
+    pub fn variance_y(&self) -> f64 {
+        (self.sum_yy - self.sum_y * self.sum_y / self.n) / (self.n - 1.0)
+    }
+
+    fn variance_x(&self) -> f64 {
+        (self.sum_xx - self.sum_x * self.sum_x / self.n) / (self.n - 1.0)
+    }
+
+    fn covariance(&self) -> f64 {
+        (self.sum_xy - self.sum_x * self.sum_y / self.n) / (self.n - 1.0)
+    }
+
+    /// Σy / Σx.
+    pub fn ratio(&self) -> f64 {
+        self.sum_y / self.sum_x
+    }
+}
+
+/// A point estimate with its variance (the square of its standard error).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    /// The value.
+    pub value: f64,
+    /// Variance of the value.
+    pub variance: f64,
+}
+
+impl Estimate {
+    /// A proportion (units with `y` = 1 among `n`), variance p(1-p)/n.
+    pub fn proportion(moments: &Moments) -> Option<Self> {
+        let p = moments.mean();
+        (moments.n >= 2.0).then_some(Self {
+            value: p,
+            variance: p * (1.0 - p) / moments.n,
+        })
+    }
+
+    /// A mean, variance s²/n.
+    pub fn mean(moments: &Moments) -> Option<Self> {
+        (moments.n >= 2.0).then(|| Self {
+            value: moments.mean(),
+            variance: moments.variance_y() / moments.n,
+        })
+    }
+
+    /// A ratio Σy/Σx, variance by the delta method:
+    /// (s²_y − 2R·s_xy + R²·s²_x) / (n·x̄²).
+    pub fn ratio(moments: &Moments) -> Option<Self> {
+        if moments.n < 2.0 || moments.sum_x == 0.0 {
+            return None;
+        }
+        let ratio = moments.ratio();
+        let mean_x = moments.sum_x / moments.n;
+        let variance = (moments.variance_y() - 2.0 * ratio * moments.covariance()
+            + ratio * ratio * moments.variance_x())
+            / (moments.n * mean_x * mean_x);
+        Some(Self {
+            value: ratio,
+            variance: variance.max(0.0),
+        })
+    }
+}
+
+/// Treatment against control.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Comparison {
+    /// Control's value.
+    pub control: f64,
+    /// Treatment's value.
+    pub treatment: f64,
+    /// Treatment minus control.
+    pub absolute: f64,
+    /// Standard error of the absolute difference.
+    pub standard_error: f64,
+    /// Interval of the absolute difference.
+    pub absolute_interval: (f64, f64),
+    /// Treatment / control − 1.
+    pub relative: f64,
+    /// Interval of the relative difference (delta method).
+    pub relative_interval: (f64, f64),
+    /// Two-sided p-value of "no difference".
+    pub p_value: f64,
+}
+
+fn standard_normal() -> Normal {
+    Normal::standard()
+}
+
+/// The two-sided critical value of the standard normal at `alpha`.
+pub fn normal_critical(alpha: f64) -> f64 {
+    standard_normal().inverse_cdf(1.0 - alpha / 2.0)
+}
+
+/// Two-sided p-value of a standard normal statistic.
+pub fn normal_p_value(z: f64) -> f64 {
+    2.0 * standard_normal().sf(z.abs())
+}
+
+/// Relative difference treatment / control − 1 and its delta-method
+/// interval: Var ≈ Var_t / c² + t²·Var_c / c⁴.
+fn relative(control: Estimate, treatment: Estimate, alpha: f64) -> Option<(f64, (f64, f64))> {
+    if control.value == 0.0 {
+        return None;
+    }
+    let c = control.value;
+    let t = treatment.value;
+    let relative = t / c - 1.0;
+    let variance = treatment.variance / (c * c) + t * t * control.variance / (c * c * c * c);
+    let half = normal_critical(alpha) * variance.sqrt();
+    Some((relative, (relative - half, relative + half)))
+}
+
+/// Normal (z) comparison of two estimates: proportions, ratios, and any
+/// estimate with a standard error.
+pub fn compare_normal(control: Estimate, treatment: Estimate, alpha: f64) -> Option<Comparison> {
+    let absolute = treatment.value - control.value;
+    let standard_error = (control.variance + treatment.variance).sqrt();
+    if !(standard_error > 0.0 && standard_error.is_finite()) {
+        return None;
+    }
+    let half = normal_critical(alpha) * standard_error;
+    let (relative, relative_interval) = relative(control, treatment, alpha)?;
+    Some(Comparison {
+        control: control.value,
+        treatment: treatment.value,
+        absolute,
+        standard_error,
+        absolute_interval: (absolute - half, absolute + half),
+        relative,
+        relative_interval,
+        p_value: normal_p_value(absolute / standard_error),
+    })
+}
+
+/// Two-sample z-test of proportions, unpooled variance.
+pub fn compare_proportions(
+    control: &Moments,
+    treatment: &Moments,
+    alpha: f64,
+) -> Option<Comparison> {
+    compare_normal(
+        Estimate::proportion(control)?,
+        Estimate::proportion(treatment)?,
+        alpha,
+    )
+}
+
+/// Delta-method comparison of ratio metrics.
+pub fn compare_ratios(control: &Moments, treatment: &Moments, alpha: f64) -> Option<Comparison> {
+    compare_normal(
+        Estimate::ratio(control)?,
+        Estimate::ratio(treatment)?,
+        alpha,
+    )
+}
+
+/// Welch's t-test of means: Student's t with Welch–Satterthwaite degrees
+/// of freedom for the p-value and the absolute interval.
+pub fn compare_means(control: &Moments, treatment: &Moments, alpha: f64) -> Option<Comparison> {
+    let c = Estimate::mean(control)?;
+    let t = Estimate::mean(treatment)?;
+    let absolute = t.value - c.value;
+    let standard_error = (c.variance + t.variance).sqrt();
+    if !(standard_error > 0.0 && standard_error.is_finite()) {
+        return None;
+    }
+    let df = (c.variance + t.variance).powi(2)
+        / (c.variance.powi(2) / (control.n - 1.0) + t.variance.powi(2) / (treatment.n - 1.0));
+    let student = StudentsT::new(0.0, 1.0, df).ok()?;
+    let statistic = absolute / standard_error;
+    let half = student.inverse_cdf(1.0 - alpha / 2.0) * standard_error;
+    let (relative, relative_interval) = relative(c, t, alpha)?;
+    Some(Comparison {
+        control: c.value,
+        treatment: t.value,
+        absolute,
+        standard_error,
+        absolute_interval: (absolute - half, absolute + half),
+        relative,
+        relative_interval,
+        p_value: 2.0 * student.sf(statistic.abs()),
+    })
+}
+
+/// Holm's step-down adjustment of `p_values`, in their order: the i-th
+/// smallest is multiplied by (m − i), made monotone, capped at 1. Controls
+/// the family-wise error rate for any dependence between the tests.
+pub fn holm(p_values: &[f64]) -> Vec<f64> {
+    let m = p_values.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|a, b| p_values[*a].total_cmp(&p_values[*b]));
+    let mut adjusted = vec![0.0; m];
+    let mut running = 0.0_f64;
+    for (rank, index) in order.into_iter().enumerate() {
+        running = running.max(((m - rank) as f64 * p_values[index]).min(1.0));
+        adjusted[index] = running;
+    }
+    adjusted
+}
+
+/// Chi-square goodness of fit of `observed` counts against `weights`
+/// (any positive scale): the statistic and its p-value (k − 1 df).
+pub fn chi_square_goodness_of_fit(observed: &[u64], weights: &[f64]) -> Option<(f64, f64)> {
+    let total: f64 = observed.iter().map(|count| *count as f64).sum();
+    let weight_total: f64 = weights.iter().sum();
+    if observed.len() < 2 || observed.len() != weights.len() || total == 0.0 {
+        return None;
+    }
+    let statistic: f64 = observed
+        .iter()
+        .zip(weights)
+        .map(|(count, weight)| {
+            let expected = total * weight / weight_total;
+            (*count as f64 - expected).powi(2) / expected
+        })
+        .sum();
+    let distribution = ChiSquared::new((observed.len() - 1) as f64).ok()?;
+    Some((statistic, distribution.sf(statistic)))
+}
+
+/// Gini coefficient of non-negative `counts` (sorted in place):
+/// Σ (2i − n − 1)·x₍ᵢ₎ / (n·Σx), i from 1 over the ascending order.
+/// 0 when every count is equal, (n − 1)/n when one takes everything.
+pub fn gini(counts: &mut [f64]) -> Option<f64> {
+    let n = counts.len() as f64;
+    let total: f64 = counts.iter().sum();
+    if counts.len() < 2 || total <= 0.0 {
+        return None;
+    }
+    counts.sort_by(f64::total_cmp);
+    let weighted: f64 = counts
+        .iter()
+        .enumerate()
+        .map(|(index, count)| (2.0 * (index as f64 + 1.0) - n - 1.0) * count)
+        .sum();
+    Some(weighted / (n * total))
+}
+
+/// Jackknife estimate from the full-sample value and the leave-one-group-
+/// out values: variance (G − 1)/G · Σ (θ₍₋ₖ₎ − θ̄)².
+pub fn jackknife(full: f64, leave_one_out: &[f64]) -> Option<Estimate> {
+    let groups = leave_one_out.len() as f64;
+    if leave_one_out.len() < 2 {
+        return None;
+    }
+    let mean = leave_one_out.iter().sum::<f64>() / groups;
+    let spread: f64 = leave_one_out
+        .iter()
+        .map(|value| (value - mean).powi(2))
+        .sum();
+    Some(Estimate {
+        value: full,
+        variance: (groups - 1.0) / groups * spread,
+    })
+}
+
+/// The mixture sequential probability ratio test (mSPRT, Johari et al.,
+/// "Always valid inference", 2017) with a normal mixture of variance
+/// `tau_squared` over the effect: the always-valid p-value of "the true
+/// difference is `null`" at one look, given the observed difference and
+/// its variance. The running minimum of these over looks is a p-value that
+/// stays valid however often it is checked, which a fixed-horizon p-value
+/// checked every minute is not.
+///
+/// Λ = √(V / (V + τ²)) · exp(τ²·(Δ − null)² / (2V·(V + τ²))); p = min(1, 1/Λ).
+pub fn msprt_p_value(difference: f64, variance: f64, null: f64, tau_squared: f64) -> f64 {
+    if !(variance > 0.0 && tau_squared > 0.0) {
+        return 1.0;
+    }
+    let shift = difference - null;
+    let log_lambda = 0.5 * (variance / (variance + tau_squared)).ln()
+        + tau_squared * shift * shift / (2.0 * variance * (variance + tau_squared));
+    (-log_lambda).exp().min(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holm_multiplies_by_rank_and_stays_monotone() {
+        let adjusted = holm(&[0.01, 0.04, 0.03]);
+        assert_eq!(adjusted, vec![0.03, 0.06, 0.06]);
+        assert_eq!(holm(&[0.8, 0.9]), vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn gini_is_zero_for_an_even_spread_and_near_one_for_a_single_item() {
+        assert_eq!(gini(&mut [5.0, 5.0, 5.0, 5.0]), Some(0.0));
+        let concentrated = gini(&mut [0.0, 0.0, 0.0, 100.0]).expect("two items with impressions");
+        assert!((concentrated - 0.75).abs() < 1e-12, "{concentrated}");
+        assert_eq!(gini(&mut [0.0, 0.0]), None);
+    }
+
+    #[test]
+    fn msprt_evidence_grows_with_a_persistent_difference() {
+        let weak = msprt_p_value(0.01, 1e-4, 0.0, 1e-4);
+        let strong = msprt_p_value(0.01, 1e-6, 0.0, 1e-4);
+        assert!(weak > 0.5, "{weak}");
+        assert!(strong < 1e-6, "{strong}");
+        assert_eq!(msprt_p_value(0.01, 0.0, 0.0, 1e-4), 1.0);
+    }
+
+    #[test]
+    fn comparisons_refuse_arms_without_variance_or_units() {
+        let empty = Moments::default();
+        let one = Moments::of([(1.0, 1.0)]);
+        let constant = Moments::of([(1.0, 1.0), (1.0, 1.0)]);
+        assert!(compare_proportions(&empty, &one, 0.05).is_none());
+        assert!(compare_means(&constant, &constant, 0.05).is_none());
+    }
+}

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Reference values for the statistics of exp-analysis, from scipy and
+statsmodels, on data drawn here with a fixed seed.
+
+Writes JSON to stdout: each case holds its data and what the reference
+libraries compute from it. `cargo test -p exp-analysis` recomputes every
+case in Rust and compares to 1e-6; CI regenerates the file with the pinned
+libraries below and checks it is unchanged.
+
+    pip install numpy==2.3.5 scipy==1.16.3 statsmodels==0.14.5
+    python3 crates/analysis/testdata/make_reference.py > crates/analysis/testdata/reference.json
+"""
+
+import json
+
+import numpy as np
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import (
+    confint_proportions_2indep,
+    test_proportions_2indep,
+)
+
+ALPHA = 0.05
+rng = np.random.default_rng(20261129)
+Z = stats.norm.ppf(1 - ALPHA / 2)
+
+
+def relative(c, var_c, t, var_t):
+    """Delta-method interval of t / c - 1."""
+    rel = t / c - 1
+    var = var_t / c**2 + t**2 * var_c / c**4
+    half = Z * np.sqrt(var)
+    return rel, [rel - half, rel + half]
+
+
+def proportion_case(n_c, p_c, n_t, p_t):
+    control = (rng.random(n_c) < p_c).astype(int)
+    treatment = (rng.random(n_t) < p_t).astype(int)
+    s_c, s_t = int(control.sum()), int(treatment.sum())
+    test = test_proportions_2indep(s_t, n_t, s_c, n_c, method="wald", compare="diff")
+    low, high = confint_proportions_2indep(
+        s_t, n_t, s_c, n_c, method="wald", compare="diff", alpha=ALPHA
+    )
+    pc, pt = s_c / n_c, s_t / n_t
+    rel, rel_ci = relative(pc, pc * (1 - pc) / n_c, pt, pt * (1 - pt) / n_t)
+    return {
+        "control": control.tolist(),
+        "treatment": treatment.tolist(),
+        "absolute": pt - pc,
+        "absolute_interval": [low, high],
+        "relative": rel,
+        "relative_interval": rel_ci,
+        "p_value": test.pvalue,
+    }
+
+
+def mean_case(n_c, n_t, lift):
+    def revenue(n, scale):
+        bought = rng.random(n) < 0.08
+        return np.where(bought, rng.lognormal(3.5, 0.9, n) * scale, 0.0).round(2)
+
+    control, treatment = revenue(n_c, 1.0), revenue(n_t, 1.0 + lift)
+    result = stats.ttest_ind(treatment, control, equal_var=False)
+    ci = result.confidence_interval(confidence_level=1 - ALPHA)
+    rel, rel_ci = relative(
+        control.mean(),
+        control.var(ddof=1) / n_c,
+        treatment.mean(),
+        treatment.var(ddof=1) / n_t,
+    )
+    return {
+        "control": control.tolist(),
+        "treatment": treatment.tolist(),
+        "absolute": treatment.mean() - control.mean(),
+        "absolute_interval": [ci.low, ci.high],
+        "relative": rel,
+        "relative_interval": rel_ci,
+        "p_value": result.pvalue,
+    }
+
+
+def ratio_variance(y, x):
+    n = len(y)
+    r = y.sum() / x.sum()
+    cov = np.cov(np.vstack([y, x]), ddof=1)
+    return r, (cov[0, 0] - 2 * r * cov[0, 1] + r**2 * cov[1, 1]) / (n * x.mean() ** 2)
+
+
+def ratio_case(n_c, n_t, ctr_c, ctr_t):
+    def units(n, ctr):
+        shown = rng.poisson(12, n) + 1
+        return rng.binomial(shown, ctr).astype(float), shown.astype(float)
+
+    (y_c, x_c), (y_t, x_t) = units(n_c, ctr_c), units(n_t, ctr_t)
+    r_c, v_c = ratio_variance(y_c, x_c)
+    r_t, v_t = ratio_variance(y_t, x_t)
+    diff, se = r_t - r_c, np.sqrt(v_c + v_t)
+    rel, rel_ci = relative(r_c, v_c, r_t, v_t)
+    return {
+        "control": [y_c.tolist(), x_c.tolist()],
+        "treatment": [y_t.tolist(), x_t.tolist()],
+        "absolute": diff,
+        "absolute_interval": [diff - Z * se, diff + Z * se],
+        "relative": rel,
+        "relative_interval": rel_ci,
+        "p_value": 2 * stats.norm.sf(abs(diff / se)),
+    }
+
+
+def gini(counts):
+    x = np.sort(np.asarray(counts, dtype=float))
+    n = len(x)
+    i = np.arange(1, n + 1)
+    return float(((2 * i - n - 1) * x).sum() / (n * x.sum()))
+
+
+def concentration_case(items, groups, skew_c, skew_t):
+    def counts(skew):
+        weights = 1.0 / np.arange(1, items + 1) ** skew
+        return rng.multinomial(400, weights / weights.sum(), size=groups).T
+
+    c, t = counts(skew_c), counts(skew_t)
+
+    def jackknife(table):
+        full = gini(table.sum(axis=1))
+        rest = np.array([gini(table.sum(axis=1) - table[:, g]) for g in range(groups)])
+        return full, (groups - 1) / groups * ((rest - rest.mean()) ** 2).sum()
+
+    g_c, v_c = jackknife(c)
+    g_t, v_t = jackknife(t)
+    diff, se = g_t - g_c, np.sqrt(v_c + v_t)
+    rel, rel_ci = relative(g_c, v_c, g_t, v_t)
+    return {
+        "control": c.tolist(),
+        "treatment": t.tolist(),
+        "control_gini": g_c,
+        "treatment_gini": g_t,
+        "absolute": diff,
+        "absolute_interval": [diff - Z * se, diff + Z * se],
+        "relative": rel,
+        "relative_interval": rel_ci,
+        "p_value": 2 * stats.norm.sf(abs(diff / se)),
+    }
+
+
+def srm_case(observed, weights):
+    total = sum(observed)
+    expected = [total * w / sum(weights) for w in weights]
+    result = stats.chisquare(observed, expected)
+    return {
+        "observed": observed,
+        "weights": weights,
+        "chi_square": result.statistic,
+        "p_value": result.pvalue,
+    }
+
+
+def holm_case(p_values):
+    return {
+        "p_values": p_values,
+        "adjusted": multipletests(p_values, method="holm")[1].tolist(),
+    }
+
+
+def msprt_case(difference, variance, null, tau_squared):
+    shift = difference - null
+    log_lambda = 0.5 * np.log(variance / (variance + tau_squared)) + tau_squared * shift**2 / (
+        2 * variance * (variance + tau_squared)
+    )
+    return {
+        "difference": difference,
+        "variance": variance,
+        "null": null,
+        "tau_squared": tau_squared,
+        "p_value": float(min(1.0, np.exp(-log_lambda))),
+    }
+
+
+def floats(value):
+    """Plain Python numbers, so json writes them in full precision."""
+    if isinstance(value, dict):
+        return {key: floats(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [floats(item) for item in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    return value
+
+
+reference = {
+    "alpha": ALPHA,
+    "proportions": [
+        proportion_case(3000, 0.10, 3000, 0.12),
+        proportion_case(2500, 0.30, 2000, 0.30),
+    ],
+    "means": [mean_case(3000, 3000, 0.15), mean_case(1500, 2500, 0.0)],
+    "ratios": [ratio_case(2000, 2000, 0.05, 0.056), ratio_case(1000, 1500, 0.08, 0.08)],
+    "concentration": [concentration_case(60, 20, 1.0, 1.05)],
+    "sample_ratio": [
+        srm_case([5012, 4988], [50, 50]),
+        srm_case([5200, 4800], [50, 50]),
+        srm_case([2011, 2940, 5049], [20, 30, 50]),
+    ],
+    "holm": [holm_case([0.01, 0.04, 0.03]), holm_case([0.2, 0.001, 0.04, 0.5])],
+    "msprt": [
+        msprt_case(0.01, 1e-4, 0.0, 1e-4),
+        msprt_case(0.012, 2e-6, 0.002, 4e-6),
+        msprt_case(-0.3, 0.01, 0.05, 0.0025),
+    ],
+}
+print(json.dumps(floats(reference), indent=None, separators=(",", ":")))
