@@ -138,6 +138,8 @@ struct Shared {
     /// Held for writing while a segment turns into Parquet, so a scan sees
     /// each event exactly once.
     rolling: RwLock<()>,
+    /// Held by the writer while a group is written and broadcast.
+    committing: std::sync::Mutex<()>,
     committed: broadcast::Sender<Arc<[Event]>>,
     stats: LogStats,
 }
@@ -227,6 +229,7 @@ impl EventLog {
             events_dir: options.dir.clone(),
             wal_dir: wal_dir.clone(),
             rolling: RwLock::new(()),
+            committing: std::sync::Mutex::new(()),
             committed,
             stats: LogStats::default(),
         });
@@ -340,6 +343,18 @@ impl EventLog {
     /// Every event held: the Parquet files and the segments not rolled yet,
     /// each event exactly once (rolling waits while a scan runs). Blocking.
     pub fn scan(&self) -> io::Result<Scan> {
+        self.scan_then(|| ()).map(|(scan, ())| scan)
+    }
+
+    /// A scan and a subscription that continues it exactly: every event is
+    /// either in the scan or on the receiver, once. For a consumer that
+    /// rebuilds its state from the log and then follows it. Blocking;
+    /// commits wait while the unrolled segments are read.
+    pub fn scan_and_subscribe(&self) -> io::Result<(Scan, broadcast::Receiver<Arc<[Event]>>)> {
+        self.scan_then(|| self.shared.committed.subscribe())
+    }
+
+    fn scan_then<T>(&self, before_segments: impl FnOnce() -> T) -> io::Result<(Scan, T)> {
         let _rolling = self
             .shared
             .rolling
@@ -359,7 +374,15 @@ impl EventLog {
                 scan.rolled.extend(parquet::read_events(&path, kind)?);
             }
         }
-        for (_, path) in segments {
+        let _committing = self
+            .shared
+            .committing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let then = before_segments();
+        // Listed again under the commit lock: a segment opened since the
+        // first listing holds groups committed before the subscription.
+        for (_, path) in wal::list(&self.shared.wal_dir)? {
             match wal::read(&path) {
                 Ok((events, _)) => scan.unrolled.extend(events),
                 // Deleted while listed: an empty segment, or rolled.
@@ -367,7 +390,7 @@ impl EventLog {
                 Err(error) => return Err(error),
             }
         }
-        Ok(scan)
+        Ok((scan, then))
     }
 
     /// Counters since the log opened.
@@ -438,6 +461,14 @@ impl Writer {
                 }
             }
             if !group.is_empty() {
+                let shared = self.shared.clone();
+                // Held across the write and the broadcast, so a reader that
+                // takes it sees each group either in the segment or on its
+                // subscription, never both and never neither.
+                let _committing = shared
+                    .committing
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 self.commit(group);
             }
             if !flushes.is_empty() || shutdown {
