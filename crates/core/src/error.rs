@@ -91,6 +91,9 @@ pub enum Error {
     /// The store failed; nothing was changed.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The answer is not ready yet (e.g. state still loading); retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// The service is at capacity and refused the call without doing
     /// anything; the caller should retry after `retry_after`.
     #[error("{message}")]

@@ -10,6 +10,7 @@
 //! | `Unauthenticated` | `UNAUTHENTICATED` |
 //! | `PermissionDenied` | `PERMISSION_DENIED` |
 //! | `Storage` | `UNAVAILABLE` (nothing was changed; retry later) |
+//! | `Unavailable` | `UNAVAILABLE` (not ready yet; retry later) |
 //! | `Overloaded` | `RESOURCE_EXHAUSTED`, with `google.rpc.RetryInfo` saying when to retry |
 
 use exp_core::Error;
@@ -37,7 +38,7 @@ pub fn to_status(error: Error) -> Status {
         Error::StaleRevision { .. } => Status::aborted(message),
         Error::Unauthenticated(_) => Status::unauthenticated(message),
         Error::PermissionDenied(_) => Status::permission_denied(message),
-        Error::Storage(_) => Status::unavailable(message),
+        Error::Storage(_) | Error::Unavailable(_) => Status::unavailable(message),
         Error::Overloaded { retry_after, .. } => Status::with_error_details(
             Code::ResourceExhausted,
             message,
@@ -107,6 +108,7 @@ mod tests {
             (Error::Unauthenticated("who".into()), Code::Unauthenticated),
             (Error::PermissionDenied("no".into()), Code::PermissionDenied),
             (Error::Storage("disk".into()), Code::Unavailable),
+            (Error::Unavailable("loading".into()), Code::Unavailable),
             (
                 Error::Overloaded {
                     message: "busy".into(),
