@@ -76,17 +76,6 @@ async fn reflection_v1_lists_the_five_services_health_and_reflection() {
 }
 
 #[tokio::test]
-async fn services_of_later_releases_answer_unimplemented() {
-    let server = TestServer::start().await;
-    let channel = server.channel().await;
-    let results = v1::results_service_client::ResultsServiceClient::new(channel)
-        .get_results(v1::GetResultsRequest::default())
-        .await
-        .expect_err("pending");
-    assert_eq!(results.code(), Code::Unimplemented);
-}
-
-#[tokio::test]
 async fn services_flag_serves_only_the_named_services() {
     let server = TestServer::start_with(&["--services", "assign"]).await;
     let refused = server

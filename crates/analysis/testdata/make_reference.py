@@ -7,7 +7,7 @@ libraries compute from it. `cargo test -p exp-analysis` recomputes every
 case in Rust and compares to 1e-6; CI regenerates the file with the pinned
 libraries below and checks it is unchanged.
 
-    pip install numpy==2.3.5 scipy==1.16.3 statsmodels==0.14.5
+    pip install numpy==2.3.5 scipy==1.16.3 statsmodels==0.14.5 pandas==3.1.1
     python3 crates/analysis/testdata/make_reference.py > crates/analysis/testdata/reference.json
 """
 

@@ -127,6 +127,11 @@ pub struct Config {
     #[arg(long, env = "EXPD_EVENTS_DEDUP_WINDOW", default_value = "24h", value_parser = parse_dedup_window)]
     pub events_dedup_window: Duration,
 
+    /// How often the guardrail monitor judges every running experiment's
+    /// guardrails, e.g. `10s` (1s to 1h).
+    #[arg(long, env = "EXPD_GUARDRAIL_INTERVAL", default_value = "1m", value_parser = parse_guardrail_interval)]
+    pub guardrail_interval: Duration,
+
     /// Allow binding to a non-loopback address without --tokens-file
     /// (anyone who can reach the port may change experiments).
     #[arg(long, env = "EXPD_ALLOW_INSECURE_REMOTE")]
@@ -148,6 +153,13 @@ impl Config {
             return Err(
                 "--services ingest checks exposures against the admin's experiments; run it \
                  in the admin's process (`--services admin,ingest`)"
+                    .into(),
+            );
+        }
+        if self.runs(ServiceKind::Results) && !self.runs(ServiceKind::Ingest) {
+            return Err(
+                "--services results reads the event log of its own process; run it with \
+                 ingest and the admin (`--services admin,ingest,results`)"
                     .into(),
             );
         }
@@ -196,6 +208,14 @@ fn parse_flush_interval(text: &str) -> Result<Duration, String> {
     let interval = parse_positive_duration(text)?;
     if interval > Duration::from_secs(3600) {
         return Err(format!("{text:?}: at most 1h"));
+    }
+    Ok(interval)
+}
+
+fn parse_guardrail_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_positive_duration(text)?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&interval) {
+        return Err(format!("{text:?}: between 1s and 1h"));
     }
     Ok(interval)
 }

@@ -15,8 +15,9 @@
 //!   background, the experiment catalog following the store, and the
 //!   exposures of assignment fed into the log (or sent to the config
 //!   source's `EventService` from a sidecar).
-//! - [`pending`]: services of the contract whose behaviour a later release
-//!   brings; they answer `UNIMPLEMENTED`.
+//! - [`results`]: results' wiring: the analyzer rebuilt from the event log
+//!   and following it, `ResultsService`, and the guardrail monitor that
+//!   pauses or stops an experiment through the admin's transitions.
 //! - [`telemetry`]: `tracing` output and optional OTLP export of traces and
 //!   metrics.
 
@@ -24,7 +25,7 @@ pub mod config;
 pub mod http;
 pub mod ingest;
 pub mod layers;
-pub mod pending;
+pub mod results;
 pub mod server;
 pub mod telemetry;
 

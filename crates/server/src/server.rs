@@ -25,7 +25,13 @@ use tower::{
 };
 use tracing::{info, warn};
 
-use crate::{Config, config::ServiceKind, ingest::Ingest, layers::RpcMetricsLayer, pending};
+use crate::{
+    Config,
+    config::ServiceKind,
+    ingest::Ingest,
+    layers::RpcMetricsLayer,
+    results::{Results, ResultsGrpc},
+};
 
 /// Why `expd` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +126,7 @@ pub async fn serve(
         .as_ref()
         .map(|store| Admin::new(store.clone(), Arc::new(schema), clock.clone()));
     let admin_service = match (&admin, runs_admin) {
-        (Some(admin), true) => Some(AdminGrpc::new(admin.clone(), auth).into_server()),
+        (Some(admin), true) => Some(AdminGrpc::new(admin.clone(), auth.clone()).into_server()),
         _ => None,
     };
     let config_service = match (&publisher, runs_admin) {
@@ -189,7 +195,18 @@ pub async fn serve(
         .clone()
         .map(|assigner| AssignGrpc::new(assigner).into_server());
     let event_service = ingest.as_ref().map(|ingest| ingest.grpc(clock.clone()));
-    let results_service = config.runs(ServiceKind::Results).then(pending::results);
+    // Results read the event log of this process (`Config::check`).
+    let results =
+        match (&ingest, &admin) {
+            (Some(ingest), Some(admin)) if config.runs(ServiceKind::Results) => Some(
+                Results::start(admin.clone(), ingest.slot(), config.guardrail_interval),
+            ),
+            _ => None,
+        };
+    let results_service = match (&results, &admin) {
+        (Some(results), Some(admin)) => Some(results.grpc(admin.clone(), auth.clone())),
+        _ => None,
+    };
 
     let served: Vec<&'static str> = [
         admin_service
@@ -202,7 +219,7 @@ pub async fn serve(
         event_service.is_some().then_some(EVENT_SERVICE),
         results_service
             .is_some()
-            .then_some(<ResultsServiceServer<pending::PendingResults> as NamedService>::NAME),
+            .then_some(<ResultsServiceServer<ResultsGrpc> as NamedService>::NAME),
     ]
     .into_iter()
     .flatten()
@@ -316,6 +333,9 @@ pub async fn serve(
     // the store close before `serve` returns (a restart can reopen it).
     for task in [scheduler_task, publisher_task].into_iter().flatten() {
         let _ = task.await;
+    }
+    if let Some(results) = results {
+        results.close().await;
     }
     if let Some(ingest) = ingest {
         ingest.close().await;

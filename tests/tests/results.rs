@@ -1,0 +1,300 @@
+//! `ResultsService/GetResults` and the guardrail monitor against a real
+//! `expd`: exposures come from `Assign`, outcomes from `LogOutcomes`, and
+//! a harmful variant is stopped by the monitor alone.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use exp_e2e::{
+    TestServer, current_config_version, launch_seed_everywhere, seed_experiment,
+    wait_for_assign_version, ymal_request,
+};
+use exp_proto::v1::{
+    self, assignment_service_client::AssignmentServiceClient,
+    event_service_client::EventServiceClient, results_service_client::ResultsServiceClient,
+};
+use tonic::{Code, transport::Channel};
+
+fn field_of(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .and_then(|bad| bad.field_violations.first().map(|v| v.field.clone()))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn get_results_refuses_bad_requests_naming_the_field() {
+    let server = TestServer::start().await;
+    let mut results = ResultsServiceClient::new(server.channel().await);
+    let missing = results
+        .get_results(v1::GetResultsRequest::default())
+        .await
+        .expect_err("no id");
+    assert_eq!(missing.code(), Code::InvalidArgument);
+    assert_eq!(field_of(&missing), "experiment_id");
+
+    let mut admin = server.admin().await;
+    launch_seed_everywhere(&mut admin).await;
+    let bad_alpha = results
+        .get_results(v1::GetResultsRequest {
+            experiment_id: "reco_ymal_v1".into(),
+            alpha: 0.7,
+        })
+        .await
+        .expect_err("alpha too large");
+    assert_eq!(bad_alpha.code(), Code::InvalidArgument);
+    assert_eq!(field_of(&bad_alpha), "alpha");
+
+    let unknown = results
+        .get_results(v1::GetResultsRequest {
+            experiment_id: "no_such_experiment".into(),
+            alpha: 0.0,
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+}
+
+/// Assigns `users` users and returns each one's variant.
+async fn assign_users(channel: Channel, prefix: &str, users: usize) -> Vec<(String, String)> {
+    let mut assign = AssignmentServiceClient::new(channel);
+    let mut assigned = Vec::new();
+    for index in 0..users {
+        let user = format!("{prefix}-{index}");
+        let answer = assign
+            .assign(ymal_request(&user, &format!("s-{user}")))
+            .await
+            .expect("assign")
+            .into_inner();
+        if !answer.variant.is_empty() {
+            assigned.push((user, answer.variant));
+        }
+    }
+    assigned
+}
+
+fn outcome(user: &str, outcome_type: v1::OutcomeType, index: usize) -> v1::Outcome {
+    v1::Outcome {
+        event_id: format!("{user}-{}-{index}", outcome_type.as_str_name()),
+        r#type: outcome_type as i32,
+        user_id: user.into(),
+        session_id: format!("s-{user}"),
+        placement: "you_may_also_like".into(),
+        page_type: "product_detail".into(),
+        item_id: "sku-1".into(),
+        from_recommendation: true,
+        quantity: 1,
+        timestamp: Some((SystemTime::now() + Duration::from_millis(5)).into()),
+        ..Default::default()
+    }
+}
+
+async fn log_outcomes(channel: Channel, outcomes: Vec<v1::Outcome>) {
+    let mut events = EventServiceClient::new(channel);
+    for batch in outcomes.chunks(1000) {
+        let answer = events
+            .log_outcomes(v1::LogOutcomesRequest {
+                outcomes: batch.to_vec(),
+            })
+            .await
+            .expect("log outcomes")
+            .into_inner();
+        assert!(answer.rejections.is_empty(), "{:?}", answer.rejections);
+    }
+}
+
+async fn results_when(
+    channel: Channel,
+    id: &str,
+    ready: impl Fn(&v1::GetResultsResponse) -> bool,
+) -> v1::GetResultsResponse {
+    let mut results = ResultsServiceClient::new(channel);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = results
+            .get_results(v1::GetResultsRequest {
+                experiment_id: id.into(),
+                alpha: 0.0,
+            })
+            .await;
+        match answer {
+            Ok(answer) if ready(answer.get_ref()) => return answer.into_inner(),
+            Ok(_) => {}
+            Err(status) if status.code() == Code::Unavailable => {}
+            Err(status) => panic!("GetResults: {status:?}"),
+        }
+        assert!(Instant::now() < deadline, "results never got ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn get_results_counts_assigned_units_and_their_add_to_carts_per_variant() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let mut admin = server.admin().await;
+    launch_seed_everywhere(&mut admin).await;
+    let version = current_config_version(channel.clone()).await;
+    wait_for_assign_version(channel.clone(), version).await;
+
+    let assigned = assign_users(channel.clone(), "u", 400).await;
+    assert_eq!(assigned.len(), 400, "traffic is 100%");
+    // Every third user adds to cart; the expected rate per variant follows.
+    let mut outcomes = Vec::new();
+    let mut carts = std::collections::HashMap::<&str, (u64, u64)>::new();
+    for (index, (user, variant)) in assigned.iter().enumerate() {
+        let entry = carts.entry(variant.as_str()).or_default();
+        entry.0 += 1;
+        if index % 3 == 0 {
+            entry.1 += 1;
+            outcomes.push(outcome(user, v1::OutcomeType::AddToCart, 0));
+        }
+    }
+    // A retried batch is counted once.
+    log_outcomes(channel.clone(), outcomes.clone()).await;
+    log_outcomes(channel.clone(), outcomes.clone()).await;
+
+    let expected_carts = outcomes.len() as f64;
+    let results = results_when(channel.clone(), "reco_ymal_v1", |results| {
+        let units: u64 = results.variants.iter().map(|v| v.exposed_units).sum();
+        let counted: f64 = results
+            .variants
+            .iter()
+            .map(|v| v.metrics[0].value * v.exposed_units as f64)
+            .sum();
+        units == 400 && (counted - expected_carts).abs() < 1e-9
+    })
+    .await;
+    assert_eq!(results.variants[0].variant, "control");
+    assert!(results.variants[0].is_control);
+    for variant in &results.variants {
+        let (units, carted) = carts[variant.variant.as_str()];
+        assert_eq!(variant.exposed_units, units);
+        let primary = &variant.metrics[0];
+        assert_eq!(primary.metric, "add_to_cart_rate");
+        assert_eq!(primary.role, v1::MetricRole::Primary as i32);
+        assert!((primary.value - carted as f64 / units as f64).abs() < 1e-12);
+    }
+    let treatment = &results.variants[1].metrics[0];
+    let interval = treatment.absolute_interval.expect("interval");
+    assert!(interval.lower <= treatment.absolute_difference);
+    assert!(treatment.absolute_difference <= interval.upper);
+    assert!((interval.level - 0.95).abs() < 1e-12);
+    let sample_ratio = results.sample_ratio.expect("sample ratio check");
+    assert!(!sample_ratio.mismatch, "{sample_ratio:?}");
+    assert!(
+        results.sanity_checks.iter().all(|check| check.passed),
+        "{:?}",
+        results.sanity_checks
+    );
+    assert_eq!(results.multiple_comparison_correction, "holm");
+    assert!(results.data_freshness_time.is_some());
+}
+
+#[tokio::test]
+async fn a_guardrail_breach_stops_the_experiment_and_changes_assign_answers_without_admin_calls() {
+    let server = TestServer::start_with(&["--guardrail-interval", "1s"]).await;
+    let channel = server.channel().await;
+    let mut admin = server.admin().await;
+    let mut experiment = seed_experiment();
+    experiment.traffic_percent = 100;
+    experiment.metrics = Some(v1::MetricsConfig {
+        primary_metric: "add_to_cart_rate".into(),
+        guardrails: vec![v1::Guardrail {
+            metric: "bounce_rate".into(),
+            threshold: 0.05,
+            action: v1::GuardrailAction::Stop as i32,
+        }],
+        ..Default::default()
+    });
+    admin
+        .create_experiment(v1::CreateExperimentRequest {
+            experiment: Some(experiment),
+            reason: String::new(),
+        })
+        .await
+        .expect("create");
+    admin
+        .start_experiment(v1::StartExperimentRequest {
+            id: "reco_ymal_v1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("start");
+    let version = current_config_version(channel.clone()).await;
+    wait_for_assign_version(channel.clone(), version).await;
+
+    // Treatment bounces twice as often: one page view for most of its
+    // users, two or more for most of control's.
+    let assigned = assign_users(channel.clone(), "g", 1200).await;
+    let mut outcomes = Vec::new();
+    for (index, (user, variant)) in assigned.iter().enumerate() {
+        let bounce_share = if variant == "treatment" { 8 } else { 3 };
+        let pages = if index % 10 < bounce_share { 1 } else { 3 };
+        for page in 0..pages {
+            outcomes.push(outcome(user, v1::OutcomeType::PageView, page));
+        }
+    }
+    log_outcomes(channel.clone(), outcomes).await;
+
+    // Nobody calls the admin from here on: the monitor stops it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stopped = loop {
+        let current = admin
+            .get_experiment(v1::GetExperimentRequest {
+                id: "reco_ymal_v1".into(),
+            })
+            .await
+            .expect("get")
+            .into_inner()
+            .experiment
+            .expect("experiment");
+        if current.status == v1::ExperimentStatus::Stopped as i32 {
+            break current;
+        }
+        assert!(Instant::now() < deadline, "the guardrail never fired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(stopped.updated_by, "guardrail");
+
+    let revisions = admin
+        .list_experiment_revisions(v1::ListExperimentRevisionsRequest {
+            id: "reco_ymal_v1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("revisions")
+        .into_inner()
+        .revisions;
+    let newest = &revisions[0];
+    assert_eq!(newest.author, "guardrail");
+    assert_eq!(newest.action, v1::RevisionAction::Stop as i32);
+    assert!(
+        newest.reason.contains("bounce_rate") && newest.reason.contains("mSPRT"),
+        "{}",
+        newest.reason
+    );
+
+    // Assign follows the new config: the treatment's users get no variant.
+    wait_for_assign_version(
+        channel.clone(),
+        current_config_version(channel.clone()).await,
+    )
+    .await;
+    let (treated, _) = assigned
+        .iter()
+        .find(|(_, variant)| variant == "treatment")
+        .expect("a treated user");
+    let answer = AssignmentServiceClient::new(channel.clone())
+        .assign(ymal_request(treated, &format!("s-{treated}")))
+        .await
+        .expect("assign")
+        .into_inner();
+    assert!(answer.variant.is_empty(), "{answer:?}");
+    assert!(answer.assignments.is_empty(), "{answer:?}");
+
+    let results = results_when(channel, "reco_ymal_v1", |_| true).await;
+    let guardrail = &results.guardrails[0];
+    assert_eq!(guardrail.state, v1::GuardrailState::Breached as i32);
+    assert!(guardrail.relative_difference > 0.5, "{guardrail:?}");
+}
