@@ -243,7 +243,7 @@ pub(crate) struct ExperimentState {
 }
 
 impl ExperimentState {
-    fn new(experiment: Experiment) -> Self {
+    pub(crate) fn new(experiment: Experiment) -> Self {
         let (layout, metrics) = layout(&experiment);
         let tables = metrics
             .iter()
@@ -372,7 +372,7 @@ pub enum Refresh {
 
 /// Per-unit state of every experiment with exposures.
 pub struct Analyzer {
-    catalog: Catalog,
+    pub(crate) catalog: Catalog,
     pub(crate) experiments: HashMap<String, ExperimentState>,
     /// Unit key -> experiments the unit is exposed in.
     memberships: HashMap<u128, Vec<u32>>,

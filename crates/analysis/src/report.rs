@@ -241,11 +241,17 @@ fn compare(
 }
 
 impl Analyzer {
-    /// Results of `experiment_id` at significance `alpha`; `None` when no
-    /// exposure of it has been seen.
+    /// Results of `experiment_id` at significance `alpha` (every variant
+    /// with no units before its first exposure); `None` when the catalog
+    /// does not know it.
     pub fn report(&self, experiment_id: &str, alpha: f64) -> Option<Report> {
-        let state = self.experiments.get(experiment_id)?;
-        Some(build(state, alpha))
+        match self.experiments.get(experiment_id) {
+            Some(state) => Some(build(state, alpha)),
+            None => {
+                let experiment = (self.catalog)(experiment_id)?;
+                Some(build(&ExperimentState::new(experiment), alpha))
+            }
+        }
     }
 
     /// One look of the guardrail monitor at `experiment_id`: updates the
