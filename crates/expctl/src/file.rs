@@ -1,0 +1,88 @@
+//! Experiment files and printed resources in the protobuf JSON mapping,
+//! with the proto field names (`traffic_percent`, `control_variant`): the
+//! same shape grpcurl prints, written as YAML or JSON. Both names of a
+//! field (`trafficPercent` too) are accepted on input; an unknown field is
+//! an error naming it.
+
+use std::{path::Path, sync::OnceLock};
+
+use exp_proto::v1;
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
+
+fn pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(exp_proto::FILE_DESCRIPTOR_SET)
+            .expect("the embedded descriptors of experiments.v1 decode")
+    })
+}
+
+fn descriptor(name: &str) -> MessageDescriptor {
+    pool()
+        .get_message_by_name(name)
+        .unwrap_or_else(|| panic!("{name} is in the embedded descriptors"))
+}
+
+/// The experiment in `path` (`.json`, or YAML otherwise).
+pub fn read_experiment(path: &Path) -> Result<v1::Experiment, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    parse_experiment(&text, path.extension().is_some_and(|ext| ext == "json"))
+        .map_err(|error| format!("{}: {error}", path.display()))
+}
+
+/// An experiment from JSON (`json`) or YAML text.
+pub fn parse_experiment(text: &str, json: bool) -> Result<v1::Experiment, String> {
+    let descriptor = descriptor("experiments.v1.Experiment");
+    let message = if json {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let message = DynamicMessage::deserialize(descriptor, &mut deserializer)
+            .map_err(|error| error.to_string())?;
+        deserializer.end().map_err(|error| error.to_string())?;
+        message
+    } else {
+        DynamicMessage::deserialize(descriptor, serde_yaml_ng::Deserializer::from_str(text))
+            .map_err(|error| error.to_string())?
+    };
+    message
+        .transcode_to::<v1::Experiment>()
+        .map_err(|error| error.to_string())
+}
+
+/// `message` (of proto type `name`) as YAML with proto field names.
+pub fn to_yaml<M: Message>(name: &str, message: &M) -> String {
+    let dynamic = DynamicMessage::decode(descriptor(name), message.encode_to_vec().as_slice())
+        .expect("a message re-decodes with its own descriptor");
+    let options = SerializeOptions::new().use_proto_field_name(true);
+    let mut out = Vec::new();
+    let mut serializer = serde_yaml_ng::Serializer::new(&mut out);
+    dynamic
+        .serialize_with_options(&mut serializer, &options)
+        .expect("a dynamic message serializes");
+    String::from_utf8(out).expect("YAML is UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_with_proto_or_json_names_parses_and_prints_back_with_proto_names() {
+        let yaml = "id: reco_ymal_v1\nname: YMAL\ntrafficPercent: 20\ncontrol_variant: control\n\
+                    variants:\n  - name: control\n    weight: 50\n    params: {model_version: v2}\n";
+        let experiment = parse_experiment(yaml, false).expect("parses");
+        assert_eq!(experiment.traffic_percent, 20);
+        assert_eq!(experiment.control_variant, "control");
+        let printed = to_yaml("experiments.v1.Experiment", &experiment);
+        assert!(printed.contains("traffic_percent: 20"), "{printed}");
+        assert!(printed.contains("model_version: v2"), "{printed}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_by_name() {
+        let error = parse_experiment(r#"{"id": "x", "trafic_percent": 5}"#, true)
+            .expect_err("unknown field");
+        assert!(error.contains("trafic_percent"), "{error}");
+    }
+}

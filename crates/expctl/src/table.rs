@@ -1,0 +1,270 @@
+//! `GetResults` as a table people read: per metric and variant the value,
+//! the difference with control and its interval (absolute and relative),
+//! and the Holm-adjusted p-value; then the sample ratio check, the sanity
+//! checks and the guardrails.
+
+use std::{fmt::Write, time::SystemTime};
+
+use exp_proto::v1;
+
+fn role(role: i32) -> &'static str {
+    match v1::MetricRole::try_from(role) {
+        Ok(v1::MetricRole::Primary) => "primary",
+        Ok(v1::MetricRole::Secondary) => "secondary",
+        Ok(v1::MetricRole::Guardrail) => "guardrail",
+        _ => "",
+    }
+}
+
+fn signed(value: f64, percent: bool) -> String {
+    if percent {
+        format!("{:+.1}%", value * 100.0)
+    } else {
+        format!("{value:+.4}")
+    }
+}
+
+fn interval(interval: Option<&v1::ConfidenceInterval>, percent: bool) -> String {
+    interval.map_or_else(String::new, |interval| {
+        format!(
+            "[{}, {}]",
+            signed(interval.lower, percent),
+            signed(interval.upper, percent)
+        )
+    })
+}
+
+fn p_value(p: f64) -> String {
+    if p < 0.001 {
+        "<0.001".into()
+    } else {
+        format!("{p:.3}")
+    }
+}
+
+fn thousands(count: u64) -> String {
+    let digits = count.to_string();
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// The whole results table.
+pub fn render(results: &v1::GetResultsResponse) -> String {
+    let mut out = String::new();
+    let level = ((1.0 - results.alpha) * 100.0).round();
+    let freshness = results
+        .data_freshness_time
+        .and_then(|time| SystemTime::try_from(time).ok())
+        .map_or_else(
+            || "no events yet".to_owned(),
+            |time| format!("events up to {}", humantime::format_rfc3339_seconds(time)),
+        );
+    let _ = writeln!(
+        out,
+        "{} (revision {}): alpha {}, {} correction across treatments; {freshness}",
+        results.experiment_id,
+        results.revision,
+        results.alpha,
+        results.multiple_comparison_correction
+    );
+    let _ = writeln!(out);
+    for variant in &results.variants {
+        let _ = writeln!(
+            out,
+            "  {:<14} {:>10} units{}",
+            variant.variant,
+            thousands(variant.exposed_units),
+            if variant.is_control {
+                "  (control)"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  {:<27} {:<10} {:<14} {:>10} {:>10} {:<22} {:>8} {:<18} {:>8}",
+        "metric",
+        "role",
+        "variant",
+        "value",
+        "diff",
+        format!("{level}% interval"),
+        "rel",
+        format!("{level}% interval"),
+        "p (Holm)"
+    );
+    let metrics = results
+        .variants
+        .first()
+        .map_or(0, |variant| variant.metrics.len());
+    for index in 0..metrics {
+        for (row, variant) in results.variants.iter().enumerate() {
+            let Some(metric) = variant.metrics.get(index) else {
+                continue;
+            };
+            let (name, metric_role) = if row == 0 {
+                (metric.metric.as_str(), role(metric.role))
+            } else {
+                ("", "")
+            };
+            if variant.is_control || variant.exposed_units == 0 {
+                let value = if variant.exposed_units == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.4}", metric.value)
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<27} {:<10} {:<14} {:>10}",
+                    name, metric_role, variant.variant, value
+                );
+                continue;
+            }
+            let compared = metric.absolute_interval.is_some();
+            let _ = writeln!(
+                out,
+                "  {:<27} {:<10} {:<14} {:>10.4} {:>10} {:<22} {:>8} {:<18} {:>8}{}",
+                name,
+                metric_role,
+                variant.variant,
+                metric.value,
+                if compared {
+                    signed(metric.absolute_difference, false)
+                } else {
+                    "-".into()
+                },
+                interval(metric.absolute_interval.as_ref(), false),
+                if compared {
+                    signed(metric.relative_difference, true)
+                } else {
+                    "-".into()
+                },
+                interval(metric.relative_interval.as_ref(), true),
+                if compared {
+                    p_value(metric.adjusted_p_value)
+                } else {
+                    "-".into()
+                },
+                if metric.significant { " *" } else { "" }
+            );
+        }
+    }
+    let _ = writeln!(out, "  (* significant at alpha {})", results.alpha);
+    let _ = writeln!(out);
+    match &results.sample_ratio {
+        Some(check) => {
+            let _ = writeln!(
+                out,
+                "  sample ratio: chi-square {:.2}, p {} -> {}",
+                check.chi_square,
+                p_value(check.p_value),
+                if check.mismatch {
+                    "MISMATCH: the split is broken, do not trust these results"
+                } else {
+                    "ok"
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  sample ratio: not enough exposures yet");
+        }
+    }
+    for check in &results.sanity_checks {
+        let _ = writeln!(
+            out,
+            "  {}: {} ({})",
+            check.name,
+            if check.passed { "ok" } else { "FAILED" },
+            check.detail
+        );
+    }
+    for guardrail in &results.guardrails {
+        let state = match v1::GuardrailState::try_from(guardrail.state) {
+            Ok(v1::GuardrailState::Ok) => "ok",
+            Ok(v1::GuardrailState::Breached) => "BREACHED",
+            Ok(v1::GuardrailState::InsufficientData) => "insufficient data",
+            _ => "unknown",
+        };
+        let _ = writeln!(
+            out,
+            "  guardrail {} on {}: {} ({} against control, tolerated {:.1}%, always-valid p {})",
+            guardrail.metric,
+            guardrail.variant,
+            state,
+            signed(guardrail.relative_difference, true),
+            guardrail.threshold * 100.0,
+            p_value(guardrail.always_valid_p_value)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_get_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn a_treatment_row_shows_difference_interval_and_adjusted_p_value() {
+        let metric = |value, compared: bool| v1::MetricResult {
+            metric: "add_to_cart_rate".into(),
+            role: v1::MetricRole::Primary as i32,
+            value,
+            absolute_difference: 0.02,
+            absolute_interval: compared.then_some(v1::ConfidenceInterval {
+                lower: 0.01,
+                upper: 0.03,
+                level: 0.95,
+            }),
+            relative_difference: 0.2,
+            relative_interval: compared.then_some(v1::ConfidenceInterval {
+                lower: 0.1,
+                upper: 0.3,
+                level: 0.95,
+            }),
+            p_value: 0.0001,
+            adjusted_p_value: 0.0002,
+            significant: compared,
+        };
+        let results = v1::GetResultsResponse {
+            experiment_id: "reco_ymal_v1".into(),
+            alpha: 0.05,
+            multiple_comparison_correction: "holm".into(),
+            variants: vec![
+                v1::VariantResult {
+                    variant: "control".into(),
+                    is_control: true,
+                    exposed_units: 5_000,
+                    metrics: vec![metric(0.1, false)],
+                },
+                v1::VariantResult {
+                    variant: "treatment".into(),
+                    is_control: false,
+                    exposed_units: 5_100,
+                    metrics: vec![metric(0.12, true)],
+                },
+            ],
+            ..Default::default()
+        };
+        let table = render(&results);
+        assert!(table.contains("5,100 units"), "{table}");
+        assert!(table.contains("[+0.0100, +0.0300]"), "{table}");
+        assert!(table.contains("[+10.0%, +30.0%]"), "{table}");
+        assert!(table.contains("<0.001 *"), "{table}");
+    }
+}
