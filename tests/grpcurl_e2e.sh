@@ -393,6 +393,19 @@ done
 expect_ok "LogOutcomes retried after the restart: both events are duplicates" \
   'd.get("duplicateCount") == 2 and "acceptedCount" not in d'
 
+# --- results ------------------------------------------------------------------
+# Results rebuild from the event log after the restart: UNAVAILABLE until then.
+for _ in $(seq 1 50); do
+  rpc experiments.v1.ResultsService/GetResults '{"experiment_id": "reco_ymal_v1"}'
+  [[ $RC -eq 0 ]] && break
+  sleep 0.1
+done
+expect_ok "GetResults reco_ymal_v1 lists control then treatment, Holm, alpha 0.05" \
+  '[v["variant"] for v in d["variants"]] == ["control", "treatment"] and d["multipleComparisonCorrection"] == "holm" and d["alpha"] == 0.05'
+
+rpc experiments.v1.ResultsService/GetResults '{"experiment_id": "reco_ymal_v1", "alpha": 0.9}'
+expect_err "GetResults with alpha 0.9 -> InvalidArgument naming alpha" InvalidArgument "alpha: must be above 0"
+
 # --- durability across kill -9 ------------------------------------------------
 rpc CreateExperiment "{\"experiment\": $SECOND}"
 expect_ok "CreateExperiment pdp_carousel_v1 -> revision 1" 'rev(e) == 1'
