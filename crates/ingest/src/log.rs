@@ -22,7 +22,7 @@
 //!   group tries again, on a new segment if needed. Nothing acked is lost.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     fs::{self, OpenOptions},
     io,
     path::{Path, PathBuf},
@@ -140,6 +140,10 @@ struct Shared {
     rolling: RwLock<()>,
     /// Held by the writer while a group is written and broadcast.
     committing: std::sync::Mutex<()>,
+    /// Durable length of every segment written since open and not yet
+    /// rolled (a segment left by a crash was cut to its durable length at
+    /// open and is absent). Updated under `committing`.
+    durable_lengths: std::sync::Mutex<HashMap<PathBuf, u64>>,
     committed: broadcast::Sender<Arc<[Event]>>,
     stats: LogStats,
 }
@@ -230,6 +234,7 @@ impl EventLog {
             wal_dir: wal_dir.clone(),
             rolling: RwLock::new(()),
             committing: std::sync::Mutex::new(()),
+            durable_lengths: std::sync::Mutex::default(),
             committed,
             stats: LogStats::default(),
         });
@@ -374,16 +379,33 @@ impl EventLog {
                 scan.rolled.extend(parquet::read_events(&path, kind)?);
             }
         }
-        let _committing = self
-            .shared
-            .committing
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let then = before_segments();
-        // Listed again under the commit lock: a segment opened since the
-        // first listing holds groups committed before the subscription.
-        for (_, path) in wal::list(&self.shared.wal_dir)? {
-            match wal::read(&path) {
+        // Under the commit lock only the segments and their durable
+        // lengths are noted (listed again: a segment opened since the first
+        // listing holds groups committed before the subscription); they are
+        // read after it, so appends wait for a listing, not for a read.
+        let (then, segments) = {
+            let _committing = self
+                .shared
+                .committing
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let then = before_segments();
+            let durable = self
+                .shared
+                .durable_lengths
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let segments: Vec<(PathBuf, u64)> = wal::list(&self.shared.wal_dir)?
+                .into_iter()
+                .map(|(_, path)| {
+                    let limit = durable.get(&path).copied().unwrap_or(u64::MAX);
+                    (path, limit)
+                })
+                .collect();
+            (then, segments)
+        };
+        for (path, limit) in segments {
+            match wal::read_prefix(&path, limit) {
                 Ok((events, _)) => scan.unrolled.extend(events),
                 // Deleted while listed: an empty segment, or rolled.
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
@@ -570,13 +592,25 @@ impl Writer {
                 .map_err(|err| format!("creating segment {}: {err}", id.file_name()))?;
             self.next_seq += 1;
             self.opened_at = Instant::now();
+            self.shared
+                .durable_lengths
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(segment.path.clone(), 0);
             self.segment = Some(segment);
         }
         let Some(segment) = self.segment.as_mut() else {
             return Err("no segment".into());
         };
         match segment.append_durably(&self.buffer, events) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.shared
+                    .durable_lengths
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(segment.path.clone(), segment.synced_len);
+                Ok(())
+            }
             Err(failure) => {
                 if !failure.segment_usable {
                     self.seal();
@@ -604,6 +638,11 @@ impl Writer {
         };
         if segment.events == 0 {
             let _ = fs::remove_file(&segment.path);
+            self.shared
+                .durable_lengths
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&segment.path);
             return;
         }
         let _ = self.roller.send(RollCommand::Segment(
@@ -696,6 +735,11 @@ fn roll_segment(id: SegmentId, path: &Path, durable: u64, shared: &Shared) -> io
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(error) => return Err(error),
     }
+    shared
+        .durable_lengths
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .remove(path);
     wal::sync_dir(&shared.wal_dir)
 }
 
@@ -863,6 +907,45 @@ mod tests {
         let events = committed.recv().await.expect("committed");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_id(), "a");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scan_and_its_subscription_hold_every_event_once_while_writes_and_rolls_go_on() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = Arc::new(
+            EventLog::open(LogOptions {
+                flush_interval: Duration::from_millis(20),
+                ..options(dir.path())
+            })
+            .expect("open"),
+        );
+        let writer = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for batch in 0..200 {
+                    let events = (0..10).map(|i| click(&format!("e-{batch}-{i}"))).collect();
+                    log.append(events).await.expect("append");
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let scanning = log.clone();
+        let (scan, mut receiver) = tokio::task::spawn_blocking(move || {
+            scanning.scan_and_subscribe().expect("scan and subscribe")
+        })
+        .await
+        .expect("scan");
+        writer.await.expect("writer");
+        let mut seen = ids(&scan);
+        while let Ok(group) = receiver.try_recv() {
+            seen.extend(group.iter().map(|event| event.event_id().to_owned()));
+        }
+        seen.sort();
+        let mut expected: Vec<String> = (0..200)
+            .flat_map(|batch| (0..10).map(move |i| format!("e-{batch}-{i}")))
+            .collect();
+        expected.sort();
+        assert_eq!(seen, expected, "every event exactly once");
     }
 
     #[tokio::test]
