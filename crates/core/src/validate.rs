@@ -367,6 +367,17 @@ fn metrics_config(out: &mut Vec<FieldViolation>, config: &MetricsConfig) {
                 format!("{path}.metric"),
                 format!("unknown metric {:?}; known: {}", guardrail.metric, known()),
             ));
+        } else if config.guardrails[..index]
+            .iter()
+            .any(|earlier| earlier.metric == guardrail.metric)
+        {
+            out.push(FieldViolation::new(
+                format!("{path}.metric"),
+                format!(
+                    "{:?} has a guardrail already; one threshold and action per metric",
+                    guardrail.metric
+                ),
+            ));
         }
         if !(guardrail.threshold.is_finite() && (0.0..=10.0).contains(&guardrail.threshold)) {
             out.push(FieldViolation::new(

@@ -244,6 +244,11 @@ fn metrics_must_come_from_the_catalogue_and_guardrails_need_threshold_and_action
             threshold: -1.0,
             action: None,
         },
+        Guardrail {
+            metric: "bounce_rate".into(),
+            threshold: 0.1,
+            action: Some(GuardrailAction::Pause),
+        },
     ];
     assert_eq!(
         fields(&e),
@@ -252,7 +257,8 @@ fn metrics_must_come_from_the_catalogue_and_guardrails_need_threshold_and_action
             "metrics.secondary_metrics[1]",
             "metrics.guardrails[1].metric",
             "metrics.guardrails[1].threshold",
-            "metrics.guardrails[1].action"
+            "metrics.guardrails[1].action",
+            "metrics.guardrails[2].metric"
         ]
     );
     e.metrics.primary_metric.clear();
