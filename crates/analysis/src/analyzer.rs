@@ -9,14 +9,21 @@
 //! per-unit sums in one pass over an experiment's units
 //! ([`crate::report`]), never from raw events.
 //!
-//! Late data: an outcome whose unit has no exposure yet is held (the last
-//! [`PENDING_OUTCOMES`] of them) and replayed when the exposure arrives;
-//! an exposure older than the unit's first one moves the first exposure
-//! back, and outcomes already counted stay counted.
+//! Late data: the last [`RECENT_OUTCOMES`] outcomes are kept, whatever
+//! units they were counted for, and replayed into a unit when it is
+//! created, so an outcome that arrives before its unit's exposure in any
+//! experiment still counts (as a rebuild from the log, which reads
+//! exposures first, would count it). An exposure older than the unit's
+//! first one moves the first exposure back, and outcomes already counted
+//! stay counted.
 
 use std::{
     collections::{HashMap, VecDeque},
     hash::Hasher,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::SystemTime,
 };
 
@@ -26,8 +33,8 @@ use exp_core::{
 };
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-/// Outcomes waiting for their unit's exposure, at most.
-pub const PENDING_OUTCOMES: usize = 100_000;
+/// Outcomes kept for units whose exposure arrives after them.
+pub const RECENT_OUTCOMES: usize = 100_000;
 
 /// Units are split into this many groups by a hash of their id, for the
 /// grouped jackknife of concentration metrics.
@@ -88,8 +95,8 @@ pub struct OutcomeFact<'a> {
 }
 
 impl OutcomeFact<'_> {
-    fn owned(&self) -> PendingOutcome {
-        PendingOutcome {
+    fn owned(&self) -> RecentOutcome {
+        RecentOutcome {
             outcome_type: self.outcome_type,
             user_id: self.user_id.to_owned(),
             session_id: self.session_id.to_owned(),
@@ -100,12 +107,13 @@ impl OutcomeFact<'_> {
             quantity: self.quantity,
             latency_ms: self.latency_ms,
             time_micros: self.time_micros,
+            counted: AtomicBool::new(false),
         }
     }
 }
 
-#[derive(Debug, Clone)]
-struct PendingOutcome {
+#[derive(Debug)]
+struct RecentOutcome {
     outcome_type: OutcomeType,
     user_id: String,
     session_id: String,
@@ -116,9 +124,11 @@ struct PendingOutcome {
     quantity: u32,
     latency_ms: f64,
     time_micros: i64,
+    /// Whether it was counted for some unit.
+    counted: AtomicBool,
 }
 
-impl PendingOutcome {
+impl RecentOutcome {
     fn fact(&self) -> OutcomeFact<'_> {
         OutcomeFact {
             outcome_type: self.outcome_type,
@@ -151,17 +161,22 @@ pub enum Role {
 pub(crate) struct ResolvedMetric {
     pub(crate) definition: MetricDefinition,
     pub(crate) role: Role,
+    /// Whether a guardrail names it (whatever its role: a guardrail may
+    /// watch the primary metric too).
+    pub(crate) guardrail: bool,
     pub(crate) numerator: usize,
     pub(crate) denominator: Option<usize>,
     /// Index into the experiment's item-count tables (concentration).
     pub(crate) items: Option<usize>,
 }
 
-/// The metrics and measures of an experiment's config.
+/// What the per-unit state of an experiment holds: one sum per measure,
+/// and one item table per concentration metric. While it stays the same,
+/// metric configs may change without touching the state.
 #[derive(Debug, Clone, PartialEq)]
 struct Layout {
     measures: Vec<Measure>,
-    names: Vec<(String, Role)>,
+    item_tables: Vec<Measure>,
 }
 
 fn layout(experiment: &Experiment) -> (Layout, Vec<ResolvedMetric>) {
@@ -182,35 +197,66 @@ fn layout(experiment: &Experiment) -> (Layout, Vec<ResolvedMetric>) {
             names.push((name.clone(), Role::Secondary));
         }
     }
-    let mut measures: Vec<Measure> = Vec::new();
-    let mut index_of = |measure: Measure| match measures.iter().position(|m| *m == measure) {
-        Some(index) => index,
-        None => {
-            measures.push(measure);
-            measures.len() - 1
-        }
+    // Validation refuses unknown names; one that slipped through (an old
+    // revision) is left out rather than guessed.
+    let definitions: Vec<(&MetricDefinition, Role)> = names
+        .iter()
+        .filter_map(|(name, role)| Some((metrics::resolve(&config.definitions, name)?, *role)))
+        .collect();
+    // Sorted, so the same measures give the same layout whatever the
+    // order or roles of the metrics that read them.
+    let mut measures: Vec<Measure> = definitions
+        .iter()
+        .flat_map(|(definition, _)| {
+            std::iter::once(definition.numerator).chain(definition.denominator)
+        })
+        .collect();
+    measures.sort_by_key(measure_key);
+    measures.dedup();
+    let mut item_tables: Vec<Measure> = definitions
+        .iter()
+        .filter(|(definition, _)| definition.kind == MetricKind::Concentration)
+        .map(|(definition, _)| definition.numerator)
+        .collect();
+    item_tables.sort_by_key(measure_key);
+    item_tables.dedup();
+    let position = |list: &[Measure], measure: &Measure| {
+        list.iter()
+            .position(|known| known == measure)
+            .expect("every metric's measures are listed")
     };
-    let mut resolved = Vec::new();
-    let mut item_tables = 0;
-    for (name, role) in &names {
-        // Validation refuses unknown names; one that slipped through (an
-        // old revision) is left out rather than guessed.
-        let Some(definition) = metrics::resolve(&config.definitions, name) else {
-            continue;
-        };
-        let items = (definition.kind == MetricKind::Concentration).then(|| {
-            item_tables += 1;
-            item_tables - 1
-        });
-        resolved.push(ResolvedMetric {
-            definition: definition.clone(),
+    let resolved = definitions
+        .iter()
+        .map(|(definition, role)| ResolvedMetric {
+            definition: (*definition).clone(),
             role: *role,
-            numerator: index_of(definition.numerator),
-            denominator: definition.denominator.map(&mut index_of),
-            items,
-        });
-    }
-    (Layout { measures, names }, resolved)
+            guardrail: config
+                .guardrails
+                .iter()
+                .any(|guardrail| guardrail.metric == definition.name),
+            numerator: position(&measures, &definition.numerator),
+            denominator: definition
+                .denominator
+                .map(|denominator| position(&measures, &denominator)),
+            items: (definition.kind == MetricKind::Concentration)
+                .then(|| position(&item_tables, &definition.numerator)),
+        })
+        .collect();
+    (
+        Layout {
+            measures,
+            item_tables,
+        },
+        resolved,
+    )
+}
+
+fn measure_key(measure: &Measure) -> (u8, bool, u8) {
+    (
+        measure.outcome_type as u8,
+        measure.recommended_only,
+        measure.aggregate as u8,
+    )
 }
 
 /// One analysis unit of one experiment.
@@ -239,7 +285,7 @@ pub(crate) struct ExperimentState {
     pub(crate) newest_event_micros: i64,
     /// Running minimum of the always-valid p-value per (metric, variant),
     /// for the guardrail monitor.
-    pub(crate) guardrail_evidence: HashMap<(String, String), f64>,
+    pub(crate) guardrail_evidence: HashMap<(String, String, u64), f64>,
 }
 
 impl ExperimentState {
@@ -353,7 +399,8 @@ pub(crate) fn unit_key(unit_type: UnitType, unit_id: &str) -> u128 {
 pub struct Unattributed {
     /// Exposures naming an experiment or variant the catalog does not know.
     pub unknown_exposures: u64,
-    /// Outcomes dropped from the pending queue without a unit.
+    /// Outcomes that left the recent window without being counted for
+    /// any unit (their units were never exposed, or too late).
     pub outcomes_without_unit: u64,
 }
 
@@ -377,8 +424,10 @@ pub struct Analyzer {
     /// Unit key -> experiments the unit is exposed in.
     memberships: HashMap<u128, Vec<u32>>,
     slots: Vec<String>,
-    pending: HashMap<u128, Vec<PendingOutcome>>,
-    pending_order: VecDeque<u128>,
+    /// The last outcomes, by each unit key they carry.
+    recent: HashMap<u128, Vec<Arc<RecentOutcome>>>,
+    /// (key, outcome) in arrival order, for eviction.
+    recent_order: VecDeque<(u128, Arc<RecentOutcome>)>,
     unattributed: Unattributed,
 }
 
@@ -386,7 +435,7 @@ impl std::fmt::Debug for Analyzer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Analyzer")
             .field("experiments", &self.slots)
-            .field("pending", &self.pending_order.len())
+            .field("recent_outcomes", &self.recent_order.len())
             .field("unattributed", &self.unattributed)
             .finish_non_exhaustive()
     }
@@ -400,8 +449,8 @@ impl Analyzer {
             experiments: HashMap::new(),
             memberships: HashMap::new(),
             slots: Vec::new(),
-            pending: HashMap::new(),
-            pending_order: VecDeque::new(),
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
             unattributed: Unattributed::default(),
         }
     }
@@ -473,9 +522,11 @@ impl Analyzer {
             if !memberships.contains(&slot) {
                 memberships.push(slot);
             }
-            if let Some(waiting) = self.pending.remove(&key) {
-                for outcome in &waiting {
-                    state.apply_outcome(key, &outcome.fact());
+            if let Some(earlier) = self.recent.get(&key) {
+                for outcome in earlier {
+                    if state.apply_outcome(key, &outcome.fact()) {
+                        outcome.counted.store(true, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -483,6 +534,8 @@ impl Analyzer {
 
     /// Takes in an outcome.
     pub fn outcome(&mut self, outcome: &OutcomeFact<'_>) {
+        let mut counted = false;
+        let mut keys = Vec::with_capacity(2);
         for (unit_type, id) in [
             (UnitType::User, outcome.user_id),
             (UnitType::Session, outcome.session_id),
@@ -491,41 +544,52 @@ impl Analyzer {
                 continue;
             }
             let key = unit_key(unit_type, id);
-            match self.memberships.get(&key) {
-                Some(slots) => {
-                    for slot in slots {
-                        let id = &self.slots[*slot as usize];
-                        if let Some(state) = self.experiments.get_mut(id) {
-                            state.apply_outcome(key, outcome);
-                        }
+            keys.push(key);
+            if let Some(slots) = self.memberships.get(&key) {
+                for slot in slots {
+                    let id = &self.slots[*slot as usize];
+                    if let Some(state) = self.experiments.get_mut(id) {
+                        counted |= state.apply_outcome(key, outcome);
                     }
                 }
-                None => self.hold(key, outcome),
             }
         }
+        self.remember(&keys, outcome, counted);
     }
 
-    fn hold(&mut self, key: u128, outcome: &OutcomeFact<'_>) {
-        self.pending.entry(key).or_default().push(outcome.owned());
-        self.pending_order.push_back(key);
-        while self.pending_order.len() > PENDING_OUTCOMES {
-            let Some(oldest) = self.pending_order.pop_front() else {
+    /// Keeps `outcome` for units created later, evicting the oldest.
+    fn remember(&mut self, keys: &[u128], outcome: &OutcomeFact<'_>, counted: bool) {
+        if keys.is_empty() {
+            return;
+        }
+        let recent = Arc::new(outcome.owned());
+        recent.counted.store(counted, Ordering::Relaxed);
+        for key in keys {
+            self.recent.entry(*key).or_default().push(recent.clone());
+            self.recent_order.push_back((*key, recent.clone()));
+        }
+        while self.recent_order.len() > RECENT_OUTCOMES {
+            let Some((key, oldest)) = self.recent_order.pop_front() else {
                 break;
             };
-            if let Some(waiting) = self.pending.get_mut(&oldest) {
-                if !waiting.is_empty() {
-                    waiting.remove(0);
-                    self.unattributed.outcomes_without_unit += 1;
+            if let Some(kept) = self.recent.get_mut(&key) {
+                kept.retain(|outcome| !Arc::ptr_eq(outcome, &oldest));
+                if kept.is_empty() {
+                    self.recent.remove(&key);
                 }
-                if waiting.is_empty() {
-                    self.pending.remove(&oldest);
-                }
+            }
+            // Counted once, when its last copy leaves.
+            if Arc::strong_count(&oldest) == 1 && !oldest.counted.load(Ordering::Relaxed) {
+                self.unattributed.outcomes_without_unit += 1;
             }
         }
     }
 
     /// Re-reads every known experiment from the catalog (metric configs,
-    /// variants, schedule, salts).
+    /// variants, schedule, salts). An experiment whose new config needs
+    /// other per-unit sums (or other variants) keeps its old config and
+    /// state, consistent with each other, and the answer asks the caller to
+    /// rebuild from the log.
     pub fn refresh(&mut self) -> Refresh {
         let mut outcome = Refresh::Updated;
         for (id, state) in &mut self.experiments {
@@ -533,10 +597,18 @@ impl Analyzer {
                 continue;
             };
             let (layout, metrics) = layout(&experiment);
-            if layout != state.layout
-                || experiment.variants.len() != state.experiment.variants.len()
-            {
+            let same_variants = experiment
+                .variants
+                .iter()
+                .map(|variant| &variant.name)
+                .eq(state
+                    .experiment
+                    .variants
+                    .iter()
+                    .map(|variant| &variant.name));
+            if layout != state.layout || !same_variants {
                 outcome = Refresh::NeedsRebuild;
+                continue;
             }
             state.metrics = metrics;
             state.experiment = experiment;
@@ -549,8 +621,8 @@ impl Analyzer {
         self.experiments.clear();
         self.memberships.clear();
         self.slots.clear();
-        self.pending.clear();
-        self.pending_order.clear();
+        self.recent.clear();
+        self.recent_order.clear();
         self.unattributed = Unattributed::default();
     }
 

@@ -17,7 +17,11 @@ use crate::{
 pub const SAMPLE_RATIO_ALPHA: f64 = 0.001;
 
 /// Units each arm needs before a guardrail is judged at all.
-pub const GUARDRAIL_MIN_UNITS: f64 = 100.0;
+pub const GUARDRAIL_MIN_UNITS: u64 = 100;
+
+/// Smallest scale of the mSPRT mixture over the relative effect (for a
+/// guardrail with a threshold of 0).
+pub const MIXTURE_SCALE_FLOOR: f64 = 0.01;
 
 /// Results of one experiment.
 #[derive(Debug, Clone, PartialEq)]
@@ -260,9 +264,17 @@ impl Analyzer {
     pub fn monitor(&mut self, experiment_id: &str, alpha: f64) -> Option<Report> {
         let state = self.experiments.get_mut(experiment_id)?;
         let report = build(state, alpha);
+        let revision = state.experiment.revision;
+        state
+            .guardrail_evidence
+            .retain(|(_, _, kept), _| *kept == revision);
         for guardrail in &report.guardrails {
             state.guardrail_evidence.insert(
-                (guardrail.metric.clone(), guardrail.variant.clone()),
+                (
+                    guardrail.metric.clone(),
+                    guardrail.variant.clone(),
+                    revision,
+                ),
                 guardrail.always_valid_p_value,
             );
         }
@@ -328,17 +340,18 @@ fn build(state: &ExperimentState, alpha: f64) -> Report {
                 significant: adjusted_p_value.is_some_and(|p| p < alpha),
             });
         }
-        if metric.role == Role::Guardrail {
+        if metric.guardrail {
             for (index, comparison) in comparisons.iter().enumerate() {
                 if index == control {
                     continue;
                 }
+                let enough = exposed[control] >= GUARDRAIL_MIN_UNITS
+                    && exposed[index] >= GUARDRAIL_MIN_UNITS;
                 guardrails.push(guardrail(
                     state,
                     metric,
                     &experiment.variants[index].name,
-                    comparison,
-                    (&estimates[control], &estimates[index]),
+                    comparison.filter(|_| enough),
                     alpha,
                 ));
             }
@@ -356,17 +369,21 @@ fn build(state: &ExperimentState, alpha: f64) -> Report {
     }
 }
 
-/// Judges one guardrail for one treatment with the mSPRT: the null is
-/// "the treatment is worse than control by exactly the threshold" (an
-/// absolute shift of threshold × control value in the harmful direction);
-/// a breach needs the always-valid p-value (the running minimum over the
-/// monitor's looks) below alpha and the estimate beyond that shift.
+/// Judges one guardrail for one treatment with the mSPRT on the relative
+/// difference (treatment / control − 1, delta-method variance). The null
+/// is "the treatment is worse than control by exactly the threshold"; the
+/// mixture over the effect is [`mixture_scales`], fixed by the threshold.
+/// Only looks whose estimate lies beyond the null on the harmful side add
+/// evidence, so evidence gathered while the treatment looked better can
+/// never turn into a breach later; the running minimum over those looks
+/// (kept per revision: a resume or any change starts afresh) is the
+/// always-valid p-value. A breach needs it below alpha with the current
+/// estimate beyond the null.
 fn guardrail(
     state: &ExperimentState,
     metric: &ResolvedMetric,
     variant: &str,
-    comparison: &Option<Comparison>,
-    arms: (&Arm, &Arm),
+    comparison: Option<Comparison>,
     alpha: f64,
 ) -> GuardrailReport {
     let configured = state
@@ -377,10 +394,12 @@ fn guardrail(
         .find(|guardrail| guardrail.metric == metric.definition.name);
     let threshold = configured.map_or(0.0, |guardrail| guardrail.threshold);
     let action = configured.and_then(|guardrail| guardrail.action);
-    let enough = |arm: &Arm| metric.items.is_some() || arm.moments.n >= GUARDRAIL_MIN_UNITS;
-    let key = (metric.definition.name.clone(), variant.to_owned());
-    let previous = state.guardrail_evidence.get(&key).copied().unwrap_or(1.0);
-    let Some(comparison) = comparison.filter(|_| enough(arms.0) && enough(arms.1)) else {
+    let previous = state
+        .guardrail_evidence
+        .get(&evidence_key(state, metric, variant))
+        .copied()
+        .unwrap_or(1.0);
+    let Some(comparison) = comparison else {
         return GuardrailReport {
             metric: metric.definition.name.clone(),
             variant: variant.to_owned(),
@@ -397,12 +416,19 @@ fn guardrail(
     } else {
         1.0
     };
-    let shift = harmful * threshold * comparison.control.abs();
-    let tau = (threshold * comparison.control.abs()).max(comparison.standard_error);
-    let variance = comparison.standard_error * comparison.standard_error;
-    let look = stats::msprt_p_value(comparison.absolute, variance, shift, tau * tau);
+    let null = harmful * threshold;
+    let beyond = harmful * (comparison.relative - null) > 0.0;
+    let look = if beyond {
+        stats::msprt_mixture_p_value(
+            comparison.relative,
+            comparison.relative_standard_error.powi(2),
+            null,
+            &mixture_scales(threshold),
+        )
+    } else {
+        1.0
+    };
     let always_valid_p_value = previous.min(look);
-    let beyond = harmful * (comparison.absolute - shift) > 0.0;
     GuardrailReport {
         metric: metric.definition.name.clone(),
         variant: variant.to_owned(),
@@ -416,6 +442,28 @@ fn guardrail(
         action,
         always_valid_p_value,
     }
+}
+
+/// Variances of the mixture over the relative effect: the threshold (at
+/// least [`MIXTURE_SCALE_FLOOR`]) and 4, 16 and 64 times it, equally
+/// weighted, so a degradation just past the threshold and one many times
+/// larger are both caught quickly.
+pub fn mixture_scales(threshold: f64) -> [f64; 4] {
+    let scale = threshold.max(MIXTURE_SCALE_FLOOR);
+    [1.0, 4.0, 16.0, 64.0].map(|factor| (factor * scale).powi(2))
+}
+
+/// Evidence is kept per metric, treatment and revision.
+pub(crate) fn evidence_key(
+    state: &ExperimentState,
+    metric: &ResolvedMetric,
+    variant: &str,
+) -> (String, String, u64) {
+    (
+        metric.definition.name.clone(),
+        variant.to_owned(),
+        state.experiment.revision,
+    )
 }
 
 fn sample_ratio(state: &ExperimentState, exposed: &[u64]) -> Option<SampleRatio> {

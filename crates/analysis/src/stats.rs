@@ -139,6 +139,8 @@ pub struct Comparison {
     pub absolute_interval: (f64, f64),
     /// Treatment / control − 1.
     pub relative: f64,
+    /// Standard error of the relative difference (delta method).
+    pub relative_standard_error: f64,
     /// Interval of the relative difference (delta method).
     pub relative_interval: (f64, f64),
     /// Two-sided p-value of "no difference".
@@ -161,16 +163,19 @@ pub fn normal_p_value(z: f64) -> f64 {
 
 /// Relative difference treatment / control − 1 and its delta-method
 /// interval: Var ≈ Var_t / c² + t²·Var_c / c⁴.
-fn relative(control: Estimate, treatment: Estimate, alpha: f64) -> Option<(f64, (f64, f64))> {
+fn relative(control: Estimate, treatment: Estimate) -> Option<(f64, f64)> {
     if control.value == 0.0 {
         return None;
     }
     let c = control.value;
     let t = treatment.value;
-    let relative = t / c - 1.0;
     let variance = treatment.variance / (c * c) + t * t * control.variance / (c * c * c * c);
-    let half = normal_critical(alpha) * variance.sqrt();
-    Some((relative, (relative - half, relative + half)))
+    Some((t / c - 1.0, variance.sqrt()))
+}
+
+fn interval(center: f64, standard_error: f64, alpha: f64) -> (f64, f64) {
+    let half = normal_critical(alpha) * standard_error;
+    (center - half, center + half)
 }
 
 /// Normal (z) comparison of two estimates: proportions, ratios, and any
@@ -181,16 +186,16 @@ pub fn compare_normal(control: Estimate, treatment: Estimate, alpha: f64) -> Opt
     if !(standard_error > 0.0 && standard_error.is_finite()) {
         return None;
     }
-    let half = normal_critical(alpha) * standard_error;
-    let (relative, relative_interval) = relative(control, treatment, alpha)?;
+    let (relative, relative_standard_error) = relative(control, treatment)?;
     Some(Comparison {
         control: control.value,
         treatment: treatment.value,
         absolute,
         standard_error,
-        absolute_interval: (absolute - half, absolute + half),
+        absolute_interval: interval(absolute, standard_error, alpha),
         relative,
-        relative_interval,
+        relative_standard_error,
+        relative_interval: interval(relative, relative_standard_error, alpha),
         p_value: normal_p_value(absolute / standard_error),
     })
 }
@@ -232,7 +237,7 @@ pub fn compare_means(control: &Moments, treatment: &Moments, alpha: f64) -> Opti
     let student = StudentsT::new(0.0, 1.0, df).ok()?;
     let statistic = absolute / standard_error;
     let half = student.inverse_cdf(1.0 - alpha / 2.0) * standard_error;
-    let (relative, relative_interval) = relative(c, t, alpha)?;
+    let (relative, relative_standard_error) = relative(c, t)?;
     Some(Comparison {
         control: c.value,
         treatment: t.value,
@@ -240,7 +245,8 @@ pub fn compare_means(control: &Moments, treatment: &Moments, alpha: f64) -> Opti
         standard_error,
         absolute_interval: (absolute - half, absolute + half),
         relative,
-        relative_interval,
+        relative_standard_error,
+        relative_interval: interval(relative, relative_standard_error, alpha),
         p_value: 2.0 * student.sf(statistic.abs()),
     })
 }
@@ -336,6 +342,45 @@ pub fn msprt_p_value(difference: f64, variance: f64, null: f64, tau_squared: f64
     (-log_lambda).exp().min(1.0)
 }
 
+/// [`msprt_p_value`] for an equal-weight mixture of several normal
+/// mixtures (variances `tau_squares`): the average of their likelihood
+/// ratios is itself a mixture likelihood ratio, so the p-value stays
+/// always valid, and the test keeps its power for effects far larger than
+/// the smallest scale, where one small scale would need far more data.
+pub fn msprt_mixture_p_value(
+    difference: f64,
+    variance: f64,
+    null: f64,
+    tau_squares: &[f64],
+) -> f64 {
+    if variance.is_nan() || variance <= 0.0 || tau_squares.is_empty() {
+        return 1.0;
+    }
+    let shift = difference - null;
+    let log_lambdas: Vec<f64> = tau_squares
+        .iter()
+        .filter(|tau_squared| **tau_squared > 0.0)
+        .map(|tau_squared| {
+            0.5 * (variance / (variance + tau_squared)).ln()
+                + tau_squared * shift * shift / (2.0 * variance * (variance + tau_squared))
+        })
+        .collect();
+    if log_lambdas.is_empty() {
+        return 1.0;
+    }
+    // log of the mean likelihood ratio, without overflow.
+    let largest = log_lambdas
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    let mean = log_lambdas
+        .iter()
+        .map(|log_lambda| (log_lambda - largest).exp())
+        .sum::<f64>()
+        / log_lambdas.len() as f64;
+    (-(largest + mean.ln())).exp().min(1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +407,26 @@ mod tests {
         assert!(weak > 0.5, "{weak}");
         assert!(strong < 1e-6, "{strong}");
         assert_eq!(msprt_p_value(0.01, 0.0, 0.0, 1e-4), 1.0);
+    }
+
+    #[test]
+    fn a_mixture_of_one_scale_is_the_plain_msprt_and_of_several_averages_their_evidence() {
+        let single = msprt_p_value(0.02, 1e-4, 0.0, 4e-4);
+        let mixed = msprt_mixture_p_value(0.02, 1e-4, 0.0, &[4e-4]);
+        assert!((single - mixed).abs() < 1e-12, "{single} {mixed}");
+        let scales = [1e-4, 4e-4, 1.6e-3];
+        let lambdas: f64 = scales
+            .iter()
+            .map(|tau_squared| 1.0 / msprt_p_value(0.03, 2e-5, 0.0, *tau_squared))
+            .sum();
+        let expected = (scales.len() as f64 / lambdas).min(1.0);
+        let mixed = msprt_mixture_p_value(0.03, 2e-5, 0.0, &scales);
+        assert!(
+            (mixed - expected).abs() < 1e-12 * expected.max(1e-300),
+            "{mixed} {expected}"
+        );
+        // A huge effect against a small first scale is still found.
+        assert!(msprt_mixture_p_value(8.0, 1.0, 0.05, &[0.0025, 0.04, 0.64, 10.24]) < 0.01);
     }
 
     #[test]

@@ -488,10 +488,16 @@ fn a_harmful_variant_breaches_its_guardrail_and_a_harmless_one_does_not_over_man
     let breached_at = breached_at.expect("a 20% worse bounce rate breaches a 5% guardrail");
     assert!(breached_at < 20, "breached only at look {breached_at}");
 
-    // A/A watched every look: the always-valid test keeps false alarms
-    // under alpha where a fixed-horizon test checked 30 times would not.
+    // A treatment exactly at the threshold (5% worse), watched at every
+    // look: the always-valid test keeps false alarms at most near alpha,
+    // where a fixed-horizon test checked 30 times would exceed it many
+    // times over. 200 runs tell 5% from 10% by about 2.4 standard errors.
+    let at_threshold = Arm {
+        bounce: CONTROL.bounce * 1.05,
+        ..CONTROL
+    };
     let mut false_alarms = 0;
-    let runs = 100;
+    let runs = 200;
     for run in 0..runs {
         let mut analyzer = analyzer_for(experiment.clone());
         let mut alarmed = false;
@@ -501,8 +507,8 @@ fn a_harmful_variant_breaches_its_guardrail_and_a_harmless_one_does_not_over_man
                 &experiment,
                 &mut rng,
                 200,
-                [CONTROL, CONTROL],
-                &format!("aa{run}-{look}"),
+                [CONTROL, at_threshold],
+                &format!("null{run}-{look}"),
             );
             let report = analyzer
                 .monitor(&experiment.id, 0.05)
@@ -511,9 +517,102 @@ fn a_harmful_variant_breaches_its_guardrail_and_a_harmless_one_does_not_over_man
         }
         false_alarms += usize::from(alarmed);
     }
-    eprintln!("A/A guardrail alarms: {false_alarms} of {runs}");
+    eprintln!("guardrail alarms at the threshold: {false_alarms} of {runs}");
     assert!(
-        false_alarms <= 5,
-        "{false_alarms} of {runs} A/A runs raised a guardrail alarm"
+        false_alarms <= 12,
+        "{false_alarms} of {runs} runs at the threshold raised a guardrail alarm"
     );
+}
+
+#[test]
+fn a_variant_that_piles_impressions_on_few_items_has_a_higher_concentration() {
+    let mut experiment = running_experiment();
+    experiment.metrics.guardrails = vec![Guardrail {
+        metric: "inventory_exposure_balance".into(),
+        threshold: 0.05,
+        action: Some(GuardrailAction::Pause),
+    }];
+    let mut analyzer = analyzer_for(experiment.clone());
+    let mut rng = Rng(17);
+    let catalogue: Vec<String> = (0..200).map(|item| format!("sku-{item}")).collect();
+    for index in 0..4_000 {
+        let user = format!("c-u{index}");
+        let variant = variant_of(&experiment, &user);
+        analyzer.exposure(&ExposureFact {
+            experiment_id: &experiment.id,
+            variant: &experiment.variants[variant].name,
+            unit_type: UnitType::User,
+            user_id: &user,
+            session_id: "",
+            revision: 2,
+            time_micros: START_MICROS,
+        });
+        // Control spreads over all 200 items; treatment over the first 20.
+        let spread = if variant == 0 { 200 } else { 20 };
+        let shown: Vec<String> = (0..4)
+            .map(|_| catalogue[(rng.next_u64() % spread) as usize].clone())
+            .collect();
+        analyzer.outcome(&OutcomeFact {
+            outcome_type: OutcomeType::Impression,
+            user_id: &user,
+            session_id: "",
+            item_id: "",
+            item_ids: &shown,
+            from_recommendation: true,
+            value: 0.0,
+            quantity: 0,
+            latency_ms: 0.0,
+            time_micros: START_MICROS + 1,
+        });
+    }
+    let report = analyzer
+        .monitor(&experiment.id, 0.05)
+        .expect("the experiment has exposures");
+    let balance = treatment_metric(&report, "inventory_exposure_balance");
+    let comparison = balance.comparison.expect("enough data to compare");
+    // Over 200 items, 20 equally likely ones give a Gini near 0.9.
+    assert!(comparison.treatment > 0.85, "{comparison:?}");
+    assert!(comparison.control < 0.2, "{comparison:?}");
+    assert!(balance.significant, "{balance:?}");
+    assert_eq!(report.guardrails[0].state, GuardrailState::Breached);
+}
+
+#[test]
+fn a_metric_config_that_changes_the_measures_asks_for_a_rebuild() {
+    let experiment = running_experiment();
+    let shared = Arc::new(Mutex::new(experiment.clone()));
+    let catalog = shared.clone();
+    let mut analyzer = Analyzer::new(Box::new(move |id| {
+        let experiment = catalog.lock().expect("catalog lock").clone();
+        (experiment.id == id).then_some(experiment)
+    }));
+    simulate(
+        &mut analyzer,
+        &experiment,
+        &mut Rng(19),
+        100,
+        [CONTROL, CONTROL],
+        "rebuild",
+    );
+    // Moving a metric between roles measures nothing new.
+    {
+        let mut current = shared.lock().expect("catalog lock");
+        current
+            .metrics
+            .secondary_metrics
+            .retain(|name| name != "ctr");
+        current.metrics.guardrails.push(Guardrail {
+            metric: "ctr".into(),
+            threshold: 0.1,
+            action: Some(GuardrailAction::Pause),
+        });
+    }
+    assert_eq!(analyzer.refresh(), exp_analysis::Refresh::Updated);
+    // A metric reading a measure nobody summed so far does.
+    shared
+        .lock()
+        .expect("catalog lock")
+        .metrics
+        .secondary_metrics = vec!["page_load_time".into()];
+    assert_eq!(analyzer.refresh(), exp_analysis::Refresh::NeedsRebuild);
 }
