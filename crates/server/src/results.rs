@@ -7,14 +7,15 @@ use std::{
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
+        mpsc as std_mpsc,
     },
     time::{Duration, Instant, SystemTime},
 };
 
 use exp_admin::{Admin, Authenticator, Principal, Role};
 use exp_analysis::{
-    Analyzer, ExposureFact, GuardrailState, OutcomeFact, Refresh, Report, Role as MetricRole,
-    report,
+    Analyzer, Catalog, ExposureFact, GuardrailState, OutcomeFact, Refresh, Report,
+    Role as MetricRole, report,
 };
 use exp_core::{
     Error, GuardrailAction, Status as ExperimentStatus, UnitType, lifecycle::Transition,
@@ -25,8 +26,8 @@ use exp_proto::{
     to_status,
     v1::{self, results_service_server::ResultsService},
 };
-use tokio::{sync::broadcast::error::TryRecvError, task::JoinHandle};
-use tracing::{info, warn};
+use tokio::{sync::broadcast, task::JoinHandle};
+use tracing::{error, info, warn};
 
 /// Significance level of GetResults when the request names none, and of
 /// the guardrail monitor.
@@ -65,20 +66,20 @@ impl Results {
     /// Starts following the log in `slot` (once it opens) and the
     /// guardrail monitor, judging every `guardrail_interval`.
     pub fn start(admin: Admin, slot: LogSlot, guardrail_interval: Duration) -> Self {
-        let catalog_admin = admin.clone();
         let shared = Arc::new(Shared {
-            analyzer: Mutex::new(Analyzer::new(Box::new(move |id| {
-                catalog_admin.get(id).ok()
-            }))),
+            analyzer: Mutex::new(Analyzer::new(catalog(&admin))),
             ready: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let follower = {
             let shared = shared.clone();
+            let admin = admin.clone();
             std::thread::Builder::new()
                 .name("results-follower".into())
-                .spawn(move || follow(&shared, &slot))
-                .map_err(|error| warn!(%error, "cannot start the results follower"))
+                .spawn(move || follow(&shared, &slot, &admin))
+                .map_err(|error| {
+                    error!(%error, "cannot start the results follower; GetResults stays UNAVAILABLE")
+                })
                 .ok()
         };
         let monitor = tokio::spawn(monitor(shared.clone(), admin, guardrail_interval));
@@ -112,9 +113,57 @@ impl Results {
     }
 }
 
+/// Experiments as the admin has them now.
+fn catalog(admin: &Admin) -> Catalog {
+    let admin = admin.clone();
+    Box::new(move |id| admin.get(id).ok())
+}
+
+/// What the relay passes on from the log's broadcast.
+enum Relayed {
+    Group(Arc<[Event]>),
+    Lagged(u64),
+}
+
+/// Moves committed groups from the log's bounded broadcast into an
+/// unbounded queue, so a rebuild or a slow report never makes the
+/// follower miss a group (it would have to rebuild again). Ends when the
+/// follower drops the queue or the log closes.
+fn relay(mut receiver: broadcast::Receiver<Arc<[Event]>>) -> std_mpsc::Receiver<Relayed> {
+    let (sender, relayed) = std_mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("results-relay".into())
+        .spawn(move || {
+            loop {
+                let message = match receiver.blocking_recv() {
+                    Ok(group) => Relayed::Group(group),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => Relayed::Lagged(missed),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if sender.send(message).is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        error!(%error, "cannot start the results relay");
+    }
+    relayed
+}
+
+/// Sleeps `duration` in short naps, returning early when asked to stop.
+fn nap(shared: &Shared, duration: Duration) {
+    let until = Instant::now() + duration;
+    while Instant::now() < until && !shared.stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Rebuilds from a scan, then follows the log; rebuilds again when it
-/// falls behind the broadcast or a metric config changes what is measured.
-fn follow(shared: &Shared, slot: &LogSlot) {
+/// falls behind or a metric config changes what is measured. A rebuild
+/// fills a fresh analyzer and swaps it in, so readers keep the previous
+/// state meanwhile instead of waiting.
+fn follow(shared: &Shared, slot: &LogSlot, admin: &Admin) {
     if let Err(error) =
         thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
     {
@@ -127,60 +176,61 @@ fn follow(shared: &Shared, slot: &LogSlot) {
         if let Some(log) = slot.get() {
             break log.clone();
         }
-        std::thread::sleep(Duration::from_millis(50));
+        nap(shared, Duration::from_millis(50));
     };
     'rebuild: loop {
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
         let started = Instant::now();
-        let (scan, mut receiver) = match log.scan_and_subscribe() {
+        let (scan, receiver) = match log.scan_and_subscribe() {
             Ok(both) => both,
             Err(error) => {
                 warn!(%error, "results cannot read the event log; retrying in 5 s");
-                std::thread::sleep(Duration::from_secs(5));
+                nap(shared, Duration::from_secs(5));
                 continue;
             }
         };
-        {
-            let mut analyzer = shared.analyzer();
-            analyzer.clear();
-            let mut events = 0_u64;
-            for event in scan.events() {
-                apply(&mut analyzer, event);
-                events += 1;
-            }
-            info!(
-                events,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "results rebuilt from the event log"
-            );
+        let groups = relay(receiver);
+        let mut fresh = Analyzer::new(catalog(admin));
+        let mut events = 0_u64;
+        for event in scan.events() {
+            apply(&mut fresh, event);
+            events += 1;
         }
+        drop(scan);
+        *shared.analyzer() = fresh;
         shared.ready.store(true, Ordering::Release);
+        info!(
+            events,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "results rebuilt from the event log"
+        );
         let mut refreshed = Instant::now();
         loop {
-            match receiver.try_recv() {
-                Ok(group) => {
+            match groups.recv_timeout(FOLLOW_POLL) {
+                Ok(Relayed::Group(group)) => {
                     let mut analyzer = shared.analyzer();
                     for event in group.iter() {
                         apply(&mut analyzer, event);
                     }
                 }
-                Err(TryRecvError::Empty) => {
-                    if shared.stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                    if refreshed.elapsed() >= REFRESH_EVERY {
-                        refreshed = Instant::now();
-                        if shared.analyzer().refresh() == Refresh::NeedsRebuild {
-                            info!("a metric config changed; rebuilding results");
-                            continue 'rebuild;
-                        }
-                    }
-                    std::thread::sleep(FOLLOW_POLL);
-                }
-                Err(TryRecvError::Lagged(missed)) => {
+                Ok(Relayed::Lagged(missed)) => {
                     warn!(missed, "results fell behind the event log; rebuilding");
                     continue 'rebuild;
                 }
-                Err(TryRecvError::Closed) => return,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if shared.stop.load(Ordering::Acquire) {
+                return;
+            }
+            if refreshed.elapsed() >= REFRESH_EVERY {
+                refreshed = Instant::now();
+                if shared.analyzer().refresh() == Refresh::NeedsRebuild {
+                    info!("a metric config or the variants changed; rebuilding results");
+                    continue 'rebuild;
+                }
             }
         }
     }
@@ -245,50 +295,53 @@ async fn monitor(shared: Arc<Shared>, admin: Admin, interval: Duration) {
         if !shared.ready.load(Ordering::Acquire) {
             continue;
         }
-        let ids = shared.analyzer().experiment_ids();
-        for id in ids {
-            let Ok(experiment) = admin.get(&id) else {
-                continue;
-            };
-            if experiment.status != ExperimentStatus::Running
-                || experiment.metrics.guardrails.is_empty()
-            {
-                continue;
-            }
-            let judged = {
-                let shared = shared.clone();
-                let id = id.clone();
-                tokio::task::spawn_blocking(move || shared.analyzer().monitor(&id, DEFAULT_ALPHA))
-                    .await
-            };
-            let Ok(Some(report)) = judged else { continue };
-            if let Some((transition, reason)) = breach_action(&report) {
-                let admin = admin.clone();
-                let outcome = tokio::task::spawn_blocking(move || {
-                    admin.transition(
-                        &id,
-                        &transition,
-                        Some(experiment.revision),
-                        &Principal::system(GUARDRAIL_AUTHOR),
-                        &reason,
-                    )
-                })
-                .await;
-                match outcome {
-                    Ok(Ok(next)) => warn!(
-                        experiment = %next.id,
-                        status = ?next.status,
-                        revision = next.revision,
-                        reason = %next.status_reason,
-                        "guardrail breached; experiment {}",
-                        if next.status == ExperimentStatus::Paused { "paused" } else { "stopped" }
-                    ),
-                    // Changed meanwhile (by a person, or the schedule): the
-                    // next look judges the new revision.
-                    Ok(Err(error)) => warn!(%error, "guardrail action not applied"),
-                    Err(error) => warn!(%error, "guardrail action failed"),
-                }
-            }
+        let (shared, admin) = (shared.clone(), admin.clone());
+        // Reports and store reads block: off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || judge_all(&shared, &admin)).await;
+    }
+}
+
+/// One look of the monitor at every running experiment with guardrails.
+fn judge_all(shared: &Shared, admin: &Admin) {
+    let ids = shared.analyzer().experiment_ids();
+    for id in ids {
+        let Ok(experiment) = admin.get(&id) else {
+            continue;
+        };
+        if experiment.status != ExperimentStatus::Running
+            || experiment.metrics.guardrails.is_empty()
+        {
+            continue;
+        }
+        let Some(report) = shared.analyzer().monitor(&id, DEFAULT_ALPHA) else {
+            continue;
+        };
+        // The analyzer re-reads configs every few seconds; a look at an
+        // older revision's thresholds waits for the next tick.
+        if report.revision != experiment.revision {
+            continue;
+        }
+        let Some((transition, reason)) = breach_action(&report) else {
+            continue;
+        };
+        match admin.transition(
+            &id,
+            &transition,
+            Some(experiment.revision),
+            &Principal::system(GUARDRAIL_AUTHOR),
+            &reason,
+        ) {
+            Ok(next) => warn!(
+                experiment = %next.id,
+                status = ?next.status,
+                revision = next.revision,
+                reason = %next.status_reason,
+                "guardrail breached; experiment {}",
+                if next.status == ExperimentStatus::Paused { "paused" } else { "stopped" }
+            ),
+            // Changed meanwhile (by a person, or the schedule): the next
+            // look judges the new revision.
+            Err(error) => warn!(experiment = %id, %error, "guardrail action not applied"),
         }
     }
 }
@@ -402,7 +455,9 @@ impl ResultsService for ResultsGrpc {
                 ..Default::default()
             },
         };
-        response.revision = experiment.revision;
+        if response.revision == 0 {
+            response.revision = experiment.revision;
+        }
         Ok(tonic::Response::new(response))
     }
 }
