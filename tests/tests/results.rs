@@ -298,3 +298,43 @@ async fn a_guardrail_breach_stops_the_experiment_and_changes_assign_answers_with
     assert_eq!(guardrail.state, v1::GuardrailState::Breached as i32);
     assert!(guardrail.relative_difference > 0.5, "{guardrail:?}");
 }
+
+#[tokio::test]
+async fn results_are_rebuilt_from_the_event_log_after_a_restart() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let mut admin = server.admin().await;
+    launch_seed_everywhere(&mut admin).await;
+    let version = current_config_version(channel.clone()).await;
+    wait_for_assign_version(channel.clone(), version).await;
+    let assigned = assign_users(channel.clone(), "r", 120).await;
+    let outcomes: Vec<v1::Outcome> = assigned
+        .iter()
+        .step_by(2)
+        .map(|(user, _)| outcome(user, v1::OutcomeType::AddToCart, 0))
+        .collect();
+    let carts = outcomes.len() as f64;
+    log_outcomes(channel.clone(), outcomes).await;
+    let counted = |results: &v1::GetResultsResponse| {
+        let units: u64 = results.variants.iter().map(|v| v.exposed_units).sum();
+        let carted: f64 = results
+            .variants
+            .iter()
+            .map(|v| v.metrics[0].value * v.exposed_units as f64)
+            .sum();
+        (units, carted.round())
+    };
+    let before = results_when(channel, "reco_ymal_v1", |results| {
+        counted(results) == (120, carts)
+    })
+    .await;
+
+    let data_dir = server.stop().await;
+    let server = TestServer::start_in(data_dir, &[]).await;
+    let after = results_when(server.channel().await, "reco_ymal_v1", |results| {
+        counted(results) == (120, carts)
+    })
+    .await;
+    assert_eq!(before.variants, after.variants);
+    assert_eq!(before.sample_ratio, after.sample_ratio);
+}
