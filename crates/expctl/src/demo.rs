@@ -450,12 +450,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     println!(
         "{YMAL} is still {} (no guardrail breached). Demo finished in {:.1} s; run it with \
          --data-dir DIR to keep the event files (Parquet under DIR/events).",
-        v1::ExperimentStatus::try_from(ymal.status)
-            .map(|status| status
-                .as_str_name()
-                .trim_start_matches("EXPERIMENT_STATUS_")
-                .to_lowercase())
-            .unwrap_or_default(),
+        crate::status_name(ymal.status),
         started.elapsed().as_secs_f64()
     );
     let _ = stop.send(());

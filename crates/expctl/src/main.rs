@@ -60,12 +60,16 @@ enum Command {
         reason: String,
     },
     /// Replace an experiment's editable fields with a file's. The file's
-    /// `revision` is the one the edit is based on; without one, the
-    /// current revision is used.
+    /// `revision` is the one the edit is based on, so an edit of a stale
+    /// copy is refused; `--force` applies a file without one over the
+    /// current revision.
     Update {
         /// The experiment file.
         #[arg(short, long)]
         file: PathBuf,
+        /// Apply a file without `revision` over whatever is current.
+        #[arg(long)]
+        force: bool,
         /// Why, recorded in the revision.
         #[arg(long, default_value = "")]
         reason: String,
@@ -163,7 +167,7 @@ enum Command {
         /// Experiment id.
         id: String,
         /// Significance level (0 < alpha <= 0.5).
-        #[arg(long, default_value_t = 0.05)]
+        #[arg(long, default_value_t = 0.05, value_parser = parse_alpha)]
         alpha: f64,
     },
     /// Start a private expd, run two experiments on simulated traffic and
@@ -209,6 +213,17 @@ enum OverrideCommand {
         /// Experiment id.
         id: String,
     },
+}
+
+fn parse_alpha(text: &str) -> Result<f64, String> {
+    let alpha: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if alpha > 0.0 && alpha <= 0.5 {
+        Ok(alpha)
+    } else {
+        Err(format!("{alpha} is not above 0 and at most 0.5"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -281,11 +296,19 @@ impl From<String> for Failure {
 struct Remote {
     admin: AdminServiceClient<Channel>,
     results: ResultsServiceClient<Channel>,
-    token: Option<String>,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Remote {
     async fn connect(addr: &str, token: Option<String>) -> Result<Self, Failure> {
+        let authorization = token
+            .map(|token| {
+                format!("Bearer {token}").parse().map_err(|_| {
+                    "--token: must be printable ASCII without spaces or control characters"
+                        .to_owned()
+                })
+            })
+            .transpose()?;
         let channel = Channel::from_shared(addr.to_owned())
             .map_err(|error| format!("--addr {addr}: {error}"))?
             .connect_timeout(Duration::from_secs(5))
@@ -295,16 +318,16 @@ impl Remote {
         Ok(Self {
             admin: AdminServiceClient::new(channel.clone()),
             results: ResultsServiceClient::new(channel),
-            token,
+            authorization,
         })
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
-        if let Some(token) = &self.token
-            && let Ok(value) = format!("Bearer {token}").parse()
-        {
-            request.metadata_mut().insert("authorization", value);
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         request
     }
@@ -321,15 +344,25 @@ impl Remote {
     }
 }
 
+/// An enum value's proto name without its prefix, lower case:
+/// `EXPERIMENT_STATUS_RUNNING` -> `running`.
+fn enum_name(name: Option<&str>, prefix: &str) -> String {
+    name.map(|name| name.trim_start_matches(prefix).to_lowercase())
+        .unwrap_or_default()
+}
+
+/// `running`, `paused`, ... for a status number.
+fn status_name(status: i32) -> String {
+    enum_name(
+        v1::ExperimentStatus::try_from(status)
+            .ok()
+            .map(|status| status.as_str_name()),
+        "EXPERIMENT_STATUS_",
+    )
+}
+
 fn summary(experiment: &v1::Experiment) -> String {
-    let status = v1::ExperimentStatus::try_from(experiment.status)
-        .map(|status| {
-            status
-                .as_str_name()
-                .trim_start_matches("EXPERIMENT_STATUS_")
-                .to_lowercase()
-        })
-        .unwrap_or_default();
+    let status = status_name(experiment.status);
     format!(
         "{} revision {}: {status}, traffic {}%",
         experiment.id, experiment.revision, experiment.traffic_percent
@@ -355,9 +388,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 summary(&created.experiment.unwrap_or_default())
             );
         }
-        Command::Update { file, reason } => {
+        Command::Update {
+            file,
+            force,
+            reason,
+        } => {
             let mut experiment = file::read_experiment(&file)?;
             if experiment.revision == 0 {
+                if !force {
+                    return Err(Failure(format!(
+                        "{}: no `revision`: name the revision the edit is based on (see \
+                         `expctl show {}`), or pass --force to apply it over the current one",
+                        file.display(),
+                        experiment.id
+                    )));
+                }
                 experiment.revision = remote.get(&experiment.id).await?.revision;
             }
             let request = remote.request(v1::UpdateExperimentRequest {
@@ -391,14 +436,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 });
                 let page = remote.admin.list_experiments(request).await?.into_inner();
                 for experiment in &page.experiments {
-                    let status = v1::ExperimentStatus::try_from(experiment.status)
-                        .map(|status| {
-                            status
-                                .as_str_name()
-                                .trim_start_matches("EXPERIMENT_STATUS_")
-                                .to_lowercase()
-                        })
-                        .unwrap_or_default();
+                    let status = status_name(experiment.status);
                     println!(
                         "{:<32} {:<10} {:>8} {:>7}%  {}",
                         experiment.id,
@@ -516,14 +554,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 "revision", "action", "time", "author"
             );
             for revision in answer.revisions {
-                let action = v1::RevisionAction::try_from(revision.action)
-                    .map(|action| {
-                        action
-                            .as_str_name()
-                            .trim_start_matches("REVISION_ACTION_")
-                            .to_lowercase()
-                    })
-                    .unwrap_or_default();
+                let action = enum_name(
+                    v1::RevisionAction::try_from(revision.action)
+                        .ok()
+                        .map(|action| action.as_str_name()),
+                    "REVISION_ACTION_",
+                );
                 let time = revision
                     .create_time
                     .and_then(|time| std::time::SystemTime::try_from(time).ok())

@@ -135,10 +135,16 @@ async fn an_experiment_lives_its_whole_life_through_expctl() {
     assert!(revisions.contains("rollback"), "{revisions}");
     assert!(revisions.contains("launch"), "{revisions}");
 
-    // An update from the file (no revision in it: based on the current).
-    let updated = run(vec!["update".into(), "-f".into(), file.clone()])
-        .await
-        .expect("update");
+    // The file has no revision: an update needs --force to apply it over
+    // the current one.
+    let updated = run(vec![
+        "update".into(),
+        "-f".into(),
+        file.clone(),
+        "--force".into(),
+    ])
+    .await
+    .expect("update");
     assert!(updated.contains("ymal_ctl"), "{updated}");
 
     let results = run(args("results ymal_ctl")).await.expect("results");
@@ -166,6 +172,9 @@ async fn refusals_name_the_field_and_exit_non_zero() {
             "variants": [{"name": "a", "weight": 60}, {"name": "b", "weight": 60}]}"#,
     )
     .expect("write");
+    let no_revision = dir.path().join("no_revision.yaml");
+    std::fs::write(&no_revision, "id: x\nname: y\n").expect("write");
+    let typo_free = no_revision.to_str().expect("path").to_owned();
     let (typo, invalid) = (
         typo.to_str().expect("path").to_owned(),
         invalid.to_str().expect("path").to_owned(),
@@ -175,6 +184,7 @@ async fn refusals_name_the_field_and_exit_non_zero() {
             refused(&addr, &["create", "-f", &typo]),
             refused(&addr, &["create", "-f", &invalid]),
             refused(&addr, &["results", "no_such_experiment"]),
+            refused(&addr, &["update", "-f", &typo_free]),
         )
     })
     .await
@@ -183,6 +193,7 @@ async fn refusals_name_the_field_and_exit_non_zero() {
     assert!(errors.1.contains("InvalidArgument"), "{}", errors.1);
     assert!(errors.1.contains("variants"), "{}", errors.1);
     assert!(errors.2.contains("NotFound"), "{}", errors.2);
+    assert!(errors.3.contains("--force"), "{}", errors.3);
     server.stop().await;
 }
 
