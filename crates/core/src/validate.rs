@@ -7,9 +7,12 @@ use regex::Regex;
 
 use crate::{
     FieldViolation, ParamSchema,
-    metrics::{self, MetricDefinition, MetricKind},
+    metrics::{self, Aggregate, MetricDefinition, MetricKind, OutcomeType},
     model::{AttributeRule, Eligibility, Experiment, MetricsConfig, QaOverride},
 };
+
+/// Longest description of a metric an experiment defines.
+pub const MAX_METRIC_DESCRIPTION: usize = 512;
 
 /// Longest regular expression an attribute rule may carry.
 pub const MAX_REGEX_LEN: usize = 512;
@@ -427,6 +430,40 @@ fn metric_definition(
             format!("{path}.name"),
             format!("{name:?} is defined twice"),
         ));
+    }
+    if definition.description.chars().count() > MAX_METRIC_DESCRIPTION {
+        out.push(FieldViolation::new(
+            format!("{path}.description"),
+            format!("at most {MAX_METRIC_DESCRIPTION} characters"),
+        ));
+    }
+    for (field, measure) in std::iter::once(("numerator", &definition.numerator))
+        .chain(definition.denominator.as_ref().map(|m| ("denominator", m)))
+    {
+        let page_event = matches!(
+            measure.outcome_type,
+            OutcomeType::PageView | OutcomeType::PageLoad
+        );
+        if page_event && measure.recommended_only {
+            out.push(FieldViolation::new(
+                format!("{path}.{field}.recommended_only"),
+                "page views and page loads are not recommended items; it would count nothing",
+            ));
+        }
+    }
+    if definition.kind == MetricKind::Concentration {
+        let numerator = &definition.numerator;
+        if matches!(
+            numerator.outcome_type,
+            OutcomeType::PageView | OutcomeType::PageLoad
+        ) || numerator.aggregate != Aggregate::ItemCount
+        {
+            out.push(FieldViolation::new(
+                format!("{path}.numerator"),
+                "a concentration counts items: an item outcome (impression, click, add-to-cart, \
+                 purchase) with MEASURE_AGGREGATE_ITEM_COUNT",
+            ));
+        }
     }
     match (definition.kind, definition.denominator) {
         (MetricKind::Ratio, None) => out.push(FieldViolation::new(

@@ -305,7 +305,27 @@ fn an_experiment_defines_its_own_metrics_as_data_and_bad_definitions_name_their_
         success_at_most: Some(2),
         ..carts_per_unit
     };
-    e.metrics.definitions = vec![ratio_without_denominator, catalogue_name, bad_bounds];
+    let page_views_on_recommendations = MetricDefinition {
+        name: "recommended_page_views".into(),
+        kind: MetricKind::Concentration,
+        description: "x".repeat(600),
+        numerator: metrics::Measure {
+            outcome_type: metrics::OutcomeType::PageView,
+            recommended_only: true,
+            aggregate: Aggregate::Count,
+        },
+        ..bad_bounds.clone()
+    };
+    e.metrics.definitions = vec![
+        ratio_without_denominator,
+        catalogue_name,
+        bad_bounds,
+        MetricDefinition {
+            success_at_least: 1,
+            success_at_most: None,
+            ..page_views_on_recommendations
+        },
+    ];
     e.metrics.secondary_metrics = vec!["carts_per_view".into()];
     e.metrics.guardrails.clear();
     assert_eq!(
@@ -315,6 +335,9 @@ fn an_experiment_defines_its_own_metrics_as_data_and_bad_definitions_name_their_
             "metrics.definitions[1].name",
             "metrics.definitions[2].name",
             "metrics.definitions[2].success_at_most",
+            "metrics.definitions[3].description",
+            "metrics.definitions[3].numerator.recommended_only",
+            "metrics.definitions[3].numerator",
         ]
     );
 }
