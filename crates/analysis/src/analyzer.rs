@@ -98,10 +98,8 @@ impl OutcomeFact<'_> {
     fn owned(&self) -> RecentOutcome {
         RecentOutcome {
             outcome_type: self.outcome_type,
-            user_id: self.user_id.to_owned(),
-            session_id: self.session_id.to_owned(),
-            item_id: self.item_id.to_owned(),
-            item_ids: self.item_ids.to_vec(),
+            item_id: self.item_id.into(),
+            item_ids: self.item_ids.into(),
             from_recommendation: self.from_recommendation,
             value: self.value,
             quantity: self.quantity,
@@ -112,13 +110,13 @@ impl OutcomeFact<'_> {
     }
 }
 
+/// What a unit created later needs of an outcome (its unit keys are where
+/// it is filed).
 #[derive(Debug)]
 struct RecentOutcome {
     outcome_type: OutcomeType,
-    user_id: String,
-    session_id: String,
-    item_id: String,
-    item_ids: Vec<String>,
+    item_id: Box<str>,
+    item_ids: Box<[String]>,
     from_recommendation: bool,
     value: f64,
     quantity: u32,
@@ -132,8 +130,8 @@ impl RecentOutcome {
     fn fact(&self) -> OutcomeFact<'_> {
         OutcomeFact {
             outcome_type: self.outcome_type,
-            user_id: &self.user_id,
-            session_id: &self.session_id,
+            user_id: "",
+            session_id: "",
             item_id: &self.item_id,
             item_ids: &self.item_ids,
             from_recommendation: self.from_recommendation,
