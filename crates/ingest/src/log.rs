@@ -548,22 +548,24 @@ impl Writer {
                 stats
                     .duplicates
                     .fetch_add(duplicates as u64, Ordering::Relaxed);
-                if shared.committed.receiver_count() > 0 && fresh_events > 0 {
-                    let committed: Arc<[Event]> = group
-                        .iter()
-                        .zip(&answers)
-                        .flat_map(|(job, fresh)| {
-                            job.events
-                                .iter()
-                                .zip(fresh)
-                                .filter(|(_, fresh)| **fresh)
-                                .map(|(event, _)| event.clone())
-                        })
-                        .collect();
-                    let _ = shared.committed.send(committed);
-                }
+                let broadcast = shared.committed.receiver_count() > 0 && fresh_events > 0;
+                let mut committed = Vec::with_capacity(if broadcast { fresh_events } else { 0 });
                 for (job, fresh) in group.into_iter().zip(answers) {
-                    let _ = job.reply.send(Ok(fresh));
+                    let Job { events, reply, .. } = job;
+                    if broadcast {
+                        // Moved, not copied: the caller gets only the flags.
+                        committed.extend(
+                            events
+                                .into_iter()
+                                .zip(&fresh)
+                                .filter(|(_, fresh)| **fresh)
+                                .map(|(event, _)| event),
+                        );
+                    }
+                    let _ = reply.send(Ok(fresh));
+                }
+                if broadcast {
+                    let _ = shared.committed.send(committed.into());
                 }
             }
             Err(error) => {
