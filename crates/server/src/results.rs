@@ -134,6 +134,8 @@ fn relay(mut receiver: broadcast::Receiver<Arc<[Event]>>) -> std_mpsc::Receiver<
     let spawned = std::thread::Builder::new()
         .name("results-relay".into())
         .spawn(move || {
+            let _ =
+                thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
             loop {
                 let message = match receiver.blocking_recv() {
                     Ok(group) => Relayed::Group(group),
