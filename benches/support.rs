@@ -91,3 +91,26 @@ pub async fn channels(addr: std::net::SocketAddr, count: usize) -> Vec<tonic::tr
     }
     channels
 }
+
+/// User plus system CPU seconds of this process so far (Linux).
+pub fn own_cpu_seconds() -> f64 {
+    cpu_seconds(std::process::id())
+}
+
+/// User plus system CPU seconds of process `pid` so far (Linux).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| -> f64 {
+        fields
+            .get(index)
+            .and_then(|field| field.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
+}

@@ -151,6 +151,7 @@ async fn grpc_assign(
 ) -> (Summary, Option<Summary>) {
     const CALLERS: u64 = 64;
     let channels: Vec<Channel> = exp_benches::channels(addr, 4).await;
+    let cpu_before = exp_benches::own_cpu_seconds();
     let started = Instant::now() + Duration::from_millis(100);
     let per_caller = rate * seconds / CALLERS;
     let interval = Duration::from_secs_f64(CALLERS as f64 / rate as f64);
@@ -212,6 +213,9 @@ async fn grpc_assign(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let count = off.len() + on.len();
+    // The load generator's own CPU (in the unpinned runs this process
+    // also hosts the server).
+    let process_cpu = exp_benches::own_cpu_seconds() - cpu_before;
     let off = if off.is_empty() {
         Summary::of(on.clone())
     } else {
@@ -240,8 +244,9 @@ async fn grpc_assign(
         }
     }
     println!(
-        "  achieved {:.0} requests/s over {elapsed:.1} s, {errors} errors, {late} of {count} sent > 2 ms late",
-        count as f64 / elapsed
+        "  achieved {:.0} requests/s over {elapsed:.1} s, {errors} errors, {late} of {count} sent > 2 ms late; this process: {:.1} us of CPU per request",
+        count as f64 / elapsed,
+        process_cpu / count as f64 * 1e6
     );
     (off, on)
 }
@@ -422,10 +427,10 @@ fn pinned_server(rate: u64, seconds: u64) {
     // on: immune to the latency noise of a shared host.
     let pid = server.id();
     for exposures in [Exposures::Off, Exposures::On, Exposures::Off, Exposures::On] {
-        let before = cpu_seconds(pid);
+        let before = exp_benches::cpu_seconds(pid);
         let started = Instant::now();
         runtime.block_on(grpc_assign(grpc, rate, 10, exposures));
-        let used = cpu_seconds(pid) - before;
+        let used = exp_benches::cpu_seconds(pid) - before;
         let requests = rate as f64 * 10.0;
         println!(
             "  expd CPU: {:.1} us per request ({:.0}% of its core over {:.1} s)",
@@ -442,24 +447,6 @@ fn pinned_server(rate: u64, seconds: u64) {
     ));
     let _ = server.kill();
     let _ = server.wait();
-}
-
-/// User plus system CPU seconds of process `pid` so far (Linux).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |index: usize| -> f64 {
-        fields
-            .get(index)
-            .and_then(|field| field.parse().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 (1-based), 11 and 12 here.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn main() {
