@@ -113,15 +113,12 @@ fn simulate(
         let variant = variant_of(experiment, &user);
         let arm = arms[variant];
         let time = START_MICROS + index as i64;
-        analyzer.exposure(&ExposureFact {
-            experiment_id: &experiment.id,
-            variant: &experiment.variants[variant].name,
-            unit_type: UnitType::User,
-            user_id: &user,
-            session_id: "",
-            revision: experiment.revision,
-            time_micros: time,
-        });
+        analyzer.exposure(&user_exposure(
+            &experiment.id,
+            &experiment.variants[variant].name,
+            &user,
+            time,
+        ));
         fn outcome<'a>(
             user: &'a str,
             time_micros: i64,
@@ -169,6 +166,33 @@ fn simulate(
     }
 }
 
+/// A fresh analyzer fed `UNITS` simulated users, and its report.
+fn simulated_report(experiment: &Experiment, rng: &mut Rng, arms: [Arm; 2], tag: &str) -> Report {
+    let mut analyzer = analyzer_for(experiment.clone());
+    simulate(&mut analyzer, experiment, rng, UNITS, arms, tag);
+    analyzer
+        .report(&experiment.id, 0.05)
+        .expect("the experiment has exposures")
+}
+
+/// A user exposure at revision 2.
+fn user_exposure<'a>(
+    experiment_id: &'a str,
+    variant: &'a str,
+    user: &'a str,
+    time_micros: i64,
+) -> ExposureFact<'a> {
+    ExposureFact {
+        experiment_id,
+        variant,
+        unit_type: UnitType::User,
+        user_id: user,
+        session_id: "",
+        revision: 2,
+        time_micros,
+    }
+}
+
 fn treatment_metric<'a>(report: &'a Report, name: &str) -> &'a MetricReport {
     report.variants[1]
         .metrics
@@ -211,18 +235,12 @@ fn intervals_cover_the_true_effect_at_close_to_their_nominal_rate() {
     let truth = true_differences(CONTROL, treatment);
     let mut covered = [0usize; 4];
     for repetition in 0..REPETITIONS {
-        let mut analyzer = analyzer_for(experiment.clone());
-        simulate(
-            &mut analyzer,
+        let report = simulated_report(
             &experiment,
             &mut rng,
-            UNITS,
             [CONTROL, treatment],
             &format!("r{repetition}"),
         );
-        let report = analyzer
-            .report(&experiment.id, 0.05)
-            .expect("the experiment has exposures");
         for (slot, (name, difference)) in truth.iter().enumerate() {
             let comparison = treatment_metric(&report, name)
                 .comparison
@@ -255,18 +273,12 @@ fn a_a_experiments_flag_significance_at_close_to_alpha() {
     ];
     let mut flagged = [0usize; 4];
     for repetition in 0..REPETITIONS {
-        let mut analyzer = analyzer_for(experiment.clone());
-        simulate(
-            &mut analyzer,
+        let report = simulated_report(
             &experiment,
             &mut rng,
-            UNITS,
             [CONTROL, CONTROL],
             &format!("aa{repetition}"),
         );
-        let report = analyzer
-            .report(&experiment.id, 0.05)
-            .expect("the experiment has exposures");
         for (slot, name) in names.iter().enumerate() {
             flagged[slot] += usize::from(treatment_metric(&report, name).significant);
         }
@@ -310,15 +322,12 @@ fn sample_ratio_mismatch_is_flagged_on_skewed_exposure_and_not_on_clean_data() {
         if variant == 1 && rng.bernoulli(0.06) {
             continue;
         }
-        skewed.exposure(&ExposureFact {
-            experiment_id: &experiment.id,
-            variant: &experiment.variants[variant].name,
-            unit_type: UnitType::User,
-            user_id: &user,
-            session_id: "",
-            revision: 2,
-            time_micros: START_MICROS,
-        });
+        skewed.exposure(&user_exposure(
+            &experiment.id,
+            &experiment.variants[variant].name,
+            &user,
+            START_MICROS,
+        ));
     }
     let sample_ratio = skewed
         .report(&experiment.id, 0.05)
@@ -410,15 +419,12 @@ fn outcomes_count_only_from_the_first_exposure_and_wait_for_a_late_exposure() {
     };
     // Arrives before its exposure, happened after it: counted.
     analyzer.outcome(&add_to_cart(START_MICROS + 5));
-    analyzer.exposure(&ExposureFact {
-        experiment_id: &experiment.id,
-        variant: &experiment.variants[variant].name,
-        unit_type: UnitType::User,
-        user_id: user,
-        session_id: "",
-        revision: 2,
-        time_micros: START_MICROS,
-    });
+    analyzer.exposure(&user_exposure(
+        &experiment.id,
+        &experiment.variants[variant].name,
+        user,
+        START_MICROS,
+    ));
     let value = |analyzer: &Analyzer| {
         analyzer
             .report(&experiment.id, 0.05)
@@ -433,15 +439,12 @@ fn outcomes_count_only_from_the_first_exposure_and_wait_for_a_late_exposure() {
     // A second unit whose only add-to-cart happened before its exposure.
     let other = "early-cart";
     let other_variant = variant_of(&experiment, other);
-    analyzer.exposure(&ExposureFact {
-        experiment_id: &experiment.id,
-        variant: &experiment.variants[other_variant].name,
-        unit_type: UnitType::User,
-        user_id: other,
-        session_id: "",
-        revision: 2,
-        time_micros: START_MICROS + 100,
-    });
+    analyzer.exposure(&user_exposure(
+        &experiment.id,
+        &experiment.variants[other_variant].name,
+        other,
+        START_MICROS + 100,
+    ));
     analyzer.outcome(&OutcomeFact {
         user_id: other,
         ..add_to_cart(START_MICROS + 50)
@@ -538,15 +541,12 @@ fn a_variant_that_piles_impressions_on_few_items_has_a_higher_concentration() {
     for index in 0..4_000 {
         let user = format!("c-u{index}");
         let variant = variant_of(&experiment, &user);
-        analyzer.exposure(&ExposureFact {
-            experiment_id: &experiment.id,
-            variant: &experiment.variants[variant].name,
-            unit_type: UnitType::User,
-            user_id: &user,
-            session_id: "",
-            revision: 2,
-            time_micros: START_MICROS,
-        });
+        analyzer.exposure(&user_exposure(
+            &experiment.id,
+            &experiment.variants[variant].name,
+            &user,
+            START_MICROS,
+        ));
         // Control spreads over all 200 items; treatment over the first 20.
         let spread = if variant == 0 { 200 } else { 20 };
         let shown: Vec<String> = (0..4)
