@@ -194,16 +194,22 @@ pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String
 pub async fn launch_seed_everywhere(admin: &mut AdminServiceClient<Channel>) {
     let mut seed = seed_experiment();
     seed.traffic_percent = 100;
+    create_and_start(admin, seed).await;
+}
+
+/// Creates `experiment` and starts it.
+pub async fn create_and_start(admin: &mut AdminServiceClient<Channel>, experiment: v1::Experiment) {
+    let id = experiment.id.clone();
     admin
         .create_experiment(v1::CreateExperimentRequest {
-            experiment: Some(seed),
+            experiment: Some(experiment),
             reason: String::new(),
         })
         .await
         .expect("create");
     admin
         .start_experiment(v1::StartExperimentRequest {
-            id: "reco_ymal_v1".into(),
+            id,
             ..Default::default()
         })
         .await

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use exp_e2e::{
-    TestServer, current_config_version, launch_seed_everywhere, seed_experiment,
+    TestServer, create_and_start, current_config_version, launch_seed_everywhere, seed_experiment,
     wait_for_assign_version, ymal_request,
 };
 use exp_proto::v1::{
@@ -103,6 +103,18 @@ async fn log_outcomes(channel: Channel, outcomes: Vec<v1::Outcome>) {
     }
 }
 
+/// Exposed units and units with an add-to-cart (the primary metric's
+/// value times the units), over every variant.
+fn units_and_carts(results: &v1::GetResultsResponse) -> (u64, f64) {
+    let units = results.variants.iter().map(|v| v.exposed_units).sum();
+    let carted: f64 = results
+        .variants
+        .iter()
+        .map(|v| v.metrics[0].value * v.exposed_units as f64)
+        .sum();
+    (units, carted.round())
+}
+
 async fn results_when(
     channel: Channel,
     id: &str,
@@ -156,13 +168,7 @@ async fn get_results_counts_assigned_units_and_their_add_to_carts_per_variant() 
 
     let expected_carts = outcomes.len() as f64;
     let results = results_when(channel.clone(), "reco_ymal_v1", |results| {
-        let units: u64 = results.variants.iter().map(|v| v.exposed_units).sum();
-        let counted: f64 = results
-            .variants
-            .iter()
-            .map(|v| v.metrics[0].value * v.exposed_units as f64)
-            .sum();
-        units == 400 && (counted - expected_carts).abs() < 1e-9
+        units_and_carts(results) == (400, expected_carts)
     })
     .await;
     assert_eq!(results.variants[0].variant, "control");
@@ -207,20 +213,7 @@ async fn a_guardrail_breach_stops_the_experiment_and_changes_assign_answers_with
         }],
         ..Default::default()
     });
-    admin
-        .create_experiment(v1::CreateExperimentRequest {
-            experiment: Some(experiment),
-            reason: String::new(),
-        })
-        .await
-        .expect("create");
-    admin
-        .start_experiment(v1::StartExperimentRequest {
-            id: "reco_ymal_v1".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("start");
+    create_and_start(&mut admin, experiment).await;
     let version = current_config_version(channel.clone()).await;
     wait_for_assign_version(channel.clone(), version).await;
 
@@ -315,15 +308,7 @@ async fn results_are_rebuilt_from_the_event_log_after_a_restart() {
         .collect();
     let carts = outcomes.len() as f64;
     log_outcomes(channel.clone(), outcomes).await;
-    let counted = |results: &v1::GetResultsResponse| {
-        let units: u64 = results.variants.iter().map(|v| v.exposed_units).sum();
-        let carted: f64 = results
-            .variants
-            .iter()
-            .map(|v| v.metrics[0].value * v.exposed_units as f64)
-            .sum();
-        (units, carted.round())
-    };
+    let counted = units_and_carts;
     let before = results_when(channel, "reco_ymal_v1", |results| {
         counted(results) == (120, carts)
     })
