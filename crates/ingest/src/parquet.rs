@@ -193,6 +193,22 @@ fn for_each_file(
     Ok(())
 }
 
+/// How often each event id occurs across every file of `kind` under
+/// `events_dir`: the check that each acknowledged event landed exactly
+/// once.
+pub fn count_event_ids(
+    events_dir: &Path,
+    kind: EventKind,
+) -> io::Result<std::collections::HashMap<String, usize>> {
+    let mut counts = std::collections::HashMap::new();
+    for file in list(events_dir, kind)? {
+        for id in read_event_ids(&file)? {
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}
+
 /// The `event_id` column of a file.
 pub fn read_event_ids(path: &Path) -> io::Result<Vec<String>> {
     let builder =

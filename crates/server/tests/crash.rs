@@ -6,7 +6,6 @@
 //! Parquet files exactly once.
 
 use std::{
-    collections::HashMap,
     net::{SocketAddr, TcpListener},
     path::Path,
     process::{Child, Command, Stdio},
@@ -166,12 +165,8 @@ async fn every_acked_event_survives_sigkill_and_lands_in_parquet_exactly_once() 
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 
-    let mut written: HashMap<String, usize> = HashMap::new();
-    for file in parquet::list(&data.path().join("events"), EventKind::Outcome).expect("list") {
-        for id in parquet::read_event_ids(&file).expect("a complete Parquet file") {
-            *written.entry(id).or_default() += 1;
-        }
-    }
+    let written = parquet::count_event_ids(&data.path().join("events"), EventKind::Outcome)
+        .expect("complete Parquet files");
     let missing: Vec<&String> = acked
         .iter()
         .filter(|id| !written.contains_key(*id))

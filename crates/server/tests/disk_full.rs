@@ -8,7 +8,6 @@
 //! acknowledged id is in the Parquet files exactly once.
 
 use std::{
-    collections::HashMap,
     net::{SocketAddr, TcpListener},
     process::{Command, Stdio},
     time::{Duration, SystemTime},
@@ -168,12 +167,8 @@ async fn a_full_disk_refuses_new_events_keeps_acked_ones_and_recovers_when_space
         std::fs::read_to_string(data.path().join("expd.log")).unwrap_or_default()
     );
 
-    let mut written: HashMap<String, usize> = HashMap::new();
-    for file in parquet::list(&data.path().join("events"), EventKind::Outcome).expect("list") {
-        for id in parquet::read_event_ids(&file).expect("a complete Parquet file") {
-            *written.entry(id).or_default() += 1;
-        }
-    }
+    let written = parquet::count_event_ids(&data.path().join("events"), EventKind::Outcome)
+        .expect("complete Parquet files");
     let missing = acked.iter().filter(|id| !written.contains_key(*id)).count();
     assert_eq!(missing, 0, "acked events lost");
     assert!(
