@@ -90,6 +90,8 @@ fn fact<'a>(
         outcome_type,
         user_id: user,
         session_id: "",
+        placement: "you_may_also_like",
+        source_placement: "you_may_also_like",
         item_id: "sku-1",
         item_ids,
         from_recommendation: true,

@@ -78,6 +78,10 @@ pub struct OutcomeFact<'a> {
     pub user_id: &'a str,
     /// Session id, may be empty.
     pub session_id: &'a str,
+    /// Where it happened.
+    pub placement: &'a str,
+    /// The placement that recommended its item (attribution).
+    pub source_placement: &'a str,
     /// The item of a click, add-to-cart or purchase.
     pub item_id: &'a str,
     /// The items of an impression.
@@ -98,6 +102,8 @@ impl OutcomeFact<'_> {
     fn owned(&self) -> RecentOutcome {
         RecentOutcome {
             outcome_type: self.outcome_type,
+            placement: self.placement.into(),
+            source_placement: self.source_placement.into(),
             item_id: self.item_id.into(),
             item_ids: self.item_ids.into(),
             from_recommendation: self.from_recommendation,
@@ -115,6 +121,8 @@ impl OutcomeFact<'_> {
 #[derive(Debug)]
 struct RecentOutcome {
     outcome_type: OutcomeType,
+    placement: Box<str>,
+    source_placement: Box<str>,
     item_id: Box<str>,
     item_ids: Box<[String]>,
     from_recommendation: bool,
@@ -132,6 +140,8 @@ impl RecentOutcome {
             outcome_type: self.outcome_type,
             user_id: "",
             session_id: "",
+            placement: &self.placement,
+            source_placement: &self.source_placement,
             item_id: &self.item_id,
             item_ids: &self.item_ids,
             from_recommendation: self.from_recommendation,
@@ -249,11 +259,12 @@ fn layout(experiment: &Experiment) -> (Layout, Vec<ResolvedMetric>) {
     )
 }
 
-fn measure_key(measure: &Measure) -> (u8, bool, u8) {
+fn measure_key(measure: &Measure) -> (u8, bool, u8, bool) {
     (
         measure.outcome_type as u8,
         measure.recommended_only,
         measure.aggregate as u8,
+        measure.experiment_placements_only,
     )
 }
 
@@ -323,8 +334,9 @@ impl ExperimentState {
         if outcome.time_micros < unit.first_exposure_micros {
             return false;
         }
+        let here = on_placements(&self.experiment.eligibility.placements, outcome);
         for (index, measure) in self.layout.measures.iter().enumerate() {
-            if let Some(amount) = contribution(measure, outcome) {
+            if let Some(amount) = contribution(measure, outcome, here) {
                 unit.values[index] += amount;
             }
         }
@@ -332,7 +344,7 @@ impl ExperimentState {
         let slot = usize::from(unit.variant) * JACKKNIFE_GROUPS + usize::from(unit.group);
         for metric in &self.metrics {
             let Some(table) = metric.items else { continue };
-            if !matches(&metric.definition.numerator, outcome) {
+            if !matches(&metric.definition.numerator, outcome, here) {
                 continue;
             }
             let counts = &mut self.item_counts[table];
@@ -359,14 +371,26 @@ impl ExperimentState {
     }
 }
 
-fn matches(measure: &Measure, outcome: &OutcomeFact<'_>) -> bool {
+/// Whether `outcome` happened on one of `placements`, or was attributed to
+/// one by its source placement; every outcome is when there are none.
+fn on_placements(placements: &[String], outcome: &OutcomeFact<'_>) -> bool {
+    placements.is_empty()
+        || placements.iter().any(|placement| {
+            placement == outcome.placement || placement == outcome.source_placement
+        })
+}
+
+/// Whether `outcome` counts for `measure`; `here` says whether it is on
+/// the experiment's placements.
+fn matches(measure: &Measure, outcome: &OutcomeFact<'_>, here: bool) -> bool {
     measure.outcome_type == outcome.outcome_type
         && (!measure.recommended_only || outcome.from_recommendation)
+        && (!measure.experiment_placements_only || here)
 }
 
 /// What `outcome` adds to `measure`, if it matches it.
-fn contribution(measure: &Measure, outcome: &OutcomeFact<'_>) -> Option<f64> {
-    if !matches(measure, outcome) {
+fn contribution(measure: &Measure, outcome: &OutcomeFact<'_>, here: bool) -> Option<f64> {
+    if !matches(measure, outcome, here) {
         return None;
     }
     Some(match measure.aggregate {

@@ -130,6 +130,8 @@ fn simulate(
                 outcome_type,
                 user_id: user,
                 session_id: "",
+                placement: "you_may_also_like",
+                source_placement: "you_may_also_like",
                 item_id: "sku-1",
                 item_ids,
                 from_recommendation: true,
@@ -409,6 +411,8 @@ fn outcomes_count_only_from_the_first_exposure_and_wait_for_a_late_exposure() {
         outcome_type: OutcomeType::AddToCart,
         user_id: user,
         session_id: "",
+        placement: "you_may_also_like",
+        source_placement: "you_may_also_like",
         item_id: "sku-1",
         item_ids: &[],
         from_recommendation: true,
@@ -556,6 +560,8 @@ fn a_variant_that_piles_impressions_on_few_items_has_a_higher_concentration() {
             outcome_type: OutcomeType::Impression,
             user_id: &user,
             session_id: "",
+            placement: "you_may_also_like",
+            source_placement: "you_may_also_like",
             item_id: "",
             item_ids: &shown,
             from_recommendation: true,
@@ -615,4 +621,87 @@ fn a_metric_config_that_changes_the_measures_asks_for_a_rebuild() {
         .metrics
         .secondary_metrics = vec!["page_load_time".into()];
     assert_eq!(analyzer.refresh(), exp_analysis::Refresh::NeedsRebuild);
+}
+
+#[test]
+fn ctr_counts_recommendations_of_the_experiments_placements_and_add_to_carts_anywhere() {
+    let experiment = running_experiment();
+    let mut analyzer = analyzer_for(experiment.clone());
+    let user = "placed";
+    let variant = variant_of(&experiment, user);
+    analyzer.exposure(&user_exposure(
+        &experiment.id,
+        &experiment.variants[variant].name,
+        user,
+        START_MICROS,
+    ));
+    let shown: Vec<String> = vec!["sku-1".into(), "sku-2".into()];
+    let base = OutcomeFact {
+        outcome_type: OutcomeType::Click,
+        user_id: user,
+        session_id: "",
+        placement: "you_may_also_like",
+        source_placement: "you_may_also_like",
+        item_id: "sku-1",
+        item_ids: &[],
+        from_recommendation: true,
+        value: 0.0,
+        quantity: 1,
+        latency_ms: 0.0,
+        time_micros: START_MICROS + 1,
+    };
+    for outcome in [
+        // Two items shown here, two on the home feed.
+        OutcomeFact {
+            outcome_type: OutcomeType::Impression,
+            item_ids: &shown,
+            ..base
+        },
+        OutcomeFact {
+            outcome_type: OutcomeType::Impression,
+            item_ids: &shown,
+            placement: "home_feed",
+            source_placement: "home_feed",
+            ..base
+        },
+        // A click here; a click on the product page attributed here; a
+        // click on the home feed's recommendations.
+        base,
+        OutcomeFact {
+            placement: "product_detail",
+            ..base
+        },
+        OutcomeFact {
+            placement: "home_feed",
+            source_placement: "home_feed",
+            ..base
+        },
+        // An add-to-cart on the cart page still counts for the unit.
+        OutcomeFact {
+            outcome_type: OutcomeType::AddToCart,
+            placement: "cart",
+            source_placement: "",
+            from_recommendation: false,
+            ..base
+        },
+    ] {
+        analyzer.outcome(&outcome);
+    }
+    let report = analyzer
+        .report(&experiment.id, 0.05)
+        .expect("the experiment has exposures");
+    let value = |name: &str| {
+        report.variants[variant]
+            .metrics
+            .iter()
+            .find(|metric| metric.metric == name)
+            .and_then(|metric| metric.value)
+            .expect("a value")
+    };
+    assert_eq!(
+        value("ctr"),
+        1.0,
+        "2 clicks attributed here / 2 items shown here"
+    );
+    assert_eq!(value("add_to_cart_rate"), 1.0);
 }

@@ -64,6 +64,10 @@ pub struct Measure {
     pub recommended_only: bool,
     /// What is summed.
     pub aggregate: Aggregate,
+    /// Only outcomes on one of the experiment's placements, or attributed
+    /// to one by their source placement.
+    #[serde(default)]
+    pub experiment_placements_only: bool,
 }
 
 /// One metric.
@@ -105,6 +109,15 @@ fn measure(outcome_type: OutcomeType, recommended_only: bool, aggregate: Aggrega
         outcome_type,
         recommended_only,
         aggregate,
+        experiment_placements_only: false,
+    }
+}
+
+/// Recommended items on the experiment's own placements.
+fn recommended_here(outcome_type: OutcomeType, aggregate: Aggregate) -> Measure {
+    Measure {
+        experiment_placements_only: true,
+        ..measure(outcome_type, true, aggregate)
     }
 }
 
@@ -154,10 +167,10 @@ pub fn catalogue() -> &'static [MetricDefinition] {
             ),
             definition(
                 "ctr",
-                "clicks on recommended items per recommended item shown",
+                "clicks on recommended items per recommended item shown, on the experiment's placements",
                 Ratio,
-                measure(Click, true, Count),
-                Some(measure(Impression, true, ItemCount)),
+                recommended_here(Click, Count),
+                Some(recommended_here(Impression, ItemCount)),
                 true,
             ),
             definition(
@@ -197,9 +210,9 @@ pub fn catalogue() -> &'static [MetricDefinition] {
             ),
             definition(
                 "inventory_exposure_balance",
-                "Gini coefficient of recommended-item impressions across items (0 = even)",
+                "Gini coefficient of recommended-item impressions on the experiment's placements across items (0 = even)",
                 Concentration,
-                measure(Impression, true, ItemCount),
+                recommended_here(Impression, ItemCount),
                 None,
                 false,
             ),

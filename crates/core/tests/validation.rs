@@ -313,6 +313,7 @@ fn an_experiment_defines_its_own_metrics_as_data_and_bad_definitions_name_their_
             outcome_type: metrics::OutcomeType::PageView,
             recommended_only: true,
             aggregate: Aggregate::Count,
+            experiment_placements_only: false,
         },
         ..bad_bounds.clone()
     };

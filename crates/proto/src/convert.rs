@@ -513,6 +513,7 @@ fn measure_from_proto(
     Some(Measure {
         outcome_type: outcome_type?,
         recommended_only: proto.recommended_only,
+        experiment_placements_only: proto.experiment_placements_only,
         aggregate: aggregate?,
     })
 }
@@ -545,6 +546,7 @@ fn measure_to_proto(measure: &Measure) -> v1::Measure {
     v1::Measure {
         outcome_type: outcome_type_to_proto(measure.outcome_type) as i32,
         recommended_only: measure.recommended_only,
+        experiment_placements_only: measure.experiment_placements_only,
         aggregate: match measure.aggregate {
             Aggregate::Count => v1::MeasureAggregate::Count,
             Aggregate::ValueSum => v1::MeasureAggregate::ValueSum,

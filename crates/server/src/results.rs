@@ -274,6 +274,8 @@ fn apply(analyzer: &mut Analyzer, event: &Event) {
                 outcome_type,
                 user_id: &outcome.user_id,
                 session_id: &outcome.session_id,
+                placement: &outcome.placement,
+                source_placement: &outcome.source_placement,
                 item_id: &outcome.item_id,
                 item_ids: &outcome.item_ids,
                 from_recommendation: outcome.from_recommendation,
