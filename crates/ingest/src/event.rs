@@ -80,6 +80,11 @@ impl Event {
             .and_then(|timestamp| SystemTime::try_from(timestamp).ok())
             .unwrap_or(SystemTime::UNIX_EPOCH)
     }
+
+    /// [`Event::time`] in microseconds since the Unix epoch.
+    pub fn time_micros(&self) -> i64 {
+        unix_micros(self.time())
+    }
 }
 
 /// Microseconds since the Unix epoch (0 before it).

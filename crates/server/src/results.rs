@@ -238,12 +238,6 @@ fn follow(shared: &Shared, slot: &LogSlot, admin: &Admin) {
     }
 }
 
-fn micros(timestamp: Option<prost_types::Timestamp>) -> i64 {
-    timestamp.map_or(0, |timestamp| {
-        timestamp.seconds * 1_000_000 + i64::from(timestamp.nanos / 1_000)
-    })
-}
-
 fn apply(analyzer: &mut Analyzer, event: &Event) {
     match event {
         Event::Exposure(exposure) => {
@@ -260,7 +254,7 @@ fn apply(analyzer: &mut Analyzer, event: &Event) {
                 user_id: &exposure.user_id,
                 session_id: &exposure.session_id,
                 revision: exposure.revision,
-                time_micros: micros(exposure.timestamp),
+                time_micros: event.time_micros(),
             });
         }
         Event::Outcome(outcome) => {
@@ -282,7 +276,7 @@ fn apply(analyzer: &mut Analyzer, event: &Event) {
                 value: outcome.value,
                 quantity: outcome.quantity,
                 latency_ms: outcome.latency_ms,
-                time_micros: micros(outcome.timestamp),
+                time_micros: event.time_micros(),
             });
         }
     }
