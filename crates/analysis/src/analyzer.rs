@@ -282,6 +282,12 @@ pub(crate) struct Unit {
 #[derive(Debug)]
 pub(crate) struct ExperimentState {
     pub(crate) experiment: Experiment,
+    /// Its index in the analyzer's slots.
+    slot: u32,
+    /// The revision that drew the variant salt (from its name,
+    /// `<id>:variant:<revision>`); exposures served before it are not
+    /// checked against the bucketing.
+    salt_revision: u64,
     layout: Layout,
     pub(crate) metrics: Vec<ResolvedMetric>,
     pub(crate) units: HashMap<u128, Unit>,
@@ -298,14 +304,16 @@ pub(crate) struct ExperimentState {
 }
 
 impl ExperimentState {
-    pub(crate) fn new(experiment: Experiment) -> Self {
+    pub(crate) fn new(experiment: Experiment, slot: u32) -> Self {
         let (layout, metrics) = layout(&experiment);
         let tables = metrics
             .iter()
             .filter(|metric| metric.items.is_some())
             .count();
         Self {
+            salt_revision: salt_revision(&experiment),
             experiment,
+            slot,
             layout,
             metrics,
             units: HashMap::new(),
@@ -501,19 +509,18 @@ impl Analyzer {
                 self.unattributed.unknown_exposures += 1;
                 return;
             };
+            let slot = self.slots.len() as u32;
             self.slots.push(experiment.id.clone());
-            self.experiments
-                .insert(experiment.id.clone(), ExperimentState::new(experiment));
+            self.experiments.insert(
+                experiment.id.clone(),
+                ExperimentState::new(experiment, slot),
+            );
         }
-        let slot = self
-            .slots
-            .iter()
-            .position(|id| id == exposure.experiment_id)
-            .expect("every experiment has a slot") as u32;
         let state = self
             .experiments
             .get_mut(exposure.experiment_id)
             .expect("inserted above");
+        let slot = state.slot;
         let Some(variant) = state.variant_index(exposure.variant) else {
             self.unattributed.unknown_exposures += 1;
             return;
@@ -633,6 +640,7 @@ impl Analyzer {
                 continue;
             }
             state.metrics = metrics;
+            state.salt_revision = salt_revision(&experiment);
             state.experiment = experiment;
         }
         outcome
@@ -671,21 +679,25 @@ fn check_schedule(state: &mut ExperimentState, exposure: &ExposureFact<'_>) {
     }
 }
 
-/// Recomputes the variant from the salts. Salts are named after the
-/// revision that drew them (`<id>:variant:<revision>`); exposures served
-/// before that revision were bucketed with an older salt and are not
-/// checked.
+/// The revision that drew `experiment`'s variant salt: salts are named
+/// after it (`<id>:variant:<revision>`); 0 when there is none.
+fn salt_revision(experiment: &Experiment) -> u64 {
+    experiment
+        .randomization
+        .as_ref()
+        .and_then(|randomization| randomization.variant_salt.rsplit(':').next())
+        .and_then(|revision| revision.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Recomputes the variant from the salts. Exposures served before the
+/// revision that drew the variant salt were bucketed with an older salt
+/// and are not checked.
 fn check_bucketing(state: &mut ExperimentState, exposure: &ExposureFact<'_>, variant: u16) {
     let Some(randomization) = &state.experiment.randomization else {
         return;
     };
-    let drawn_at = randomization
-        .variant_salt
-        .rsplit(':')
-        .next()
-        .and_then(|revision| revision.parse::<u64>().ok())
-        .unwrap_or(0);
-    if exposure.revision < drawn_at {
+    if exposure.revision < state.salt_revision {
         return;
     }
     state.exposures_checked_against_bucketing += 1;

@@ -253,7 +253,7 @@ impl Analyzer {
             Some(state) => Some(build(state, alpha)),
             None => {
                 let experiment = (self.catalog)(experiment_id)?;
-                Some(build(&ExperimentState::new(experiment), alpha))
+                Some(build(&ExperimentState::new(experiment, 0), alpha))
             }
         }
     }
