@@ -262,6 +262,13 @@ pub async fn wait_for_assign_version(channel: Channel, version: u64) {
     panic!("assignment never reached config version {version}");
 }
 
+/// Waits until `Assign` on `channel` serves the config version the same
+/// server publishes now (after a change made through its admin).
+pub async fn wait_until_assign_is_current(channel: Channel) {
+    let version = current_config_version(channel.clone()).await;
+    wait_for_assign_version(channel, version).await;
+}
+
 /// The serving config version `ConfigService` answers with now.
 pub async fn current_config_version(channel: Channel) -> u64 {
     v1::config_service_client::ConfigServiceClient::new(channel)

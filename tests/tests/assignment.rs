@@ -421,11 +421,7 @@ async fn a_watcher_that_falls_behind_is_resynchronised_not_truncated() {
 async fn the_http_gateway_answers_the_seed_request_with_numbers_as_numbers() {
     let server = TestServer::start().await;
     launch(&mut server.admin().await).await;
-    exp_e2e::wait_for_assign_version(
-        server.channel().await,
-        exp_e2e::current_config_version(server.channel().await).await,
-    )
-    .await;
+    exp_e2e::wait_until_assign_is_current(server.channel().await).await;
     let body = r#"{"user_id": "user-5", "session_id": "session-5", "context": {"page_type": "product_detail", "placement": "you_may_also_like"}}"#;
     let (status, answer) = exp_e2e::http_post(server.http_addr, "/experiments/assign", body).await;
     assert_eq!(status, 200, "{answer}");

@@ -198,8 +198,7 @@ async fn a_batch_over_the_limit_is_refused_whole_naming_the_limit() {
 async fn assign_exposures_reach_the_log_once_per_unit_and_variant() {
     let server = TestServer::start().await;
     exp_e2e::launch_seed_everywhere(&mut server.admin().await).await;
-    let launched = exp_e2e::current_config_version(server.channel().await).await;
-    exp_e2e::wait_for_assign_version(server.channel().await, launched).await;
+    exp_e2e::wait_until_assign_is_current(server.channel().await).await;
     let mut assign =
         v1::assignment_service_client::AssignmentServiceClient::new(server.channel().await);
     let request = |user: &str, defer: bool| v1::AssignRequest {

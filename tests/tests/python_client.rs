@@ -58,8 +58,7 @@ async fn a_python_grpcio_client_assigns_and_follows_watch_configs() {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
     exp_e2e::launch_seed_everywhere(&mut admin).await;
-    let launched = exp_e2e::current_config_version(server.channel().await).await;
-    exp_e2e::wait_for_assign_version(server.channel().await, launched).await;
+    exp_e2e::wait_until_assign_is_current(server.channel().await).await;
     let rust_answer =
         v1::assignment_service_client::AssignmentServiceClient::new(server.channel().await)
             .assign(exp_e2e::ymal_request("user-31", ""))

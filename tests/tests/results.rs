@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use exp_e2e::{
-    TestServer, create_and_start, current_config_version, launch_seed_everywhere, seed_experiment,
-    wait_for_assign_version, ymal_request,
+    TestServer, create_and_start, launch_seed_everywhere, seed_experiment,
+    wait_until_assign_is_current, ymal_request,
 };
 use exp_proto::v1::{
     self, assignment_service_client::AssignmentServiceClient,
@@ -146,8 +146,7 @@ async fn get_results_counts_assigned_units_and_their_add_to_carts_per_variant() 
     let channel = server.channel().await;
     let mut admin = server.admin().await;
     launch_seed_everywhere(&mut admin).await;
-    let version = current_config_version(channel.clone()).await;
-    wait_for_assign_version(channel.clone(), version).await;
+    wait_until_assign_is_current(channel.clone()).await;
 
     let assigned = assign_users(channel.clone(), "u", 400).await;
     assert_eq!(assigned.len(), 400, "traffic is 100%");
@@ -214,8 +213,7 @@ async fn a_guardrail_breach_stops_the_experiment_and_changes_assign_answers_with
         ..Default::default()
     });
     create_and_start(&mut admin, experiment).await;
-    let version = current_config_version(channel.clone()).await;
-    wait_for_assign_version(channel.clone(), version).await;
+    wait_until_assign_is_current(channel.clone()).await;
 
     // Treatment bounces twice as often: one page view for most of its
     // users, two or more for most of control's.
@@ -269,11 +267,7 @@ async fn a_guardrail_breach_stops_the_experiment_and_changes_assign_answers_with
     );
 
     // Assign follows the new config: the treatment's users get no variant.
-    wait_for_assign_version(
-        channel.clone(),
-        current_config_version(channel.clone()).await,
-    )
-    .await;
+    wait_until_assign_is_current(channel.clone()).await;
     let (treated, _) = assigned
         .iter()
         .find(|(_, variant)| variant == "treatment")
@@ -298,8 +292,7 @@ async fn results_are_rebuilt_from_the_event_log_after_a_restart() {
     let channel = server.channel().await;
     let mut admin = server.admin().await;
     launch_seed_everywhere(&mut admin).await;
-    let version = current_config_version(channel.clone()).await;
-    wait_for_assign_version(channel.clone(), version).await;
+    wait_until_assign_is_current(channel.clone()).await;
     let assigned = assign_users(channel.clone(), "r", 120).await;
     let outcomes: Vec<v1::Outcome> = assigned
         .iter()

@@ -81,8 +81,7 @@ async fn duckdb_joins_the_partitions_and_gets_the_add_to_cart_rate_by_variant() 
     let python_path = exp_e2e::python_packages("duckdb", "duckdb", &[DUCKDB]);
     let server = TestServer::start_with(&["--events-flush-interval", "1h"]).await;
     exp_e2e::launch_seed_everywhere(&mut server.admin().await).await;
-    let launched = exp_e2e::current_config_version(server.channel().await).await;
-    exp_e2e::wait_for_assign_version(server.channel().await, launched).await;
+    exp_e2e::wait_until_assign_is_current(server.channel().await).await;
     let mut assign =
         v1::assignment_service_client::AssignmentServiceClient::new(server.channel().await);
     let mut events = v1::event_service_client::EventServiceClient::new(server.channel().await);
