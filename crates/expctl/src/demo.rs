@@ -193,7 +193,7 @@ async fn visit(
                 v1::OutcomeType::Click,
                 "you_may_also_like",
             );
-            click.item_id = format!("sku-{}", index * 7 % 2_000);
+            click.item_id = recommended_item(index);
             outcomes.push(click);
         }
         if chance(index, 2) < CART_RATE[arm] {
@@ -203,7 +203,7 @@ async fn visit(
                 v1::OutcomeType::AddToCart,
                 "you_may_also_like",
             );
-            cart.item_id = format!("sku-{}", index * 7 % 2_000);
+            cart.item_id = recommended_item(index);
             outcomes.push(cart);
             if chance(index, 3) < 0.4 {
                 let mut purchase = outcome(
@@ -212,7 +212,7 @@ async fn visit(
                     v1::OutcomeType::Purchase,
                     "you_may_also_like",
                 );
-                purchase.item_id = cart_item(index);
+                purchase.item_id = recommended_item(index);
                 purchase.value = 20.0 + 80.0 * chance(index, 4);
                 purchase.currency = "USD".into();
                 outcomes.push(purchase);
@@ -241,7 +241,8 @@ async fn visit(
     Ok(())
 }
 
-fn cart_item(index: usize) -> String {
+/// The item user `index` clicks, carts and buys: the first one shown.
+fn recommended_item(index: usize) -> String {
     format!("sku-{}", index * 7 % 2_000)
 }
 
