@@ -7,7 +7,8 @@
 //!   at startup (the loopback rule for servers without tokens included).
 //! - [`server`]: [`serve`], which wires the stores and services onto bound
 //!   listeners and runs until a shutdown future resolves; tests call it
-//!   with `127.0.0.1:0` listeners.
+//!   with `127.0.0.1:0` listeners; and [`server::runtime`], the Tokio
+//!   runtime `expd` serves on.
 //! - [`layers`]: tower layers of the gRPC server (RPC metrics); the
 //!   timeout, load shedding and concurrency limit come from tonic and tower.
 //! - [`http`]: the HTTP port: liveness and readiness.

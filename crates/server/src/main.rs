@@ -22,10 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match expd::server::runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("expd: starting the runtime: {err}");
