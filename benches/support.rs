@@ -1,5 +1,8 @@
-//! Shared helpers of the benchmarks: timing loops and a summary of a
-//! latency sample (median, p99) printed the same way by every bench.
+//! Shared helpers of the benchmarks: timing loops; a summary of a
+//! latency sample (median, p99) printed the same way by every bench;
+//! processes' CPU time from `/proc`; and hiccup meters, which measure the
+//! machine's own stalls during a load test so a tail latency can be set
+//! against them ([`HiccupMeters`], [`Timeline`]).
 //!
 //! Benchmarks run with `cargo bench -p exp-benches`; each prints one line
 //! per measurement, and `benches/RESULTS.md` records the figures with the
@@ -99,18 +102,256 @@ pub fn own_cpu_seconds() -> f64 {
 
 /// User plus system CPU seconds of process `pid` so far (Linux).
 pub fn cpu_seconds(pid: u32) -> f64 {
+    // utime and stime are fields 14 and 15 (1-based).
+    stat_seconds(pid, [14, 15])
+}
+
+/// User plus system CPU seconds of this process's children that have
+/// ended and been waited for (Linux): the cost of a load generator run
+/// as a child process.
+pub fn children_cpu_seconds() -> f64 {
+    // cutime and cstime are fields 16 and 17 (1-based).
+    stat_seconds(std::process::id(), [16, 17])
+}
+
+/// The sum of the clock-tick fields `fields` (1-based, as in proc(5)) of
+/// `/proc/<pid>/stat`, in seconds.
+fn stat_seconds(pid: u32, fields: [usize; 2]) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat
+    let values: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
     let ticks = |index: usize| -> f64 {
-        fields
+        values
             .get(index)
-            .and_then(|field| field.parse().ok())
+            .and_then(|value| value.parse().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are fields 14 and 15 (1-based), 11 and 12 here.
-    (ticks(11) + ticks(12)) / 100.0
+    // Field 3 (1-based) is the first after the command name.
+    fields.iter().map(|field| ticks(field - 3)).sum::<f64>() / 100.0
+}
+
+/// Env variable that turns a bench binary into a hiccup meter (see
+/// [`HiccupMeters`]).
+const HICCUP_METER: &str = "EXP_BENCH_HICCUP_METER";
+
+/// Stalls of the machine itself, measured while a load test runs, so a
+/// tail latency can be told apart from the host pausing the whole VM.
+///
+/// One meter process per CPU, pinned to it (`taskset`) at real-time
+/// priority (`chrt -f`), so no ordinary process on that CPU (the server,
+/// the load generator) can delay it: it sleeps 1 ms at a time and
+/// reports each wake-up more than 0.5 ms late. What delays it is the
+/// hypervisor or the kernel, which delay every process on that CPU
+/// alike. The meters cost about 1,000 wake-ups per second per CPU.
+#[derive(Debug)]
+pub struct HiccupMeters {
+    meters: Vec<std::process::Child>,
+}
+
+/// One stall a meter saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Stall {
+    /// When the meter went to sleep, in microseconds since the Unix epoch.
+    pub at_unix_micros: u64,
+    /// How much later than asked it woke up.
+    pub length: Duration,
+}
+
+impl HiccupMeters {
+    /// Starts a meter on each of `cpus`; `None` (with the reason printed)
+    /// when `chrt` or `taskset` cannot run them (not root, not Linux).
+    pub fn start(cpus: &[usize]) -> Option<Self> {
+        let exe = std::env::current_exe().ok()?;
+        let mut meters = Vec::new();
+        for cpu in cpus {
+            let meter = std::process::Command::new("chrt")
+                .args(["-f", "50", "taskset", "-c"])
+                .arg(cpu.to_string())
+                .arg(&exe)
+                .env(HICCUP_METER, "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            match meter {
+                Ok(meter) => meters.push(meter),
+                Err(err) => {
+                    println!("  hiccup meter unavailable (chrt, taskset): {err}");
+                    return None;
+                }
+            }
+        }
+        // Give them a moment to start (a refused `chrt` exits at once).
+        std::thread::sleep(Duration::from_millis(50));
+        for meter in &mut meters {
+            if let Ok(Some(status)) = meter.try_wait() {
+                println!("  hiccup meter unavailable: chrt/taskset exited with {status}");
+                return None;
+            }
+        }
+        Some(Self { meters })
+    }
+
+    /// Stops the meters and answers every stall they saw.
+    pub fn stop(mut self) -> Vec<Stall> {
+        use std::io::Read;
+        let mut stalls = Vec::new();
+        for mut meter in std::mem::take(&mut self.meters) {
+            let _ = meter.kill();
+            let mut text = String::new();
+            if let Some(mut out) = meter.stdout.take() {
+                let _ = out.read_to_string(&mut text);
+            }
+            let _ = meter.wait();
+            stalls.extend(text.lines().filter_map(|line| {
+                let (at, micros) = line.split_once(' ')?;
+                Some(Stall {
+                    at_unix_micros: at.parse().ok()?,
+                    length: Duration::from_micros(micros.parse().ok()?),
+                })
+            }));
+        }
+        stalls
+    }
+}
+
+impl Drop for HiccupMeters {
+    /// Meters not stopped (a bench that panicked) are killed, not left
+    /// running.
+    fn drop(&mut self) {
+        for meter in &mut self.meters {
+            let _ = meter.kill();
+            let _ = meter.wait();
+        }
+    }
+}
+
+/// Runs this process as a hiccup meter, forever, when it was started as
+/// one by [`HiccupMeters::start`]; returns at once otherwise. Benches
+/// that use meters call it first thing in `main`.
+pub fn run_hiccup_meter_if_asked() {
+    if std::env::var_os(HICCUP_METER).is_none() {
+        return;
+    }
+    let nap = Duration::from_millis(1);
+    loop {
+        let asleep = Instant::now();
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        std::thread::sleep(nap);
+        let late = asleep.elapsed().saturating_sub(nap);
+        if late > Duration::from_micros(500) {
+            println!("{} {}", at.as_micros(), late.as_micros());
+        }
+    }
+}
+
+/// Latencies of one load test, each with the moment it was sent, so the
+/// slow requests can be set against the machine's stalls.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    /// (sent, in microseconds since the Unix epoch; latency).
+    samples: Vec<(u64, Duration)>,
+}
+
+/// How many requests of a [`Timeline`] were slow, and how many of them
+/// and of all met a stall of the machine.
+#[derive(Debug, Clone, Copy)]
+pub struct StallShare {
+    /// Requests slower than the bound asked for.
+    pub slow: usize,
+    /// Those of them that met a stall.
+    pub slow_met_stall: usize,
+    /// All requests.
+    pub all: usize,
+    /// Those of them that met a stall.
+    pub all_met_stall: usize,
+}
+
+impl Timeline {
+    /// Records a request sent at `sent` that took `latency`.
+    pub fn record(&mut self, sent: std::time::SystemTime, latency: Duration) {
+        let micros = sent
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        self.samples
+            .push((u64::try_from(micros).unwrap_or(u64::MAX), latency));
+    }
+
+    /// Number of requests recorded.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The summary of every request.
+    pub fn summary(&self) -> Summary {
+        Summary::of(self.samples.iter().map(|(_, latency)| *latency).collect())
+    }
+
+    /// How many requests took longer than `slow`, and how many of them,
+    /// and of all requests, met a stall of `threshold` or more: one that
+    /// began while the request was in flight or in the `backlog` before
+    /// it was sent (a stalled server answers the queue that built up
+    /// during the stall afterwards).
+    pub fn stall_share(
+        &self,
+        stalls: &[Stall],
+        threshold: Duration,
+        slow: Duration,
+        backlog: Duration,
+    ) -> StallShare {
+        let mut starts: Vec<u64> = stalls
+            .iter()
+            .filter(|stall| stall.length >= threshold)
+            .map(|stall| stall.at_unix_micros)
+            .collect();
+        starts.sort_unstable();
+        let backlog = u64::try_from(backlog.as_micros()).unwrap_or(u64::MAX);
+        let met = |(sent, latency): &(u64, Duration)| {
+            let from = sent.saturating_sub(backlog);
+            let to = sent + u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+            let first = starts.partition_point(|start| *start < from);
+            starts.get(first).is_some_and(|start| *start <= to)
+        };
+        let slow_samples = || self.samples.iter().filter(|(_, latency)| *latency > slow);
+        StallShare {
+            slow: slow_samples().count(),
+            slow_met_stall: slow_samples().filter(|sample| met(sample)).count(),
+            all: self.samples.len(),
+            all_met_stall: self.samples.iter().filter(|sample| met(sample)).count(),
+        }
+    }
+}
+
+/// Prints what the meters saw over a run: stalls of 1 ms and 2 ms or more,
+/// the longest, and their total.
+pub fn print_stalls(stalls: &[Stall]) {
+    let over = |ms: u64| {
+        stalls
+            .iter()
+            .filter(|stall| stall.length >= Duration::from_millis(ms))
+            .count()
+    };
+    let longest = stalls
+        .iter()
+        .map(|stall| stall.length)
+        .max()
+        .unwrap_or_default();
+    let total: Duration = stalls.iter().map(|stall| stall.length).sum();
+    println!(
+        "  machine stalls (all CPUs): {} >= 1 ms, {} >= 2 ms, longest {:.1} ms, {:.1} ms in all",
+        over(1),
+        over(2),
+        longest.as_secs_f64() * 1e3,
+        total.as_secs_f64() * 1e3
+    );
 }
