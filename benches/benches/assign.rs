@@ -3,24 +3,27 @@
 //! 1. in-process evaluation (what the SDK and every server request run),
 //!    with 10 and with 10,000 experiments on other placements, and the
 //!    cost of an exposure on and off the request path;
-//! 2. gRPC `Assign` over loopback, open loop at a fixed rate
-//!    (default 10,000 requests/s) from 64 concurrent callers, without
-//!    exposure logging, then with it off and on in alternate one-second
-//!    windows (each request a new user, so logging on writes every
-//!    exposure to the durable event log);
-//! 3. HTTP JSON `POST /experiments/assign` with wrk, when wrk is installed;
-//! 4. the time for one change to reach 1,000 WatchConfigs watchers;
-//! 5. 2 again against the release `expd` in its own process pinned to one
-//!    core, the load generator pinned to the other.
+//! 2. HTTP JSON `POST /experiments/assign` with wrk, when wrk is
+//!    installed, and the time for one change to reach 1,000 WatchConfigs
+//!    watchers, against a server in this process;
+//! 3. gRPC `Assign` over loopback at a fixed rate (default 10,000
+//!    requests/s) against the release `expd` in a process of its own,
+//!    first sharing both cores with the load generators, then pinned to
+//!    one core with them on the other: driven by h2load (when installed)
+//!    and by a tonic load generator in this process, with exposure
+//!    logging off and on, and (shared) off and on in alternate one-second
+//!    windows, each request a new user, so logging on writes every
+//!    exposure to the durable event log. Every run also measures the
+//!    machine's own stalls ([`exp_benches::HiccupMeters`]).
 //!
-//! Run: `cargo bench -p exp-benches --bench assign` (`ASSIGN_RPS` sets the
-//! rate of 2, `ASSIGN_ALTERNATING_SECONDS` the length of its run with
-//! exposure logging off and on in alternate one-second windows, default
-//! 60).
+//! Run: `cargo build --release -p expd && cargo bench -p exp-benches
+//! --bench assign` (`ASSIGN_RPS` sets the rate of 3,
+//! `ASSIGN_ALTERNATING_SECONDS` the length of its alternating run,
+//! default 60; `ASSIGN_ONLY=processes` runs 3 alone).
 
 use std::time::{Duration, Instant, SystemTime};
 
-use exp_benches::{Summary, time_batched};
+use exp_benches::{Summary, Timeline, time_batched};
 use exp_core::{
     Experiment, ParamSchema, allocation,
     evaluate::{CompiledSnapshot, RequestContext},
@@ -141,16 +144,13 @@ enum Exposures {
 /// so a server stall that delays the schedule is visible, not hidden
 /// (Tokio's timer wakes up to 1 ms late, which is the client's, not the
 /// server's, latency). Every request is a new user, so a request that
-/// logs writes an exposure through to the durable event log. Answers the
-/// summaries of the requests without and with exposure logging.
-async fn grpc_assign(
-    addr: std::net::SocketAddr,
-    rate: u64,
-    seconds: u64,
-    exposures: Exposures,
-) -> (Summary, Option<Summary>) {
+/// logs writes an exposure through to the durable event log. Prints the
+/// latencies of the requests without and with exposure logging, set
+/// against the machine's stalls (see [`exp_benches::HiccupMeters`]).
+async fn grpc_assign(addr: std::net::SocketAddr, rate: u64, seconds: u64, exposures: Exposures) {
     const CALLERS: u64 = 64;
     let channels: Vec<Channel> = exp_benches::channels(addr, 4).await;
+    let meters = exp_benches::HiccupMeters::start(&[0, 1]);
     let cpu_before = exp_benches::own_cpu_seconds();
     let started = Instant::now() + Duration::from_millis(100);
     let per_caller = rate * seconds / CALLERS;
@@ -166,15 +166,20 @@ async fn grpc_assign(
             let mut late = 0u64;
             for index in 0..per_caller {
                 let due = started + offset + interval * index as u32;
+                let window = match exposures {
+                    Exposures::Off | Exposures::On => 0,
+                    Exposures::Alternating(window) => {
+                        ((due - started).as_nanos() / window.as_nanos()) as usize
+                    }
+                };
                 let logging = match exposures {
                     Exposures::Off => false,
                     Exposures::On => true,
-                    Exposures::Alternating(window) => {
-                        ((due - started).as_nanos() / window.as_nanos()) % 2 == 1
-                    }
+                    Exposures::Alternating(_) => window % 2 == 1,
                 };
                 tokio::time::sleep_until(due.into()).await;
                 let sent = Instant::now();
+                let sent_at = SystemTime::now();
                 if sent - due > Duration::from_millis(2) {
                     late += 1;
                 }
@@ -192,63 +197,128 @@ async fn grpc_assign(
                 if result.is_err() {
                     errors += 1;
                 }
-                latencies.push((logging, sent.elapsed()));
+                latencies.push((logging, window, sent_at, sent.elapsed()));
             }
             (latencies, errors, late)
         }));
     }
-    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let (mut off, mut on) = (Timeline::default(), Timeline::default());
     let (mut errors, mut late) = (0, 0);
+    let mut windows: Vec<Vec<Duration>> = Vec::new();
     for task in tasks {
         let (latencies, failed, delayed) = task.await.expect("caller");
-        for (logging, latency) in latencies {
+        for (logging, window, sent_at, latency) in latencies {
+            if matches!(exposures, Exposures::Alternating(_)) {
+                if windows.len() <= window {
+                    windows.resize(window + 1, Vec::new());
+                }
+                windows[window].push(latency);
+            }
             if logging {
-                on.push(latency)
+                on.record(sent_at, latency)
             } else {
-                off.push(latency)
+                off.record(sent_at, latency)
             }
         }
         errors += failed;
         late += delayed;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let stalls = meters.map(exp_benches::HiccupMeters::stop);
     let count = off.len() + on.len();
-    // The load generator's own CPU (in the unpinned runs this process
-    // also hosts the server).
+    // The load generator's own CPU.
     let process_cpu = exp_benches::own_cpu_seconds() - cpu_before;
-    let off = if off.is_empty() {
-        Summary::of(on.clone())
-    } else {
-        Summary::of(off)
-    };
-    let on = (!on.is_empty()).then(|| Summary::of(on));
-    match (exposures, on) {
-        (Exposures::On, _) => {
-            on.expect("requests")
-                .print(&format!("gRPC Assign at {rate}/s offered, logging on"));
+    match exposures {
+        Exposures::Off => {
+            print_timeline(
+                &off,
+                stalls.as_deref(),
+                &format!("gRPC Assign at {rate}/s offered"),
+            );
         }
-        (Exposures::Off, _) | (_, None) => {
-            off.print(&format!("gRPC Assign at {rate}/s offered"));
+        Exposures::On => {
+            print_timeline(
+                &on,
+                stalls.as_deref(),
+                &format!("gRPC Assign at {rate}/s offered, logging on"),
+            );
         }
-        (Exposures::Alternating(window), Some(on)) => {
+        Exposures::Alternating(window) => {
             println!(
                 "gRPC Assign at {rate}/s offered, exposure logging off and on in alternate {window:?} windows:"
             );
-            off.print("  logging off");
-            on.print("  logging on");
+            print_timeline(&off, stalls.as_deref(), "  logging off");
+            print_timeline(&on, stalls.as_deref(), "  logging on");
+            let (off, on) = (off.summary(), on.summary());
             println!(
                 "  p99 on / off = {:.2}, p50 on / off = {:.2}",
                 on.p99.as_secs_f64() / off.p99.as_secs_f64(),
                 on.p50.as_secs_f64() / off.p50.as_secs_f64()
             );
+            print_window_pairs(windows);
         }
+    }
+    if let Some(stalls) = &stalls {
+        exp_benches::print_stalls(stalls);
     }
     println!(
         "  achieved {:.0} requests/s over {elapsed:.1} s, {errors} errors, {late} of {count} sent > 2 ms late; this process: {:.1} us of CPU per request",
         count as f64 / elapsed,
         process_cpu / count as f64 * 1e6
     );
-    (off, on)
+}
+
+/// Prints, over each pair of adjacent windows (logging off, then on),
+/// the ratio of their p99s: its median and quartiles. A stall of the
+/// machine lands in one window and moves the p99 of the whole run; the
+/// median of the pairs' ratios is the typical effect of logging, which
+/// the stalls, as likely in an off window as in an on one, do not bias.
+fn print_window_pairs(windows: Vec<Vec<Duration>>) {
+    let mut ratios: Vec<f64> = windows
+        .chunks_exact(2)
+        .filter(|pair| !pair[0].is_empty() && !pair[1].is_empty())
+        .map(|pair| {
+            Summary::of(pair[1].clone()).p99.as_secs_f64()
+                / Summary::of(pair[0].clone()).p99.as_secs_f64()
+        })
+        .collect();
+    if ratios.is_empty() {
+        return;
+    }
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "  p99 on / off within each of {} pairs of adjacent windows: median {:.2}, quartiles {:.2} - {:.2}",
+        ratios.len(),
+        at(0.5),
+        at(0.25),
+        at(0.75)
+    );
+}
+
+/// Prints `timeline`'s summary under `name`, and with `stalls`, how many
+/// of its requests over 2 ms met a machine stall of 1 ms or more (in
+/// flight, or sent within 5 ms after it), against how many of all did.
+fn print_timeline(timeline: &Timeline, stalls: Option<&[exp_benches::Stall]>, name: &str) {
+    let summary = timeline.summary();
+    summary.print(name);
+    let Some(stalls) = stalls else {
+        return;
+    };
+    let share = timeline.stall_share(
+        stalls,
+        Duration::from_millis(1),
+        Duration::from_millis(2),
+        Duration::from_millis(5),
+    );
+    println!(
+        "    {} requests over 2 ms ({:.2}%), {} of them ({:.0}%) met a machine stall >= 1 ms; of all requests {:.0}% did",
+        share.slow,
+        share.slow as f64 / share.all as f64 * 100.0,
+        share.slow_met_stall,
+        share.slow_met_stall as f64 / share.slow.max(1) as f64 * 100.0,
+        share.all_met_stall as f64 / share.all as f64 * 100.0
+    );
 }
 
 fn http_assign(addr: std::net::SocketAddr) {
@@ -361,25 +431,178 @@ async fn propagation(addr: std::net::SocketAddr, watchers: usize, rounds: usize)
     ));
 }
 
+/// gRPC `Assign` driven by h2load (nghttp2's HTTP/2 load generator,
+/// written in C), on `cpu` if given: `rate` requests/s in all for
+/// `seconds`, from 40 connections opened 4 per millisecond, each sending
+/// `rate / 40` requests/s. (h2load paces a connection with a timer of at
+/// least 10 ms, so 4 connections at 2,500/s each would send 25 requests
+/// at once; 40 connections with staggered starts spread them over the
+/// 10 ms.) h2load sends one body over and over, so every request is the
+/// same user: with logging on, every exposure after the first is a
+/// repeat the filter drops. Latencies come from h2load's per-request log;
+/// it checks HTTP status only, so the bench first checks with tonic that
+/// the same request is answered OK with an assignment. `server` is the
+/// pid of `expd`, whose CPU time is read.
+fn h2load_assign(
+    grpc: std::net::SocketAddr,
+    server: u32,
+    cpu: Option<usize>,
+    rate: u64,
+    seconds: u64,
+    logging: bool,
+) {
+    use prost::Message;
+    if std::process::Command::new("h2load")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("h2load not installed (apt-get install nghttp2-client); skipped");
+        return;
+    }
+    let request = v1::AssignRequest {
+        user_id: "user-h2load".into(),
+        context: Some(v1::RequestContext {
+            placement: "you_may_also_like".into(),
+            ..Default::default()
+        }),
+        defer_exposure: !logging,
+        ..Default::default()
+    };
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            AssignmentServiceClient::new(exp_e2e::connect(grpc).await)
+                .assign(request.clone())
+                .await
+        })
+        .expect("the request h2load repeats is answered OK")
+        .into_inner();
+    assert_eq!(answer.experiment_id, "reco_ymal_v1", "{answer:?}");
+    let request = request.encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(request.len()).expect("small").to_be_bytes());
+    framed.extend_from_slice(&request);
+    let dir = tempfile::tempdir().expect("dir");
+    let body = dir.path().join("assign.bin");
+    let log = dir.path().join("h2load.tsv");
+    std::fs::write(&body, framed).expect("write body");
+    let connections = 40;
+    let meters = exp_benches::HiccupMeters::start(&[0, 1]);
+    let cpu_before = exp_benches::children_cpu_seconds();
+    let server_cpu_before = exp_benches::cpu_seconds(server);
+    let mut command = match cpu {
+        None => std::process::Command::new("h2load"),
+        Some(cpu) => {
+            let mut taskset = std::process::Command::new("taskset");
+            taskset.arg("-c").arg(cpu.to_string()).arg("h2load");
+            taskset
+        }
+    };
+    let output = command
+        .arg("-c")
+        .arg(connections.to_string())
+        .args(["-r", "4", "--rate-period", "1ms", "-m", "16", "--rps"])
+        .arg((rate / connections).to_string())
+        .arg("-n")
+        .arg((rate * seconds).to_string())
+        .arg("-d")
+        .arg(&body)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg("--log-file")
+        .arg(&log)
+        .arg(format!(
+            "http://{grpc}/experiments.v1.AssignmentService/Assign"
+        ))
+        .output()
+        .expect("run h2load");
+    let h2load_cpu = exp_benches::children_cpu_seconds() - cpu_before;
+    let server_cpu = exp_benches::cpu_seconds(server) - server_cpu_before;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let stalls = meters.map(exp_benches::HiccupMeters::stop);
+    let mut timeline = Timeline::default();
+    for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
+        let mut fields = line.split('\t');
+        let (Some(start), Some(_status), Some(latency)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if let (Ok(start), Ok(latency)) = (start.parse(), latency.parse()) {
+            timeline.record(
+                SystemTime::UNIX_EPOCH + Duration::from_micros(start),
+                Duration::from_micros(latency),
+            );
+        }
+    }
+    if timeline.is_empty() {
+        println!("h2load: no requests logged:\n{text}");
+        return;
+    }
+    let count = timeline.len();
+    print_timeline(
+        &timeline,
+        stalls.as_deref(),
+        &format!(
+            "h2load Assign {rate}/s, logging {}",
+            if logging { "on (a repeat)" } else { "off" }
+        ),
+    );
+    if let Some(stalls) = &stalls {
+        exp_benches::print_stalls(stalls);
+    }
+    for line in text.lines().filter(|l| {
+        l.starts_with("finished in")
+            || l.starts_with("requests:")
+            || l.starts_with("status codes:")
+            || l.starts_with("traffic:")
+    }) {
+        println!("  {}", line.trim());
+    }
+    println!(
+        "  CPU per request: expd {:.1} us, h2load {:.1} us",
+        server_cpu / count as f64 * 1e6,
+        h2load_cpu / count as f64 * 1e6
+    );
+}
+
+/// Where the release `expd` and the load generators run in
+/// [`release_server`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Anywhere: the two processes share the machine's cores, as a
+    /// service and its neighbours do.
+    Shared,
+    /// `expd` alone on CPU 0, the load generators on CPU 1: the server's
+    /// cost and tail without the load generator competing for its core.
+    Pinned,
+}
+
 /// gRPC `Assign` against the release `expd` binary in a process of its
-/// own pinned to CPU 0, with this process (the load generator) pinned to
-/// CPU 1: the server's tail without the load generator competing for its
-/// core. Needs `cargo build --release -p expd` and `taskset`.
-fn pinned_server(rate: u64, seconds: u64) {
+/// own (so the server's CPU time per request can be read from `/proc`):
+/// driven by h2load, then by this process's tonic load generator (a
+/// current-thread runtime: one core at most), with exposure logging off
+/// and on. Needs `cargo build --release -p expd`, and `taskset` when
+/// pinned.
+fn release_server(placement: Placement, rate: u64, seconds: u64) {
     let expd = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.join("expd")))
         .filter(|path| path.exists());
     let Some(expd) = expd else {
-        println!("pinned server: no release expd binary (cargo build --release -p expd); skipped");
+        println!("release expd: no binary (cargo build --release -p expd); skipped");
         return;
     };
-    let pinned_self = std::process::Command::new("taskset")
-        .args(["-a", "-cp", "1", &std::process::id().to_string()])
-        .output();
-    if !pinned_self.is_ok_and(|output| output.status.success()) {
-        println!("pinned server: taskset unavailable; skipped");
-        return;
+    if placement == Placement::Pinned {
+        let pinned_self = std::process::Command::new("taskset")
+            .args(["-a", "-cp", "1", &std::process::id().to_string()])
+            .output();
+        if !pinned_self.is_ok_and(|output| output.status.success()) {
+            println!("pinned server: taskset unavailable; skipped");
+            return;
+        }
     }
     let data = tempfile::tempdir().expect("dir");
     let grpc = std::net::TcpListener::bind("127.0.0.1:0")
@@ -388,9 +611,15 @@ fn pinned_server(rate: u64, seconds: u64) {
     let http = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("free port");
-    let mut server = std::process::Command::new("taskset")
-        .args(["-c", "0"])
-        .arg(&expd)
+    let mut command = match placement {
+        Placement::Shared => std::process::Command::new(&expd),
+        Placement::Pinned => {
+            let mut taskset = std::process::Command::new("taskset");
+            taskset.args(["-c", "0"]).arg(&expd);
+            taskset
+        }
+    };
+    let mut server = command
         .arg("--data-dir")
         .arg(data.path())
         .args([
@@ -404,8 +633,7 @@ fn pinned_server(rate: u64, seconds: u64) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn expd");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
@@ -422,45 +650,70 @@ fn pinned_server(rate: u64, seconds: u64) {
         let launched = exp_e2e::current_config_version(channel.clone()).await;
         exp_e2e::wait_for_assign_version(channel, launched).await;
     });
-    println!("pinned: expd alone on CPU 0, the load generator on CPU 1");
-    // The server's CPU time per request, from /proc, with logging off and
-    // on: immune to the latency noise of a shared host.
+    let h2load_cpu = match placement {
+        Placement::Shared => {
+            println!(
+                "release expd in its own process, load generators in others, all sharing both cores"
+            );
+            None
+        }
+        Placement::Pinned => {
+            println!("pinned: expd alone on CPU 0, the load generators on CPU 1");
+            Some(1)
+        }
+    };
     let pid = server.id();
-    for exposures in [Exposures::Off, Exposures::On, Exposures::Off, Exposures::On] {
+    h2load_assign(grpc, pid, h2load_cpu, rate, 10, false);
+    h2load_assign(grpc, pid, h2load_cpu, rate, 10, true);
+    // The server's CPU time per request, from /proc, with logging off and
+    // on: less noisy than latencies on a shared host.
+    for exposures in [Exposures::Off, Exposures::On] {
         let before = exp_benches::cpu_seconds(pid);
         let started = Instant::now();
         runtime.block_on(grpc_assign(grpc, rate, 10, exposures));
         let used = exp_benches::cpu_seconds(pid) - before;
         let requests = rate as f64 * 10.0;
         println!(
-            "  expd CPU: {:.1} us per request ({:.0}% of its core over {:.1} s)",
+            "  expd CPU: {:.1} us per request ({:.0}% of a core over {:.1} s)",
             used / requests * 1e6,
             used / started.elapsed().as_secs_f64() * 100.0,
             started.elapsed().as_secs_f64()
         );
     }
-    runtime.block_on(grpc_assign(
-        grpc,
-        rate,
-        seconds,
-        Exposures::Alternating(Duration::from_secs(1)),
-    ));
+    if placement == Placement::Shared {
+        runtime.block_on(grpc_assign(
+            grpc,
+            rate,
+            seconds,
+            Exposures::Alternating(Duration::from_secs(1)),
+        ));
+    }
     let _ = server.kill();
     let _ = server.wait();
 }
 
 fn main() {
+    exp_benches::run_hiccup_meter_if_asked();
+    let rate = std::env::var("ASSIGN_RPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10_000);
+    let seconds = std::env::var("ASSIGN_ALTERNATING_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    if std::env::var("ASSIGN_ONLY").is_ok_and(|only| only == "processes") {
+        release_server(Placement::Shared, rate, seconds);
+        release_server(Placement::Pinned, rate, seconds);
+        return;
+    }
     evaluation(10);
     evaluation(10_000);
     exposure_costs();
 
-    // The server gets a runtime of its own, as in production; callers
-    // another. They still share the machine's two cores.
-    let server_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // HTTP JSON and config propagation against a server in this process,
+    // on a runtime of its own, as in production; callers on another.
+    let server_runtime = expd::server::runtime().expect("runtime");
     let server = server_runtime.block_on(exp_e2e::TestServer::start_with(&[
         "--config-heartbeat",
         "60s",
@@ -481,27 +734,12 @@ fn main() {
         // Let the assignment snapshot catch up with the start.
         tokio::time::sleep(Duration::from_millis(200)).await;
     });
-    let rate = std::env::var("ASSIGN_RPS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10_000);
-    // Without exposure logging, then with it off and on in alternate
-    // one-second windows.
-    client_runtime.block_on(grpc_assign(grpc_addr, rate, 10, Exposures::Off));
-    let seconds = std::env::var("ASSIGN_ALTERNATING_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    client_runtime.block_on(grpc_assign(
-        grpc_addr,
-        rate,
-        seconds,
-        Exposures::Alternating(Duration::from_secs(1)),
-    ));
     http_assign(http_addr);
     client_runtime.block_on(propagation(grpc_addr, 1_000, 20));
     server_runtime.block_on(server.stop());
     drop(client_runtime);
     drop(server_runtime);
-    pinned_server(rate, seconds);
+    // gRPC Assign against the release binary.
+    release_server(Placement::Shared, rate, seconds);
+    release_server(Placement::Pinned, rate, seconds);
 }

@@ -200,11 +200,7 @@ fn main() {
         .unwrap_or(10);
     // The server gets a runtime of its own, as in production; callers
     // another. They share the machine's two cores.
-    let server_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let server_runtime = expd::server::runtime().expect("runtime");
     let server = server_runtime.block_on(exp_e2e::TestServer::start_with(&[
         "--events-flush-interval",
         "10s",
