@@ -274,14 +274,13 @@ async fn grpc_assign(addr: std::net::SocketAddr, rate: u64, seconds: u64, exposu
 /// median of the pairs' ratios is the typical effect of logging, which
 /// the stalls, as likely in an off window as in an on one, do not bias.
 fn print_window_pairs(windows: Vec<Vec<Duration>>) {
-    let mut ratios: Vec<f64> = windows
-        .chunks_exact(2)
-        .filter(|pair| !pair[0].is_empty() && !pair[1].is_empty())
-        .map(|pair| {
-            Summary::of(pair[1].clone()).p99.as_secs_f64()
-                / Summary::of(pair[0].clone()).p99.as_secs_f64()
-        })
-        .collect();
+    let mut ratios = Vec::new();
+    let mut windows = windows.into_iter();
+    while let (Some(off), Some(on)) = (windows.next(), windows.next()) {
+        if !off.is_empty() && !on.is_empty() {
+            ratios.push(Summary::of(on).p99.as_secs_f64() / Summary::of(off).p99.as_secs_f64());
+        }
+    }
     if ratios.is_empty() {
         return;
     }
@@ -647,8 +646,7 @@ fn release_server(placement: Placement, rate: u64, seconds: u64) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         exp_e2e::launch_seed_everywhere(&mut AdminServiceClient::new(channel.clone())).await;
-        let launched = exp_e2e::current_config_version(channel.clone()).await;
-        exp_e2e::wait_for_assign_version(channel, launched).await;
+        exp_e2e::wait_until_assign_is_current(channel).await;
     });
     let h2load_cpu = match placement {
         Placement::Shared => {
