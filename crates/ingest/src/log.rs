@@ -340,7 +340,8 @@ impl EventLog {
     }
 
     /// Events written from now on, group by group, after their fsync (for
-    /// incremental consumers such as results).
+    /// incremental consumers such as results). A group is on the
+    /// subscription before its appends are answered.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Event]>> {
         self.shared.committed.subscribe()
     }
@@ -550,6 +551,7 @@ impl Writer {
                     .fetch_add(duplicates as u64, Ordering::Relaxed);
                 let broadcast = shared.committed.receiver_count() > 0 && fresh_events > 0;
                 let mut committed = Vec::with_capacity(if broadcast { fresh_events } else { 0 });
+                let mut replies = Vec::with_capacity(group.len());
                 for (job, fresh) in group.into_iter().zip(answers) {
                     let Job { events, reply, .. } = job;
                     if broadcast {
@@ -562,10 +564,15 @@ impl Writer {
                                 .map(|(event, _)| event),
                         );
                     }
-                    let _ = reply.send(Ok(fresh));
+                    replies.push((reply, fresh));
                 }
+                // Broadcast before answering: once an append is answered,
+                // its events are on every subscription.
                 if broadcast {
                     let _ = shared.committed.send(committed.into());
+                }
+                for (reply, fresh) in replies {
+                    let _ = reply.send(Ok(fresh));
                 }
             }
             Err(error) => {
@@ -899,14 +906,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn subscribers_receive_new_events_after_they_are_durable() {
+    async fn subscribers_receive_new_events_after_they_are_durable_and_before_the_answer() {
         let dir = tempfile::tempdir().expect("dir");
         let log = EventLog::open(options(dir.path())).expect("open");
         let mut committed = log.subscribe();
         log.append(vec![click("a"), click("a")])
             .await
             .expect("append");
-        let events = committed.recv().await.expect("committed");
+        let events = committed
+            .try_recv()
+            .expect("on the subscription once answered");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_id(), "a");
     }
