@@ -733,12 +733,12 @@ fn roll_segment(id: SegmentId, path: &Path, durable: u64, shared: &Shared) -> io
         .rolling
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let events = match wal::read_prefix(path, durable) {
-        Ok((events, _)) => events,
+    let events = match wal::SegmentReader::open(path, durable) {
+        Ok(events) => events,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(error),
     };
-    parquet::roll(&shared.events_dir, id, &events)?;
+    parquet::roll(&shared.events_dir, id, events)?;
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
@@ -899,7 +899,12 @@ mod tests {
         // As if the roller wrote the segment's files and crashed before
         // deleting it.
         let (id, path) = wal::list(&dir.path().join("wal")).expect("list")[0].clone();
-        parquet::roll(dir.path(), id, &wal::read(&path).expect("read").0).expect("roll");
+        parquet::roll(
+            dir.path(),
+            id,
+            wal::SegmentReader::open(&path, u64::MAX).expect("open"),
+        )
+        .expect("roll");
         let scan = log.scan().expect("scan");
         assert_eq!(ids(&scan), ["a", "b"]);
         assert_eq!(scan.unrolled.len(), 2, "read from the segment");

@@ -21,11 +21,13 @@
 //! `item_ids` is a list of strings and `attributes` a map of strings.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    borrow::Borrow,
+    collections::{BTreeMap, HashMap, btree_map::Entry},
     fs::{self, File},
     io,
     path::{Path, PathBuf},
     sync::Arc,
+    time::SystemTime,
 };
 
 use arrow_array::{
@@ -63,42 +65,149 @@ pub fn parse_file_name(name: &str) -> Option<SegmentId> {
     })
 }
 
-/// The partition directory (`date=YYYY-MM-DD/hour=HH`) of an event time.
-pub fn partition(time: std::time::SystemTime) -> String {
-    let text = humantime::format_rfc3339_seconds(time).to_string();
+/// The partition directory (`date=YYYY-MM-DD/hour=HH`) of an event time
+/// (times before the Unix epoch, which validation refuses, count as the
+/// epoch).
+pub fn partition(time: SystemTime) -> String {
+    let text = humantime::format_rfc3339_seconds(time.max(SystemTime::UNIX_EPOCH)).to_string();
     format!("date={}/hour={}", &text[..10], &text[11..13])
 }
 
+/// Events per row group. A roll holds at most this many events of each
+/// partition in memory, whatever the size of the segment.
+pub const ROW_GROUP_EVENTS: usize = 8_192;
+
 /// Writes the events of segment `id` into their partitions under
-/// `events_dir`, returning the files written.
-pub fn roll(events_dir: &Path, id: SegmentId, events: &[Event]) -> io::Result<Vec<PathBuf>> {
-    let mut groups: BTreeMap<(&'static str, String), Vec<&Event>> = BTreeMap::new();
+/// `events_dir`, returning the files written. Events stream through: each
+/// partition's file takes a row group whenever [`ROW_GROUP_EVENTS`] of its
+/// events are waiting. The first error from `events` ends the roll and
+/// leaves no file of it behind that was not there before. A segment holds
+/// events of at most a few hundred hours (the timestamps `validate`
+/// accepts), so a roll has at most that many files open.
+pub fn roll<E: Borrow<Event>>(
+    events_dir: &Path,
+    id: SegmentId,
+    events: impl IntoIterator<Item = io::Result<E>>,
+) -> io::Result<Vec<PathBuf>> {
+    let mut files: BTreeMap<(&'static str, i64), PartitionFile<E>> = BTreeMap::new();
     for event in events {
-        groups
-            .entry((event.kind().dataset(), partition(event.time())))
-            .or_default()
-            .push(event);
+        let event = event?;
+        let (kind, time) = (event.borrow().kind(), event.borrow().time());
+        let file = match files.entry((kind.dataset(), hours_since_epoch(time))) {
+            Entry::Occupied(file) => file.into_mut(),
+            Entry::Vacant(entry) => {
+                entry.insert(PartitionFile::create(events_dir, id, kind, time)?)
+            }
+        };
+        file.pending.push(event);
+        if file.pending.len() == ROW_GROUP_EVENTS {
+            file.write_pending()?;
+        }
     }
-    let mut written = Vec::new();
-    for ((dataset, partition), events) in groups {
-        let dir = events_dir.join(dataset).join(&partition);
+    files.into_values().map(PartitionFile::finish).collect()
+}
+
+/// The hour an event time falls in, counted from the Unix epoch (the key of
+/// its [`partition`]; times before the epoch count as the epoch, as in the
+/// `timestamp` column).
+fn hours_since_epoch(time: SystemTime) -> i64 {
+    unix_micros(time) / 3_600_000_000
+}
+
+/// One partition's file of a roll, written as `.tmp` and renamed when
+/// finished; dropped unfinished, it removes its `.tmp`.
+struct PartitionFile<E> {
+    kind: EventKind,
+    path: PathBuf,
+    temporary: PathBuf,
+    /// The file until its first row group, then the writer around it.
+    file: Option<File>,
+    writer: Option<ArrowWriter<File>>,
+    pending: Vec<E>,
+    finished: bool,
+}
+
+impl<E: Borrow<Event>> PartitionFile<E> {
+    fn create(
+        events_dir: &Path,
+        id: SegmentId,
+        kind: EventKind,
+        time: SystemTime,
+    ) -> io::Result<Self> {
+        let dir = events_dir.join(kind.dataset()).join(partition(time));
         create_dirs_durably(events_dir, &dir)?;
-        let batch = match events[0].kind() {
-            EventKind::Exposure => exposures_batch(events.iter().filter_map(|event| match event {
+        let path = dir.join(file_name(id));
+        let temporary = path.with_extension("parquet.tmp");
+        let file = File::create(&temporary)?;
+        Ok(Self {
+            kind,
+            path,
+            temporary,
+            file: Some(file),
+            writer: None,
+            pending: Vec::with_capacity(ROW_GROUP_EVENTS),
+            finished: false,
+        })
+    }
+
+    /// Writes the waiting events as one row group.
+    fn write_pending(&mut self) -> io::Result<()> {
+        let events = self.pending.iter().map(Borrow::borrow);
+        let batch = match self.kind {
+            EventKind::Exposure => exposures_batch(events.filter_map(|event| match event {
                 Event::Exposure(exposure) => Some(exposure),
                 Event::Outcome(_) => None,
             })),
-            EventKind::Outcome => outcomes_batch(events.iter().filter_map(|event| match event {
+            EventKind::Outcome => outcomes_batch(events.filter_map(|event| match event {
                 Event::Outcome(outcome) => Some(outcome),
                 Event::Exposure(_) => None,
             })),
         }
         .map_err(io::Error::other)?;
-        let path = dir.join(file_name(id));
-        write_atomically(&path, &batch)?;
-        written.push(path);
+        self.pending.clear();
+        let writer = match (&mut self.writer, self.file.take()) {
+            (Some(writer), _) => writer,
+            (None, Some(file)) => {
+                let properties = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .set_max_row_group_row_count(Some(ROW_GROUP_EVENTS));
+                let properties = properties.build();
+                self.writer.insert(
+                    ArrowWriter::try_new(file, batch.schema(), Some(properties))
+                        .map_err(io::Error::other)?,
+                )
+            }
+            (None, None) => return Err(io::Error::other("partition file already closed")),
+        };
+        // A full row group goes to the file at once; the last, partial one
+        // when the writer closes.
+        writer.write(&batch).map_err(io::Error::other)
     }
-    Ok(written)
+
+    /// Writes what waits, makes the file durable and renames it into place.
+    fn finish(mut self) -> io::Result<PathBuf> {
+        if !self.pending.is_empty() {
+            self.write_pending()?;
+        }
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| io::Error::other("partition file without events"))?;
+        let file = writer.into_inner().map_err(io::Error::other)?;
+        file.sync_all()?;
+        fs::rename(&self.temporary, &self.path)?;
+        self.finished = true;
+        sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        Ok(std::mem::take(&mut self.path))
+    }
+}
+
+impl<E> Drop for PartitionFile<E> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_file(&self.temporary);
+        }
+    }
 }
 
 fn create_dirs_durably(root: &Path, dir: &Path) -> io::Result<()> {
@@ -115,21 +224,6 @@ fn create_dirs_durably(root: &Path, dir: &Path) -> io::Result<()> {
         current = parent;
     }
     Ok(())
-}
-
-fn write_atomically(path: &Path, batch: &RecordBatch) -> io::Result<()> {
-    let temporary = path.with_extension("parquet.tmp");
-    let file = File::create(&temporary)?;
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(io::Error::other)?;
-    writer.write(batch).map_err(io::Error::other)?;
-    let file = writer.into_inner().map_err(io::Error::other)?;
-    file.sync_all()?;
-    fs::rename(&temporary, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// Every Parquet file of `kind` under `events_dir`, in name order (files
@@ -494,7 +588,7 @@ fn batch_of(columns: Vec<(&str, ArrayRef, bool)>) -> Result<RecordBatch, arrow_s
 fn timestamps(times: impl Iterator<Item = Option<prost_types::Timestamp>>) -> ArrayRef {
     let micros = times.map(|timestamp| {
         timestamp
-            .and_then(|timestamp| std::time::SystemTime::try_from(timestamp).ok())
+            .and_then(|timestamp| SystemTime::try_from(timestamp).ok())
             .map(unix_micros)
             .unwrap_or(0)
     });
@@ -636,6 +730,11 @@ mod tests {
         // 2026-11-29T10:05:00Z
         assert_eq!(partition(at(1_795_946_700)), "date=2026-11-29/hour=10");
         assert_eq!(partition(at(0)), "date=1970-01-01/hour=00");
+        assert_eq!(hours_since_epoch(at(1_795_946_700)), 498_874);
+        assert_eq!(hours_since_epoch(at(3_599)), 0);
+        let half_a_second_before = SystemTime::UNIX_EPOCH - Duration::from_millis(500);
+        assert_eq!(hours_since_epoch(half_a_second_before), 0);
+        assert_eq!(partition(half_a_second_before), "date=1970-01-01/hour=00");
     }
 
     #[test]
@@ -653,7 +752,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let ten = at(1_795_946_700);
         let eleven = at(1_795_946_700 + 3_600);
-        let events = vec![
+        let events = [
             exposure("e-1", ten),
             purchase("o-1", ten),
             exposure("e-2", eleven),
@@ -662,7 +761,7 @@ mod tests {
             seq: 1,
             opened_ms: 7,
         };
-        let files = roll(dir.path(), id, &events).expect("roll");
+        let files = roll(dir.path(), id, events.iter().map(Ok)).expect("roll");
         assert_eq!(files.len(), 3);
         let exposures = list(dir.path(), EventKind::Exposure).expect("list");
         assert_eq!(exposures.len(), 2);
@@ -683,15 +782,72 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_larger_than_a_row_group_is_written_in_row_groups_and_reads_back_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ten = at(1_795_946_700);
+        let eleven = at(1_795_946_700 + 3_600);
+        // Two partitions, interleaved: 2.5 row groups in the first.
+        let events: Vec<Event> = (0..ROW_GROUP_EVENTS * 5 / 2)
+            .flat_map(|index| {
+                let late = (index % 100 == 0).then(|| exposure(&format!("l-{index}"), eleven));
+                std::iter::once(exposure(&format!("e-{index}"), ten)).chain(late)
+            })
+            .collect();
+        let id = SegmentId {
+            seq: 1,
+            opened_ms: 7,
+        };
+        let files = roll(dir.path(), id, events.iter().map(Ok)).expect("roll");
+        assert_eq!(files.len(), 2);
+        let row_groups = |path: &Path| {
+            ParquetRecordBatchReaderBuilder::try_new(File::open(path).expect("open"))
+                .expect("parquet")
+                .metadata()
+                .num_row_groups()
+        };
+        assert_eq!((row_groups(&files[0]), row_groups(&files[1])), (3, 1));
+        let (ten_events, eleven_events): (Vec<Event>, Vec<Event>) = events
+            .iter()
+            .cloned()
+            .partition(|event| event.event_id().starts_with("e-"));
+        assert_eq!(
+            read_events(&files[0], EventKind::Exposure).expect("read"),
+            ten_events
+        );
+        assert_eq!(
+            read_events(&files[1], EventKind::Exposure).expect("read"),
+            eleven_events
+        );
+    }
+
+    #[test]
+    fn an_error_reading_the_events_ends_the_roll_and_leaves_no_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ten = at(1_795_946_700);
+        let events = (0..ROW_GROUP_EVENTS + 1)
+            .map(|index| Ok(exposure(&format!("e-{index}"), ten)))
+            .chain([Err(io::Error::other("disk gone"))]);
+        let id = SegmentId {
+            seq: 1,
+            opened_ms: 7,
+        };
+        let error = roll(dir.path(), id, events).expect_err("the error ends the roll");
+        assert_eq!(error.to_string(), "disk gone");
+        let partition = dir.path().join("exposures").join(partition(ten));
+        let left: Vec<_> = fs::read_dir(&partition).expect("dir").collect();
+        assert!(left.is_empty(), "neither the file nor its .tmp: {left:?}");
+    }
+
+    #[test]
     fn rolling_a_segment_again_replaces_its_files_and_clears_leftovers() {
         let dir = tempfile::tempdir().expect("dir");
         let id = SegmentId {
             seq: 1,
             opened_ms: 7,
         };
-        let events = vec![exposure("e-1", at(1_795_946_700))];
-        let first = roll(dir.path(), id, &events).expect("roll");
-        let second = roll(dir.path(), id, &events).expect("roll again");
+        let events = [exposure("e-1", at(1_795_946_700))];
+        let first = roll(dir.path(), id, events.iter().map(Ok)).expect("roll");
+        let second = roll(dir.path(), id, events.iter().map(Ok)).expect("roll again");
         assert_eq!(first, second);
         fs::write(first[0].with_extension("parquet.tmp"), b"torn").expect("leftover");
         assert_eq!(list(dir.path(), EventKind::Exposure).expect("list"), first);

@@ -15,7 +15,7 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, Read, Write},
+    io::{self, BufReader, Read, Write},
     path::{Path, PathBuf},
 };
 
@@ -93,34 +93,87 @@ pub fn read(path: &Path) -> io::Result<(Vec<Event>, u64)> {
 /// [`read`], looking no further than the first `limit` bytes (the durable
 /// length of a segment whose failed tail could not be cut off).
 pub fn read_prefix(path: &Path, limit: u64) -> io::Result<(Vec<Event>, u64)> {
-    let mut bytes = Vec::new();
-    File::open(path)?.take(limit).read_to_end(&mut bytes)?;
-    let mut events = Vec::new();
-    let mut offset = 0;
-    while let Some(header) = bytes.get(offset..offset + HEADER) {
+    let mut records = SegmentReader::open(path, limit)?;
+    let events = records.by_ref().collect::<io::Result<Vec<_>>>()?;
+    Ok((events, records.valid_len()))
+}
+
+/// The complete records of a segment, one event at a time through a
+/// buffer, so that rolling a segment holds one record in memory rather
+/// than the file. Ends at the first torn or corrupt record; an I/O error
+/// is yielded once, then the reader ends.
+#[derive(Debug)]
+pub struct SegmentReader {
+    input: io::Take<BufReader<File>>,
+    payload: Vec<u8>,
+    valid_len: u64,
+    ended: bool,
+}
+
+impl SegmentReader {
+    /// Reads `path`, looking no further than its first `limit` bytes.
+    pub fn open(path: &Path, limit: u64) -> io::Result<Self> {
+        Ok(Self {
+            input: BufReader::with_capacity(256 * 1024, File::open(path)?).take(limit),
+            payload: Vec::new(),
+            valid_len: 0,
+            ended: false,
+        })
+    }
+
+    /// The length of the complete records read so far.
+    pub fn valid_len(&self) -> u64 {
+        self.valid_len
+    }
+
+    fn next_record(&mut self) -> io::Result<Option<Event>> {
+        let mut header = [0; HEADER];
+        if !fill(&mut self.input, &mut header)? {
+            return Ok(None);
+        }
         let length = u32::from_le_bytes(header[..4].try_into().unwrap_or_default()) as usize;
         let crc = u32::from_le_bytes(header[4..].try_into().unwrap_or_default());
         if length == 0 || length > MAX_PAYLOAD {
-            break;
+            return Ok(None);
         }
-        let Some(payload) = bytes.get(offset + HEADER..offset + HEADER + length) else {
-            break;
+        self.payload.resize(length, 0);
+        if !fill(&mut self.input, &mut self.payload)? || crc32fast::hash(&self.payload) != crc {
+            return Ok(None);
+        }
+        let payload = &self.payload[1..];
+        let event = match EventKind::from_tag(self.payload[0]) {
+            Some(EventKind::Exposure) => v1::Exposure::decode(payload).map(Event::Exposure),
+            Some(EventKind::Outcome) => v1::Outcome::decode(payload).map(Event::Outcome),
+            None => return Ok(None),
         };
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        let event = match EventKind::from_tag(payload[0]) {
-            Some(EventKind::Exposure) => v1::Exposure::decode(&payload[1..]).map(Event::Exposure),
-            Some(EventKind::Outcome) => v1::Outcome::decode(&payload[1..]).map(Event::Outcome),
-            None => break,
+        let Ok(event) = event else {
+            return Ok(None);
         };
-        match event {
-            Ok(event) => events.push(event),
-            Err(_) => break,
-        }
-        offset += HEADER + length;
+        self.valid_len += (HEADER + length) as u64;
+        Ok(Some(event))
     }
-    Ok((events, offset as u64))
+}
+
+impl Iterator for SegmentReader {
+    type Item = io::Result<Event>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.ended {
+            return None;
+        }
+        let record = self.next_record().transpose();
+        self.ended = !matches!(record, Some(Ok(_)));
+        record
+    }
+}
+
+/// Fills `buffer` from `input`: `false` if the input ends first.
+fn fill(input: &mut impl Read, buffer: &mut [u8]) -> io::Result<bool> {
+    match input.read_exact(buffer) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 /// The segment being appended to.
@@ -264,5 +317,26 @@ mod tests {
         let (events, valid) = read(&path).expect("read");
         assert_eq!(events, vec![outcome("a")]);
         assert_eq!(valid, first as u64);
+    }
+
+    #[test]
+    fn reading_stops_at_the_limit_even_where_the_file_goes_on() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("x.wal");
+        let mut records = Vec::new();
+        for id in ["a", "b", "c"] {
+            encode(&outcome(id), &mut records);
+        }
+        fs::write(&path, &records).expect("write");
+        let second_ends = (records.len() / 3 * 2) as u64;
+        let (events, valid) = read_prefix(&path, second_ends).expect("read");
+        assert_eq!(events, vec![outcome("a"), outcome("b")]);
+        assert_eq!(valid, second_ends);
+        let (events, _) = read_prefix(&path, second_ends - 1).expect("read");
+        assert_eq!(
+            events,
+            vec![outcome("a")],
+            "a record cut by the limit is left out"
+        );
     }
 }
