@@ -6,8 +6,9 @@
 //!    acknowledgement latency at that rate;
 //! 2. closed loop (each caller sends its next batch when the last is
 //!    acked): the sustained durable capacity;
-//! 3. the background cost of rolling a log segment of 100,000 exposures
-//!    into Parquet, in process.
+//! 3. the background cost of rolling a log segment of 300,000 exposures
+//!    into Parquet, in process: time, page faults and peak memory, streamed
+//!    as the roller does it against the whole segment read first.
 //!
 //! Run: `cargo bench -p exp-benches --bench events` (`EVENTS_SECONDS` sets
 //! the length of each run, default 10; `EVENTS_RATE` the offered rate of
@@ -16,6 +17,10 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use exp_benches::Summary;
+
+// The allocator `expd` runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use exp_proto::v1::{self, event_service_client::EventServiceClient};
 
 /// A batch of distinct clicks (`run` keeps ids of different runs apart,
@@ -148,48 +153,161 @@ async fn closed_loop(addr: std::net::SocketAddr, size: usize, callers: usize, se
     );
 }
 
+/// Exposures in the rolled segment: 30 s (the default flush interval) of
+/// `Assign` at 10,000 new units/s.
+const ROLLED_EXPOSURES: usize = 300_000;
+
 fn roll_cost() {
     let dir = tempfile::tempdir().expect("dir");
     let now = SystemTime::now();
-    let events: Vec<exp_ingest::Event> = (0..100_000)
-        .map(|index| {
-            exp_ingest::Event::Exposure(v1::Exposure {
-                event_id: format!("assign-{index:032x}"),
-                experiment_id: "reco_ymal_v1".into(),
-                variant: if index % 2 == 0 {
-                    "control"
-                } else {
-                    "treatment"
-                }
-                .into(),
-                user_id: format!("user-{index}"),
-                session_id: format!("session-{index}"),
-                unit_type: v1::UnitType::User as i32,
-                placement: "you_may_also_like".into(),
-                page_type: "product_detail".into(),
-                revision: 2,
-                timestamp: Some(now.into()),
-            })
-        })
-        .collect();
-    let samples = (0..5u64)
-        .map(|seq| {
-            let started = Instant::now();
-            exp_ingest::parquet::roll(
-                dir.path(),
-                exp_ingest::wal::SegmentId { seq, opened_ms: 1 },
-                &events,
-            )
+    let segment_id = exp_ingest::wal::SegmentId {
+        seq: 0,
+        opened_ms: 1,
+    };
+    let mut segment =
+        exp_ingest::wal::SegmentWriter::create(dir.path(), segment_id).expect("segment");
+    let mut records = Vec::new();
+    for index in 0..ROLLED_EXPOSURES {
+        let exposure = exp_ingest::Event::Exposure(v1::Exposure {
+            event_id: format!("assign-{index:032x}"),
+            experiment_id: "reco_ymal_v1".into(),
+            variant: if index % 2 == 0 {
+                "control"
+            } else {
+                "treatment"
+            }
+            .into(),
+            user_id: format!("user-{index}"),
+            session_id: format!("session-{index}"),
+            unit_type: v1::UnitType::User as i32,
+            placement: "you_may_also_like".into(),
+            page_type: "product_detail".into(),
+            revision: 2,
+            timestamp: Some(now.into()),
+        });
+        exp_ingest::wal::encode(&exposure, &mut records);
+    }
+    segment
+        .append_durably(&records, ROLLED_EXPOSURES)
+        .expect("write the segment");
+    drop(records);
+    let out = tempfile::tempdir().expect("dir");
+    let path = segment.path.clone();
+    // As the roller does it, one record at a time; and, for comparison,
+    // the whole segment read into memory first, as the roller did before.
+    let streamed = || {
+        let events = exp_ingest::wal::SegmentReader::open(&path, u64::MAX).expect("open");
+        exp_ingest::parquet::roll(out.path(), segment_id, events).expect("roll");
+    };
+    let whole = || {
+        let (events, _) = exp_ingest::wal::read(&path).expect("read");
+        exp_ingest::parquet::roll(out.path(), segment_id, events.into_iter().map(Ok))
             .expect("roll");
-            started.elapsed()
-        })
-        .collect();
-    let summary = Summary::of(samples);
-    summary.print("roll 100,000 exposures into Parquet");
+    };
     println!(
-        "  {:.2} us of one core per exposure",
-        summary.p50.as_secs_f64() * 1e6 / 100_000.0
+        "\nroll a segment of {ROLLED_EXPOSURES} exposures into Parquet ({:.1} MB), in process, \
+         alternately:",
+        segment.synced_len as f64 / 1e6
     );
+    let mut variants = [
+        RollVariant::new("streamed", &streamed),
+        RollVariant::new("whole segment read first", &whole),
+    ];
+    for _ in 0..5 {
+        for variant in &mut variants {
+            let before = memory_counters();
+            reset_peak_resident();
+            let started = Instant::now();
+            (variant.roll)();
+            variant.times.push(started.elapsed());
+            let after = memory_counters();
+            variant
+                .minor_faults
+                .push(after.minor_faults - before.minor_faults);
+            variant
+                .peak_growth_kb
+                .push(after.peak_resident_kb.saturating_sub(before.resident_kb));
+        }
+    }
+    let parquet_bytes: u64 = exp_ingest::parquet::list(out.path(), exp_ingest::EventKind::Exposure)
+        .expect("list")
+        .iter()
+        .map(|file| std::fs::metadata(file).expect("metadata").len())
+        .sum();
+    println!("  Parquet written: {:.1} MB", parquet_bytes as f64 / 1e6);
+    for variant in variants {
+        let summary = Summary::of(variant.times);
+        summary.print(&format!("roll, {}", variant.name));
+        println!(
+            "  {:.2} us of one core per exposure; median {} minor page faults, \
+             peak resident memory +{} MB over before the roll",
+            summary.p50.as_secs_f64() * 1e6 / ROLLED_EXPOSURES as f64,
+            median(variant.minor_faults),
+            median(variant.peak_growth_kb) / 1024,
+        );
+    }
+}
+
+/// One way of rolling a segment, and what each of its runs cost.
+struct RollVariant<'a> {
+    name: &'static str,
+    roll: &'a dyn Fn(),
+    times: Vec<Duration>,
+    minor_faults: Vec<u64>,
+    peak_growth_kb: Vec<u64>,
+}
+
+impl<'a> RollVariant<'a> {
+    fn new(name: &'static str, roll: &'a dyn Fn()) -> Self {
+        Self {
+            name,
+            roll,
+            times: Vec::new(),
+            minor_faults: Vec::new(),
+            peak_growth_kb: Vec::new(),
+        }
+    }
+}
+
+struct MemoryCounters {
+    minor_faults: u64,
+    resident_kb: u64,
+    peak_resident_kb: u64,
+}
+
+/// This process's minor page faults (`/proc/self/stat`) and its resident
+/// and peak resident memory (`/proc/self/status`).
+fn memory_counters() -> MemoryCounters {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name, which ends with the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat") + 2..]
+        .split(' ')
+        .collect();
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse().ok())
+            .expect("status field")
+    };
+    MemoryCounters {
+        // Field 10 of stat; the fields kept start at field 3, the state.
+        minor_faults: fields[7].parse().expect("minflt"),
+        resident_kb: kb("VmRSS:"),
+        peak_resident_kb: kb("VmHWM:"),
+    }
+}
+
+/// Starts a new peak resident memory measurement (Linux `clear_refs`).
+fn reset_peak_resident() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("/proc/self/clear_refs");
+}
+
+fn median(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values[values.len() / 2]
 }
 
 fn main() {
