@@ -80,10 +80,12 @@ pub const ROW_GROUP_EVENTS: usize = 8_192;
 /// Writes the events of segment `id` into their partitions under
 /// `events_dir`, returning the files written. Events stream through: each
 /// partition's file takes a row group whenever [`ROW_GROUP_EVENTS`] of its
-/// events are waiting. The first error from `events` ends the roll and
-/// leaves no file of it behind that was not there before. A segment holds
-/// events of at most a few hundred hours (the timestamps `validate`
-/// accepts), so a roll has at most that many files open.
+/// events are waiting. An error from `events` ends the roll before any
+/// file is renamed into place, and its `.tmp` files are removed; an error
+/// while the files are finished leaves those finished before it, which
+/// rolling the segment again replaces. A segment holds events of at most a
+/// few hundred hours (the timestamps `validate` accepts), so a roll has at
+/// most that many files open.
 pub fn roll<E: Borrow<Event>>(
     events_dir: &Path,
     id: SegmentId,
@@ -120,11 +122,10 @@ struct PartitionFile<E> {
     kind: EventKind,
     path: PathBuf,
     temporary: PathBuf,
-    /// The file until its first row group, then the writer around it.
-    file: Option<File>,
+    /// `None` once finished.
     writer: Option<ArrowWriter<File>>,
     pending: Vec<E>,
-    finished: bool,
+    renamed: bool,
 }
 
 impl<E: Borrow<Event>> PartitionFile<E> {
@@ -138,61 +139,46 @@ impl<E: Borrow<Event>> PartitionFile<E> {
         create_dirs_durably(events_dir, &dir)?;
         let path = dir.join(file_name(id));
         let temporary = path.with_extension("parquet.tmp");
-        let file = File::create(&temporary)?;
+        let mut properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROW_GROUP_EVENTS));
+        // Columns of (nearly) one value per row gain nothing from a
+        // dictionary, and building one costs about a fifth of a roll: event
+        // ids, and the units of exposures (one exposure per unit and
+        // variant).
+        let unique_per_row: &[&str] = match kind {
+            EventKind::Exposure => &["event_id", "user_id", "session_id"],
+            EventKind::Outcome => &["event_id"],
+        };
+        for column in unique_per_row {
+            properties = properties.set_column_dictionary_enabled((*column).into(), false);
+        }
+        let writer = ArrowWriter::try_new(
+            File::create(&temporary)?,
+            batch_of_kind::<E>(kind, &[])?.schema(),
+            Some(properties.build()),
+        )
+        .map_err(io::Error::other)?;
         Ok(Self {
             kind,
             path,
             temporary,
-            file: Some(file),
-            writer: None,
+            writer: Some(writer),
             pending: Vec::with_capacity(ROW_GROUP_EVENTS),
-            finished: false,
+            renamed: false,
         })
     }
 
-    /// Writes the waiting events as one row group.
+    /// Writes the waiting events: a full row group goes to the file at
+    /// once, the last, partial one when the writer closes.
     fn write_pending(&mut self) -> io::Result<()> {
-        let events = self.pending.iter().map(Borrow::borrow);
-        let batch = match self.kind {
-            EventKind::Exposure => exposures_batch(events.filter_map(|event| match event {
-                Event::Exposure(exposure) => Some(exposure),
-                Event::Outcome(_) => None,
-            })),
-            EventKind::Outcome => outcomes_batch(events.filter_map(|event| match event {
-                Event::Outcome(outcome) => Some(outcome),
-                Event::Exposure(_) => None,
-            })),
-        }
-        .map_err(io::Error::other)?;
+        let batch = batch_of_kind(self.kind, &self.pending)?;
         self.pending.clear();
-        let writer = match (&mut self.writer, self.file.take()) {
-            (Some(writer), _) => writer,
-            (None, Some(file)) => {
-                let mut properties = WriterProperties::builder()
-                    .set_compression(Compression::SNAPPY)
-                    .set_max_row_group_row_count(Some(ROW_GROUP_EVENTS));
-                // Columns of (nearly) one value per row gain nothing from a
-                // dictionary, and building one costs about a fifth of a
-                // roll: event ids, and the units of exposures (one exposure
-                // per unit and variant).
-                let unique_per_row: &[&str] = match self.kind {
-                    EventKind::Exposure => &["event_id", "user_id", "session_id"],
-                    EventKind::Outcome => &["event_id"],
-                };
-                for column in unique_per_row {
-                    properties = properties.set_column_dictionary_enabled((*column).into(), false);
-                }
-                let properties = properties.build();
-                self.writer.insert(
-                    ArrowWriter::try_new(file, batch.schema(), Some(properties))
-                        .map_err(io::Error::other)?,
-                )
-            }
-            (None, None) => return Err(io::Error::other("partition file already closed")),
-        };
-        // A full row group goes to the file at once; the last, partial one
-        // when the writer closes.
-        writer.write(&batch).map_err(io::Error::other)
+        self.writer
+            .as_mut()
+            .ok_or_else(|| io::Error::other("partition file already finished"))?
+            .write(&batch)
+            .map_err(io::Error::other)
     }
 
     /// Writes what waits, makes the file durable and renames it into place.
@@ -203,19 +189,35 @@ impl<E: Borrow<Event>> PartitionFile<E> {
         let writer = self
             .writer
             .take()
-            .ok_or_else(|| io::Error::other("partition file without events"))?;
+            .ok_or_else(|| io::Error::other("partition file already finished"))?;
         let file = writer.into_inner().map_err(io::Error::other)?;
         file.sync_all()?;
         fs::rename(&self.temporary, &self.path)?;
-        self.finished = true;
+        self.renamed = true;
         sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
         Ok(std::mem::take(&mut self.path))
     }
 }
 
+/// The record batch of `events`, all of `kind`.
+fn batch_of_kind<E: Borrow<Event>>(kind: EventKind, events: &[E]) -> io::Result<RecordBatch> {
+    let events = events.iter().map(Borrow::borrow);
+    match kind {
+        EventKind::Exposure => exposures_batch(events.filter_map(|event| match event {
+            Event::Exposure(exposure) => Some(exposure),
+            Event::Outcome(_) => None,
+        })),
+        EventKind::Outcome => outcomes_batch(events.filter_map(|event| match event {
+            Event::Outcome(outcome) => Some(outcome),
+            Event::Exposure(_) => None,
+        })),
+    }
+    .map_err(io::Error::other)
+}
+
 impl<E> Drop for PartitionFile<E> {
     fn drop(&mut self) {
-        if !self.finished {
+        if !self.renamed {
             let _ = fs::remove_file(&self.temporary);
         }
     }
@@ -677,11 +679,7 @@ fn outcome_type_value(name: &str) -> i32 {
 
 #[cfg(test)]
 fn schema_of(kind: EventKind) -> Vec<(String, arrow_schema::DataType)> {
-    let batch = match kind {
-        EventKind::Exposure => exposures_batch(std::iter::empty()),
-        EventKind::Outcome => outcomes_batch(std::iter::empty()),
-    };
-    batch
+    batch_of_kind::<Event>(kind, &[])
         .map(|batch| {
             batch
                 .schema()
