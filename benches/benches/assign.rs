@@ -10,16 +10,19 @@
 //!    requests/s) against the release `expd` in a process of its own,
 //!    first sharing both cores with the load generators, then pinned to
 //!    one core with them on the other: driven by h2load (when installed)
-//!    and by a tonic load generator in this process, with exposure
-//!    logging off and on, and (shared) off and on in alternate one-second
-//!    windows, each request a new user, so logging on writes every
-//!    exposure to the durable event log. Every run also measures the
+//!    and by a tonic load generator in this process, each request a new
+//!    user, so logging on writes every exposure to the durable event log:
+//!    three pairs of separate ten-second runs, logging off then on, each
+//!    after a quiet pause, with a flush interval short enough that a run
+//!    rolls its own exposures into Parquet; and (shared) off and on in
+//!    alternate one-second windows. Every run also measures the
 //!    machine's own stalls ([`exp_benches::HiccupMeters`]).
 //!
 //! Run: `cargo build --release -p expd && cargo bench -p exp-benches
 //! --bench assign` (`ASSIGN_RPS` sets the rate of 3,
 //! `ASSIGN_ALTERNATING_SECONDS` the length of its alternating run,
-//! default 60; `ASSIGN_ONLY=processes` runs 3 alone).
+//! default 60; `ASSIGN_ONLY=processes` runs 3 alone; `ASSIGN_EXPD` names
+//! another `expd` binary for 3, to compare builds).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -147,8 +150,17 @@ enum Exposures {
 /// logs writes an exposure through to the durable event log. Prints the
 /// latencies of the requests without and with exposure logging, set
 /// against the machine's stalls (see [`exp_benches::HiccupMeters`]).
-async fn grpc_assign(addr: std::net::SocketAddr, rate: u64, seconds: u64, exposures: Exposures) {
+async fn grpc_assign(
+    addr: std::net::SocketAddr,
+    rate: u64,
+    seconds: u64,
+    exposures: Exposures,
+) -> (Timeline, Timeline) {
     const CALLERS: u64 = 64;
+    // Users of earlier runs would be repeats, whose exposures the
+    // server's dedup cache filters out: each run has users of its own.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let channels: Vec<Channel> = exp_benches::channels(addr, 4).await;
     let meters = exp_benches::HiccupMeters::start(&[0, 1]);
     let cpu_before = exp_benches::own_cpu_seconds();
@@ -185,7 +197,7 @@ async fn grpc_assign(addr: std::net::SocketAddr, rate: u64, seconds: u64, exposu
                 }
                 let result = client
                     .assign(v1::AssignRequest {
-                        user_id: format!("user-{caller}-{index}"),
+                        user_id: format!("user-{run}-{caller}-{index}"),
                         context: Some(v1::RequestContext {
                             placement: "you_may_also_like".into(),
                             ..Default::default()
@@ -266,6 +278,7 @@ async fn grpc_assign(addr: std::net::SocketAddr, rate: u64, seconds: u64, exposu
         count as f64 / elapsed,
         process_cpu / count as f64 * 1e6
     );
+    (off, on)
 }
 
 /// Prints, over each pair of adjacent windows (logging off, then on),
@@ -586,9 +599,12 @@ enum Placement {
 /// and on. Needs `cargo build --release -p expd`, and `taskset` when
 /// pinned.
 fn release_server(placement: Placement, rate: u64, seconds: u64) {
-    let expd = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("expd")))
+    let expd = std::env::var_os("ASSIGN_EXPD")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.join("expd"))
+        })
         .filter(|path| path.exists());
     let Some(expd) = expd else {
         println!("release expd: no binary (cargo build --release -p expd); skipped");
@@ -628,6 +644,7 @@ fn release_server(placement: Placement, rate: u64, seconds: u64) {
             &http.to_string(),
         ])
         .args(["--config-heartbeat", "60s", "--exposure-queue", "1000000"])
+        .args(["--events-flush-interval", BENCH_FLUSH_INTERVAL])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -663,22 +680,9 @@ fn release_server(placement: Placement, rate: u64, seconds: u64) {
     let pid = server.id();
     h2load_assign(grpc, pid, h2load_cpu, rate, 10, false);
     h2load_assign(grpc, pid, h2load_cpu, rate, 10, true);
-    // The server's CPU time per request, from /proc, with logging off and
-    // on: less noisy than latencies on a shared host.
-    for exposures in [Exposures::Off, Exposures::On] {
-        let before = exp_benches::cpu_seconds(pid);
-        let started = Instant::now();
-        runtime.block_on(grpc_assign(grpc, rate, 10, exposures));
-        let used = exp_benches::cpu_seconds(pid) - before;
-        let requests = rate as f64 * 10.0;
-        println!(
-            "  expd CPU: {:.1} us per request ({:.0}% of a core over {:.1} s)",
-            used / requests * 1e6,
-            used / started.elapsed().as_secs_f64() * 100.0,
-            started.elapsed().as_secs_f64()
-        );
-    }
+    logging_in_separate_runs(&runtime, grpc, pid, rate);
     if placement == Placement::Shared {
+        std::thread::sleep(QUIET_BEFORE_RUN);
         runtime.block_on(grpc_assign(
             grpc,
             rate,
@@ -688,6 +692,87 @@ fn release_server(placement: Placement, rate: u64, seconds: u64) {
     }
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// The release `expd`'s `--events-flush-interval` in these runs: short, so
+/// that a ten-second run with logging on rolls its own exposures into
+/// Parquet within the run (rolling costs the same per event at any
+/// interval; with the default 30 s a run's roll would land in the next).
+const BENCH_FLUSH_INTERVAL: &str = "3s";
+/// The pause before each run: longer than the flush interval, so a run
+/// carries none of the background work of the run before it.
+const QUIET_BEFORE_RUN: Duration = Duration::from_secs(5);
+/// Pairs of separate runs, logging off then on.
+const LOGGING_ROUNDS: usize = 3;
+
+/// Exposure logging's cost, every request a new unit: [`LOGGING_ROUNDS`]
+/// pairs of ten-second runs, off then on, each after a quiet pause. Each
+/// run prints its latencies and the server's CPU per request (from
+/// /proc, less noisy than latencies on a shared host); the last line sets
+/// on against off, pair by pair.
+fn logging_in_separate_runs(
+    runtime: &tokio::runtime::Runtime,
+    grpc: std::net::SocketAddr,
+    pid: u32,
+    rate: u64,
+) {
+    const SECONDS: u64 = 10;
+    let mut pairs = Vec::new();
+    for _ in 0..LOGGING_ROUNDS {
+        let [off, on] = [Exposures::Off, Exposures::On].map(|exposures| {
+            std::thread::sleep(QUIET_BEFORE_RUN);
+            let before = exp_benches::cpu_seconds(pid);
+            let started = Instant::now();
+            let (off, on) = runtime.block_on(grpc_assign(grpc, rate, SECONDS, exposures));
+            let used = exp_benches::cpu_seconds(pid) - before;
+            let timeline = if matches!(exposures, Exposures::On) {
+                on
+            } else {
+                off
+            };
+            let cpu_per_request = used / timeline.len() as f64;
+            println!(
+                "  expd CPU: {:.1} us per request ({:.0}% of a core over {:.1} s)",
+                cpu_per_request * 1e6,
+                used / started.elapsed().as_secs_f64() * 100.0,
+                started.elapsed().as_secs_f64()
+            );
+            let slow = timeline.stall_share(
+                &[],
+                Duration::ZERO,
+                Duration::from_millis(2),
+                Duration::ZERO,
+            );
+            (
+                timeline.summary().p99.as_secs_f64(),
+                slow.slow as f64 / slow.all as f64,
+                cpu_per_request,
+            )
+        });
+        pairs.push((off, on));
+    }
+    let ratios: Vec<String> = pairs
+        .iter()
+        .map(|((off, ..), (on, ..))| format!("{:.2}", on / off))
+        .collect();
+    let mut sorted: Vec<f64> = pairs.iter().map(|((off, ..), (on, ..))| on / off).collect();
+    sorted.sort_by(f64::total_cmp);
+    let over_2ms: Vec<String> = pairs
+        .iter()
+        .map(|((_, off, _), (_, on, _))| format!("{:.1}% / {:.1}%", off * 100.0, on * 100.0))
+        .collect();
+    let cpu: Vec<String> = pairs
+        .iter()
+        .map(|((.., off), (.., on))| format!("+{:.1}", (on - off) * 1e6))
+        .collect();
+    println!(
+        "logging on / off in {LOGGING_ROUNDS} pairs of separate {SECONDS}-s runs (flush interval {BENCH_FLUSH_INTERVAL}):\n  \
+         p99 ratio {} (median {:.2}); requests over 2 ms off / on: {}; expd CPU per request on - off: {} us",
+        ratios.join(", "),
+        sorted[sorted.len() / 2],
+        over_2ms.join(", "),
+        cpu.join(", "),
+    );
 }
 
 fn main() {
