@@ -36,7 +36,7 @@ use std::{
 };
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, oneshot};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     dedup::{SeenIds, digest},
@@ -727,19 +727,35 @@ fn roll_queued(queue: &mut VecDeque<(SegmentId, PathBuf, u64)>, shared: &Shared)
 
 /// Rolls the first `durable` bytes of a segment (records past them belong
 /// to a write that failed and was refused) and deletes it. A segment that
-/// is gone was rolled already.
+/// is gone was rolled already. One whose durable bytes do not all read
+/// back is renamed `*.wal.corrupt` instead of deleted.
 fn roll_segment(id: SegmentId, path: &Path, durable: u64, shared: &Shared) -> io::Result<()> {
     let _rolling = shared
         .rolling
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let events = match wal::SegmentReader::open(path, durable) {
-        Ok(events) => events,
+    let mut records = match wal::SegmentReader::open(path, durable) {
+        Ok(records) => records,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(error),
     };
-    parquet::roll(&shared.events_dir, id, events)?;
-    match fs::remove_file(path) {
+    parquet::roll(&shared.events_dir, id, records.by_ref())?;
+    let removed = if durable != u64::MAX && records.valid_len() < durable {
+        // Acknowledged records that do not read back (the disk corrupted
+        // them): the readable ones are in Parquet; the file is kept aside
+        // for an operator, out of the log, instead of deleted.
+        let aside = path.with_extension("wal.corrupt");
+        error!(
+            segment = %aside.display(),
+            readable_bytes = records.valid_len(),
+            durable_bytes = durable,
+            "an event log segment does not read back whole; its readable events were rolled and the file was kept aside"
+        );
+        fs::rename(path, &aside)
+    } else {
+        fs::remove_file(path)
+    };
+    match removed {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(error) => return Err(error),
@@ -962,6 +978,32 @@ mod tests {
             .collect();
         expected.sort();
         assert_eq!(seen, expected, "every event exactly once");
+    }
+
+    #[tokio::test]
+    async fn a_segment_whose_durable_records_do_not_read_back_is_kept_aside_after_its_roll() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = EventLog::open(options(dir.path())).expect("open");
+        log.append(vec![click("a"), click("b")])
+            .await
+            .expect("append");
+        log.append(vec![click("c")]).await.expect("append");
+        let (id, path) = wal::list(&dir.path().join("wal")).expect("list")[0].clone();
+        let mut bytes = fs::read(&path).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).expect("corrupt the last record");
+        log.flush().await.expect("flush");
+        let aside = path.with_extension("wal.corrupt");
+        assert!(aside.exists(), "kept aside");
+        assert!(wal::list(&dir.path().join("wal")).expect("list").is_empty());
+        let files = parquet::list(dir.path(), EventKind::Outcome).expect("list");
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            parquet::parse_file_name(files[0].file_name().and_then(|n| n.to_str()).expect("name")),
+            Some(id)
+        );
+        assert_eq!(parquet::read_event_ids(&files[0]).expect("ids"), ["a", "b"]);
     }
 
     #[tokio::test]
