@@ -83,9 +83,9 @@ pub const ROW_GROUP_EVENTS: usize = 8_192;
 /// events are waiting. An error from `events` ends the roll before any
 /// file is renamed into place, and its `.tmp` files are removed; an error
 /// while the files are finished leaves those finished before it, which
-/// rolling the segment again replaces. A segment holds events of at most a
-/// few hundred hours (the timestamps `validate` accepts), so a roll has at
-/// most that many files open.
+/// rolling the segment again replaces. A segment holds events of at most
+/// about 170 hours of each kind (the timestamps `validate` accepts), so a
+/// roll has at most about 340 files open.
 pub fn roll<E: Borrow<Event>>(
     events_dir: &Path,
     id: SegmentId,
@@ -143,7 +143,7 @@ impl<E: Borrow<Event>> PartitionFile<E> {
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_EVENTS));
         // Columns of (nearly) one value per row gain nothing from a
-        // dictionary, and building one costs about a fifth of a roll: event
+        // dictionary, and building one cost about a third of a roll: event
         // ids, and the units of exposures (one exposure per unit and
         // variant).
         let unique_per_row: &[&str] = match kind {
@@ -158,13 +158,17 @@ impl<E: Borrow<Event>> PartitionFile<E> {
             batch_of_kind::<E>(kind, &[])?.schema(),
             Some(properties.build()),
         )
-        .map_err(io::Error::other)?;
+        .map_err(|error| {
+            let _ = fs::remove_file(&temporary);
+            io::Error::other(error)
+        })?;
         Ok(Self {
             kind,
             path,
             temporary,
             writer: Some(writer),
-            pending: Vec::with_capacity(ROW_GROUP_EVENTS),
+            // Grown as events come: most partitions of a segment hold few.
+            pending: Vec::new(),
             renamed: false,
         })
     }
@@ -806,7 +810,25 @@ mod tests {
             seq: 1,
             opened_ms: 7,
         };
-        let files = roll(dir.path(), id, events.iter().map(Ok)).expect("roll");
+        let temporary = dir
+            .path()
+            .join("exposures")
+            .join(partition(ten))
+            .join(file_name(id))
+            .with_extension("parquet.tmp");
+        let mut written_before_the_end = 0;
+        let last = events.len() - 1;
+        let streamed = events.iter().enumerate().map(|(index, event)| {
+            if index == last {
+                written_before_the_end = fs::metadata(&temporary).map_or(0, |file| file.len());
+            }
+            Ok(event)
+        });
+        let files = roll(dir.path(), id, streamed).expect("roll");
+        assert!(
+            written_before_the_end > 1_000,
+            "full row groups reach the file while events still come: {written_before_the_end} bytes"
+        );
         assert_eq!(files.len(), 2);
         let row_groups = |path: &Path| {
             ParquetRecordBatchReaderBuilder::try_new(File::open(path).expect("open"))
