@@ -13,10 +13,11 @@
 //!    and by a tonic load generator in this process, each request a new
 //!    user, so logging on writes every exposure to the durable event log:
 //!    three pairs of separate ten-second runs, logging off then on, each
-//!    after a quiet pause, with a flush interval short enough that a run
-//!    rolls its own exposures into Parquet; and (shared) off and on in
-//!    alternate one-second windows. Every run also measures the
-//!    machine's own stalls ([`exp_benches::HiccupMeters`]).
+//!    followed by a quiet pause, with a flush interval short enough that a
+//!    run's exposures are rolled into Parquet by the end of its pause;
+//!    and (shared) off and on in alternate one-second windows. Every run
+//!    also measures the machine's own stalls
+//!    ([`exp_benches::HiccupMeters`]).
 //!
 //! Run: `cargo build --release -p expd && cargo bench -p exp-benches
 //! --bench assign` (`ASSIGN_RPS` sets the rate of 3,
@@ -607,7 +608,10 @@ fn release_server(placement: Placement, rate: u64, seconds: u64) {
         })
         .filter(|path| path.exists());
     let Some(expd) = expd else {
-        println!("release expd: no binary (cargo build --release -p expd); skipped");
+        match std::env::var("ASSIGN_EXPD") {
+            Ok(named) => println!("release expd: ASSIGN_EXPD={named} does not exist; skipped"),
+            Err(_) => println!("release expd: no binary (cargo build --release -p expd); skipped"),
+        }
         return;
     };
     if placement == Placement::Pinned {
@@ -682,7 +686,6 @@ fn release_server(placement: Placement, rate: u64, seconds: u64) {
     h2load_assign(grpc, pid, h2load_cpu, rate, 10, true);
     logging_in_separate_runs(&runtime, grpc, pid, rate);
     if placement == Placement::Shared {
-        std::thread::sleep(QUIET_BEFORE_RUN);
         runtime.block_on(grpc_assign(
             grpc,
             rate,
@@ -695,21 +698,23 @@ fn release_server(placement: Placement, rate: u64, seconds: u64) {
 }
 
 /// The release `expd`'s `--events-flush-interval` in these runs: short, so
-/// that a ten-second run with logging on rolls its own exposures into
-/// Parquet within the run (rolling costs the same per event at any
-/// interval; with the default 30 s a run's roll would land in the next).
+/// that a ten-second run with logging on rolls most of its exposures
+/// within the run and the rest in the pause after it (rolling costs the
+/// same per event at any interval; with the default 30 s a run's roll
+/// would land in the next run).
 const BENCH_FLUSH_INTERVAL: &str = "3s";
-/// The pause before each run: longer than the flush interval, so a run
-/// carries none of the background work of the run before it.
-const QUIET_BEFORE_RUN: Duration = Duration::from_secs(5);
+/// The pause after each run: longer than the flush interval, so the
+/// background work a run leaves (its last roll) ends within it, is
+/// counted in the run's CPU, and does not reach the next run.
+const QUIET_AFTER_RUN: Duration = Duration::from_secs(5);
 /// Pairs of separate runs, logging off then on.
 const LOGGING_ROUNDS: usize = 3;
 
 /// Exposure logging's cost, every request a new unit: [`LOGGING_ROUNDS`]
-/// pairs of ten-second runs, off then on, each after a quiet pause. Each
-/// run prints its latencies and the server's CPU per request (from
-/// /proc, less noisy than latencies on a shared host); the last line sets
-/// on against off, pair by pair.
+/// pairs of ten-second runs, off then on, each followed by a quiet pause.
+/// Each run prints its latencies and the server's CPU per request over the
+/// run and its pause (from /proc, less noisy than latencies on a shared
+/// host); the last line sets on against off, pair by pair.
 fn logging_in_separate_runs(
     runtime: &tokio::runtime::Runtime,
     grpc: std::net::SocketAddr,
@@ -718,12 +723,14 @@ fn logging_in_separate_runs(
 ) {
     const SECONDS: u64 = 10;
     let mut pairs = Vec::new();
+    std::thread::sleep(QUIET_AFTER_RUN);
     for _ in 0..LOGGING_ROUNDS {
         let [off, on] = [Exposures::Off, Exposures::On].map(|exposures| {
-            std::thread::sleep(QUIET_BEFORE_RUN);
             let before = exp_benches::cpu_seconds(pid);
             let started = Instant::now();
             let (off, on) = runtime.block_on(grpc_assign(grpc, rate, SECONDS, exposures));
+            let elapsed = started.elapsed().as_secs_f64();
+            std::thread::sleep(QUIET_AFTER_RUN);
             let used = exp_benches::cpu_seconds(pid) - before;
             let timeline = if matches!(exposures, Exposures::On) {
                 on
@@ -732,10 +739,9 @@ fn logging_in_separate_runs(
             };
             let cpu_per_request = used / timeline.len() as f64;
             println!(
-                "  expd CPU: {:.1} us per request ({:.0}% of a core over {:.1} s)",
+                "  expd CPU, the run and the pause after it: {:.1} us per request ({:.0}% of a core over the {elapsed:.1} s run)",
                 cpu_per_request * 1e6,
-                used / started.elapsed().as_secs_f64() * 100.0,
-                started.elapsed().as_secs_f64()
+                used / elapsed * 100.0,
             );
             let slow = timeline.stall_share(
                 &[],
@@ -763,7 +769,7 @@ fn logging_in_separate_runs(
         .collect();
     let cpu: Vec<String> = pairs
         .iter()
-        .map(|((.., off), (.., on))| format!("+{:.1}", (on - off) * 1e6))
+        .map(|((.., off), (.., on))| format!("{:+.1}", (on - off) * 1e6))
         .collect();
     println!(
         "logging on / off in {LOGGING_ROUNDS} pairs of separate {SECONDS}-s runs (flush interval {BENCH_FLUSH_INTERVAL}):\n  \

@@ -194,7 +194,9 @@ fn roll_cost() {
     let out = tempfile::tempdir().expect("dir");
     let path = segment.path.clone();
     // As the roller does it, one record at a time; and, for comparison,
-    // the whole segment read into memory first, as the roller did before.
+    // the whole segment read into memory first, as the roller read it
+    // before (it then built one batch per partition; here the rest is the
+    // same streamed roll).
     let streamed = || {
         let events = exp_ingest::wal::SegmentReader::open(&path, u64::MAX).expect("open");
         exp_ingest::parquet::roll(out.path(), segment_id, events).expect("roll");
@@ -239,8 +241,8 @@ fn roll_cost() {
         let summary = Summary::of(variant.times);
         summary.print(&format!("roll, {}", variant.name));
         println!(
-            "  {:.2} us of one core per exposure; median {} minor page faults, \
-             peak resident memory +{} MB over before the roll",
+            "  {:.2} us per exposure (wall time, one thread); median {} minor page faults, \
+             peak resident memory +{} MB over what the process held before the roll",
             summary.p50.as_secs_f64() * 1e6 / ROLLED_EXPOSURES as f64,
             median(variant.minor_faults),
             median(variant.peak_growth_kb) / 1024,
