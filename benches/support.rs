@@ -114,23 +114,34 @@ pub fn children_cpu_seconds() -> f64 {
     stat_seconds(std::process::id(), [16, 17])
 }
 
+/// Minor page faults of this process so far (Linux).
+pub fn own_minor_faults() -> u64 {
+    // minflt is field 10 (1-based).
+    stat_fields(std::process::id(), [10])[0] as u64
+}
+
 /// The sum of the clock-tick fields `fields` (1-based, as in proc(5)) of
 /// `/proc/<pid>/stat`, in seconds.
 fn stat_seconds(pid: u32, fields: [usize; 2]) -> f64 {
+    stat_fields(pid, fields).iter().sum::<f64>() / 100.0
+}
+
+/// The numeric fields `fields` (1-based, as in proc(5)) of
+/// `/proc/<pid>/stat`; 0 for any it cannot read.
+fn stat_fields<const N: usize>(pid: u32, fields: [usize; N]) -> [f64; N] {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) in parentheses.
     let values: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |index: usize| -> f64 {
+    // Field 3 (1-based) is the first after the command name.
+    fields.map(|field| {
         values
-            .get(index)
+            .get(field - 3)
             .and_then(|value| value.parse().ok())
             .unwrap_or(0.0)
-    };
-    // Field 3 (1-based) is the first after the command name.
-    fields.iter().map(|field| ticks(field - 3)).sum::<f64>() / 100.0
+    })
 }
 
 /// Env variable that turns a bench binary into a hiccup meter (see
@@ -292,6 +303,14 @@ impl Timeline {
         self.samples.is_empty()
     }
 
+    /// How many requests took longer than `bound`.
+    pub fn count_slower_than(&self, bound: Duration) -> usize {
+        self.samples
+            .iter()
+            .filter(|(_, latency)| *latency > bound)
+            .count()
+    }
+
     /// The summary of every request.
     pub fn summary(&self) -> Summary {
         Summary::of(self.samples.iter().map(|(_, latency)| *latency).collect())
@@ -324,7 +343,7 @@ impl Timeline {
         };
         let slow_samples = || self.samples.iter().filter(|(_, latency)| *latency > slow);
         StallShare {
-            slow: slow_samples().count(),
+            slow: self.count_slower_than(slow),
             slow_met_stall: slow_samples().filter(|sample| met(sample)).count(),
             all: self.samples.len(),
             all_met_stall: self.samples.iter().filter(|sample| met(sample)).count(),

@@ -743,42 +743,46 @@ fn logging_in_separate_runs(
                 cpu_per_request * 1e6,
                 used / elapsed * 100.0,
             );
-            let slow = timeline.stall_share(
-                &[],
-                Duration::ZERO,
-                Duration::from_millis(2),
-                Duration::ZERO,
-            );
-            (
-                timeline.summary().p99.as_secs_f64(),
-                slow.slow as f64 / slow.all as f64,
+            RunCost {
+                p99: timeline.summary().p99.as_secs_f64(),
+                share_over_2ms: timeline.count_slower_than(Duration::from_millis(2)) as f64
+                    / timeline.len() as f64,
                 cpu_per_request,
-            )
+            }
         });
         pairs.push((off, on));
     }
-    let ratios: Vec<String> = pairs
-        .iter()
-        .map(|((off, ..), (on, ..))| format!("{:.2}", on / off))
-        .collect();
-    let mut sorted: Vec<f64> = pairs.iter().map(|((off, ..), (on, ..))| on / off).collect();
-    sorted.sort_by(f64::total_cmp);
-    let over_2ms: Vec<String> = pairs
-        .iter()
-        .map(|((_, off, _), (_, on, _))| format!("{:.1}% / {:.1}%", off * 100.0, on * 100.0))
-        .collect();
-    let cpu: Vec<String> = pairs
-        .iter()
-        .map(|((.., off), (.., on))| format!("{:+.1}", (on - off) * 1e6))
-        .collect();
+    let join = |each: &dyn Fn(&RunCost, &RunCost) -> String| -> String {
+        pairs
+            .iter()
+            .map(|(off, on)| each(off, on))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut ratios: Vec<f64> = pairs.iter().map(|(off, on)| on.p99 / off.p99).collect();
+    let listed = join(&|off, on| format!("{:.2}", on.p99 / off.p99));
+    ratios.sort_by(f64::total_cmp);
     println!(
         "logging on / off in {LOGGING_ROUNDS} pairs of separate {SECONDS}-s runs (flush interval {BENCH_FLUSH_INTERVAL}):\n  \
-         p99 ratio {} (median {:.2}); requests over 2 ms off / on: {}; expd CPU per request on - off: {} us",
-        ratios.join(", "),
-        sorted[sorted.len() / 2],
-        over_2ms.join(", "),
-        cpu.join(", "),
+         p99 ratio {listed} (median {:.2}); requests over 2 ms off / on: {}; expd CPU per request on - off: {} us",
+        ratios[ratios.len() / 2],
+        join(&|off, on| format!(
+            "{:.1}% / {:.1}%",
+            off.share_over_2ms * 100.0,
+            on.share_over_2ms * 100.0
+        )),
+        join(&|off, on| format!("{:+.1}", (on.cpu_per_request - off.cpu_per_request) * 1e6)),
     );
+}
+
+/// What one run of [`logging_in_separate_runs`] measured.
+struct RunCost {
+    /// p99 latency, seconds.
+    p99: f64,
+    /// The share of requests over 2 ms.
+    share_over_2ms: f64,
+    /// `expd` CPU seconds per request, the run and its pause.
+    cpu_per_request: f64,
 }
 
 fn main() {

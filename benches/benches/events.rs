@@ -277,14 +277,9 @@ struct MemoryCounters {
     peak_resident_kb: u64,
 }
 
-/// This process's minor page faults (`/proc/self/stat`) and its resident
-/// and peak resident memory (`/proc/self/status`).
+/// This process's minor page faults and its resident and peak resident
+/// memory (`/proc/self/status`).
 fn memory_counters() -> MemoryCounters {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    // Fields after the command name, which ends with the last ')'.
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat") + 2..]
-        .split(' ')
-        .collect();
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let kb = |key: &str| -> u64 {
         status
@@ -295,8 +290,7 @@ fn memory_counters() -> MemoryCounters {
             .expect("status field")
     };
     MemoryCounters {
-        // Field 10 of stat; the fields kept start at field 3, the state.
-        minor_faults: fields[7].parse().expect("minflt"),
+        minor_faults: exp_benches::own_minor_faults(),
         resident_kb: kb("VmRSS:"),
         peak_resident_kb: kb("VmHWM:"),
     }
