@@ -22,7 +22,8 @@
 //! Run: `cargo build --release -p expd && cargo bench -p exp-benches
 //! --bench assign` (`ASSIGN_RPS` sets the rate of 3,
 //! `ASSIGN_ALTERNATING_SECONDS` the length of its alternating run,
-//! default 60; `ASSIGN_ONLY=processes` runs 3 alone; `ASSIGN_EXPD` names
+//! default 60; `ASSIGN_ONLY=processes` runs 3 alone, `ASSIGN_ONLY=in-process`
+//! 1 alone; `ASSIGN_EXPD` names
 //! another `expd` binary for 3, to compare builds).
 
 use std::time::{Duration, Instant, SystemTime};
@@ -128,6 +129,25 @@ fn exposure_costs() {
         std::hint::black_box(filter.is_first(&repeat));
     })
     .print_ns("repeat filter, a repeat (feed thread)");
+    // The filter now holds about a million units: full. Each new unit
+    // evicts the least recent, as in a server past its first million.
+    filter.run_pending_tasks();
+    drop(records);
+    let mut late = (0..1_000_000)
+        .map(|i| record(format!("late-{i}")))
+        .collect::<Vec<_>>()
+        .into_iter();
+    time_batched(100, 10_000, || {
+        let record = late.next().expect("enough records");
+        std::hint::black_box(filter.is_first(&record));
+    })
+    .print_ns("repeat filter, a new unit, filter full (feed thread)");
+    filter.run_pending_tasks();
+    println!(
+        "  (filter holds {} of {} units)",
+        filter.entry_count(),
+        exp_assign::exposure::REPEAT_CAPACITY
+    );
 }
 
 /// Whether `Assign` requests log exposures.
@@ -803,6 +823,9 @@ fn main() {
     evaluation(10);
     evaluation(10_000);
     exposure_costs();
+    if std::env::var("ASSIGN_ONLY").is_ok_and(|only| only == "in-process") {
+        return;
+    }
 
     // HTTP JSON and config propagation against a server in this process,
     // on a runtime of its own, as in production; callers on another.

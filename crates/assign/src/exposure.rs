@@ -19,7 +19,7 @@ use std::{
 
 use exp_core::UnitType;
 use exp_proto::v1;
-use moka::sync::Cache;
+use moka::{policy::EvictionPolicy, sync::Cache};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use tokio::sync::mpsc;
 
@@ -157,17 +157,40 @@ pub struct RepeatFilter {
 
 impl Default for RepeatFilter {
     fn default() -> Self {
-        Self {
-            recent: Cache::builder()
-                .max_capacity(REPEAT_CAPACITY)
-                .time_to_live(REPEAT_WINDOW)
-                .build(),
-            repeats: Arc::default(),
-        }
+        Self::with_capacity(REPEAT_CAPACITY)
     }
 }
 
 impl RepeatFilter {
+    /// A filter remembering at most `capacity` keys.
+    pub fn with_capacity(capacity: u64) -> Self {
+        Self {
+            recent: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(REPEAT_WINDOW)
+                // Not moka's default TinyLFU: once full of units seen once,
+                // it refuses a new key until the key has been seen more
+                // often than the one it would evict, so a new unit's first
+                // refresh would be logged again. A repeat window asks for
+                // recency.
+                .eviction_policy(EvictionPolicy::lru())
+                .build(),
+            repeats: Arc::default(),
+        }
+    }
+
+    /// Applies the cache's pending evictions now (moka otherwise applies
+    /// them in batches as it goes), for tests and benches that look at what
+    /// the filter holds.
+    pub fn run_pending_tasks(&self) {
+        self.recent.run_pending_tasks();
+    }
+
+    /// Keys remembered, as of the last applied maintenance.
+    pub fn entry_count(&self) -> u64 {
+        self.recent.entry_count()
+    }
+
     /// Whether `record` is the first of its unit and variant in the window
     /// (and remembers it).
     pub fn is_first(&self, record: &ExposureRecord) -> bool {

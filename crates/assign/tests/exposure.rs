@@ -186,3 +186,46 @@ fn a_forgotten_exposure_passes_the_repeat_filter_again() {
     repeats.forget(&first.into_proto());
     assert!(repeats.is_first(&second), "passes again");
 }
+
+fn exposure_of(user: &str) -> exp_assign::ExposureRecord {
+    exp_assign::ExposureRecord {
+        experiment_id: "exp-1".into(),
+        variant: "treatment".into(),
+        user_id: user.to_owned(),
+        session_id: format!("s-{user}"),
+        unit_type: UnitType::User,
+        placement: "pdp".to_owned(),
+        page_type: "product".to_owned(),
+        revision: 1,
+        timestamp: now(),
+    }
+}
+
+#[test]
+fn a_full_repeat_filter_remembers_each_new_unit_and_forgets_the_least_recent() {
+    let repeats = exp_assign::RepeatFilter::with_capacity(100);
+    // A flood of units seen once fills the filter many times over.
+    for user in 0..1_000 {
+        assert!(repeats.is_first(&exposure_of(&format!("flood-{user}"))));
+        repeats.run_pending_tasks();
+    }
+    // A new unit is still remembered once the filter is full: its refresh,
+    // after 50 other new units, is a repeat.
+    for round in 0..20 {
+        let refreshing = exposure_of(&format!("refreshing-{round}"));
+        assert!(repeats.is_first(&refreshing));
+        repeats.run_pending_tasks();
+        for other in 0..50 {
+            assert!(repeats.is_first(&exposure_of(&format!("other-{round}-{other}"))));
+            repeats.run_pending_tasks();
+        }
+        assert!(
+            !repeats.is_first(&refreshing),
+            "round {round}: the refresh of a unit seen 50 units ago was logged again"
+        );
+    }
+    // The least recent went to make room.
+    assert!(repeats.is_first(&exposure_of("flood-0")), "evicted");
+    repeats.run_pending_tasks();
+    assert!(repeats.entry_count() <= 100, "{}", repeats.entry_count());
+}
