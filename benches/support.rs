@@ -8,6 +8,7 @@
 //! per measurement, and `benches/RESULTS.md` records the figures with the
 //! machine and method.
 
+use statrs::distribution::{ContinuousCDF, StudentsT};
 use std::time::{Duration, Instant};
 
 /// Latency percentiles of a sample.
@@ -373,4 +374,81 @@ pub fn print_stalls(stalls: &[Stall]) {
         longest.as_secs_f64() * 1e3,
         total.as_secs_f64() * 1e3
     );
+}
+
+/// An estimate with a two-sided confidence interval, from independent
+/// samples (Student's t).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    /// The estimate.
+    pub estimate: f64,
+    /// The interval's low end.
+    pub low: f64,
+    /// The interval's high end.
+    pub high: f64,
+}
+
+impl Interval {
+    /// The mean of `samples` (at least two) with its `confidence`
+    /// interval.
+    pub fn arithmetic(samples: &[f64], confidence: f64) -> Self {
+        assert!(samples.len() >= 2, "an interval needs two samples");
+        let n = samples.len() as f64;
+        let mean = samples.iter().sum::<f64>() / n;
+        let variance = samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let t = StudentsT::new(0.0, 1.0, n - 1.0)
+            .expect("degrees of freedom are positive")
+            .inverse_cdf(0.5 + confidence / 2.0);
+        let half = t * (variance / n).sqrt();
+        Self {
+            estimate: mean,
+            low: mean - half,
+            high: mean + half,
+        }
+    }
+
+    /// The geometric mean of `ratios` (positive, at least two) with its
+    /// `confidence` interval: the arithmetic one of their logarithms,
+    /// exponentiated.
+    pub fn geometric(ratios: &[f64], confidence: f64) -> Self {
+        let logs: Vec<f64> = ratios.iter().map(|ratio| ratio.ln()).collect();
+        let Self {
+            estimate,
+            low,
+            high,
+        } = Self::arithmetic(&logs, confidence);
+        Self {
+            estimate: estimate.exp(),
+            low: low.exp(),
+            high: high.exp(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Interval;
+
+    #[test]
+    fn a_mean_has_a_student_t_interval_from_the_spread_of_its_samples() {
+        // Mean 3, standard error sqrt(2.5 / 5), t(0.95, 4 df) = 2.1318.
+        let interval = Interval::arithmetic(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.90);
+        assert!((interval.estimate - 3.0).abs() < 1e-12);
+        assert!(
+            (interval.high - 3.0 - 2.1318 * 0.5f64.sqrt()).abs() < 1e-3,
+            "{interval:?}"
+        );
+        assert!((3.0 - interval.low - (interval.high - 3.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ratios_have_a_geometric_mean_and_an_interval_symmetric_in_their_logarithms() {
+        let interval = Interval::geometric(&[2.0, 8.0, 4.0], 0.90);
+        assert!((interval.estimate - 4.0).abs() < 1e-9, "{interval:?}");
+        assert!(
+            (interval.low * interval.high - 16.0).abs() < 1e-9,
+            "{interval:?}"
+        );
+        assert!(interval.low < 2.0 && interval.high > 8.0, "{interval:?}");
+    }
 }

@@ -12,7 +12,8 @@
 //!    one core with them on the other: driven by h2load (when installed)
 //!    and by a tonic load generator in this process, each request a new
 //!    user, so logging on writes every exposure to the durable event log:
-//!    three pairs of separate ten-second runs, logging off then on, each
+//!    three pairs (`ASSIGN_PAIRS`) of separate ten-second runs, logging off
+//!    and on, alternately first, each
 //!    followed by a quiet pause, with a flush interval short enough that a
 //!    run's exposures are rolled into Parquet by the end of its pause;
 //!    and (shared) off and on in alternate one-second windows. Every run
@@ -727,14 +728,20 @@ const BENCH_FLUSH_INTERVAL: &str = "3s";
 /// background work a run leaves (its last roll) ends within it, is
 /// counted in the run's CPU, and does not reach the next run.
 const QUIET_AFTER_RUN: Duration = Duration::from_secs(5);
-/// Pairs of separate runs, logging off then on.
-const LOGGING_ROUNDS: usize = 3;
+/// Pairs of separate runs unless `ASSIGN_PAIRS` says how many (at least
+/// 2).
+const LOGGING_PAIRS: usize = 3;
 
-/// Exposure logging's cost, every request a new unit: [`LOGGING_ROUNDS`]
-/// pairs of ten-second runs, off then on, each followed by a quiet pause.
-/// Each run prints its latencies and the server's CPU per request over the
-/// run and its pause (from /proc, less noisy than latencies on a shared
-/// host); the last line sets on against off, pair by pair.
+/// Exposure logging's cost, every request a new unit: pairs of ten-second
+/// runs, logging off and on, each followed by a quiet pause; the pairs
+/// alternate which goes first (off then on, on then off), so whatever
+/// drifts over a pair (the server's heap, the cache of the page tables)
+/// favours neither side. Each run prints its latencies and the server's
+/// CPU per request over the run and its pause (from /proc, less noisy than
+/// latencies on a shared host); the last lines set on against off, pair
+/// by pair, and estimate the ratio of p99s as the geometric mean of the
+/// pairs' ratios, with a 90% confidence interval from their spread: the
+/// interval says what this machine's noise lets the pairs show.
 fn logging_in_separate_runs(
     runtime: &tokio::runtime::Runtime,
     grpc: std::net::SocketAddr,
@@ -742,10 +749,20 @@ fn logging_in_separate_runs(
     rate: u64,
 ) {
     const SECONDS: u64 = 10;
+    let pair_count = std::env::var("ASSIGN_PAIRS")
+        .ok()
+        .and_then(|pairs| pairs.parse().ok())
+        .filter(|&pairs: &usize| pairs >= 2)
+        .unwrap_or(LOGGING_PAIRS);
     let mut pairs = Vec::new();
     std::thread::sleep(QUIET_AFTER_RUN);
-    for _ in 0..LOGGING_ROUNDS {
-        let [off, on] = [Exposures::Off, Exposures::On].map(|exposures| {
+    for pair in 0..pair_count {
+        let order = if pair % 2 == 0 {
+            [Exposures::Off, Exposures::On]
+        } else {
+            [Exposures::On, Exposures::Off]
+        };
+        let [first, second] = order.map(|exposures| {
             let before = exp_benches::cpu_seconds(pid);
             let started = Instant::now();
             let (off, on) = runtime.block_on(grpc_assign(grpc, rate, SECONDS, exposures));
@@ -770,7 +787,11 @@ fn logging_in_separate_runs(
                 cpu_per_request,
             }
         });
-        pairs.push((off, on));
+        pairs.push(if pair % 2 == 0 {
+            (first, second)
+        } else {
+            (second, first)
+        });
     }
     let join = |each: &dyn Fn(&RunCost, &RunCost) -> String| -> String {
         pairs
@@ -779,19 +800,36 @@ fn logging_in_separate_runs(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut ratios: Vec<f64> = pairs.iter().map(|(off, on)| on.p99 / off.p99).collect();
-    let listed = join(&|off, on| format!("{:.2}", on.p99 / off.p99));
-    ratios.sort_by(f64::total_cmp);
+    let ratios: Vec<f64> = pairs.iter().map(|(off, on)| on.p99 / off.p99).collect();
+    let cpu: Vec<f64> = pairs
+        .iter()
+        .map(|(off, on)| (on.cpu_per_request - off.cpu_per_request) * 1e6)
+        .collect();
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let on_worse = pairs
+        .iter()
+        .filter(|(off, on)| on.share_over_2ms > off.share_over_2ms)
+        .count();
     println!(
-        "logging on / off in {LOGGING_ROUNDS} pairs of separate {SECONDS}-s runs (flush interval {BENCH_FLUSH_INTERVAL}):\n  \
-         p99 ratio {listed} (median {:.2}); requests over 2 ms off / on: {}; expd CPU per request on - off: {} us",
-        ratios[ratios.len() / 2],
+        "logging on / off in {pair_count} pairs of separate {SECONDS}-s runs, alternately off or on first (flush interval {BENCH_FLUSH_INTERVAL}):\n  \
+         p99 ratio {} (median {:.2}); requests over 2 ms off / on: {}; expd CPU per request on - off: {} us",
+        join(&|off, on| format!("{:.2}", on.p99 / off.p99)),
+        sorted[sorted.len() / 2],
         join(&|off, on| format!(
             "{:.1}% / {:.1}%",
             off.share_over_2ms * 100.0,
             on.share_over_2ms * 100.0
         )),
         join(&|off, on| format!("{:+.1}", (on.cpu_per_request - off.cpu_per_request) * 1e6)),
+    );
+    let p99 = exp_benches::Interval::geometric(&ratios, 0.90);
+    let cpu = exp_benches::Interval::arithmetic(&cpu, 0.90);
+    println!(
+        "  p99 on / off, geometric mean over the pairs: {:.3} (90% CI {:.3} to {:.3}); \
+         on has more requests over 2 ms in {on_worse} of {pair_count}; \
+         expd CPU per request on - off: {:+.1} us (90% CI {:+.1} to {:+.1})",
+        p99.estimate, p99.low, p99.high, cpu.estimate, cpu.low, cpu.high,
     );
 }
 
