@@ -9,7 +9,11 @@
 //! machine and method.
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 /// Latency percentiles of a sample.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +125,27 @@ pub fn own_minor_faults() -> u64 {
     stat_fields(std::process::id(), [10])[0] as u64
 }
 
+/// User plus system CPU seconds of the threads of process `pid` alive
+/// now, by thread name (threads of one name summed; Linux). A thread that
+/// ended between two readings takes its CPU out of the difference: the
+/// process's own [`cpu_seconds`] is the total.
+pub fn cpu_seconds_by_thread(pid: u32) -> BTreeMap<String, f64> {
+    let mut by_name = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let seconds = stat_file_fields(&path.join("stat"), [14, 15])
+            .iter()
+            .sum::<f64>()
+            / 100.0;
+        *by_name.entry(name.trim().to_owned()).or_insert(0.0) += seconds;
+    }
+    by_name
+}
+
 /// The sum of the clock-tick fields `fields` (1-based, as in proc(5)) of
 /// `/proc/<pid>/stat`, in seconds.
 fn stat_seconds(pid: u32, fields: [usize; 2]) -> f64 {
@@ -130,7 +155,13 @@ fn stat_seconds(pid: u32, fields: [usize; 2]) -> f64 {
 /// The numeric fields `fields` (1-based, as in proc(5)) of
 /// `/proc/<pid>/stat`; 0 for any it cannot read.
 fn stat_fields<const N: usize>(pid: u32, fields: [usize; N]) -> [f64; N] {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_file_fields(Path::new(&format!("/proc/{pid}/stat")), fields)
+}
+
+/// The numeric fields `fields` of the stat file at `path` (a process's or
+/// a thread's); 0 for any it cannot read.
+fn stat_file_fields<const N: usize>(path: &Path, fields: [usize; N]) -> [f64; N] {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name (which may hold spaces) in parentheses.
     let values: Vec<&str> = stat
         .rsplit_once(')')

@@ -23,11 +23,14 @@
 //! Run: `cargo build --release -p expd && cargo bench -p exp-benches
 //! --bench assign` (`ASSIGN_RPS` sets the rate of 3,
 //! `ASSIGN_ALTERNATING_SECONDS` the length of its alternating run,
-//! default 60; `ASSIGN_ONLY=processes` runs 3 alone, `ASSIGN_ONLY=in-process`
-//! 1 alone; `ASSIGN_EXPD` names
+//! default 60; `ASSIGN_ONLY=processes` runs 3 alone, `shared` or `pinned`
+//! one placement of 3, `in-process` 1 alone; `ASSIGN_EXPD` names
 //! another `expd` binary for 3, to compare builds).
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant, SystemTime},
+};
 
 use exp_benches::{Summary, Timeline, time_batched};
 use exp_core::{
@@ -737,9 +740,9 @@ const LOGGING_PAIRS: usize = 3;
 /// alternate which goes first (off then on, on then off), so whatever
 /// drifts over a pair (the server's heap, the cache of the page tables)
 /// favours neither side. Each run prints its latencies and the server's
-/// CPU per request over the run and its pause (from /proc, less noisy than
-/// latencies on a shared host); the last lines set on against off, pair
-/// by pair, and estimate the ratio of p99s as the geometric mean of the
+/// CPU per request over the run and its pause, in all and by thread (from
+/// /proc, less noisy than latencies on a shared host); the last lines set
+/// on against off, pair by pair and by thread, and estimate the ratio of p99s as the geometric mean of the
 /// pairs' ratios, with a 90% confidence interval from their spread: the
 /// interval says what this machine's noise lets the pairs show.
 fn logging_in_separate_runs(
@@ -764,6 +767,7 @@ fn logging_in_separate_runs(
         };
         let [first, second] = order.map(|exposures| {
             let before = exp_benches::cpu_seconds(pid);
+            let threads_before = exp_benches::cpu_seconds_by_thread(pid);
             let started = Instant::now();
             let (off, on) = runtime.block_on(grpc_assign(grpc, rate, SECONDS, exposures));
             let elapsed = started.elapsed().as_secs_f64();
@@ -774,17 +778,27 @@ fn logging_in_separate_runs(
             } else {
                 off
             };
-            let cpu_per_request = used / timeline.len() as f64;
+            let requests = timeline.len() as f64;
+            let cpu_per_request = used / requests;
+            let threads: BTreeMap<String, f64> = exp_benches::cpu_seconds_by_thread(pid)
+                .into_iter()
+                .map(|(name, seconds)| {
+                    let earlier = threads_before.get(&name).copied().unwrap_or(0.0);
+                    (name, (seconds - earlier) / requests * 1e6)
+                })
+                .collect();
             println!(
-                "  expd CPU, the run and the pause after it: {:.1} us per request ({:.0}% of a core over the {elapsed:.1} s run)",
+                "  expd CPU, the run and the pause after it: {:.1} us per request ({:.0}% of a core over the {elapsed:.1} s run); by thread: {}",
                 cpu_per_request * 1e6,
                 used / elapsed * 100.0,
+                by_thread(threads.iter().map(|(name, us)| (name.as_str(), *us))),
             );
             RunCost {
                 p99: timeline.summary().p99.as_secs_f64(),
                 share_over_2ms: timeline.count_slower_than(Duration::from_millis(2)) as f64
-                    / timeline.len() as f64,
+                    / requests,
                 cpu_per_request,
+                threads,
             }
         });
         pairs.push(if pair % 2 == 0 {
@@ -831,6 +845,33 @@ fn logging_in_separate_runs(
          expd CPU per request on - off: {:+.1} us (90% CI {:+.1} to {:+.1})",
         p99.estimate, p99.low, p99.high, cpu.estimate, cpu.low, cpu.high,
     );
+    let names: std::collections::BTreeSet<&str> = pairs
+        .iter()
+        .flat_map(|(off, on)| off.threads.keys().chain(on.threads.keys()))
+        .map(String::as_str)
+        .collect();
+    let thread_cost = |run: &RunCost, name: &str| run.threads.get(name).copied().unwrap_or(0.0);
+    println!(
+        "  expd CPU per request on - off by thread, mean over the pairs: {}",
+        by_thread(names.into_iter().map(|name| {
+            let sum: f64 = pairs
+                .iter()
+                .map(|(off, on)| thread_cost(on, name) - thread_cost(off, name))
+                .sum();
+            (name, sum / pairs.len() as f64)
+        })),
+    );
+}
+
+/// `name +x.x` per thread of at least 0.5 us (either sign), most first.
+fn by_thread<'a>(costs: impl Iterator<Item = (&'a str, f64)>) -> String {
+    let mut costs: Vec<(&str, f64)> = costs.filter(|(_, us)| us.abs() >= 0.5).collect();
+    costs.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    costs
+        .iter()
+        .map(|(name, us)| format!("{name} {us:+.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What one run of [`logging_in_separate_runs`] measured.
@@ -841,6 +882,9 @@ struct RunCost {
     share_over_2ms: f64,
     /// `expd` CPU seconds per request, the run and its pause.
     cpu_per_request: f64,
+    /// `expd` CPU microseconds per request by thread name, the run and its
+    /// pause.
+    threads: BTreeMap<String, f64>,
 }
 
 fn main() {
@@ -853,10 +897,15 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    if std::env::var("ASSIGN_ONLY").is_ok_and(|only| only == "processes") {
-        release_server(Placement::Shared, rate, seconds);
-        release_server(Placement::Pinned, rate, seconds);
-        return;
+    match std::env::var("ASSIGN_ONLY").as_deref() {
+        Ok("processes") => {
+            release_server(Placement::Shared, rate, seconds);
+            release_server(Placement::Pinned, rate, seconds);
+            return;
+        }
+        Ok("shared") => return release_server(Placement::Shared, rate, seconds),
+        Ok("pinned") => return release_server(Placement::Pinned, rate, seconds),
+        _ => {}
     }
     evaluation(10);
     evaluation(10_000);
