@@ -125,24 +125,50 @@ pub fn own_minor_faults() -> u64 {
     stat_fields(std::process::id(), [10])[0] as u64
 }
 
-/// User plus system CPU seconds of the threads of process `pid` alive
-/// now, by thread name (threads of one name summed; Linux). A thread that
-/// ended between two readings takes its CPU out of the difference: the
-/// process's own [`cpu_seconds`] is the total.
-pub fn cpu_seconds_by_thread(pid: u32) -> BTreeMap<String, f64> {
-    let mut by_name = BTreeMap::new();
+/// User plus system CPU seconds of each thread of process `pid` alive
+/// now, with its name (Linux). Set two readings against each other with
+/// [`cpu_seconds_by_thread_name`].
+pub fn cpu_seconds_by_thread(pid: u32) -> BTreeMap<u32, (String, f64)> {
+    let mut threads = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return by_name;
+        return threads;
     };
     for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse().ok()) else {
+            continue;
+        };
         let path = task.path();
-        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
         let seconds = stat_file_fields(&path.join("stat"), [14, 15])
             .iter()
             .sum::<f64>()
             / 100.0;
-        *by_name.entry(name.trim().to_owned()).or_insert(0.0) += seconds;
+        threads.insert(tid, (name.trim().to_owned(), seconds));
     }
+    threads
+}
+
+/// The CPU seconds each thread used between readings `before` and
+/// `after` of [`cpu_seconds_by_thread`], summed by thread name (threads
+/// started in between count from zero). `total` is the process's own
+/// [`cpu_seconds`] over the same span: what it has beyond the threads
+/// alive at `after` (threads that ended in between) is given as
+/// `"(ended threads)"`.
+pub fn cpu_seconds_by_thread_name(
+    before: &BTreeMap<u32, (String, f64)>,
+    after: &BTreeMap<u32, (String, f64)>,
+    total: f64,
+) -> BTreeMap<String, f64> {
+    let mut by_name = BTreeMap::new();
+    let mut alive = 0.0;
+    for (tid, (name, seconds)) in after {
+        let earlier = before.get(tid).map_or(0.0, |(_, seconds)| *seconds);
+        alive += seconds - earlier;
+        *by_name.entry(name.clone()).or_insert(0.0) += seconds - earlier;
+    }
+    by_name.insert("(ended threads)".to_owned(), total - alive);
     by_name
 }
 
@@ -458,7 +484,34 @@ impl Interval {
 
 #[cfg(test)]
 mod tests {
-    use super::Interval;
+    use std::collections::BTreeMap;
+
+    use super::{Interval, cpu_seconds_by_thread_name};
+
+    #[test]
+    fn each_thread_counts_from_its_own_earlier_reading_and_ended_threads_are_the_rest() {
+        let thread = |name: &str, seconds: f64| (name.to_owned(), seconds);
+        // Thread 2 ("worker", 5 s) ends; thread 4 starts; thread 3 idles.
+        let before = BTreeMap::from([
+            (1, thread("worker", 1.0)),
+            (2, thread("worker", 5.0)),
+            (3, thread("feed", 2.0)),
+        ]);
+        let after = BTreeMap::from([
+            (1, thread("worker", 1.5)),
+            (3, thread("feed", 2.0)),
+            (4, thread("worker", 0.25)),
+        ]);
+        let by_name = cpu_seconds_by_thread_name(&before, &after, 3.0);
+        assert_eq!(
+            by_name,
+            BTreeMap::from([
+                ("(ended threads)".to_owned(), 2.25),
+                ("feed".to_owned(), 0.0),
+                ("worker".to_owned(), 0.75),
+            ])
+        );
+    }
 
     #[test]
     fn a_mean_has_a_student_t_interval_from_the_spread_of_its_samples() {

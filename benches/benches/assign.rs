@@ -12,7 +12,7 @@
 //!    one core with them on the other: driven by h2load (when installed)
 //!    and by a tonic load generator in this process, each request a new
 //!    user, so logging on writes every exposure to the durable event log:
-//!    three pairs (`ASSIGN_PAIRS`) of separate ten-second runs, logging off
+//!    four pairs (`ASSIGN_PAIRS`) of separate ten-second runs, logging off
 //!    and on, alternately first, each
 //!    followed by a quiet pause, with a flush interval short enough that a
 //!    run's exposures are rolled into Parquet by the end of its pause;
@@ -148,7 +148,7 @@ fn exposure_costs() {
     .print_ns("repeat filter, a new unit, filter full (feed thread)");
     filter.run_pending_tasks();
     println!(
-        "  (filter holds {} of {} units)",
+        "  (filter holds {} of {} keys)",
         filter.entry_count(),
         exp_assign::exposure::REPEAT_CAPACITY
     );
@@ -732,8 +732,8 @@ const BENCH_FLUSH_INTERVAL: &str = "3s";
 /// counted in the run's CPU, and does not reach the next run.
 const QUIET_AFTER_RUN: Duration = Duration::from_secs(5);
 /// Pairs of separate runs unless `ASSIGN_PAIRS` says how many (at least
-/// 2).
-const LOGGING_PAIRS: usize = 3;
+/// 2): even, so that off and on go first equally often.
+const LOGGING_PAIRS: usize = 4;
 
 /// Exposure logging's cost, every request a new unit: pairs of ten-second
 /// runs, logging off and on, each followed by a quiet pause; the pairs
@@ -742,9 +742,12 @@ const LOGGING_PAIRS: usize = 3;
 /// favours neither side. Each run prints its latencies and the server's
 /// CPU per request over the run and its pause, in all and by thread (from
 /// /proc, less noisy than latencies on a shared host); the last lines set
-/// on against off, pair by pair and by thread, and estimate the ratio of p99s as the geometric mean of the
-/// pairs' ratios, with a 90% confidence interval from their spread: the
-/// interval says what this machine's noise lets the pairs show.
+/// on against off, pair by pair and by thread, and estimate the ratio of
+/// p99s as the geometric mean of the pairs' ratios, with a 90% confidence
+/// interval from their spread. One `expd` serves all the pairs, and what
+/// it holds (the repeat filter, the analyzer's units) grows with every run
+/// with logging on: the estimate is over the state sizes the pairs went
+/// through, and logging costs more late in a long run than early.
 fn logging_in_separate_runs(
     runtime: &tokio::runtime::Runtime,
     grpc: std::net::SocketAddr,
@@ -752,11 +755,16 @@ fn logging_in_separate_runs(
     rate: u64,
 ) {
     const SECONDS: u64 = 10;
-    let pair_count = std::env::var("ASSIGN_PAIRS")
-        .ok()
-        .and_then(|pairs| pairs.parse().ok())
-        .filter(|&pairs: &usize| pairs >= 2)
-        .unwrap_or(LOGGING_PAIRS);
+    let pair_count = match std::env::var("ASSIGN_PAIRS") {
+        Err(_) => LOGGING_PAIRS,
+        Ok(pairs) => pairs
+            .parse()
+            .ok()
+            .filter(|&pairs: &usize| pairs >= 2)
+            .unwrap_or_else(|| {
+                panic!("ASSIGN_PAIRS={pairs}: expected a whole number of pairs, at least 2")
+            }),
+    };
     let mut pairs = Vec::new();
     std::thread::sleep(QUIET_AFTER_RUN);
     for pair in 0..pair_count {
@@ -780,13 +788,14 @@ fn logging_in_separate_runs(
             };
             let requests = timeline.len() as f64;
             let cpu_per_request = used / requests;
-            let threads: BTreeMap<String, f64> = exp_benches::cpu_seconds_by_thread(pid)
-                .into_iter()
-                .map(|(name, seconds)| {
-                    let earlier = threads_before.get(&name).copied().unwrap_or(0.0);
-                    (name, (seconds - earlier) / requests * 1e6)
-                })
-                .collect();
+            let threads: BTreeMap<String, f64> = exp_benches::cpu_seconds_by_thread_name(
+                &threads_before,
+                &exp_benches::cpu_seconds_by_thread(pid),
+                used,
+            )
+            .into_iter()
+            .map(|(name, seconds)| (name, seconds / requests * 1e6))
+            .collect();
             println!(
                 "  expd CPU, the run and the pause after it: {:.1} us per request ({:.0}% of a core over the {elapsed:.1} s run); by thread: {}",
                 cpu_per_request * 1e6,
@@ -905,7 +914,10 @@ fn main() {
         }
         Ok("shared") => return release_server(Placement::Shared, rate, seconds),
         Ok("pinned") => return release_server(Placement::Pinned, rate, seconds),
-        _ => {}
+        Ok("in-process") | Err(_) => {}
+        Ok(other) => {
+            panic!("ASSIGN_ONLY={other}: expected processes, shared, pinned or in-process")
+        }
     }
     evaluation(10);
     evaluation(10_000);

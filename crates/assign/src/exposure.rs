@@ -26,7 +26,9 @@ use tokio::sync::mpsc;
 /// How long a unit's exposure to a variant suppresses its repeats.
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(3600);
 /// Most (experiment, variant, unit) keys remembered; the least recently
-/// used go first.
+/// used go first. At 10,000 new keys a second that is 100 s: past that
+/// rate, capacity rather than [`REPEAT_WINDOW`] bounds how long a repeat
+/// is suppressed.
 pub const REPEAT_CAPACITY: u64 = 1_000_000;
 
 /// One exposure of a unit to a variant by a bucketed assignment.
@@ -169,10 +171,10 @@ impl RepeatFilter {
                 .max_capacity(capacity)
                 .time_to_live(REPEAT_WINDOW)
                 // Not moka's default TinyLFU: once full of units seen once,
-                // it refuses a new key until the key has been seen more
-                // often than the one it would evict, so a new unit's first
-                // refresh would be logged again. A repeat window asks for
-                // recency.
+                // it mostly refuses a new key until the key has been seen
+                // more often than the one it would evict, so a new unit's
+                // first refresh would be logged again. A repeat window asks
+                // for recency.
                 .eviction_policy(EvictionPolicy::lru())
                 .build(),
             repeats: Arc::default(),

@@ -224,8 +224,19 @@ fn a_full_repeat_filter_remembers_each_new_unit_and_forgets_the_least_recent() {
             "round {round}: the refresh of a unit seen 50 units ago was logged again"
         );
     }
-    // The least recent went to make room.
-    assert!(repeats.is_first(&exposure_of("flood-0")), "evicted");
-    repeats.run_pending_tasks();
-    assert!(repeats.entry_count() <= 100, "{}", repeats.entry_count());
+    // It holds the 100 most recent: 99 new units and, before them, the
+    // last refresh. The unit before that went to make room.
+    for tail in 0..99 {
+        assert!(repeats.is_first(&exposure_of(&format!("tail-{tail}"))));
+        repeats.run_pending_tasks();
+    }
+    assert_eq!(repeats.entry_count(), 100);
+    assert!(
+        !repeats.is_first(&exposure_of("refreshing-19")),
+        "the 100th most recent is remembered"
+    );
+    assert!(
+        repeats.is_first(&exposure_of("other-19-49")),
+        "the 101st most recent is forgotten"
+    );
 }
