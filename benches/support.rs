@@ -107,9 +107,11 @@ pub fn own_cpu_seconds() -> f64 {
 
 /// User plus system CPU seconds of process `pid` so far (Linux).
 pub fn cpu_seconds(pid: u32) -> f64 {
-    // utime and stime are fields 14 and 15 (1-based).
-    stat_seconds(pid, [14, 15])
+    stat_seconds(pid, CPU_FIELDS)
 }
+
+/// utime and stime: fields 14 and 15 (1-based) of a stat file.
+const CPU_FIELDS: [usize; 2] = [14, 15];
 
 /// User plus system CPU seconds of this process's children that have
 /// ended and been waited for (Linux): the cost of a load generator run
@@ -141,10 +143,7 @@ pub fn cpu_seconds_by_thread(pid: u32) -> BTreeMap<u32, (String, f64)> {
         let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
             continue;
         };
-        let seconds = stat_file_fields(&path.join("stat"), [14, 15])
-            .iter()
-            .sum::<f64>()
-            / 100.0;
+        let seconds = stat_file_seconds(&path.join("stat"), CPU_FIELDS);
         threads.insert(tid, (name.trim().to_owned(), seconds));
     }
     threads
@@ -175,7 +174,13 @@ pub fn cpu_seconds_by_thread_name(
 /// The sum of the clock-tick fields `fields` (1-based, as in proc(5)) of
 /// `/proc/<pid>/stat`, in seconds.
 fn stat_seconds(pid: u32, fields: [usize; 2]) -> f64 {
-    stat_fields(pid, fields).iter().sum::<f64>() / 100.0
+    stat_file_seconds(Path::new(&format!("/proc/{pid}/stat")), fields)
+}
+
+/// The sum of the clock-tick fields `fields` of the stat file at `path` (a
+/// process's or a thread's), in seconds.
+fn stat_file_seconds(path: &Path, fields: [usize; 2]) -> f64 {
+    stat_file_fields(path, fields).iter().sum::<f64>() / 100.0
 }
 
 /// The numeric fields `fields` (1-based, as in proc(5)) of

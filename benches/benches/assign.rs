@@ -810,19 +810,12 @@ fn logging_in_separate_runs(
                 threads,
             }
         });
-        pairs.push(if pair % 2 == 0 {
-            (first, second)
-        } else {
-            (second, first)
+        pairs.push(match order[0] {
+            Exposures::Off => (first, second),
+            _ => (second, first),
         });
     }
-    let join = |each: &dyn Fn(&RunCost, &RunCost) -> String| -> String {
-        pairs
-            .iter()
-            .map(|(off, on)| each(off, on))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let list = |values: &mut dyn Iterator<Item = String>| values.collect::<Vec<_>>().join(", ");
     let ratios: Vec<f64> = pairs.iter().map(|(off, on)| on.p99 / off.p99).collect();
     let cpu: Vec<f64> = pairs
         .iter()
@@ -837,14 +830,14 @@ fn logging_in_separate_runs(
     println!(
         "logging on / off in {pair_count} pairs of separate {SECONDS}-s runs, alternately off or on first (flush interval {BENCH_FLUSH_INTERVAL}):\n  \
          p99 ratio {} (median {:.2}); requests over 2 ms off / on: {}; expd CPU per request on - off: {} us",
-        join(&|off, on| format!("{:.2}", on.p99 / off.p99)),
+        list(&mut ratios.iter().map(|ratio| format!("{ratio:.2}"))),
         sorted[sorted.len() / 2],
-        join(&|off, on| format!(
+        list(&mut pairs.iter().map(|(off, on)| format!(
             "{:.1}% / {:.1}%",
             off.share_over_2ms * 100.0,
             on.share_over_2ms * 100.0
-        )),
-        join(&|off, on| format!("{:+.1}", (on.cpu_per_request - off.cpu_per_request) * 1e6)),
+        ))),
+        list(&mut cpu.iter().map(|us| format!("{us:+.1}"))),
     );
     let p99 = exp_benches::Interval::geometric(&ratios, 0.90);
     let cpu = exp_benches::Interval::arithmetic(&cpu, 0.90);
@@ -906,7 +899,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    match std::env::var("ASSIGN_ONLY").as_deref() {
+    let only = std::env::var("ASSIGN_ONLY");
+    match only.as_deref() {
         Ok("processes") => {
             release_server(Placement::Shared, rate, seconds);
             release_server(Placement::Pinned, rate, seconds);
@@ -922,7 +916,7 @@ fn main() {
     evaluation(10);
     evaluation(10_000);
     exposure_costs();
-    if std::env::var("ASSIGN_ONLY").is_ok_and(|only| only == "in-process") {
+    if only.as_deref() == Ok("in-process") {
         return;
     }
 
