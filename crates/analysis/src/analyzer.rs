@@ -9,6 +9,12 @@
 //! per-unit sums in one pass over an experiment's units
 //! ([`crate::report`]), never from raw events.
 //!
+//! Layout: an experiment's units are a vector in the order they were
+//! first exposed, and their sums one flat vector beside it, so a new unit
+//! costs no allocation of its own and a report reads memory in order. One
+//! map, from a unit's key to where it is in each experiment it was exposed
+//! in (inline for up to two), finds a unit for an exposure or an outcome.
+//!
 //! Late data: the last [`RECENT_OUTCOMES`] outcomes are kept, whatever
 //! units they were counted for, and replayed into a unit when it is
 //! created, so an outcome that arrives before its unit's exposure in any
@@ -32,6 +38,7 @@ use exp_core::{
     metrics::{self, Aggregate, Measure, MetricDefinition, MetricKind, OutcomeType},
 };
 use siphasher::sip128::{Hasher128, SipHasher13};
+use smallvec::SmallVec;
 
 /// Outcomes kept for units whose exposure arrives after them.
 pub const RECENT_OUTCOMES: usize = 100_000;
@@ -268,14 +275,14 @@ fn measure_key(measure: &Measure) -> (u8, bool, u8, bool) {
     )
 }
 
-/// One analysis unit of one experiment.
-#[derive(Debug, Clone)]
+/// One analysis unit of one experiment (its sums are kept beside it, in
+/// [`ExperimentState::sums`]).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Unit {
+    pub(crate) first_exposure_micros: i64,
     pub(crate) variant: u16,
     pub(crate) group: u8,
     pub(crate) several_variants: bool,
-    pub(crate) first_exposure_micros: i64,
-    pub(crate) values: Box<[f64]>,
 }
 
 /// Everything kept for one experiment.
@@ -290,7 +297,11 @@ pub(crate) struct ExperimentState {
     salt_revision: u64,
     layout: Layout,
     pub(crate) metrics: Vec<ResolvedMetric>,
-    pub(crate) units: HashMap<u128, Unit>,
+    /// Exposed units, in the order of their first exposure here.
+    pub(crate) units: Vec<Unit>,
+    /// One sum per measure of the layout for each unit, unit after unit in
+    /// the order of `units`.
+    sums: Vec<f64>,
     /// Per concentration metric: item -> counts per (variant, group).
     pub(crate) item_counts: Vec<HashMap<String, Box<[u32]>>>,
     pub(crate) exposures_outside_schedule: u64,
@@ -316,7 +327,8 @@ impl ExperimentState {
             slot,
             layout,
             metrics,
-            units: HashMap::new(),
+            units: Vec::new(),
+            sums: Vec::new(),
             item_counts: (0..tables).map(|_| HashMap::new()).collect(),
             exposures_outside_schedule: 0,
             exposures_disagreeing_with_bucketing: 0,
@@ -335,17 +347,36 @@ impl ExperimentState {
             .map(|index| index as u16)
     }
 
-    fn apply_outcome(&mut self, key: u128, outcome: &OutcomeFact<'_>) -> bool {
-        let Some(unit) = self.units.get_mut(&key) else {
-            return false;
-        };
+    /// Each unit with its sums, one per measure of the layout.
+    pub(crate) fn units_with_sums(&self) -> impl Iterator<Item = (&Unit, &[f64])> {
+        let width = self.layout.measures.len();
+        self.units
+            .iter()
+            .enumerate()
+            .map(move |(index, unit)| (unit, &self.sums[index * width..(index + 1) * width]))
+    }
+
+    /// Adds a unit with its sums at zero; its index.
+    fn add_unit(&mut self, unit: Unit) -> u32 {
+        let index = u32::try_from(self.units.len()).expect("fewer than 2^32 units per experiment");
+        self.units.push(unit);
+        self.sums
+            .resize(self.sums.len() + self.layout.measures.len(), 0.0);
+        index
+    }
+
+    fn apply_outcome(&mut self, index: u32, outcome: &OutcomeFact<'_>) -> bool {
+        let unit = self.units[index as usize];
         if outcome.time_micros < unit.first_exposure_micros {
             return false;
         }
         let here = on_placements(&self.experiment.eligibility.placements, outcome);
-        for (index, measure) in self.layout.measures.iter().enumerate() {
+        let width = self.layout.measures.len();
+        let start = index as usize * width;
+        let sums = &mut self.sums[start..start + width];
+        for (sum, measure) in sums.iter_mut().zip(&self.layout.measures) {
             if let Some(amount) = contribution(measure, outcome, here) {
-                unit.values[index] += amount;
+                *sum += amount;
             }
         }
         let variants = self.experiment.variants.len();
@@ -447,12 +478,20 @@ pub enum Refresh {
     NeedsRebuild,
 }
 
+/// Where a unit is: the slot of an experiment it was exposed in, and its
+/// index among that experiment's units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Membership {
+    slot: u32,
+    index: u32,
+}
+
 /// Per-unit state of every experiment with exposures.
 pub struct Analyzer {
     pub(crate) catalog: Catalog,
     pub(crate) experiments: HashMap<String, ExperimentState>,
-    /// Unit key -> experiments the unit is exposed in.
-    memberships: HashMap<u128, Vec<u32>>,
+    /// Unit key -> where the unit is in each experiment it is exposed in.
+    memberships: HashMap<u128, SmallVec<[Membership; 2]>>,
     slots: Vec<String>,
     /// The last outcomes, by each unit key they carry.
     recent: HashMap<u128, Vec<Arc<RecentOutcome>>>,
@@ -530,32 +569,29 @@ impl Analyzer {
         check_schedule(state, exposure);
         check_bucketing(state, exposure, variant);
         let key = unit_key(exposure.unit_type, unit_id);
-        let measures = state.layout.measures.len();
-        let mut fresh = false;
-        let unit = state.units.entry(key).or_insert_with(|| {
-            fresh = true;
-            Unit {
-                variant,
-                group: (key % JACKKNIFE_GROUPS as u128) as u8,
-                several_variants: false,
-                first_exposure_micros: exposure.time_micros,
-                values: vec![0.0; measures].into(),
+        let memberships = self.memberships.entry(key).or_default();
+        if let Some(known) = memberships
+            .iter()
+            .find(|membership| membership.slot == slot)
+        {
+            let unit = &mut state.units[known.index as usize];
+            if unit.variant != variant {
+                unit.several_variants = true;
             }
-        });
-        if unit.variant != variant {
-            unit.several_variants = true;
+            unit.first_exposure_micros = unit.first_exposure_micros.min(exposure.time_micros);
+            return;
         }
-        unit.first_exposure_micros = unit.first_exposure_micros.min(exposure.time_micros);
-        if fresh {
-            let memberships = self.memberships.entry(key).or_default();
-            if !memberships.contains(&slot) {
-                memberships.push(slot);
-            }
-            if let Some(earlier) = self.recent.get(&key) {
-                for outcome in earlier {
-                    if state.apply_outcome(key, &outcome.fact()) {
-                        outcome.counted.store(true, Ordering::Relaxed);
-                    }
+        let index = state.add_unit(Unit {
+            first_exposure_micros: exposure.time_micros,
+            variant,
+            group: (key % JACKKNIFE_GROUPS as u128) as u8,
+            several_variants: false,
+        });
+        memberships.push(Membership { slot, index });
+        if let Some(earlier) = self.recent.get(&key) {
+            for outcome in earlier {
+                if state.apply_outcome(index, &outcome.fact()) {
+                    outcome.counted.store(true, Ordering::Relaxed);
                 }
             }
         }
@@ -574,11 +610,11 @@ impl Analyzer {
             }
             let key = unit_key(unit_type, id);
             keys.push(key);
-            if let Some(slots) = self.memberships.get(&key) {
-                for slot in slots {
-                    let id = &self.slots[*slot as usize];
+            if let Some(memberships) = self.memberships.get(&key) {
+                for membership in memberships {
+                    let id = &self.slots[membership.slot as usize];
                     if let Some(state) = self.experiments.get_mut(id) {
-                        counted |= state.apply_outcome(key, outcome);
+                        counted |= state.apply_outcome(membership.index, outcome);
                     }
                 }
             }

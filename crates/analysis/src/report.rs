@@ -147,8 +147,8 @@ fn metric_estimates(state: &ExperimentState, metric: &ResolvedMetric) -> Vec<Arm
         return concentration(state, table, variants);
     }
     let mut moments = vec![Moments::default(); variants];
-    for unit in state.units.values() {
-        let numerator = unit.values[metric.numerator];
+    for (unit, sums) in state.units_with_sums() {
+        let numerator = sums[metric.numerator];
         let (y, x) = match metric.definition.kind {
             MetricKind::Proportion => (
                 f64::from(u8::from(metric.definition.is_success(numerator))),
@@ -156,7 +156,7 @@ fn metric_estimates(state: &ExperimentState, metric: &ResolvedMetric) -> Vec<Arm
             ),
             MetricKind::Ratio => (
                 numerator,
-                metric.denominator.map_or(1.0, |index| unit.values[index]),
+                metric.denominator.map_or(1.0, |index| sums[index]),
             ),
             MetricKind::Mean | MetricKind::Concentration => (numerator, 1.0),
         };
@@ -291,7 +291,7 @@ fn build(state: &ExperimentState, alpha: f64) -> Report {
         .unwrap_or(0);
     let mut exposed = vec![0_u64; experiment.variants.len()];
     let mut several = 0;
-    for unit in state.units.values() {
+    for unit in &state.units {
         exposed[usize::from(unit.variant)] += 1;
         several += u64::from(unit.several_variants);
     }

@@ -465,6 +465,82 @@ fn outcomes_count_only_from_the_first_exposure_and_wait_for_a_late_exposure() {
 }
 
 #[test]
+fn an_outcome_counts_once_in_every_experiment_its_unit_is_exposed_in() {
+    let experiments: Vec<Experiment> = ["exp_a", "exp_b", "exp_c"]
+        .into_iter()
+        .map(|id| {
+            let mut experiment = running_experiment();
+            experiment.id = id.into();
+            experiment.randomization = Some(lifecycle::randomization(&experiment, 2));
+            experiment
+        })
+        .collect();
+    let catalog = experiments.clone();
+    let mut analyzer = Analyzer::new(Box::new(move |id| {
+        catalog
+            .iter()
+            .find(|experiment| experiment.id == id)
+            .cloned()
+    }));
+    let (shopper, bystander) = ("shopper", "bystander");
+    // The shopper is in all three (more than a unit's inline memberships),
+    // exposed twice to each; the bystander in the first only.
+    for experiment in &experiments {
+        for time_micros in [START_MICROS, START_MICROS + 1] {
+            analyzer.exposure(&user_exposure(
+                &experiment.id,
+                &experiment.variants[variant_of(experiment, shopper)].name,
+                shopper,
+                time_micros,
+            ));
+        }
+    }
+    analyzer.exposure(&user_exposure(
+        &experiments[0].id,
+        &experiments[0].variants[variant_of(&experiments[0], bystander)].name,
+        bystander,
+        START_MICROS,
+    ));
+    analyzer.outcome(&OutcomeFact {
+        outcome_type: OutcomeType::AddToCart,
+        user_id: shopper,
+        session_id: "",
+        placement: "you_may_also_like",
+        source_placement: "you_may_also_like",
+        item_id: "sku-1",
+        item_ids: &[],
+        from_recommendation: true,
+        value: 0.0,
+        quantity: 1,
+        latency_ms: 0.0,
+        time_micros: START_MICROS + 10,
+    });
+    for (experiment, units) in experiments.iter().zip([2, 1, 1]) {
+        assert_eq!(
+            analyzer.unit_count(&experiment.id),
+            units,
+            "{}",
+            experiment.id
+        );
+        let report = analyzer
+            .report(&experiment.id, 0.05)
+            .expect("the experiment has exposures");
+        let carts: f64 = report
+            .variants
+            .iter()
+            .map(|variant| variant.metrics[0].value.unwrap_or(0.0) * variant.exposed_units as f64)
+            .sum();
+        assert_eq!(
+            carts, 1.0,
+            "{}: the shopper's add-to-cart, once",
+            experiment.id
+        );
+        let shopper_arm = &report.variants[variant_of(experiment, shopper)];
+        assert!(shopper_arm.exposed_units >= 1, "{}", experiment.id);
+    }
+}
+
+#[test]
 fn a_harmful_variant_breaches_its_guardrail_and_a_harmless_one_does_not_over_many_looks() {
     let experiment = running_experiment();
     let harmful = Arm {
