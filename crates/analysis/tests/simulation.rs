@@ -482,9 +482,22 @@ fn an_outcome_counts_once_in_every_experiment_its_unit_is_exposed_in() {
             .find(|experiment| experiment.id == id)
             .cloned()
     }));
-    let (shopper, bystander) = ("shopper", "bystander");
-    // The shopper is in all three (more than a unit's inline memberships),
-    // exposed twice to each; the bystander in the first only.
+    let shopper = "shopper";
+    // In the first experiment only, in the other arm from the shopper's,
+    // and exposed first: the shopper's place there differs from its place
+    // in the others.
+    let bystander = (0..)
+        .map(|index| format!("bystander-{index}"))
+        .find(|id| variant_of(&experiments[0], id) != variant_of(&experiments[0], shopper))
+        .expect("some id lands in the other arm");
+    analyzer.exposure(&user_exposure(
+        &experiments[0].id,
+        &experiments[0].variants[variant_of(&experiments[0], &bystander)].name,
+        &bystander,
+        START_MICROS,
+    ));
+    // The shopper is in all three (more than a unit's inline places),
+    // exposed twice to each.
     for experiment in &experiments {
         for time_micros in [START_MICROS, START_MICROS + 1] {
             analyzer.exposure(&user_exposure(
@@ -495,14 +508,8 @@ fn an_outcome_counts_once_in_every_experiment_its_unit_is_exposed_in() {
             ));
         }
     }
-    analyzer.exposure(&user_exposure(
-        &experiments[0].id,
-        &experiments[0].variants[variant_of(&experiments[0], bystander)].name,
-        bystander,
-        START_MICROS,
-    ));
     analyzer.outcome(&OutcomeFact {
-        outcome_type: OutcomeType::AddToCart,
+        outcome_type: OutcomeType::Purchase,
         user_id: shopper,
         session_id: "",
         placement: "you_may_also_like",
@@ -510,7 +517,7 @@ fn an_outcome_counts_once_in_every_experiment_its_unit_is_exposed_in() {
         item_id: "sku-1",
         item_ids: &[],
         from_recommendation: true,
-        value: 0.0,
+        value: 7.0,
         quantity: 1,
         latency_ms: 0.0,
         time_micros: START_MICROS + 10,
@@ -525,18 +532,19 @@ fn an_outcome_counts_once_in_every_experiment_its_unit_is_exposed_in() {
         let report = analyzer
             .report(&experiment.id, 0.05)
             .expect("the experiment has exposures");
-        let carts: f64 = report
-            .variants
-            .iter()
-            .map(|variant| variant.metrics[0].value.unwrap_or(0.0) * variant.exposed_units as f64)
-            .sum();
-        assert_eq!(
-            carts, 1.0,
-            "{}: the shopper's add-to-cart, once",
-            experiment.id
-        );
-        let shopper_arm = &report.variants[variant_of(experiment, shopper)];
-        assert!(shopper_arm.exposed_units >= 1, "{}", experiment.id);
+        let shopper_arm = variant_of(experiment, shopper);
+        for (arm, variant) in report.variants.iter().enumerate() {
+            let revenue = variant
+                .metrics
+                .iter()
+                .find(|metric| metric.metric == "revenue_per_session")
+                .expect("a secondary metric of the seed")
+                .value
+                .unwrap_or(0.0)
+                * variant.exposed_units as f64;
+            let expected = if arm == shopper_arm { 7.0 } else { 0.0 };
+            assert_eq!(revenue, expected, "{}, arm {arm}", experiment.id);
+        }
     }
 }
 
