@@ -9,7 +9,7 @@
 //! the request path, because a cache insert costs microseconds.
 
 use std::{
-    hash::Hasher,
+    hash::{BuildHasher, Hasher, RandomState},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -17,7 +17,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use exp_core::UnitType;
+use exp_core::{UnitType, digest::BuildDigestHasher};
 use exp_proto::v1;
 use moka::{policy::EvictionPolicy, sync::Cache};
 use siphasher::sip128::{Hasher128, SipHasher13};
@@ -73,13 +73,16 @@ impl ExposureRecord {
             .map_or(0, |since| since.as_micros());
         let event_id = format!(
             "assign-{:032x}",
-            digest(&[
-                &self.experiment_id,
-                &self.variant,
-                self.unit_type.as_str(),
-                self.unit_id(),
-                &micros.to_string(),
-            ])
+            digest(
+                EVENT_ID_KEYS,
+                &[
+                    &self.experiment_id,
+                    &self.variant,
+                    self.unit_type.as_str(),
+                    self.unit_id(),
+                    &micros.to_string(),
+                ]
+            )
         );
         v1::Exposure {
             event_id,
@@ -99,8 +102,12 @@ impl ExposureRecord {
     }
 }
 
-fn digest(parts: &[&str]) -> u128 {
-    let mut hasher = SipHasher13::new();
+/// Keys of exposure event ids: fixed, so a record's id is the same in
+/// every process that sends it.
+const EVENT_ID_KEYS: (u64, u64) = (0, 0);
+
+fn digest(keys: (u64, u64), parts: &[&str]) -> u128 {
+    let mut hasher = SipHasher13::new_with_keys(keys.0, keys.1);
     for part in parts {
         hasher.write(part.as_bytes());
         hasher.write_u8(0xff);
@@ -153,7 +160,15 @@ impl ExposureQueue {
 /// [`REPEAT_WINDOW`]; cheap to clone (one shared cache).
 #[derive(Debug, Clone)]
 pub struct RepeatFilter {
-    recent: Cache<u128, ()>,
+    /// Digests of (experiment, variant, unit type, unit id), which the
+    /// cache takes as their own hash: once full, every insert evicts, and
+    /// moka rebuilds its table from time to time to clear what evictions
+    /// left; through SipHash that rebuild was most of the filter's cost.
+    recent: Cache<u128, (), BuildDigestHasher>,
+    /// The digests' keys, drawn for each filter: unit ids come from
+    /// outside, and ids that collide in the cache's table cannot be chosen
+    /// without them.
+    keys: (u64, u64),
     repeats: Arc<AtomicU64>,
 }
 
@@ -176,7 +191,11 @@ impl RepeatFilter {
                 // first refresh would be logged again. A repeat window asks
                 // for recency.
                 .eviction_policy(EvictionPolicy::lru())
-                .build(),
+                .build_with_hasher(BuildDigestHasher::default()),
+            keys: {
+                let random = RandomState::new();
+                (random.hash_one(0_u8), random.hash_one(1_u8))
+            },
             repeats: Arc::default(),
         }
     }
@@ -196,12 +215,15 @@ impl RepeatFilter {
     /// Whether `record` is the first of its unit and variant in the window
     /// (and remembers it).
     pub fn is_first(&self, record: &ExposureRecord) -> bool {
-        let key = digest(&[
-            &record.experiment_id,
-            &record.variant,
-            record.unit_type.as_str(),
-            record.unit_id(),
-        ]);
+        let key = digest(
+            self.keys,
+            &[
+                &record.experiment_id,
+                &record.variant,
+                record.unit_type.as_str(),
+                record.unit_id(),
+            ],
+        );
         let first = self.recent.entry(key).or_insert(()).is_fresh();
         if !first {
             self.repeats.fetch_add(1, Ordering::Relaxed);
@@ -216,12 +238,15 @@ impl RepeatFilter {
             Ok(v1::UnitType::User) => (UnitType::User, &exposure.user_id),
             _ => (UnitType::Session, &exposure.session_id),
         };
-        self.recent.invalidate(&digest(&[
-            &exposure.experiment_id,
-            &exposure.variant,
-            unit_type.as_str(),
-            unit,
-        ]));
+        self.recent.invalidate(&digest(
+            self.keys,
+            &[
+                &exposure.experiment_id,
+                &exposure.variant,
+                unit_type.as_str(),
+                unit,
+            ],
+        ));
     }
 
     /// Records suppressed as repeats so far.

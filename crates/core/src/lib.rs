@@ -21,11 +21,13 @@
 //! - [`evaluate`]: the compiled snapshot and `evaluate()`, shared by the
 //!   server, sidecars and the client SDK.
 //! - [`clock`]: injected time, so schedules are tested without sleeping.
+//! - [`digest`]: hash tables keyed by 128-bit digests, without hashing them again.
 //! - [`error`]: the one domain error type.
 
 pub mod allocation;
 pub mod bucketing;
 pub mod clock;
+pub mod digest;
 pub mod error;
 pub mod evaluate;
 pub mod examples;

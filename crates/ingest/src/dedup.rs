@@ -19,10 +19,11 @@
 
 use std::{
     collections::{HashSet, VecDeque},
-    hash::{BuildHasherDefault, Hasher},
+    hash::Hasher,
     time::Duration,
 };
 
+use exp_core::digest::BuildDigestHasher;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::event::EventKind;
@@ -41,27 +42,7 @@ pub fn digest(kind: EventKind, event_id: &str) -> IdDigest {
 /// Tables per hour.
 pub const SHARDS: usize = 16;
 
-/// A hasher for digests: their low 64 bits are already uniform.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
-        }
-    }
-
-    fn write_u128(&mut self, value: u128) {
-        self.0 = value as u64;
-    }
-}
-
-type IdSet = HashSet<IdDigest, BuildHasherDefault<DigestHasher>>;
+type IdSet = HashSet<IdDigest, BuildDigestHasher>;
 
 /// The ids first logged in one hour, spread over [`SHARDS`] tables by
 /// their top bits.
