@@ -24,6 +24,8 @@ pub struct Summary {
     pub p50: Duration,
     /// 99th percentile.
     pub p99: Duration,
+    /// Mean: what the operations cost in all, rare slow ones included.
+    pub mean: Duration,
 }
 
 impl Summary {
@@ -36,6 +38,7 @@ impl Summary {
             count: samples.len(),
             p50: at(0.50),
             p99: at(0.99),
+            mean: samples.iter().sum::<Duration>() / samples.len() as u32,
         }
     }
 
@@ -46,6 +49,17 @@ impl Summary {
             self.p50.as_secs_f64() * 1e6,
             self.p99.as_secs_f64() * 1e6,
             self.count
+        );
+    }
+
+    /// Prints `name: p50 .. p99 ..` in nanoseconds, then the mean: for
+    /// operations whose rare slow calls (a table's rehash) are part of
+    /// their cost.
+    pub fn print_with_mean_ns(&self, name: &str) {
+        self.print_ns(name);
+        println!(
+            "  mean {:.1} ns per call, slow calls included",
+            self.mean.as_secs_f64() * 1e9
         );
     }
 

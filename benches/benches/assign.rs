@@ -127,7 +127,7 @@ fn exposure_costs() {
         let record = records.next().expect("enough records");
         std::hint::black_box(filter.is_first(&record));
     })
-    .print_ns("repeat filter, a new unit (feed thread)");
+    .print_with_mean_ns("repeat filter, a new unit (feed thread)");
     let repeat = record("user-7".into());
     time_batched(100, 10_000, || {
         std::hint::black_box(filter.is_first(&repeat));
@@ -145,7 +145,7 @@ fn exposure_costs() {
         let record = late.next().expect("enough records");
         std::hint::black_box(filter.is_first(&record));
     })
-    .print_ns("repeat filter, a new unit, filter full (feed thread)");
+    .print_with_mean_ns("repeat filter, a new unit, filter full (feed thread)");
     filter.run_pending_tasks();
     println!(
         "  (filter holds {} of {} keys)",
