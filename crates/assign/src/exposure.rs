@@ -161,9 +161,10 @@ impl ExposureQueue {
 #[derive(Debug, Clone)]
 pub struct RepeatFilter {
     /// Digests of (experiment, variant, unit type, unit id), which the
-    /// cache takes as their own hash: once full, every insert evicts, and
-    /// moka rebuilds its table from time to time to clear what evictions
-    /// left; through SipHash that rebuild was most of the filter's cost.
+    /// cache takes as their own hash: once the filter is full every insert
+    /// evicts, and moka's table is rebuilt from time to time
+    /// (`BucketArray::rehash`); hashing every key through SipHash again
+    /// made those rebuilds most of the filter's cost.
     recent: Cache<u128, (), BuildDigestHasher>,
     /// The digests' keys, drawn for each filter: unit ids come from
     /// outside, and ids that collide in the cache's table cannot be chosen
