@@ -119,30 +119,9 @@ fn simulate(
             &user,
             time,
         ));
-        fn outcome<'a>(
-            user: &'a str,
-            time_micros: i64,
-            outcome_type: OutcomeType,
-            item_ids: &'a [String],
-            value: f64,
-        ) -> OutcomeFact<'a> {
-            OutcomeFact {
-                outcome_type,
-                user_id: user,
-                session_id: "",
-                placement: "you_may_also_like",
-                source_placement: "you_may_also_like",
-                item_id: "sku-1",
-                item_ids,
-                from_recommendation: true,
-                value,
-                quantity: 1,
-                latency_ms: 0.0,
-                time_micros,
-            }
-        }
-        let outcome =
-            |outcome_type, item_ids, value| outcome(&user, time + 1, outcome_type, item_ids, value);
+        let outcome = |outcome_type, item_ids, value| {
+            user_outcome(&user, time + 1, outcome_type, item_ids, value)
+        };
         let shown = 1 + (rng.next_u64() % 8) as usize;
         analyzer.outcome(&outcome(OutcomeType::Impression, &items[..shown], 0.0));
         for _ in 0..shown {
@@ -178,6 +157,31 @@ fn simulated_report(experiment: &Experiment, rng: &mut Rng, arms: [Arm; 2], tag:
 }
 
 /// A user exposure at revision 2.
+/// An outcome of `user` on the experiment's placement, of a recommended
+/// item (`sku-1`, or `item_ids` for an impression).
+fn user_outcome<'a>(
+    user: &'a str,
+    time_micros: i64,
+    outcome_type: OutcomeType,
+    item_ids: &'a [String],
+    value: f64,
+) -> OutcomeFact<'a> {
+    OutcomeFact {
+        outcome_type,
+        user_id: user,
+        session_id: "",
+        placement: "you_may_also_like",
+        source_placement: "you_may_also_like",
+        item_id: "sku-1",
+        item_ids,
+        from_recommendation: true,
+        value,
+        quantity: 1,
+        latency_ms: 0.0,
+        time_micros,
+    }
+}
+
 fn user_exposure<'a>(
     experiment_id: &'a str,
     variant: &'a str,
@@ -407,20 +411,8 @@ fn outcomes_count_only_from_the_first_exposure_and_wait_for_a_late_exposure() {
     let mut analyzer = analyzer_for(experiment.clone());
     let user = "late-unit";
     let variant = variant_of(&experiment, user);
-    let add_to_cart = |time_micros| OutcomeFact {
-        outcome_type: OutcomeType::AddToCart,
-        user_id: user,
-        session_id: "",
-        placement: "you_may_also_like",
-        source_placement: "you_may_also_like",
-        item_id: "sku-1",
-        item_ids: &[],
-        from_recommendation: true,
-        value: 0.0,
-        quantity: 1,
-        latency_ms: 0.0,
-        time_micros,
-    };
+    let add_to_cart =
+        |time_micros| user_outcome(user, time_micros, OutcomeType::AddToCart, &[], 0.0);
     // Arrives before its exposure, happened after it: counted.
     analyzer.outcome(&add_to_cart(START_MICROS + 5));
     analyzer.exposure(&user_exposure(
@@ -508,20 +500,13 @@ fn an_outcome_counts_once_in_every_experiment_its_unit_is_exposed_in() {
             ));
         }
     }
-    analyzer.outcome(&OutcomeFact {
-        outcome_type: OutcomeType::Purchase,
-        user_id: shopper,
-        session_id: "",
-        placement: "you_may_also_like",
-        source_placement: "you_may_also_like",
-        item_id: "sku-1",
-        item_ids: &[],
-        from_recommendation: true,
-        value: 7.0,
-        quantity: 1,
-        latency_ms: 0.0,
-        time_micros: START_MICROS + 10,
-    });
+    analyzer.outcome(&user_outcome(
+        shopper,
+        START_MICROS + 10,
+        OutcomeType::Purchase,
+        &[],
+        7.0,
+    ));
     for (experiment, units) in experiments.iter().zip([2, 1, 1]) {
         assert_eq!(
             analyzer.unit_count(&experiment.id),
@@ -720,20 +705,7 @@ fn ctr_counts_recommendations_of_the_experiments_placements_and_add_to_carts_any
         START_MICROS,
     ));
     let shown: Vec<String> = vec!["sku-1".into(), "sku-2".into()];
-    let base = OutcomeFact {
-        outcome_type: OutcomeType::Click,
-        user_id: user,
-        session_id: "",
-        placement: "you_may_also_like",
-        source_placement: "you_may_also_like",
-        item_id: "sku-1",
-        item_ids: &[],
-        from_recommendation: true,
-        value: 0.0,
-        quantity: 1,
-        latency_ms: 0.0,
-        time_micros: START_MICROS + 1,
-    };
+    let base = user_outcome(user, START_MICROS + 1, OutcomeType::Click, &[], 0.0);
     for outcome in [
         // Two items shown here, two on the home feed.
         OutcomeFact {
