@@ -405,19 +405,7 @@ impl Timeline {
         slow: Duration,
         backlog: Duration,
     ) -> StallShare {
-        let mut starts: Vec<u64> = stalls
-            .iter()
-            .filter(|stall| stall.length >= threshold)
-            .map(|stall| stall.at_unix_micros)
-            .collect();
-        starts.sort_unstable();
-        let backlog = u64::try_from(backlog.as_micros()).unwrap_or(u64::MAX);
-        let met = |(sent, latency): &(u64, Duration)| {
-            let from = sent.saturating_sub(backlog);
-            let to = sent + u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-            let first = starts.partition_point(|start| *start < from);
-            starts.get(first).is_some_and(|start| *start <= to)
-        };
+        let met = stall_meeter(stalls, threshold, backlog);
         let slow_samples = || self.samples.iter().filter(|(_, latency)| *latency > slow);
         StallShare {
             slow: self.count_slower_than(slow),
@@ -426,6 +414,60 @@ impl Timeline {
             all_met_stall: self.samples.iter().filter(|sample| met(sample)).count(),
         }
     }
+
+    /// The requests that met no stall of `threshold` or more (in flight,
+    /// or in the `backlog` before they were sent; see
+    /// [`Self::stall_share`]): what the server's own work made of their
+    /// latency, with the machine's stalls, which hit logging on and off
+    /// alike but far more in some runs than in others, left out.
+    pub fn clear_of_stalls(
+        &self,
+        stalls: &[Stall],
+        threshold: Duration,
+        backlog: Duration,
+    ) -> Self {
+        let met = stall_meeter(stalls, threshold, backlog);
+        Self {
+            samples: self
+                .samples
+                .iter()
+                .filter(|sample| !met(sample))
+                .copied()
+                .collect(),
+        }
+    }
+}
+
+/// Whether a request (sent, latency) met one of `stalls` of `threshold` or
+/// more: one that began while it was in flight or in the `backlog` before
+/// it was sent.
+fn stall_meeter(
+    stalls: &[Stall],
+    threshold: Duration,
+    backlog: Duration,
+) -> impl Fn(&(u64, Duration)) -> bool {
+    let mut starts: Vec<u64> = stalls
+        .iter()
+        .filter(|stall| stall.length >= threshold)
+        .map(|stall| stall.at_unix_micros)
+        .collect();
+    starts.sort_unstable();
+    let backlog = u64::try_from(backlog.as_micros()).unwrap_or(u64::MAX);
+    move |(sent, latency): &(u64, Duration)| {
+        let from = sent.saturating_sub(backlog);
+        let to = sent + u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let first = starts.partition_point(|start| *start < from);
+        starts.get(first).is_some_and(|start| *start <= to)
+    }
+}
+
+/// The total length of `stalls` of `threshold` or more.
+pub fn stall_time(stalls: &[Stall], threshold: Duration) -> Duration {
+    stalls
+        .iter()
+        .filter(|stall| stall.length >= threshold)
+        .map(|stall| stall.length)
+        .sum()
 }
 
 /// Prints what the meters saw over a run: stalls of 1 ms and 2 ms or more,
@@ -505,7 +547,9 @@ impl Interval {
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::{Interval, cpu_seconds_by_thread_name};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::{Interval, Stall, Timeline, cpu_seconds_by_thread_name, stall_time};
 
     #[test]
     fn each_thread_counts_from_its_own_earlier_reading_and_ended_threads_are_the_rest() {
@@ -553,5 +597,37 @@ mod tests {
             "{interval:?}"
         );
         assert!(interval.low < 2.0 && interval.high > 8.0, "{interval:?}");
+    }
+
+    #[test]
+    fn requests_in_flight_during_a_stall_or_sent_in_its_backlog_are_not_clear_of_it() {
+        let at = |micros: u64| UNIX_EPOCH + Duration::from_micros(micros);
+        let stalls = [
+            Stall {
+                at_unix_micros: 10_000,
+                length: Duration::from_millis(3),
+            },
+            Stall {
+                at_unix_micros: 30_000,
+                length: Duration::from_micros(600),
+            },
+        ];
+        let mut timeline = Timeline::default();
+        let mut record = |sent: SystemTime, micros: u64| {
+            timeline.record(sent, Duration::from_micros(micros));
+        };
+        record(at(9_000), 4_000); // in flight when the stall began
+        record(at(14_000), 300); // sent 4 ms after it: in its backlog
+        record(at(20_000), 300); // sent 10 ms after it
+        record(at(29_900), 800); // met only a stall under the threshold
+        record(at(8_000), 500); // answered before it
+        let clear =
+            timeline.clear_of_stalls(&stalls, Duration::from_millis(1), Duration::from_millis(5));
+        assert_eq!(clear.len(), 3);
+        assert_eq!(clear.summary().p99, Duration::from_micros(800));
+        assert_eq!(
+            stall_time(&stalls, Duration::from_millis(1)),
+            Duration::from_millis(3)
+        );
     }
 }

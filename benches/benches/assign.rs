@@ -180,7 +180,7 @@ async fn grpc_assign(
     rate: u64,
     seconds: u64,
     exposures: Exposures,
-) -> (Timeline, Timeline) {
+) -> (Timeline, Timeline, Option<Vec<exp_benches::Stall>>) {
     const CALLERS: u64 = 64;
     // Users of earlier runs would be repeats, whose exposures the
     // server's dedup cache filters out: each run has users of its own.
@@ -303,7 +303,7 @@ async fn grpc_assign(
         count as f64 / elapsed,
         process_cpu / count as f64 * 1e6
     );
-    (off, on)
+    (off, on, stalls)
 }
 
 /// Prints, over each pair of adjacent windows (logging off, then on),
@@ -333,6 +333,12 @@ fn print_window_pairs(windows: Vec<Vec<Duration>>) {
     );
 }
 
+/// The shortest machine stall a request is said to meet.
+const STALL_THRESHOLD: Duration = Duration::from_millis(1);
+/// How long after a stall began a request sent is said to meet it: the
+/// server answers the queue that built up during the stall afterwards.
+const STALL_BACKLOG: Duration = Duration::from_millis(5);
+
 /// Prints `timeline`'s summary under `name`, and with `stalls`, how many
 /// of its requests over 2 ms met a machine stall of 1 ms or more (in
 /// flight, or sent within 5 ms after it), against how many of all did.
@@ -344,9 +350,9 @@ fn print_timeline(timeline: &Timeline, stalls: Option<&[exp_benches::Stall]>, na
     };
     let share = timeline.stall_share(
         stalls,
-        Duration::from_millis(1),
+        STALL_THRESHOLD,
         Duration::from_millis(2),
-        Duration::from_millis(5),
+        STALL_BACKLOG,
     );
     println!(
         "    {} requests over 2 ms ({:.2}%), {} of them ({:.0}%) met a machine stall >= 1 ms; of all requests {:.0}% did",
@@ -777,7 +783,7 @@ fn logging_in_separate_runs(
             let before = exp_benches::cpu_seconds(pid);
             let threads_before = exp_benches::cpu_seconds_by_thread(pid);
             let started = Instant::now();
-            let (off, on) = runtime.block_on(grpc_assign(grpc, rate, SECONDS, exposures));
+            let (off, on, stalls) = runtime.block_on(grpc_assign(grpc, rate, SECONDS, exposures));
             let elapsed = started.elapsed().as_secs_f64();
             std::thread::sleep(QUIET_AFTER_RUN);
             let used = exp_benches::cpu_seconds(pid) - before;
@@ -802,8 +808,21 @@ fn logging_in_separate_runs(
                 used / elapsed * 100.0,
                 by_thread(threads.iter().map(|(name, us)| (name.as_str(), *us))),
             );
+            let clear = stalls.as_deref().map(|stalls| {
+                (
+                    timeline.clear_of_stalls(stalls, STALL_THRESHOLD, STALL_BACKLOG),
+                    exp_benches::stall_time(stalls, STALL_THRESHOLD),
+                )
+            });
             RunCost {
                 p99: timeline.summary().p99.as_secs_f64(),
+                clear_of_stalls: clear.and_then(|(clear, stall_time)| {
+                    (!clear.is_empty()).then(|| ClearOfStalls {
+                        p99: clear.summary().p99.as_secs_f64(),
+                        share: clear.len() as f64 / requests,
+                        stall_time: stall_time.as_secs_f64(),
+                    })
+                }),
                 share_over_2ms: timeline.count_slower_than(Duration::from_millis(2)) as f64
                     / requests,
                 cpu_per_request,
@@ -863,6 +882,67 @@ fn logging_in_separate_runs(
             (name, sum / pairs.len() as f64)
         })),
     );
+    print_clear_of_stalls(&pairs);
+}
+
+/// Prints, when every run of `pairs` had hiccup meters, the p99 of the
+/// requests that met no machine stall: each pair's ratio (on / off), the
+/// share of requests that were clear of stalls, and the machine's stall
+/// time in each run, then their geometric mean with its interval. A
+/// stall hits logging on and off alike, but far more in some runs than
+/// in others; without the requests it hit, the ratio measures what
+/// logging does to the server's own latency, run to run with much less
+/// noise. Whether logging itself stalls the machine shows in the stall
+/// time of its runs against the others'.
+fn print_clear_of_stalls(pairs: &[(RunCost, RunCost)]) {
+    let Some(clear): Option<Vec<(&ClearOfStalls, &ClearOfStalls)>> = pairs
+        .iter()
+        .map(|(off, on)| Some((off.clear_of_stalls.as_ref()?, on.clear_of_stalls.as_ref()?)))
+        .collect()
+    else {
+        println!("  p99 clear of stalls: no hiccup meters in every run; skipped");
+        return;
+    };
+    let list = |values: &mut dyn Iterator<Item = String>| values.collect::<Vec<_>>().join(", ");
+    let ratios: Vec<f64> = clear.iter().map(|(off, on)| on.p99 / off.p99).collect();
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "  p99 clear of stalls ratio {} (median {:.2}); requests clear of stalls off / on: {}; machine stall time off / on: {} ms",
+        list(&mut ratios.iter().map(|ratio| format!("{ratio:.3}"))),
+        sorted[sorted.len() / 2],
+        list(&mut clear.iter().map(|(off, on)| format!(
+            "{:.1}% / {:.1}%",
+            off.share * 100.0,
+            on.share * 100.0
+        ))),
+        list(&mut clear.iter().map(|(off, on)| format!(
+            "{:.1} / {:.1}",
+            off.stall_time * 1e3,
+            on.stall_time * 1e3
+        ))),
+    );
+    let p99 = exp_benches::Interval::geometric(&ratios, 0.90);
+    let mean = |side: fn(&(&ClearOfStalls, &ClearOfStalls)) -> f64| {
+        clear.iter().map(side).sum::<f64>() / clear.len() as f64
+    };
+    let more_stalls_on = clear
+        .iter()
+        .filter(|(off, on)| on.stall_time > off.stall_time)
+        .count();
+    println!(
+        "  p99 clear of stalls on / off, geometric mean over the pairs: {:.3} (90% CI {:.3} to {:.3}); \
+         requests clear of stalls off / on: {:.1}% / {:.1}%; machine stall time per run off / on: {:.1} / {:.1} ms, \
+         more with logging on in {more_stalls_on} of {}",
+        p99.estimate,
+        p99.low,
+        p99.high,
+        mean(|(off, _)| off.share) * 100.0,
+        mean(|(_, on)| on.share) * 100.0,
+        mean(|(off, _)| off.stall_time) * 1e3,
+        mean(|(_, on)| on.stall_time) * 1e3,
+        clear.len(),
+    );
 }
 
 /// `name +x.x` per thread of at least 0.5 us (either sign), most first.
@@ -880,6 +960,8 @@ fn by_thread<'a>(costs: impl Iterator<Item = (&'a str, f64)>) -> String {
 struct RunCost {
     /// p99 latency, seconds.
     p99: f64,
+    /// The requests that met no machine stall, when hiccup meters ran.
+    clear_of_stalls: Option<ClearOfStalls>,
     /// The share of requests over 2 ms.
     share_over_2ms: f64,
     /// `expd` CPU seconds per request, the run and its pause.
@@ -887,6 +969,19 @@ struct RunCost {
     /// `expd` CPU microseconds per request by thread name, the run and its
     /// pause.
     threads: BTreeMap<String, f64>,
+}
+
+/// The requests of one run that met no machine stall ([`STALL_THRESHOLD`]
+/// or longer, in flight or in the [`STALL_BACKLOG`] before they were
+/// sent).
+struct ClearOfStalls {
+    /// Their p99 latency, seconds.
+    p99: f64,
+    /// Their share of all the run's requests.
+    share: f64,
+    /// The machine's stall time of the run (stalls of at least
+    /// [`STALL_THRESHOLD`], summed over both CPUs), seconds.
+    stall_time: f64,
 }
 
 fn main() {
