@@ -891,9 +891,10 @@ fn logging_in_separate_runs(
 /// time in each run, then their geometric mean with its interval. A
 /// stall hits logging on and off alike, but far more in some runs than
 /// in others; without the requests it hit, the ratio measures what
-/// logging does to the server's own latency, run to run with much less
-/// noise. Whether logging itself stalls the machine shows in the stall
-/// time of its runs against the others'.
+/// logging does to the server's own latency, with somewhat less noise
+/// (narrower intervals in every run recorded in `RESULTS.md`). Whether
+/// logging itself stalls the machine, which this would hide, shows in
+/// the stall time of its runs against the others'.
 fn print_clear_of_stalls(pairs: &[(RunCost, RunCost)]) {
     let Some(clear): Option<Vec<(&ClearOfStalls, &ClearOfStalls)>> = pairs
         .iter()
