@@ -4,14 +4,19 @@ statsmodels, on data drawn here with a fixed seed.
 
 Writes JSON to stdout: each case holds its data and what the reference
 libraries compute from it. `cargo test -p exp-analysis` recomputes every
-case in Rust and compares to 1e-6; CI regenerates the file with the pinned
-libraries below and checks it is unchanged.
+case in Rust and compares to 1e-6; CI regenerates the values with the
+pinned libraries below and checks the file against them (`--check`: the
+data exactly, computed values to 1e-12 relative, since numpy's results
+differ in the last bits from one CPU to another).
 
     pip install numpy==2.3.5 scipy==1.16.3 statsmodels==0.14.5 pandas==3.1.1
     python3 crates/analysis/testdata/make_reference.py > crates/analysis/testdata/reference.json
+    python3 crates/analysis/testdata/make_reference.py --check crates/analysis/testdata/reference.json
 """
 
 import json
+import math
+import sys
 
 import numpy as np
 from scipy import stats
@@ -211,4 +216,37 @@ reference = {
         msprt_case(-0.3, 0.01, 0.05, 0.0025),
     ],
 }
+
+
+def differences(generated, committed, path=""):
+    """Where `committed` differs from `generated`: data exactly, computed
+    floats beyond the last few bits (numpy's kernels round differently on
+    different CPUs; the Rust tests compare to 1e-6)."""
+    if isinstance(generated, dict) and isinstance(committed, dict):
+        if generated.keys() != committed.keys():
+            return [f"{path or '/'}: keys {sorted(generated)} against {sorted(committed)}"]
+        return [d for key in generated for d in differences(generated[key], committed[key], f"{path}.{key}")]
+    if isinstance(generated, list) and isinstance(committed, list):
+        if len(generated) != len(committed):
+            return [f"{path}: {len(generated)} items against {len(committed)}"]
+        return [d for i, pair in enumerate(zip(generated, committed)) for d in differences(*pair, f"{path}[{i}]")]
+    if isinstance(generated, float) or isinstance(committed, float):
+        if isinstance(generated, (int, float)) and isinstance(committed, (int, float)) and math.isclose(
+            generated, committed, rel_tol=1e-12, abs_tol=1e-15
+        ):
+            return []
+    elif generated == committed:
+        return []
+    return [f"{path}: generated {generated!r}, committed {committed!r}"]
+
+
+generated = json.loads(json.dumps(floats(reference)))
+if len(sys.argv) == 3 and sys.argv[1] == "--check":
+    with open(sys.argv[2]) as committed:
+        found = differences(generated, json.load(committed))
+    for line in found[:20]:
+        print(line, file=sys.stderr)
+    sys.exit(1 if found else 0)
+elif len(sys.argv) != 1:
+    sys.exit("usage: make_reference.py [--check reference.json]")
 print(json.dumps(floats(reference), indent=None, separators=(",", ":")))
