@@ -6,8 +6,8 @@ Writes JSON to stdout: each case holds its data and what the reference
 libraries compute from it. `cargo test -p exp-analysis` recomputes every
 case in Rust and compares to 1e-6; CI regenerates the values with the
 pinned libraries below and checks the file against them (`--check`: the
-data exactly, computed values to 1e-12 relative, since numpy's results
-differ in the last bits from one CPU to another).
+data exactly, computed values to 1e-12 relative: the same pinned
+libraries gave results that differ in the last bits on another machine).
 
     pip install numpy==2.3.5 scipy==1.16.3 statsmodels==0.14.5 pandas==3.1.1
     python3 crates/analysis/testdata/make_reference.py > crates/analysis/testdata/reference.json
@@ -220,8 +220,8 @@ reference = {
 
 def differences(generated, committed, path=""):
     """Where `committed` differs from `generated`: data exactly, computed
-    floats beyond the last few bits (numpy's kernels round differently on
-    different CPUs; the Rust tests compare to 1e-6)."""
+    floats beyond the last few bits (the pinned libraries' results differ
+    in the last bits between machines; the Rust tests compare to 1e-6)."""
     if isinstance(generated, dict) and isinstance(committed, dict):
         if generated.keys() != committed.keys():
             return [f"{path or '/'}: keys {sorted(generated)} against {sorted(committed)}"]
