@@ -834,14 +834,11 @@ fn logging_in_separate_runs(
             _ => (second, first),
         });
     }
-    let list = |values: &mut dyn Iterator<Item = String>| values.collect::<Vec<_>>().join(", ");
     let ratios: Vec<f64> = pairs.iter().map(|(off, on)| on.p99 / off.p99).collect();
     let cpu: Vec<f64> = pairs
         .iter()
         .map(|(off, on)| (on.cpu_per_request - off.cpu_per_request) * 1e6)
         .collect();
-    let mut sorted = ratios.clone();
-    sorted.sort_by(f64::total_cmp);
     let on_worse = pairs
         .iter()
         .filter(|(off, on)| on.share_over_2ms > off.share_over_2ms)
@@ -849,14 +846,14 @@ fn logging_in_separate_runs(
     println!(
         "logging on / off in {pair_count} pairs of separate {SECONDS}-s runs, alternately off or on first (flush interval {BENCH_FLUSH_INTERVAL}):\n  \
          p99 ratio {} (median {:.2}); requests over 2 ms off / on: {}; expd CPU per request on - off: {} us",
-        list(&mut ratios.iter().map(|ratio| format!("{ratio:.2}"))),
-        sorted[sorted.len() / 2],
-        list(&mut pairs.iter().map(|(off, on)| format!(
+        list(ratios.iter().map(|ratio| format!("{ratio:.2}"))),
+        median(&ratios),
+        list(pairs.iter().map(|(off, on)| format!(
             "{:.1}% / {:.1}%",
             off.share_over_2ms * 100.0,
             on.share_over_2ms * 100.0
         ))),
-        list(&mut cpu.iter().map(|us| format!("{us:+.1}"))),
+        list(cpu.iter().map(|us| format!("{us:+.1}"))),
     );
     let p99 = exp_benches::Interval::geometric(&ratios, 0.90);
     let cpu = exp_benches::Interval::arithmetic(&cpu, 0.90);
@@ -904,20 +901,17 @@ fn print_clear_of_stalls(pairs: &[(RunCost, RunCost)]) {
         println!("  p99 clear of stalls: no hiccup meters in every run; skipped");
         return;
     };
-    let list = |values: &mut dyn Iterator<Item = String>| values.collect::<Vec<_>>().join(", ");
     let ratios: Vec<f64> = clear.iter().map(|(off, on)| on.p99 / off.p99).collect();
-    let mut sorted = ratios.clone();
-    sorted.sort_by(f64::total_cmp);
     println!(
         "  p99 clear of stalls ratio {} (median {:.2}); requests clear of stalls off / on: {}; machine stall time off / on: {} ms",
-        list(&mut ratios.iter().map(|ratio| format!("{ratio:.3}"))),
-        sorted[sorted.len() / 2],
-        list(&mut clear.iter().map(|(off, on)| format!(
+        list(ratios.iter().map(|ratio| format!("{ratio:.3}"))),
+        median(&ratios),
+        list(clear.iter().map(|(off, on)| format!(
             "{:.1}% / {:.1}%",
             off.share * 100.0,
             on.share * 100.0
         ))),
-        list(&mut clear.iter().map(|(off, on)| format!(
+        list(clear.iter().map(|(off, on)| format!(
             "{:.1} / {:.1}",
             off.stall_time * 1e3,
             on.stall_time * 1e3
@@ -944,6 +938,18 @@ fn print_clear_of_stalls(pairs: &[(RunCost, RunCost)]) {
         mean(|(_, on)| on.stall_time) * 1e3,
         clear.len(),
     );
+}
+
+/// `values` separated by commas.
+fn list(values: impl Iterator<Item = String>) -> String {
+    values.collect::<Vec<_>>().join(", ")
+}
+
+/// The median of `values` (not empty; the upper one of an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 /// `name +x.x` per thread of at least 0.5 us (either sign), most first.

@@ -240,7 +240,8 @@ def differences(generated, committed, path=""):
     return [f"{path}: generated {generated!r}, committed {committed!r}"]
 
 
-generated = json.loads(json.dumps(floats(reference)))
+text = json.dumps(floats(reference), indent=None, separators=(",", ":"))
+generated = json.loads(text)
 if len(sys.argv) == 3 and sys.argv[1] == "--check":
     with open(sys.argv[2]) as committed:
         found = differences(generated, json.load(committed))
@@ -249,4 +250,4 @@ if len(sys.argv) == 3 and sys.argv[1] == "--check":
     sys.exit(1 if found else 0)
 elif len(sys.argv) != 1:
     sys.exit("usage: make_reference.py [--check reference.json]")
-print(json.dumps(floats(reference), indent=None, separators=(",", ":")))
+print(text)
