@@ -15,6 +15,8 @@
 //! - [`feed`]: exposures made by `Assign` in this process, batched into
 //!   the log from a thread of their own.
 //! - [`grpc`]: the `EventService` RPCs.
+//! - [`yielding`]: background threads' share of the CPU, and yielding it
+//!   to request handlers every 50 us of work.
 
 pub mod dedup;
 pub mod event;
@@ -24,9 +26,11 @@ pub mod log;
 pub mod parquet;
 pub mod validate;
 pub mod wal;
+pub mod yielding;
 
 pub use event::{Event, EventKind};
 pub use feed::{ExposureBatcher, LogSlot};
 pub use grpc::EventGrpc;
 pub use log::{EventLog, LogError, LogOptions, Refused, Scan};
 pub use validate::{Catalog, SharedCatalog};
+pub use yielding::Yielder;

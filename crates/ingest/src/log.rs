@@ -43,6 +43,7 @@ use crate::{
     event::{Event, EventKind, unix_millis},
     parquet,
     wal::{self, SegmentId, SegmentWriter},
+    yielding::{Share, Yielder, set_background_share},
 };
 
 /// Most events written in one group (one write, one fsync).
@@ -256,6 +257,7 @@ impl EventLog {
             flush_interval: options.flush_interval,
             roller: roll_sender,
             buffer: Vec::new(),
+            yielder: Yielder::default(),
         };
         let writer = std::thread::Builder::new()
             .name("event-writer".into())
@@ -442,6 +444,11 @@ struct Writer {
     flush_interval: Duration,
     roller: std_mpsc::Sender<RollCommand>,
     buffer: Vec<u8>,
+    /// The writer runs at normal priority (callers of `LogExposures` and
+    /// `LogOutcomes` wait for it), so a group of a thousand events would
+    /// otherwise hold a request handler on its CPU for a millisecond or
+    /// more.
+    yielder: Yielder,
 }
 
 impl Writer {
@@ -465,6 +472,7 @@ impl Writer {
                     return;
                 }
             };
+            self.yielder.restart();
             let mut group = Vec::new();
             let mut group_events = 0;
             let mut flushes = Vec::new();
@@ -519,6 +527,7 @@ impl Writer {
         for job in &group {
             let mut fresh = Vec::with_capacity(job.events.len());
             for event in &job.events {
+                self.yielder.tick();
                 let id = digest(event.kind(), event.event_id());
                 if self.seen.contains(id) {
                     fresh.push(false);
@@ -663,14 +672,10 @@ impl Writer {
 }
 
 fn roller(commands: std_mpsc::Receiver<RollCommand>, shared: Arc<Shared>) {
-    // Rolling is background work (about 1 us of CPU per event, in bursts
-    // at every flush interval): at the lowest priority it yields the CPU to
-    // request handling instead of adding to its tail latency.
-    if let Err(error) =
-        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
-    {
-        tracing::debug!(?error, "could not lower the roller's priority");
-    }
+    // Rolling is background work (about 2 us of CPU per event, in bursts
+    // at every flush interval) whose backlog waits on disk: it runs on
+    // CPU time request handling does not want.
+    set_background_share("event-roller", Share::Leftover);
     let mut queue: VecDeque<(SegmentId, PathBuf, u64)> = VecDeque::new();
     loop {
         let wait = if queue.is_empty() {

@@ -17,6 +17,7 @@ use exp_client::{EventSender, EventSenderOptions};
 use exp_core::Clock;
 use exp_ingest::{
     Catalog, EventGrpc, EventLog, ExposureBatcher, LogOptions, LogSlot, SharedCatalog,
+    yielding::{Share, set_background_share},
 };
 use exp_proto::v1;
 use exp_store::Store;
@@ -82,7 +83,9 @@ impl Ingest {
     }
 
     /// Feeds the exposures of in-process assignment into the log, repeats
-    /// filtered out, from a thread of its own at the lowest priority. It
+    /// filtered out, from a thread of its own that runs on CPU time request
+    /// handling does not want ([`Share::Leftover`]; when the machine is
+    /// saturated the queue fills and drops what overflows, counted). It
     /// polls the queue (every 5 ms when idle) instead of waiting on
     /// it, so a request offering an exposure never wakes anything, and the
     /// filter, the conversion to events and the appends never run on a
@@ -94,11 +97,7 @@ impl Ingest {
         let spawned = std::thread::Builder::new()
             .name("exposure-feed".into())
             .spawn(move || {
-                if let Err(error) = thread_priority::set_current_thread_priority(
-                    thread_priority::ThreadPriority::Min,
-                ) {
-                    tracing::debug!(?error, "could not lower the exposure feed's priority");
-                }
+                set_background_share("exposure-feed", Share::Leftover);
                 let repeats = RepeatFilter::default();
                 loop {
                     match records.try_recv() {

@@ -20,7 +20,10 @@ use exp_analysis::{
 use exp_core::{
     Error, GuardrailAction, Status as ExperimentStatus, UnitType, lifecycle::Transition,
 };
-use exp_ingest::{Event, LogSlot};
+use exp_ingest::{
+    Event, LogSlot, Yielder,
+    yielding::{Share, set_background_share},
+};
 use exp_proto::{
     convert::outcome_type_from_proto,
     to_status,
@@ -36,6 +39,9 @@ pub const DEFAULT_ALPHA: f64 = 0.05;
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
 /// How often an idle follower looks for new events.
 const FOLLOW_POLL: Duration = Duration::from_millis(10);
+/// Events applied under one hold of the analyzer's lock: about 40 us of
+/// work, between which the follower yields the CPU.
+const FOLLOW_CHUNK: usize = 32;
 /// Identity recorded on revisions the guardrail monitor writes.
 pub const GUARDRAIL_AUTHOR: &str = "guardrail";
 
@@ -134,8 +140,7 @@ fn relay(mut receiver: broadcast::Receiver<Arc<[Event]>>) -> std_mpsc::Receiver<
     let spawned = std::thread::Builder::new()
         .name("results-relay".into())
         .spawn(move || {
-            let _ =
-                thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+            set_background_share("results-relay", Share::Smallest);
             loop {
                 let message = match receiver.blocking_recv() {
                     Ok(group) => Relayed::Group(group),
@@ -166,11 +171,9 @@ fn nap(shared: &Shared, duration: Duration) {
 /// fills a fresh analyzer and swaps it in, so readers keep the previous
 /// state meanwhile instead of waiting.
 fn follow(shared: &Shared, slot: &LogSlot, admin: &Admin) {
-    if let Err(error) =
-        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
-    {
-        tracing::debug!(?error, "could not lower the results follower's priority");
-    }
+    // Nice 19, not the leftover share: the guardrails must keep up on a
+    // busy machine. It yields instead (see below).
+    set_background_share("results-follower", Share::Smallest);
     let log = loop {
         if shared.stop.load(Ordering::Acquire) {
             return;
@@ -196,9 +199,11 @@ fn follow(shared: &Shared, slot: &LogSlot, admin: &Admin) {
         let groups = relay(receiver);
         let mut fresh = Analyzer::new(catalog(admin));
         let mut events = 0_u64;
+        let mut yielder = Yielder::default();
         for event in scan.events() {
             apply(&mut fresh, event);
             events += 1;
+            yielder.tick();
         }
         drop(scan);
         *shared.analyzer() = fresh;
@@ -212,9 +217,18 @@ fn follow(shared: &Shared, slot: &LogSlot, admin: &Admin) {
         loop {
             match groups.recv_timeout(FOLLOW_POLL) {
                 Ok(Relayed::Group(group)) => {
-                    let mut analyzer = shared.analyzer();
-                    for event in group.iter() {
-                        apply(&mut analyzer, event);
+                    // A group can be a thousand events, a millisecond of
+                    // work: applied in chunks, yielding the CPU between
+                    // them with the analyzer unlocked (see
+                    // `exp_ingest::yielding`).
+                    yielder.restart();
+                    for chunk in group.chunks(FOLLOW_CHUNK) {
+                        let mut analyzer = shared.analyzer();
+                        for event in chunk {
+                            apply(&mut analyzer, event);
+                        }
+                        drop(analyzer);
+                        yielder.tick();
                     }
                 }
                 Ok(Relayed::Lagged(missed)) => {
