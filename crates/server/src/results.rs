@@ -220,7 +220,9 @@ fn follow(shared: &Shared, slot: &LogSlot, admin: &Admin) {
                     // A group can be a thousand events, a millisecond of
                     // work: applied in chunks, yielding the CPU between
                     // them with the analyzer unlocked (see
-                    // `exp_ingest::yielding`).
+                    // `exp_ingest::yielding`). A report read meanwhile
+                    // counts part of the group, as one read a moment
+                    // earlier counts none of it.
                     yielder.restart();
                     for chunk in group.chunks(FOLLOW_CHUNK) {
                         let mut analyzer = shared.analyzer();
