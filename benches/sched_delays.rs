@@ -68,8 +68,9 @@ fn main() {
         std::process::exit(2);
     };
     println!("request handler: {handler}");
+    let by_cpu = by_cpu(&switches);
     for seconds in runs(&switches, &handler) {
-        let run = waits_in(&switches, &handler, seconds);
+        let run = waits_in(&by_cpu, &handler, seconds);
         let mut holders: Vec<(&String, &usize)> = run.last_holders.iter().collect();
         holders.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let holders: Vec<String> = holders
@@ -145,15 +146,22 @@ fn runs(switches: &[Switch], handler: &str) -> Vec<(u64, u64)> {
     runs
 }
 
-fn waits_in(switches: &[Switch], handler: &str, seconds: (u64, u64)) -> RunWaits {
+/// The switches of each CPU, in the trace's order.
+type ByCpu<'a> = BTreeMap<&'a str, Vec<&'a Switch>>;
+
+fn by_cpu(switches: &[Switch]) -> ByCpu<'_> {
+    let mut by_cpu = ByCpu::new();
+    for switch in switches {
+        by_cpu.entry(&switch.cpu).or_default().push(switch);
+    }
+    by_cpu
+}
+
+fn waits_in(by_cpu: &ByCpu<'_>, handler: &str, seconds: (u64, u64)) -> RunWaits {
     let mut run = RunWaits {
         seconds,
         ..RunWaits::default()
     };
-    let mut by_cpu: BTreeMap<&str, Vec<&Switch>> = BTreeMap::new();
-    for switch in switches {
-        by_cpu.entry(&switch.cpu).or_default().push(switch);
-    }
     for on_cpu in by_cpu.values() {
         for (index, switch) in on_cpu.iter().enumerate() {
             let second = switch.time as u64;
@@ -181,7 +189,7 @@ fn waits_in(switches: &[Switch], handler: &str, seconds: (u64, u64)) -> RunWaits
 
 #[cfg(test)]
 mod tests {
-    use super::{RunWaits, Switch, busiest_handler, parse_line, runs, waits_in};
+    use super::{RunWaits, Switch, busiest_handler, by_cpu, parse_line, runs, waits_in};
 
     /// Lines as `perf sched timehist --state` prints them, from a trace of
     /// the bench (times shifted).
@@ -239,7 +247,7 @@ mod tests {
     #[test]
     fn a_wait_is_counted_and_put_down_to_the_task_before_it_on_its_cpu_passing_over_the_bench() {
         let switches = switches();
-        let run = waits_in(&switches, "tokio-rt-worker[9593/9592]", (10, 12));
+        let run = waits_in(&by_cpu(&switches), "tokio-rt-worker[9593/9592]", (10, 12));
         assert_eq!(
             run,
             RunWaits {

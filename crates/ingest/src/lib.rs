@@ -33,4 +33,4 @@ pub use feed::{ExposureBatcher, LogSlot};
 pub use grpc::EventGrpc;
 pub use log::{EventLog, LogError, LogOptions, Refused, Scan};
 pub use validate::{Catalog, SharedCatalog};
-pub use yielding::Yielder;
+pub use yielding::{Share, Yielder, set_background_share};

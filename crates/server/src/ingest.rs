@@ -16,8 +16,8 @@ use exp_assign::{ExposureRecord, RepeatFilter};
 use exp_client::{EventSender, EventSenderOptions};
 use exp_core::Clock;
 use exp_ingest::{
-    Catalog, EventGrpc, EventLog, ExposureBatcher, LogOptions, LogSlot, SharedCatalog,
-    yielding::{Share, set_background_share},
+    Catalog, EventGrpc, EventLog, ExposureBatcher, LogOptions, LogSlot, Share, SharedCatalog,
+    set_background_share,
 };
 use exp_proto::v1;
 use exp_store::Store;

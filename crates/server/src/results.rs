@@ -20,10 +20,7 @@ use exp_analysis::{
 use exp_core::{
     Error, GuardrailAction, Status as ExperimentStatus, UnitType, lifecycle::Transition,
 };
-use exp_ingest::{
-    Event, LogSlot, Yielder,
-    yielding::{Share, set_background_share},
-};
+use exp_ingest::{Event, LogSlot, Share, Yielder, set_background_share};
 use exp_proto::{
     convert::outcome_type_from_proto,
     to_status,
