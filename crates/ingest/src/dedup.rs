@@ -68,8 +68,9 @@ impl Hour {
         self.shards[Self::shard(id)].contains(&id)
     }
 
-    fn insert(&mut self, id: IdDigest) {
-        self.shards[Self::shard(id)].insert(id);
+    /// Whether `id` was new to this hour (and is now remembered).
+    fn insert(&mut self, id: IdDigest) -> bool {
+        self.shards[Self::shard(id)].insert(id)
     }
 
     fn remove(&mut self, id: IdDigest) {
@@ -105,9 +106,28 @@ impl SeenIds {
 
     /// Records `id` as logged at `unix_ms`.
     pub fn insert(&mut self, id: IdDigest, unix_ms: u64) {
+        let index = self.bucket_of(unix_ms);
+        self.buckets[index].insert(id);
+    }
+
+    /// Records `id` as logged at `unix_ms` unless it was seen within the
+    /// window: whether it was new. One lookup in the hour it goes to
+    /// (`contains` then `insert` would take two).
+    pub fn insert_if_new(&mut self, id: IdDigest, unix_ms: u64) -> bool {
+        let index = self.bucket_of(unix_ms);
+        let elsewhere = self
+            .buckets
+            .iter()
+            .enumerate()
+            .any(|(other, bucket)| other != index && bucket.contains(id));
+        !elsewhere && self.buckets[index].insert(id)
+    }
+
+    /// The index of the bucket of the hour of `unix_ms`, added if missing.
+    fn bucket_of(&mut self, unix_ms: u64) -> usize {
         let hour = unix_ms / 3_600_000;
         let position = self.buckets.iter().position(|bucket| bucket.hour >= hour);
-        let index = match position {
+        match position {
             Some(index) if self.buckets[index].hour == hour => index,
             Some(index) => {
                 self.buckets.insert(index, Hour::new(hour));
@@ -117,8 +137,7 @@ impl SeenIds {
                 self.buckets.push_back(Hour::new(hour));
                 self.buckets.len() - 1
             }
-        };
-        self.buckets[index].insert(id);
+        }
     }
 
     /// Forgets `id` (its write failed).
@@ -172,6 +191,21 @@ mod tests {
         seen.expire(logged + 26 * HOUR_MS + 1);
         assert!(!seen.contains(id), "forgotten after the window");
         assert!(seen.is_empty());
+    }
+
+    #[test]
+    fn insert_if_new_refuses_an_id_seen_in_this_hour_or_an_earlier_one() {
+        let mut seen = SeenIds::new(Duration::from_secs(24 * 3600));
+        assert!(seen.insert_if_new(1, 10 * HOUR_MS));
+        assert!(!seen.insert_if_new(1, 10 * HOUR_MS + 5), "same hour");
+        assert!(!seen.insert_if_new(1, 11 * HOUR_MS), "an hour later");
+        assert!(seen.insert_if_new(2, 11 * HOUR_MS));
+        assert_eq!(seen.len(), 2, "a refused id is not remembered twice");
+        seen.expire(11 * HOUR_MS + 26 * HOUR_MS);
+        assert!(
+            seen.insert_if_new(1, 37 * HOUR_MS),
+            "new again once forgotten"
+        );
     }
 
     #[test]
