@@ -20,7 +20,7 @@ use std::{
 use exp_proto::v1;
 use tracing::warn;
 
-use crate::{Event, EventLog, LogError};
+use crate::{Batch, Event, EventLog, LogError};
 
 /// Most exposures per append.
 pub const FEED_BATCH: usize = 1_000;
@@ -47,7 +47,7 @@ pub struct FeedStats {
 pub struct ExposureBatcher {
     slot: LogSlot,
     runtime: tokio::runtime::Handle,
-    batch: Vec<Event>,
+    batch: Batch,
     oldest: Option<Instant>,
     dropped: Vec<v1::Exposure>,
     stats: Arc<FeedStats>,
@@ -60,14 +60,15 @@ impl ExposureBatcher {
         Self {
             slot,
             runtime,
-            batch: Vec::with_capacity(FEED_BATCH),
+            batch: Batch::with_capacity(FEED_BATCH),
             oldest: None,
             dropped: Vec::new(),
             stats: Arc::default(),
         }
     }
 
-    /// Adds an exposure; appends the batch when it is full.
+    /// Adds an exposure (encoding it for the log, on this thread); appends
+    /// the batch when it is full.
     pub fn push(&mut self, exposure: v1::Exposure) {
         self.oldest.get_or_insert_with(Instant::now);
         self.batch.push(Event::Exposure(exposure));
@@ -96,37 +97,46 @@ impl ExposureBatcher {
         if self.batch.is_empty() {
             return;
         }
-        let mut batch = std::mem::replace(&mut self.batch, Vec::with_capacity(FEED_BATCH));
+        let mut batch = std::mem::replace(&mut self.batch, Batch::with_capacity(FEED_BATCH));
         let count = batch.len() as u64;
         let mut delay = Duration::from_millis(50);
-        for _ in 0..RETRIES {
+        let mut attempts = 0;
+        let unwritten = loop {
+            attempts += 1;
             let Some(log) = self.slot.get() else {
+                if attempts == RETRIES {
+                    break batch.into_events();
+                }
                 std::thread::sleep(delay);
                 delay *= 2;
                 continue;
             };
-            match self.runtime.block_on(log.append_or_return(batch)) {
+            match self.runtime.block_on(log.append_batch(batch)) {
                 Ok(_) => {
                     self.stats.written.fetch_add(count, Ordering::Relaxed);
                     return;
                 }
                 Err(refused) => {
-                    batch = refused.events;
-                    if refused.error == LogError::Closed || batch.is_empty() {
-                        break;
+                    if refused.error == LogError::Closed
+                        || refused.events.is_empty()
+                        || attempts == RETRIES
+                    {
+                        break refused.events;
                     }
                     std::thread::sleep(delay);
                     delay *= 2;
+                    // Encoded again: a rare path (the log pushed back).
+                    batch = Batch::from(refused.events);
                 }
             }
-        }
+        };
         warn!(
             exposures = count,
             "dropping assignment exposures: the event log did not take them"
         );
         self.stats.dropped.fetch_add(count, Ordering::Relaxed);
         self.dropped
-            .extend(batch.into_iter().filter_map(|event| match event {
+            .extend(unwritten.into_iter().filter_map(|event| match event {
                 Event::Exposure(exposure) => Some(exposure),
                 Event::Outcome(_) => None,
             }));

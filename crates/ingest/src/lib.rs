@@ -31,6 +31,6 @@ pub mod yielding;
 pub use event::{Event, EventKind};
 pub use feed::{ExposureBatcher, LogSlot};
 pub use grpc::EventGrpc;
-pub use log::{EventLog, LogError, LogOptions, Refused, Scan};
+pub use log::{Batch, Committed, EventLog, LogError, LogOptions, Refused, Scan};
 pub use validate::{Catalog, SharedCatalog};
 pub use yielding::{Share, Yielder, set_background_share};

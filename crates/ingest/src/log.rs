@@ -11,6 +11,9 @@
 //!   its events. Every batch waiting when the writer is free joins one
 //!   group: one write and one fsync, so durability costs a disk flush per
 //!   group, not per call.
+//! - **Callers encode.** A [`Batch`] digests each event's id and encodes
+//!   its segment record on the caller's thread; the writer only checks the
+//!   ids and copies the records of the new events.
 //! - **Exactly once.** Each event id is checked against the ids seen in the
 //!   dedup window (rebuilt at startup from segments and recent Parquet
 //!   files) before it is written; a duplicate is answered as such and not
@@ -39,7 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, oneshot};
 use tracing::{error, info, warn};
 
 use crate::{
-    dedup::{SeenIds, digest},
+    dedup::{IdDigest, SeenIds, digest},
     event::{Event, EventKind, unix_millis},
     parquet,
     wal::{self, SegmentId, SegmentWriter},
@@ -145,9 +148,12 @@ struct Shared {
     /// rolled (a segment left by a crash was cut to its durable length at
     /// open and is absent). Updated under `committing`.
     durable_lengths: std::sync::Mutex<HashMap<PathBuf, u64>>,
-    committed: broadcast::Sender<Arc<[Event]>>,
+    committed: broadcast::Sender<Committed>,
     stats: LogStats,
 }
+
+/// One committed group's new events, as subscribers receive it.
+pub type Committed = Arc<Vec<Event>>;
 
 #[derive(Debug)]
 enum Command {
@@ -158,9 +164,79 @@ enum Command {
 
 #[derive(Debug)]
 struct Job {
-    events: Vec<Event>,
+    batch: Batch,
     reply: oneshot::Sender<Result<Vec<bool>, Refused>>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// Events on their way into the log, each with its id digest and its
+/// segment record, encoded as they are pushed: by the caller, on its own
+/// thread, before the batch joins the writer's queue. The writer, one
+/// thread at normal priority that request handlers can wait behind, then
+/// only checks ids and copies bytes; and batches are encoded in parallel
+/// (the exposure feed's on CPU time no request wants).
+#[derive(Debug, Default)]
+pub struct Batch {
+    events: Vec<Event>,
+    digests: Vec<IdDigest>,
+    /// The events' records back to back, as [`wal::encode`] writes them.
+    records: Vec<u8>,
+    /// Where each event's record ends in `records`.
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    /// An empty batch with room for `events` events.
+    pub fn with_capacity(events: usize) -> Self {
+        Self {
+            events: Vec::with_capacity(events),
+            digests: Vec::with_capacity(events),
+            records: Vec::new(),
+            ends: Vec::with_capacity(events),
+        }
+    }
+
+    /// Adds `event`, encoding it.
+    pub fn push(&mut self, event: Event) {
+        self.digests.push(digest(event.kind(), event.event_id()));
+        wal::encode(&event, &mut self.records);
+        self.ends.push(self.records.len());
+        self.events.push(event);
+    }
+
+    /// Events in the batch.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The events, in order.
+    pub fn into_events(self) -> Vec<Event> {
+        self.events
+    }
+
+    /// Each event's id digest and record, in order.
+    fn records(&self) -> impl Iterator<Item = (IdDigest, &[u8])> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.digests
+            .iter()
+            .zip(starts.zip(&self.ends))
+            .map(|(id, (start, end))| (*id, &self.records[start..*end]))
+    }
+}
+
+impl From<Vec<Event>> for Batch {
+    fn from(events: Vec<Event>) -> Self {
+        let mut batch = Self::with_capacity(events.len());
+        for event in events {
+            batch.push(event);
+        }
+        batch
+    }
 }
 
 #[derive(Debug)]
@@ -282,24 +358,32 @@ impl EventLog {
     /// [`EventLog::append`], handing the events back when they were not
     /// written, so a caller can retry without keeping a copy.
     pub async fn append_or_return(&self, events: Vec<Event>) -> Result<Vec<bool>, Refused> {
-        if events.is_empty() {
+        self.append_batch(Batch::from(events)).await
+    }
+
+    /// [`EventLog::append_or_return`] of a batch already encoded.
+    pub async fn append_batch(&self, batch: Batch) -> Result<Vec<bool>, Refused> {
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let wanted = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        let wanted = u32::try_from(batch.len()).unwrap_or(u32::MAX);
         let Ok(permit) = self.pending.clone().try_acquire_many_owned(wanted) else {
             let error = LogError::Overloaded {
                 pending: self.max_pending - self.pending.available_permits(),
             };
-            return Err(Refused { error, events });
+            return Err(Refused {
+                error,
+                events: batch.into_events(),
+            });
         };
         let (reply, answer) = oneshot::channel();
         if let Err(std_mpsc::SendError(command)) = self.commands.send(Command::Append(Job {
-            events,
+            batch,
             reply,
             _permit: permit,
         })) {
             let events = match command {
-                Command::Append(job) => job.events,
+                Command::Append(job) => job.batch.into_events(),
                 _ => Vec::new(),
             };
             return Err(Refused {
@@ -344,7 +428,7 @@ impl EventLog {
     /// Events written from now on, group by group, after their fsync (for
     /// incremental consumers such as results). A group is on the
     /// subscription before its appends are answered.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Event]>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Committed> {
         self.shared.committed.subscribe()
     }
 
@@ -358,7 +442,7 @@ impl EventLog {
     /// either in the scan or on the receiver, once. For a consumer that
     /// rebuilds its state from the log and then follows it. Blocking;
     /// commits wait while the unrolled segments are read.
-    pub fn scan_and_subscribe(&self) -> io::Result<(Scan, broadcast::Receiver<Arc<[Event]>>)> {
+    pub fn scan_and_subscribe(&self) -> io::Result<(Scan, broadcast::Receiver<Committed>)> {
         self.scan_then(|| self.shared.committed.subscribe())
     }
 
@@ -481,7 +565,7 @@ impl Writer {
             while let Some(command) = next.take() {
                 match command {
                     Command::Append(job) => {
-                        group_events += job.events.len();
+                        group_events += job.batch.len();
                         group.push(job);
                     }
                     Command::Flush(reply) => flushes.push(reply),
@@ -525,17 +609,15 @@ impl Writer {
         let mut fresh_events = 0;
         let mut answers = Vec::with_capacity(group.len());
         for job in &group {
-            let mut fresh = Vec::with_capacity(job.events.len());
-            for event in &job.events {
+            let mut fresh = Vec::with_capacity(job.batch.len());
+            for (id, record) in job.batch.records() {
                 self.yielder.tick();
-                let id = digest(event.kind(), event.event_id());
-                if self.seen.contains(id) {
+                if !self.seen.insert_if_new(id, now_ms) {
                     fresh.push(false);
                     continue;
                 }
-                self.seen.insert(id, now_ms);
                 inserted.push(id);
-                wal::encode(event, &mut self.buffer);
+                self.buffer.extend_from_slice(record);
                 fresh_events += 1;
                 fresh.push(true);
             }
@@ -559,12 +641,18 @@ impl Writer {
                     .duplicates
                     .fetch_add(duplicates as u64, Ordering::Relaxed);
                 let broadcast = shared.committed.receiver_count() > 0 && fresh_events > 0;
-                let mut committed = Vec::with_capacity(if broadcast { fresh_events } else { 0 });
+                let mut committed = Vec::new();
                 let mut replies = Vec::with_capacity(group.len());
                 for (job, fresh) in group.into_iter().zip(answers) {
-                    let Job { events, reply, .. } = job;
-                    if broadcast {
-                        // Moved, not copied: the caller gets only the flags.
+                    let Job { batch, reply, .. } = job;
+                    let events = batch.into_events();
+                    if broadcast && committed.is_empty() && fresh.iter().all(|fresh| *fresh) {
+                        // Handed over whole (the usual group: one batch, all
+                        // new): the caller gets only the flags.
+                        committed = events;
+                    } else if broadcast {
+                        // Moved, not copied.
+                        committed.reserve(fresh_events - committed.len());
                         committed.extend(
                             events
                                 .into_iter()
@@ -578,7 +666,7 @@ impl Writer {
                 // Broadcast before answering: once an append is answered,
                 // its events are on every subscription.
                 if broadcast {
-                    let _ = shared.committed.send(committed.into());
+                    let _ = shared.committed.send(Arc::new(committed));
                 }
                 for (reply, fresh) in replies {
                     let _ = reply.send(Ok(fresh));
@@ -593,7 +681,7 @@ impl Writer {
                 for job in group {
                     let _ = job.reply.send(Err(Refused {
                         error: LogError::Io(error.clone()),
-                        events: job.events,
+                        events: job.batch.into_events(),
                     }));
                 }
             }
@@ -944,6 +1032,52 @@ mod tests {
             .expect("on the subscription once answered");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_id(), "a");
+    }
+
+    #[tokio::test]
+    async fn a_batch_encoded_by_its_caller_is_logged_and_broadcast_without_its_duplicates() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = EventLog::open(options(dir.path())).expect("open");
+        let mut committed = log.subscribe();
+        let mut batch = Batch::with_capacity(2);
+        batch.push(click("a"));
+        batch.push(click("b"));
+        assert_eq!(log.append_batch(batch).await.expect("append"), [true, true]);
+        let group = committed.try_recv().expect("broadcast");
+        let group_ids: Vec<&str> = group.iter().map(Event::event_id).collect();
+        assert_eq!(group_ids, ["a", "b"], "a batch all new goes out whole");
+        let mixed = Batch::from(vec![click("b"), click("c"), click("c")]);
+        assert_eq!(
+            log.append_batch(mixed).await.expect("append"),
+            [false, true, false]
+        );
+        let group = committed.try_recv().expect("broadcast");
+        let group_ids: Vec<&str> = group.iter().map(Event::event_id).collect();
+        assert_eq!(group_ids, ["c"], "duplicates left out");
+        let (_, segment) = wal::list(&dir.path().join("wal")).expect("list")[0].clone();
+        let (logged, _) = wal::read(&segment).expect("read");
+        let logged_ids: Vec<&str> = logged.iter().map(Event::event_id).collect();
+        assert_eq!(logged_ids, ["a", "b", "c"], "each record once, in order");
+    }
+
+    #[test]
+    fn a_batch_holds_each_event_with_its_id_digest_and_its_segment_record() {
+        let events = vec![click("a"), click("b")];
+        let batch = Batch::from(events.clone());
+        let records: Vec<(IdDigest, Vec<u8>)> = batch
+            .records()
+            .map(|(id, record)| (id, record.to_vec()))
+            .collect();
+        let expected: Vec<(IdDigest, Vec<u8>)> = events
+            .iter()
+            .map(|event| {
+                let mut record = Vec::new();
+                wal::encode(event, &mut record);
+                (digest(event.kind(), event.event_id()), record)
+            })
+            .collect();
+        assert_eq!(records, expected);
+        assert_eq!(batch.into_events(), events);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

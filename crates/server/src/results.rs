@@ -20,7 +20,7 @@ use exp_analysis::{
 use exp_core::{
     Error, GuardrailAction, Status as ExperimentStatus, UnitType, lifecycle::Transition,
 };
-use exp_ingest::{Event, LogSlot, Share, Yielder, set_background_share};
+use exp_ingest::{Committed, Event, LogSlot, Share, Yielder, set_background_share};
 use exp_proto::{
     convert::outcome_type_from_proto,
     to_status,
@@ -124,7 +124,7 @@ fn catalog(admin: &Admin) -> Catalog {
 
 /// What the relay passes on from the log's broadcast.
 enum Relayed {
-    Group(Arc<[Event]>),
+    Group(Committed),
     Lagged(u64),
 }
 
@@ -132,7 +132,7 @@ enum Relayed {
 /// unbounded queue, so a rebuild or a slow report never makes the
 /// follower miss a group (it would have to rebuild again). Ends when the
 /// follower drops the queue or the log closes.
-fn relay(mut receiver: broadcast::Receiver<Arc<[Event]>>) -> std_mpsc::Receiver<Relayed> {
+fn relay(mut receiver: broadcast::Receiver<Committed>) -> std_mpsc::Receiver<Relayed> {
     let (sender, relayed) = std_mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("results-relay".into())
