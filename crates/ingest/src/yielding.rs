@@ -10,20 +10,26 @@
 //! Two tools keep it out:
 //!
 //! - [`set_background_share`]: [`Share::Leftover`] puts a thread in the
-//!   `SCHED_IDLE` class, which is preempted the moment a normal thread
-//!   wakes on its CPU, whatever it is doing (in the kernel too, such as
-//!   zeroing the pages of a growing heap). For work whose backlog is
-//!   bounded and harmless when the machine is saturated: the exposure feed
-//!   (its queue drops and counts what overflows), the roller (segments wait
-//!   on disk). [`Share::Smallest`] is nice 19, for work that must keep up
-//!   on a busy machine: the results follower that feeds the guardrails
-//!   (`SCHED_IDLE` would give it a fifth of that share: weight 3 against
-//!   15, where a normal thread has 1024).
+//!   `SCHED_IDLE` class, which gets only CPU time no normal thread wants
+//!   over any stretch of time. For work whose backlog is bounded and
+//!   harmless when the machine is saturated: the exposure feed (its queue
+//!   drops and counts what overflows), the roller (segments wait on disk).
+//!   It is not always preempted at once: scheduler traces of a running
+//!   `expd` on a two-CPU virtual machine caught the `SCHED_IDLE` roller
+//!   and feed holding their CPU for up to a millisecond while a handler
+//!   woken there waited. [`Share::Smallest`] is nice 19, for work that
+//!   must keep up on a busy machine: the results follower that feeds the
+//!   guardrails (`SCHED_IDLE` would give it a fifth of that share: weight
+//!   3 against 15, where a normal thread has 1024).
 //! - [`Yielder`], for threads that keep a share: after each [`YIELD_AFTER`]
 //!   of work the thread calls `sched_yield`, which moves its own deadline
 //!   back a slice, so a handler waiting on the same CPU runs first; when
 //!   none waits, the call returns at once. The writer (at normal priority:
 //!   `LogOutcomes` callers wait for it) and the results follower use it.
+//!   Short sleeps in the background threads instead, which leave the run
+//!   queue for certain, were measured too: they cost more CPU than they
+//!   saved and made `Assign`'s p99 with logging on worse
+//!   (`benches/RESULTS.md`).
 
 use std::time::{Duration, Instant};
 
