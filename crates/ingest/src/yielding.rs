@@ -27,9 +27,9 @@
 //!   none waits, the call returns at once. The writer (at normal priority:
 //!   `LogOutcomes` callers wait for it) and the results follower use it.
 //!   Short sleeps in the background threads instead, which leave the run
-//!   queue for certain, were measured too: they cost more CPU than they
-//!   saved and made `Assign`'s p99 with logging on worse
-//!   (`benches/RESULTS.md`).
+//!   queue for certain, were measured too: about 10 µs of CPU per sleep
+//!   and wake-up on a virtual machine, and `Assign`'s p99 with logging on
+//!   was no better (`benches/RESULTS.md`).
 
 use std::time::{Duration, Instant};
 
