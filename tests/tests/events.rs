@@ -300,6 +300,60 @@ async fn a_graceful_shutdown_rolls_everything_pending_into_parquet() {
     assert_eq!(leftover, 0, "no segment left behind");
 }
 
+/// The scheduling policies (field 41 of `stat`) of this process's threads
+/// named `name`.
+#[cfg(target_os = "linux")]
+fn policies_of_threads_named(name: &str) -> Vec<u32> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("tasks") {
+        let task = task.expect("task").path();
+        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
+            continue; // ended meanwhile
+        };
+        let Some((head, fields)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if head.split_once('(').map(|(_, comm)| comm) != Some(name) {
+            continue;
+        }
+        // Fields after the command name start at field 3 (the state).
+        let fields: Vec<&str> = fields.split_whitespace().collect();
+        policies.push(fields[41 - 3].parse().expect("policy"));
+    }
+    policies
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_sidecar_forwards_its_exposures_from_a_thread_of_its_own_in_the_idle_class() {
+    const SCHED_IDLE: u32 = 5;
+    let admin = TestServer::start().await;
+    let source = format!("http://{}", admin.grpc_addr);
+    let sidecar =
+        TestServer::start_with(&["--services", "assign", "--config-source", &source]).await;
+    // The thread lowers its own class as it starts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let policies = loop {
+        let policies = policies_of_threads_named("exposure-sender");
+        if (!policies.is_empty() && policies.iter().all(|&policy| policy == SCHED_IDLE))
+            || std::time::Instant::now() > deadline
+        {
+            break policies;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        !policies.is_empty(),
+        "no thread named exposure-sender: the forwarder runs on a runtime worker"
+    );
+    assert!(
+        policies.iter().all(|&policy| policy == SCHED_IDLE),
+        "exposure-sender threads' policies: {policies:?}"
+    );
+    sidecar.stop().await;
+    admin.stop().await;
+}
+
 #[tokio::test]
 async fn a_sidecar_sends_its_assign_exposures_to_the_admin_event_log() {
     let admin = TestServer::start().await;

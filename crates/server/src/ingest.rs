@@ -21,10 +21,7 @@ use exp_ingest::{
 };
 use exp_proto::v1;
 use exp_store::Store;
-use tokio::{
-    sync::{mpsc, watch},
-    task::JoinHandle,
-};
+use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{error, warn};
 
 use crate::Config;
@@ -33,6 +30,9 @@ use crate::Config;
 const REOPEN_DELAY: Duration = Duration::from_secs(5);
 /// How often the idle exposure feed looks at the queue.
 const FEED_POLL: Duration = Duration::from_millis(5);
+/// Most exposures an assign replica's forwarder takes from the queue
+/// before it lets its sender run.
+const FORWARD_CHUNK: usize = 1_000;
 
 /// The running ingest side of `expd`.
 #[derive(Debug)]
@@ -146,51 +146,118 @@ impl Ingest {
     }
 }
 
+/// The exposure forwarder of an assign replica or sidecar (see
+/// [`forward_to_remote`]).
+#[derive(Debug)]
+pub struct RemoteForwarder {
+    thread: std::thread::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RemoteForwarder {
+    /// Takes what is left in the queue, sends everything (waiting at most
+    /// 5 s for the service) and ends. Called once requests are drained,
+    /// so the exposures of the last calls go too.
+    pub async fn close(self) {
+        self.stop.store(true, Ordering::Release);
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
 /// Sends the exposures of an assign replica or sidecar to the
 /// `EventService` at `endpoint` (its config source, the admin's process)
-/// with the SDK's batching sender, until `shutdown`; then sends what is
-/// left (waiting at most 5 s).
+/// with the SDK's batching sender, until closed. Like the in-process feed,
+/// all of it (the repeat filter, the conversion to events, the sender's
+/// batching and calls) runs on a thread of its own with a runtime of its
+/// own, on CPU time request handling does not want ([`Share::Leftover`]),
+/// and polls the queue rather than waiting on it, so an exposure offered
+/// by a request never wakes anything and no runtime worker that answers
+/// requests does any of this work.
 pub fn forward_to_remote(
     endpoint: &str,
     mut records: mpsc::Receiver<ExposureRecord>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, String> {
-    let sender = EventSender::start(EventSenderOptions {
-        endpoint: endpoint.to_owned(),
-        ..EventSenderOptions::default()
-    })
-    .map_err(|err| err.to_string())?;
-    Ok(tokio::spawn(async move {
-        // Small chunks: this runs on a runtime worker that also answers
-        // requests.
-        let repeats = RepeatFilter::default();
-        let mut received = Vec::with_capacity(32);
-        let mut full = 0u64;
-        loop {
-            let stopping = tokio::select! {
-                count = records.recv_many(&mut received, 32) => count == 0,
-                _ = shutdown.wait_for(|stop| *stop) => {
-                    while let Ok(record) = records.try_recv() {
-                        received.push(record);
-                    }
-                    true
+) -> std::io::Result<RemoteForwarder> {
+    let endpoint = endpoint.to_owned();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let thread = std::thread::Builder::new()
+        // At most 15 bytes: Linux cuts longer thread names.
+        .name("exposure-sender".into())
+        .spawn(move || {
+            set_background_share("exposure-sender", Share::Leftover);
+            // Built here, not by the caller: a runtime may not be dropped
+            // on the caller's (async) thread if anything below fails.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    error!(error = %err, "cannot build the exposure sender's runtime; exposures are not sent");
+                    return;
                 }
             };
-            for record in received.drain(..).filter(|r| repeats.is_first(r)) {
-                full += u64::from(sender.log_exposure(record.into_proto()).is_err());
-            }
-            if stopping {
-                break;
-            }
-        }
-        if full > 0 {
-            warn!(
-                dropped = full,
-                "exposures dropped: the event sender's queue was full"
-            );
-        }
-        sender.close(Duration::from_secs(5)).await;
-    }))
+            let sender = {
+                let _entered = runtime.enter();
+                EventSender::start(EventSenderOptions {
+                    endpoint,
+                    ..EventSenderOptions::default()
+                })
+            };
+            let sender = match sender {
+                Ok(sender) => sender,
+                Err(err) => {
+                    error!(error = %err, "cannot start the exposure sender; exposures are not sent");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let repeats = RepeatFilter::default();
+                let mut full = 0u64;
+                loop {
+                    // Read before draining: once it says stop, the drain
+                    // that follows takes everything offered before it.
+                    let stopping = stopped.load(Ordering::Acquire);
+                    let mut drained = 0;
+                    let disconnected = loop {
+                        if drained == FORWARD_CHUNK {
+                            break false;
+                        }
+                        match records.try_recv() {
+                            Ok(record) => {
+                                drained += 1;
+                                if repeats.is_first(&record) {
+                                    full += u64::from(
+                                        sender.log_exposure(record.into_proto()).is_err(),
+                                    );
+                                }
+                            }
+                            Err(mpsc::error::TryRecvError::Empty) => break false,
+                            Err(mpsc::error::TryRecvError::Disconnected) => break true,
+                        }
+                    };
+                    if drained == FORWARD_CHUNK {
+                        // More may be waiting: let the sender's task take
+                        // this chunk first (its queue is bounded).
+                        tokio::task::yield_now().await;
+                    } else if stopping || disconnected {
+                        break;
+                    } else {
+                        tokio::time::sleep(FEED_POLL).await;
+                    }
+                }
+                if full > 0 {
+                    warn!(
+                        dropped = full,
+                        "exposures dropped: the event sender's queue was full"
+                    );
+                }
+                sender.close(Duration::from_secs(5)).await;
+            });
+        })
+        ?;
+    Ok(RemoteForwarder { thread, stop })
 }
 
 async fn open_log(options: LogOptions, slot: LogSlot) {

@@ -23,7 +23,7 @@ use tower::{
     limit::GlobalConcurrencyLimitLayer,
     load_shed::LoadShedLayer,
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     Config,
@@ -177,14 +177,13 @@ pub async fn serve(
         match (&mut ingest, &config.config_source) {
             (Some(ingest), _) => ingest.forward_exposures(exposure_receiver),
             (None, Some(source)) => {
-                remote_exposures = Some(
-                    crate::ingest::forward_to_remote(
-                        source,
-                        exposure_receiver,
-                        shutdown_rx.clone(),
-                    )
-                    .map_err(|err| ServeError::Config(format!("--config-source: {err}")))?,
-                );
+                match crate::ingest::forward_to_remote(source, exposure_receiver) {
+                    Ok(forwarder) => remote_exposures = Some(forwarder),
+                    Err(err) => error!(
+                        error = %err,
+                        "cannot start the exposure sender thread; exposures are not sent"
+                    ),
+                }
             }
             (None, None) => {
                 tokio::spawn(drain_exposures(exposure_receiver));
@@ -340,8 +339,8 @@ pub async fn serve(
     if let Some(ingest) = ingest {
         ingest.close().await;
     }
-    if let Some(task) = remote_exposures {
-        let _ = task.await;
+    if let Some(forwarder) = remote_exposures {
+        forwarder.close().await;
     }
     match drained {
         Ok((grpc, http)) => {
