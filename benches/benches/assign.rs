@@ -24,7 +24,9 @@
 //! --bench assign` (`ASSIGN_RPS` sets the rate of 3,
 //! `ASSIGN_ALTERNATING_SECONDS` the length of its alternating run,
 //! default 60; `ASSIGN_ONLY=processes` runs 3 alone, `shared` or `pinned`
-//! one placement of 3, `in-process` 1 alone; `ASSIGN_EXPD` names
+//! one placement of 3, `replica` the layout of `deploy/` (an assign replica
+//! alone on a core, sending its exposures to the admin's `expd` on the
+//! other), `in-process` 1 alone; `ASSIGN_EXPD` names
 //! another `expd` binary for 3, to compare builds).
 
 use std::{
@@ -621,6 +623,11 @@ enum Placement {
     /// `expd` alone on CPU 0, the load generators on CPU 1: the server's
     /// cost and tail without the load generator competing for its core.
     Pinned,
+    /// The layout of `deploy/`: an assign replica (`--services assign
+    /// --config-source`) alone on CPU 0, which only filters its exposures
+    /// and sends them on; the admin's `expd` (which writes, rolls and
+    /// analyses them) and the load generators on CPU 1.
+    Replica,
 }
 
 /// gRPC `Assign` against the release `expd` binary in a process of its
@@ -644,7 +651,7 @@ fn release_server(placement: Placement, rate: u64, seconds: u64) {
         }
         return;
     };
-    if placement == Placement::Pinned {
+    if placement != Placement::Shared {
         let pinned_self = std::process::Command::new("taskset")
             .args(["-a", "-cp", "1", &std::process::id().to_string()])
             .output();
@@ -660,44 +667,87 @@ fn release_server(placement: Placement, rate: u64, seconds: u64) {
     let http = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("free port");
-    let mut command = match placement {
-        Placement::Shared => std::process::Command::new(&expd),
-        Placement::Pinned => {
+    let on_cpu = |cpu: Option<&str>| match cpu {
+        None => std::process::Command::new(&expd),
+        Some(cpu) => {
             let mut taskset = std::process::Command::new("taskset");
-            taskset.args(["-c", "0"]).arg(&expd);
+            taskset.args(["-c", cpu]).arg(&expd);
             taskset
         }
     };
-    let mut server = command
-        .arg("--data-dir")
-        .arg(data.path())
-        .args([
+    let spawn = |mut command: std::process::Command| {
+        command
+            .args(["--config-heartbeat", "60s", "--exposure-queue", "1000000"])
+            .args(["--events-flush-interval", BENCH_FLUSH_INTERVAL])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn expd")
+    };
+    let listening_on = |command: &mut std::process::Command,
+                        data: &std::path::Path,
+                        grpc: std::net::SocketAddr,
+                        http: std::net::SocketAddr| {
+        command.arg("--data-dir").arg(data).args([
             "--grpc-addr",
             &grpc.to_string(),
             "--http-addr",
             &http.to_string(),
-        ])
-        .args(["--config-heartbeat", "60s", "--exposure-queue", "1000000"])
-        .args(["--events-flush-interval", BENCH_FLUSH_INTERVAL])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn expd");
+        ]);
+    };
+    // The server measured; with a replica, also the admin it follows and
+    // sends its exposures to.
+    let (server, admin) = match placement {
+        Placement::Shared | Placement::Pinned => {
+            let mut command = on_cpu((placement == Placement::Pinned).then_some("0"));
+            listening_on(&mut command, data.path(), grpc, http);
+            (spawn(command), None)
+        }
+        Placement::Replica => {
+            let admin_data = tempfile::tempdir().expect("dir");
+            let [admin_grpc, admin_http] = [(); 2].map(|()| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|listener| listener.local_addr())
+                    .expect("free port")
+            });
+            let mut command = on_cpu(Some("1"));
+            listening_on(&mut command, admin_data.path(), admin_grpc, admin_http);
+            let admin = spawn(command);
+            let mut command = on_cpu(Some("0"));
+            listening_on(&mut command, data.path(), grpc, http);
+            command.args([
+                "--services",
+                "assign",
+                "--config-source",
+                &format!("http://{admin_grpc}"),
+            ]);
+            (spawn(command), Some((admin, admin_grpc, admin_data)))
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let channel = loop {
-            if let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-                && let Ok(channel) = endpoint.connect().await
-            {
-                break channel;
+        let connect = |addr: std::net::SocketAddr| async move {
+            loop {
+                if let Ok(endpoint) =
+                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    && let Ok(channel) = endpoint.connect().await
+                {
+                    break channel;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        exp_e2e::launch_seed_everywhere(&mut AdminServiceClient::new(channel.clone())).await;
-        exp_e2e::wait_until_assign_is_current(channel).await;
+        let channel = connect(grpc).await;
+        let admin_channel = match &admin {
+            Some((_, admin_grpc, _)) => connect(*admin_grpc).await,
+            None => channel.clone(),
+        };
+        exp_e2e::launch_seed_everywhere(&mut AdminServiceClient::new(admin_channel.clone())).await;
+        let version = exp_e2e::current_config_version(admin_channel).await;
+        exp_e2e::wait_for_assign_version(channel, version).await;
     });
     let h2load_cpu = match placement {
         Placement::Shared => {
@@ -708,6 +758,12 @@ fn release_server(placement: Placement, rate: u64, seconds: u64) {
         }
         Placement::Pinned => {
             println!("pinned: expd alone on CPU 0, the load generators on CPU 1");
+            Some(1)
+        }
+        Placement::Replica => {
+            println!(
+                "replica: an assign replica alone on CPU 0 (CPU figures are its own), sending its exposures to the admin's expd on CPU 1 with the load generators"
+            );
             Some(1)
         }
     };
@@ -723,8 +779,13 @@ fn release_server(placement: Placement, rate: u64, seconds: u64) {
             Exposures::Alternating(Duration::from_secs(1)),
         ));
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    for mut process in [Some(server), admin.map(|(admin, ..)| admin)]
+        .into_iter()
+        .flatten()
+    {
+        let _ = process.kill();
+        let _ = process.wait();
+    }
 }
 
 /// The release `expd`'s `--events-flush-interval` in these runs: short, so
@@ -1010,9 +1071,10 @@ fn main() {
         }
         Ok("shared") => return release_server(Placement::Shared, rate, seconds),
         Ok("pinned") => return release_server(Placement::Pinned, rate, seconds),
+        Ok("replica") => return release_server(Placement::Replica, rate, seconds),
         Ok("in-process") | Err(_) => {}
         Ok(other) => {
-            panic!("ASSIGN_ONLY={other}: expected processes, shared, pinned or in-process")
+            panic!("ASSIGN_ONLY={other}: expected processes, shared, pinned, replica or in-process")
         }
     }
     evaluation(10);
