@@ -779,13 +779,13 @@ fn release_server(placement: Placement, rate: u64, seconds: u64) {
             Exposures::Alternating(Duration::from_secs(1)),
         ));
     }
-    for mut process in [Some(server), admin.map(|(admin, ..)| admin)]
-        .into_iter()
-        .flatten()
-    {
+    let (admin, admin_data) = admin.map(|(admin, _, data)| (admin, data)).unzip();
+    for mut process in [Some(server), admin].into_iter().flatten() {
         let _ = process.kill();
         let _ = process.wait();
     }
+    // Removed once no process writes to it.
+    drop(admin_data);
 }
 
 /// The release `expd`'s `--events-flush-interval` in these runs: short, so
