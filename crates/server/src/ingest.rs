@@ -39,8 +39,7 @@ const FORWARD_CHUNK: usize = 1_000;
 pub struct Ingest {
     slot: LogSlot,
     catalog: SharedCatalog,
-    feed: Option<std::thread::JoinHandle<()>>,
-    stop_feed: Arc<AtomicBool>,
+    feed: Option<LeftoverThread>,
     opener: JoinHandle<()>,
     catalog_task: JoinHandle<()>,
 }
@@ -63,7 +62,6 @@ impl Ingest {
             slot,
             catalog,
             feed: None,
-            stop_feed: Arc::default(),
             opener,
             catalog_task,
         }
@@ -93,36 +91,32 @@ impl Ingest {
     pub fn forward_exposures(&mut self, mut records: mpsc::Receiver<ExposureRecord>) {
         let mut batcher =
             ExposureBatcher::new(self.slot.clone(), tokio::runtime::Handle::current());
-        let stop = self.stop_feed.clone();
-        let spawned = std::thread::Builder::new()
-            .name("exposure-feed".into())
-            .spawn(move || {
-                set_background_share("exposure-feed", Share::Leftover);
-                let repeats = RepeatFilter::default();
-                loop {
-                    match records.try_recv() {
-                        Ok(record) => {
-                            if repeats.is_first(&record) {
-                                batcher.push(record.into_proto());
-                            }
-                            batcher.flush_if_due();
+        let spawned = LeftoverThread::spawn("exposure-feed", move |stop| {
+            let repeats = RepeatFilter::default();
+            loop {
+                match records.try_recv() {
+                    Ok(record) => {
+                        if repeats.is_first(&record) {
+                            batcher.push(record.into_proto());
                         }
-                        Err(mpsc::error::TryRecvError::Empty) => {
-                            batcher.flush_if_due();
-                            for exposure in batcher.take_dropped() {
-                                repeats.forget(&exposure);
-                            }
-                            if stop.load(Ordering::Acquire) {
-                                break;
-                            }
-                            let nap = batcher.due_in().map_or(FEED_POLL, |due| due.min(FEED_POLL));
-                            std::thread::sleep(nap.max(Duration::from_millis(1)));
-                        }
-                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                        batcher.flush_if_due();
                     }
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        batcher.flush_if_due();
+                        for exposure in batcher.take_dropped() {
+                            repeats.forget(&exposure);
+                        }
+                        if stop.load(Ordering::Acquire) {
+                            break;
+                        }
+                        let nap = batcher.due_in().map_or(FEED_POLL, |due| due.min(FEED_POLL));
+                        std::thread::sleep(nap.max(Duration::from_millis(1)));
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
                 }
-                batcher.flush();
-            });
+            }
+            batcher.flush();
+        });
         match spawned {
             Ok(thread) => self.feed = Some(thread),
             Err(err) => {
@@ -134,9 +128,8 @@ impl Ingest {
     /// Writes what the feed holds, then every pending event, rolls all of
     /// it into Parquet and closes the log.
     pub async fn close(self) {
-        self.stop_feed.store(true, Ordering::Release);
         if let Some(feed) = self.feed {
-            let _ = tokio::task::spawn_blocking(move || feed.join()).await;
+            feed.stop().await;
         }
         self.catalog_task.abort();
         self.opener.abort();
@@ -146,19 +139,36 @@ impl Ingest {
     }
 }
 
-/// The exposure forwarder of an assign replica or sidecar (see
-/// [`forward_to_remote`]).
+/// A thread of its own that runs on CPU time request handling does not
+/// want ([`Share::Leftover`]) until told to stop: the exposure feed, or an
+/// assign replica's exposure sender.
 #[derive(Debug)]
-pub struct RemoteForwarder {
+pub struct LeftoverThread {
     thread: std::thread::JoinHandle<()>,
     stop: Arc<AtomicBool>,
 }
 
-impl RemoteForwarder {
-    /// Takes what is left in the queue, sends everything (waiting at most
-    /// 5 s for the service) and ends. Called once requests are drained,
-    /// so the exposures of the last calls go too.
-    pub async fn close(self) {
+impl LeftoverThread {
+    /// Starts `body` on a thread named `name` (at most 15 bytes: Linux
+    /// cuts longer thread names); `body` ends once the flag it is given
+    /// says stop.
+    fn spawn(
+        name: &'static str,
+        body: impl FnOnce(&AtomicBool) + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                set_background_share(name, Share::Leftover);
+                body(&stopped);
+            })?;
+        Ok(Self { thread, stop })
+    }
+
+    /// Tells the thread to stop and waits until it has ended.
+    pub async fn stop(self) {
         self.stop.store(true, Ordering::Release);
         let thread = self.thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -167,97 +177,92 @@ impl RemoteForwarder {
 
 /// Sends the exposures of an assign replica or sidecar to the
 /// `EventService` at `endpoint` (its config source, the admin's process)
-/// with the SDK's batching sender, until closed. Like the in-process feed,
-/// all of it (the repeat filter, the conversion to events, the sender's
-/// batching and calls) runs on a thread of its own with a runtime of its
-/// own, on CPU time request handling does not want ([`Share::Leftover`]),
-/// and polls the queue rather than waiting on it, so an exposure offered
-/// by a request never wakes anything and no runtime worker that answers
-/// requests does any of this work.
+/// with the SDK's batching sender, until stopped; then sends what is left
+/// (waiting at most 5 s), so it is stopped once requests have drained.
+/// Like the in-process feed, all of it (the repeat filter, the conversion
+/// to events, the sender's batching and calls) runs on a [`LeftoverThread`]
+/// with a runtime of its own, and polls the queue rather than waiting on
+/// it, so an exposure offered by a request never wakes anything and no
+/// runtime worker that answers requests does any of this work.
 pub fn forward_to_remote(
     endpoint: &str,
-    mut records: mpsc::Receiver<ExposureRecord>,
-) -> std::io::Result<RemoteForwarder> {
+    records: mpsc::Receiver<ExposureRecord>,
+) -> std::io::Result<LeftoverThread> {
     let endpoint = endpoint.to_owned();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = stop.clone();
-    let thread = std::thread::Builder::new()
-        // At most 15 bytes: Linux cuts longer thread names.
-        .name("exposure-sender".into())
-        .spawn(move || {
-            set_background_share("exposure-sender", Share::Leftover);
-            // Built here, not by the caller: a runtime may not be dropped
-            // on the caller's (async) thread if anything below fails.
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    error!(error = %err, "cannot build the exposure sender's runtime; exposures are not sent");
-                    return;
-                }
-            };
-            let sender = {
-                let _entered = runtime.enter();
-                EventSender::start(EventSenderOptions {
-                    endpoint,
-                    ..EventSenderOptions::default()
-                })
-            };
-            let sender = match sender {
-                Ok(sender) => sender,
-                Err(err) => {
-                    error!(error = %err, "cannot start the exposure sender; exposures are not sent");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let repeats = RepeatFilter::default();
-                let mut full = 0u64;
-                loop {
-                    // Read before draining: once it says stop, the drain
-                    // that follows takes everything offered before it.
-                    let stopping = stopped.load(Ordering::Acquire);
-                    let mut drained = 0;
-                    let disconnected = loop {
-                        if drained == FORWARD_CHUNK {
-                            break false;
-                        }
-                        match records.try_recv() {
-                            Ok(record) => {
-                                drained += 1;
-                                if repeats.is_first(&record) {
-                                    full += u64::from(
-                                        sender.log_exposure(record.into_proto()).is_err(),
-                                    );
-                                }
-                            }
-                            Err(mpsc::error::TryRecvError::Empty) => break false,
-                            Err(mpsc::error::TryRecvError::Disconnected) => break true,
-                        }
-                    };
-                    if drained == FORWARD_CHUNK {
-                        // More may be waiting: let the sender's task take
-                        // this chunk first (its queue is bounded).
-                        tokio::task::yield_now().await;
-                    } else if stopping || disconnected {
-                        break;
-                    } else {
-                        tokio::time::sleep(FEED_POLL).await;
+    LeftoverThread::spawn("exposure-sender", move |stop| {
+        // Built here, not by the caller: a runtime may not be dropped on
+        // the caller's (async) thread if anything below fails.
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                error!(error = %err, "cannot build the exposure sender's runtime; exposures are not sent");
+                return;
+            }
+        };
+        let sender = {
+            let _entered = runtime.enter();
+            EventSender::start(EventSenderOptions {
+                endpoint,
+                ..EventSenderOptions::default()
+            })
+        };
+        match sender {
+            Ok(sender) => runtime.block_on(send_exposures(sender, records, stop)),
+            Err(err) => {
+                error!(error = %err, "cannot start the exposure sender; exposures are not sent")
+            }
+        }
+    })
+}
+
+/// The exposure sender's loop (see [`forward_to_remote`]).
+async fn send_exposures(
+    sender: EventSender,
+    mut records: mpsc::Receiver<ExposureRecord>,
+    stop: &AtomicBool,
+) {
+    let repeats = RepeatFilter::default();
+    let mut full = 0u64;
+    loop {
+        // Read before draining: once it says stop, the drain that follows
+        // takes everything offered before it.
+        let stopping = stop.load(Ordering::Acquire);
+        let mut drained = 0;
+        let disconnected = loop {
+            if drained == FORWARD_CHUNK {
+                break false;
+            }
+            match records.try_recv() {
+                Ok(record) => {
+                    drained += 1;
+                    if repeats.is_first(&record) {
+                        full += u64::from(sender.log_exposure(record.into_proto()).is_err());
                     }
                 }
-                if full > 0 {
-                    warn!(
-                        dropped = full,
-                        "exposures dropped: the event sender's queue was full"
-                    );
-                }
-                sender.close(Duration::from_secs(5)).await;
-            });
-        })
-        ?;
-    Ok(RemoteForwarder { thread, stop })
+                Err(mpsc::error::TryRecvError::Empty) => break false,
+                Err(mpsc::error::TryRecvError::Disconnected) => break true,
+            }
+        };
+        if drained == FORWARD_CHUNK {
+            // More may be waiting: let the sender's task take this chunk
+            // first (its queue is bounded).
+            tokio::task::yield_now().await;
+        } else if stopping || disconnected {
+            break;
+        } else {
+            tokio::time::sleep(FEED_POLL).await;
+        }
+    }
+    if full > 0 {
+        warn!(
+            dropped = full,
+            "exposures dropped: the event sender's queue was full"
+        );
+    }
+    sender.close(Duration::from_secs(5)).await;
 }
 
 async fn open_log(options: LogOptions, slot: LogSlot) {

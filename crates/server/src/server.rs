@@ -340,7 +340,7 @@ pub async fn serve(
         ingest.close().await;
     }
     if let Some(forwarder) = remote_exposures {
-        forwarder.close().await;
+        forwarder.stop().await;
     }
     match drained {
         Ok((grpc, http)) => {
