@@ -20,6 +20,8 @@
 //! - [`serving`]: the serving config (what assignment needs), its deltas.
 //! - [`evaluate`]: the compiled snapshot and `evaluate()`, shared by the
 //!   server, sidecars and the client SDK.
+//! - [`event`]: exposures and outcomes, the one form events have inside
+//!   the service.
 //! - [`clock`]: injected time, so schedules are tested without sleeping.
 //! - [`digest`]: hash tables keyed by 128-bit digests, without hashing them again.
 //! - [`error`]: the one domain error type.
@@ -30,6 +32,7 @@ pub mod clock;
 pub mod digest;
 pub mod error;
 pub mod evaluate;
+pub mod event;
 pub mod examples;
 pub mod lifecycle;
 pub mod metrics;
