@@ -18,10 +18,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use exp_analysis::{Analyzer, ExposureFact, OutcomeFact};
+use exp_analysis::Analyzer;
 use exp_benches::Summary;
 use exp_core::{
-    Experiment, Guardrail, GuardrailAction, Status, UnitType, bucketing, examples, lifecycle,
+    Experiment, Guardrail, GuardrailAction, Status, UnitType, bucketing,
+    event::{Exposure, Outcome, from_unix_micros},
+    examples, lifecycle,
     metrics::OutcomeType,
 };
 use exp_proto::v1::{
@@ -78,27 +80,35 @@ fn traffic(experiment: &Experiment, salt: &str, index: usize, items: &[String]) 
     }
 }
 
-fn fact<'a>(
-    user: &'a str,
+fn fact(
+    user: &str,
     outcome_type: OutcomeType,
-    item_ids: &'a [String],
+    item_ids: &[String],
     value: f64,
     latency_ms: f64,
     time_micros: i64,
-) -> OutcomeFact<'a> {
-    OutcomeFact {
+) -> Outcome {
+    Outcome {
+        event_id: String::new(),
         outcome_type,
-        user_id: user,
-        session_id: "",
-        placement: "you_may_also_like",
-        source_placement: "you_may_also_like",
-        item_id: "sku-1",
-        item_ids,
+        user_id: user.into(),
+        session_id: String::new(),
+        placement: "you_may_also_like".into(),
+        page_type: String::new(),
+        item_id: "sku-1".into(),
+        item_ids: item_ids.to_vec(),
         from_recommendation: true,
+        source_placement: "you_may_also_like".into(),
         value,
+        currency: if outcome_type == OutcomeType::Purchase {
+            "USD".into()
+        } else {
+            String::new()
+        },
         quantity: 1,
         latency_ms,
-        time_micros,
+        timestamp: from_unix_micros(time_micros),
+        attributes: Default::default(),
     }
 }
 
@@ -136,14 +146,17 @@ fn in_process(units: usize) {
     for index in 0..units {
         let day = traffic(&experiment, &salt, index, &items);
         let user = format!("u-{index}");
-        analyzer.exposure(&ExposureFact {
-            experiment_id: &experiment.id,
-            variant: &experiment.variants[day.variant].name,
+        analyzer.exposure(&Exposure {
+            event_id: String::new(),
+            experiment_id: experiment.id.clone(),
+            variant: experiment.variants[day.variant].name.clone(),
+            user_id: user.clone(),
+            session_id: String::new(),
             unit_type: UnitType::User,
-            user_id: &user,
-            session_id: "",
+            placement: "you_may_also_like".into(),
+            page_type: String::new(),
             revision: 2,
-            time_micros: now,
+            timestamp: from_unix_micros(now),
         });
         let mut send = |outcome_type, item_ids: &[String], value, latency_ms| {
             analyzer.outcome(&fact(

@@ -9,7 +9,8 @@ use exp_core::{
 };
 
 use crate::{
-    analyzer::{Analyzer, ExperimentState, JACKKNIFE_GROUPS, ResolvedMetric, Role},
+    analyzer::Analyzer,
+    experiment::{ExperimentState, JACKKNIFE_GROUPS, ResolvedMetric, Role},
     stats::{self, Comparison, Estimate, Moments},
 };
 
@@ -365,7 +366,7 @@ fn build(state: &ExperimentState, alpha: f64) -> Report {
         sanity_checks: sanity_checks(state, several),
         variants,
         guardrails,
-        newest_event_micros: state.newest_event_micros,
+        newest_event_micros: state.newest_event_micros.unwrap_or(0),
     }
 }
 

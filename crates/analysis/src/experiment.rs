@@ -1,0 +1,382 @@
+//! The state of one experiment: its units (variant, first exposure, hash
+//! group), one running sum per [`Measure`] its metrics read for each
+//! unit, the item tables of its concentration metrics, and the counters
+//! of the exposure sanity checks.
+//!
+//! Layout: the units are a vector in the order they were first exposed,
+//! and their sums one flat vector beside it, so a new unit costs no
+//! allocation of its own and a report reads memory in order.
+
+use std::{collections::HashMap, hash::Hasher, time::SystemTime};
+
+use exp_core::{
+    Experiment, UnitType, bucketing,
+    event::{Exposure, unix_micros},
+    metrics::{self, Aggregate, Measure, MetricDefinition, MetricKind, OutcomeType},
+};
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+use crate::recent::OutcomeView;
+
+/// Units are split into this many groups by a hash of their id, for the
+/// grouped jackknife of concentration metrics.
+pub const JACKKNIFE_GROUPS: usize = 20;
+
+/// Where a metric's name came from in the experiment's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The decision metric.
+    Primary,
+    /// Reported alongside.
+    Secondary,
+    /// Must not get worse.
+    Guardrail,
+}
+
+/// A metric of one experiment with the measures it reads.
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedMetric {
+    pub(crate) definition: MetricDefinition,
+    pub(crate) role: Role,
+    /// Whether a guardrail names it (whatever its role: a guardrail may
+    /// watch the primary metric too).
+    pub(crate) guardrail: bool,
+    pub(crate) numerator: usize,
+    pub(crate) denominator: Option<usize>,
+    /// Index into the experiment's item-count tables (concentration).
+    pub(crate) items: Option<usize>,
+}
+
+/// What the per-unit state of an experiment holds: one sum per measure,
+/// and one item table per concentration metric. While it stays the same,
+/// metric configs may change without touching the state.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Layout {
+    measures: Vec<Measure>,
+    item_tables: Vec<Measure>,
+}
+
+pub(crate) fn layout(experiment: &Experiment) -> (Layout, Vec<ResolvedMetric>) {
+    let config = &experiment.metrics;
+    let primary = if config.primary_metric.is_empty() {
+        metrics::DEFAULT_PRIMARY_METRIC.to_owned()
+    } else {
+        config.primary_metric.clone()
+    };
+    let mut names: Vec<(String, Role)> = vec![(primary, Role::Primary)];
+    for guardrail in &config.guardrails {
+        if !names.iter().any(|(name, _)| *name == guardrail.metric) {
+            names.push((guardrail.metric.clone(), Role::Guardrail));
+        }
+    }
+    for name in &config.secondary_metrics {
+        if !names.iter().any(|(known, _)| known == name) {
+            names.push((name.clone(), Role::Secondary));
+        }
+    }
+    // Validation refuses unknown names; one that slipped through (an old
+    // revision) is left out rather than guessed.
+    let definitions: Vec<(&MetricDefinition, Role)> = names
+        .iter()
+        .filter_map(|(name, role)| Some((metrics::resolve(&config.definitions, name)?, *role)))
+        .collect();
+    // Sorted, so the same measures give the same layout whatever the
+    // order or roles of the metrics that read them.
+    let mut measures: Vec<Measure> = definitions
+        .iter()
+        .flat_map(|(definition, _)| {
+            std::iter::once(definition.numerator).chain(definition.denominator)
+        })
+        .collect();
+    measures.sort_by_key(measure_key);
+    measures.dedup();
+    let mut item_tables: Vec<Measure> = definitions
+        .iter()
+        .filter(|(definition, _)| definition.kind == MetricKind::Concentration)
+        .map(|(definition, _)| definition.numerator)
+        .collect();
+    item_tables.sort_by_key(measure_key);
+    item_tables.dedup();
+    let position = |list: &[Measure], measure: &Measure| {
+        list.iter()
+            .position(|known| known == measure)
+            .expect("every metric's measures are listed")
+    };
+    let resolved = definitions
+        .iter()
+        .map(|(definition, role)| ResolvedMetric {
+            definition: (*definition).clone(),
+            role: *role,
+            guardrail: config
+                .guardrails
+                .iter()
+                .any(|guardrail| guardrail.metric == definition.name),
+            numerator: position(&measures, &definition.numerator),
+            denominator: definition
+                .denominator
+                .map(|denominator| position(&measures, &denominator)),
+            items: (definition.kind == MetricKind::Concentration)
+                .then(|| position(&item_tables, &definition.numerator)),
+        })
+        .collect();
+    (
+        Layout {
+            measures,
+            item_tables,
+        },
+        resolved,
+    )
+}
+
+fn measure_key(measure: &Measure) -> (u8, bool, u8, bool) {
+    (
+        measure.outcome_type as u8,
+        measure.recommended_only,
+        measure.aggregate as u8,
+        measure.experiment_placements_only,
+    )
+}
+
+/// One analysis unit of one experiment (its sums are kept beside it, in
+/// [`ExperimentState::sums`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unit {
+    pub(crate) first_exposure_micros: i64,
+    pub(crate) variant: u16,
+    pub(crate) group: u8,
+    pub(crate) several_variants: bool,
+}
+
+/// Everything kept for one experiment.
+#[derive(Debug)]
+pub(crate) struct ExperimentState {
+    pub(crate) experiment: Experiment,
+    /// Its index in the analyzer's slots.
+    pub(crate) slot: u32,
+    /// The revision that drew the variant salt (from its name,
+    /// `<id>:variant:<revision>`); exposures served before it are not
+    /// checked against the bucketing.
+    salt_revision: u64,
+    pub(crate) layout: Layout,
+    pub(crate) metrics: Vec<ResolvedMetric>,
+    /// Exposed units, in the order of their first exposure here.
+    pub(crate) units: Vec<Unit>,
+    /// One sum per measure of the layout for each unit, unit after unit in
+    /// the order of `units`.
+    sums: Vec<f64>,
+    /// Per concentration metric: item -> counts per (variant, group).
+    pub(crate) item_counts: Vec<HashMap<String, Box<[u32]>>>,
+    pub(crate) exposures_outside_schedule: u64,
+    pub(crate) exposures_disagreeing_with_bucketing: u64,
+    pub(crate) exposures_checked_against_bucketing: u64,
+    pub(crate) exposures: u64,
+    /// Newest event counted; `None` before the first.
+    pub(crate) newest_event_micros: Option<i64>,
+    /// Running minimum of the always-valid p-value per (metric, variant,
+    /// revision), for the guardrails.
+    pub(crate) guardrail_evidence: HashMap<(String, String, u64), f64>,
+}
+
+impl ExperimentState {
+    pub(crate) fn new(experiment: Experiment, slot: u32) -> Self {
+        let (layout, metrics) = layout(&experiment);
+        let tables = metrics
+            .iter()
+            .filter(|metric| metric.items.is_some())
+            .count();
+        Self {
+            salt_revision: salt_revision(&experiment),
+            experiment,
+            slot,
+            layout,
+            metrics,
+            units: Vec::new(),
+            sums: Vec::new(),
+            item_counts: (0..tables).map(|_| HashMap::new()).collect(),
+            exposures_outside_schedule: 0,
+            exposures_disagreeing_with_bucketing: 0,
+            exposures_checked_against_bucketing: 0,
+            exposures: 0,
+            newest_event_micros: None,
+            guardrail_evidence: HashMap::new(),
+        }
+    }
+
+    /// Takes a new definition of the experiment whose layout is the same.
+    pub(crate) fn redefine(&mut self, experiment: Experiment, metrics: Vec<ResolvedMetric>) {
+        self.metrics = metrics;
+        self.salt_revision = salt_revision(&experiment);
+        self.experiment = experiment;
+    }
+
+    pub(crate) fn variant_index(&self, name: &str) -> Option<u16> {
+        self.experiment
+            .variants
+            .iter()
+            .position(|variant| variant.name == name)
+            .map(|index| index as u16)
+    }
+
+    /// Each unit with its sums, one per measure of the layout.
+    pub(crate) fn units_with_sums(&self) -> impl Iterator<Item = (&Unit, &[f64])> {
+        let width = self.layout.measures.len();
+        self.units
+            .iter()
+            .enumerate()
+            .map(move |(index, unit)| (unit, &self.sums[index * width..(index + 1) * width]))
+    }
+
+    /// Adds a unit with its sums at zero; its index.
+    pub(crate) fn add_unit(&mut self, unit: Unit) -> u32 {
+        let index = u32::try_from(self.units.len()).expect("fewer than 2^32 units per experiment");
+        self.units.push(unit);
+        self.sums
+            .resize(self.sums.len() + self.layout.measures.len(), 0.0);
+        index
+    }
+
+    /// Notes an event's time.
+    pub(crate) fn saw(&mut self, time_micros: i64) {
+        self.newest_event_micros = Some(
+            self.newest_event_micros
+                .map_or(time_micros, |newest| newest.max(time_micros)),
+        );
+    }
+
+    /// Counts `outcome` for the unit at `index` if it happened at or after
+    /// the unit's first exposure; whether it did.
+    pub(crate) fn apply_outcome(&mut self, index: u32, outcome: &OutcomeView<'_>) -> bool {
+        let unit = self.units[index as usize];
+        if outcome.time_micros < unit.first_exposure_micros {
+            return false;
+        }
+        let here = on_placements(&self.experiment.eligibility.placements, outcome);
+        let width = self.layout.measures.len();
+        let start = index as usize * width;
+        let sums = &mut self.sums[start..start + width];
+        for (sum, measure) in sums.iter_mut().zip(&self.layout.measures) {
+            if let Some(amount) = contribution(measure, outcome, here) {
+                *sum += amount;
+            }
+        }
+        let variants = self.experiment.variants.len();
+        let slot = usize::from(unit.variant) * JACKKNIFE_GROUPS + usize::from(unit.group);
+        for metric in &self.metrics {
+            let Some(table) = metric.items else { continue };
+            if !matches(&metric.definition.numerator, outcome, here) {
+                continue;
+            }
+            let counts = &mut self.item_counts[table];
+            let mut count = |item: &str| {
+                if item.is_empty() {
+                    return;
+                }
+                let entry = match counts.get_mut(item) {
+                    Some(entry) => entry,
+                    None => counts
+                        .entry(item.to_owned())
+                        .or_insert_with(|| vec![0; variants * JACKKNIFE_GROUPS].into()),
+                };
+                entry[slot] += 1;
+            };
+            if outcome.outcome_type == OutcomeType::Impression {
+                outcome.item_ids.iter().for_each(|item| count(item));
+            } else {
+                count(outcome.item_id);
+            }
+        }
+        self.saw(outcome.time_micros);
+        true
+    }
+
+    /// Counts an exposure in the schedule and bucketing checks.
+    pub(crate) fn check_exposure(&mut self, exposure: &Exposure, time_micros: i64, variant: u16) {
+        self.exposures += 1;
+        self.saw(time_micros);
+        let schedule = &self.experiment.schedule;
+        let early = micros(schedule.start_time).is_some_and(|start| time_micros < start);
+        let late = micros(schedule.end_time).is_some_and(|end| time_micros >= end);
+        if early || late {
+            self.exposures_outside_schedule += 1;
+        }
+        self.check_bucketing(exposure, variant);
+    }
+
+    /// Recomputes the variant from the salts. Exposures served before the
+    /// revision that drew the variant salt were bucketed with an older
+    /// salt and are not checked.
+    fn check_bucketing(&mut self, exposure: &Exposure, variant: u16) {
+        let Some(randomization) = &self.experiment.randomization else {
+            return;
+        };
+        if exposure.revision < self.salt_revision {
+            return;
+        }
+        self.exposures_checked_against_bucketing += 1;
+        let bucket = bucketing::bucket(&randomization.variant_salt, exposure.unit_id());
+        let expected = bucketing::variant_index(&self.experiment.variants, bucket);
+        if expected != Some(usize::from(variant)) {
+            self.exposures_disagreeing_with_bucketing += 1;
+        }
+    }
+}
+
+/// Whether `outcome` happened on one of `placements`, or was attributed to
+/// one by its source placement; every outcome is when there are none.
+fn on_placements(placements: &[String], outcome: &OutcomeView<'_>) -> bool {
+    placements.is_empty()
+        || placements.iter().any(|placement| {
+            placement == outcome.placement || placement == outcome.source_placement
+        })
+}
+
+/// Whether `outcome` counts for `measure`; `here` says whether it is on
+/// the experiment's placements.
+fn matches(measure: &Measure, outcome: &OutcomeView<'_>, here: bool) -> bool {
+    measure.outcome_type == outcome.outcome_type
+        && (!measure.recommended_only || outcome.from_recommendation)
+        && (!measure.experiment_placements_only || here)
+}
+
+/// What `outcome` adds to `measure`, if it matches it.
+fn contribution(measure: &Measure, outcome: &OutcomeView<'_>, here: bool) -> Option<f64> {
+    if !matches(measure, outcome, here) {
+        return None;
+    }
+    Some(match measure.aggregate {
+        Aggregate::Count => 1.0,
+        Aggregate::ValueSum => outcome.value,
+        Aggregate::QuantitySum => f64::from(outcome.quantity),
+        Aggregate::LatencySum => outcome.latency_ms,
+        Aggregate::ItemCount if outcome.outcome_type == OutcomeType::Impression => {
+            outcome.item_ids.len() as f64
+        }
+        Aggregate::ItemCount => 1.0,
+    })
+}
+
+/// The 128-bit key of a unit id of a type.
+pub(crate) fn unit_key(unit_type: UnitType, unit_id: &str) -> u128 {
+    let mut hasher = SipHasher13::new_with_keys(0x6578_7064_616e_616c, 0x7973_6973_756e_6974);
+    hasher.write_u8(match unit_type {
+        UnitType::User => 1,
+        UnitType::Session => 2,
+    });
+    hasher.write(unit_id.as_bytes());
+    hasher.finish128().as_u128()
+}
+
+fn micros(time: Option<SystemTime>) -> Option<i64> {
+    time.map(unix_micros)
+}
+
+/// The revision that drew `experiment`'s variant salt: salts are named
+/// after it (`<id>:variant:<revision>`); 0 when there is none.
+fn salt_revision(experiment: &Experiment) -> u64 {
+    experiment
+        .randomization
+        .as_ref()
+        .and_then(|randomization| randomization.variant_salt.rsplit(':').next())
+        .and_then(|revision| revision.parse::<u64>().ok())
+        .unwrap_or(0)
+}
