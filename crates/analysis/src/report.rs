@@ -11,7 +11,7 @@ use exp_core::{
 use crate::{
     analyzer::Analyzer,
     experiment::{ExperimentState, JACKKNIFE_GROUPS, ResolvedMetric, Role},
-    stats::{self, Comparison, Estimate, Moments},
+    stats::{self, Comparison, Estimate, Moments, NotComputed, Relative},
 };
 
 /// p-value under which the sample ratio check flags a mismatch.
@@ -41,8 +41,9 @@ pub struct Report {
     pub sanity_checks: Vec<SanityCheck>,
     /// Every guardrail for every treatment.
     pub guardrails: Vec<GuardrailReport>,
-    /// Newest event counted, microseconds since the Unix epoch (0: none).
-    pub newest_event_micros: i64,
+    /// Newest event counted, microseconds since the Unix epoch; `None`
+    /// before the first.
+    pub newest_event_micros: Option<i64>,
 }
 
 /// One variant.
@@ -65,14 +66,45 @@ pub struct MetricReport {
     pub metric: String,
     /// Its role.
     pub role: Role,
-    /// The variant's value; `None` without data.
+    /// The variant's value; `None` without data (no units, or a ratio
+    /// without a denominator).
     pub value: Option<f64>,
-    /// Against control (treatments with enough data only).
-    pub comparison: Option<Comparison>,
-    /// Holm-adjusted p-value across the treatments.
+    /// Against control, or why not.
+    pub comparison: ComparisonState,
+    /// Holm-adjusted p-value across the treatments compared; `None` when
+    /// this one was not.
     pub adjusted_p_value: Option<f64>,
     /// Whether the adjusted p-value is below alpha.
     pub significant: bool,
+}
+
+/// Whether a variant was compared with control.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ComparisonState {
+    /// Compared: the absolute difference, its interval and p-value, and
+    /// the relative difference when the control's value is not 0.
+    Computed(Comparison),
+    /// Not compared, and why.
+    NotComputed(NotComputed),
+}
+
+impl ComparisonState {
+    /// The comparison, when computed.
+    pub fn computed(&self) -> Option<&Comparison> {
+        match self {
+            Self::Computed(comparison) => Some(comparison),
+            Self::NotComputed(_) => None,
+        }
+    }
+}
+
+impl From<Result<Comparison, NotComputed>> for ComparisonState {
+    fn from(result: Result<Comparison, NotComputed>) -> Self {
+        match result {
+            Ok(comparison) => Self::Computed(comparison),
+            Err(reason) => Self::NotComputed(reason),
+        }
+    }
 }
 
 /// The sample ratio check.
@@ -106,7 +138,9 @@ pub enum GuardrailState {
     Ok,
     /// Significantly worse than control beyond the threshold.
     Breached,
-    /// Too little data to judge.
+    /// Not judged: an arm has fewer than [`GUARDRAIL_MIN_UNITS`] units,
+    /// the difference could not be computed, or the control's value is 0
+    /// (the threshold is relative to it).
     InsufficientData,
 }
 
@@ -119,8 +153,9 @@ pub struct GuardrailReport {
     pub variant: String,
     /// State.
     pub state: GuardrailState,
-    /// Observed relative change against control.
-    pub relative_difference: f64,
+    /// Observed relative change against control; `None` when it could not
+    /// be computed.
+    pub relative_difference: Option<f64>,
     /// Configured threshold.
     pub threshold: f64,
     /// Configured action.
@@ -135,8 +170,8 @@ pub struct GuardrailReport {
 struct Arm {
     /// The metric's value.
     value: Option<f64>,
-    /// The value with its variance.
-    estimate: Option<Estimate>,
+    /// The value with its variance, or why there is none.
+    estimate: Result<Estimate, NotComputed>,
     /// Per-unit moments (empty for concentration).
     moments: Moments,
 }
@@ -215,9 +250,14 @@ fn concentration(state: &ExperimentState, table: usize, variants: usize) -> Vec<
                     stats::gini(&mut rest)
                 })
                 .collect();
-            let estimate = full
-                .zip(leave_one_out)
-                .and_then(|(full, rest)| stats::jackknife(full, &rest));
+            let estimate = match (full, leave_one_out) {
+                (None, _) => Err(NotComputed::NoData),
+                // A hash group holds every impression: nothing is left out.
+                (Some(_), None) => Err(NotComputed::TooFewUnits),
+                (Some(full), Some(rest)) => {
+                    stats::jackknife(full, &rest).ok_or(NotComputed::TooFewUnits)
+                }
+            };
             Arm {
                 value: full,
                 estimate,
@@ -232,7 +272,7 @@ fn compare(
     control: &Arm,
     treatment: &Arm,
     alpha: f64,
-) -> Option<Comparison> {
+) -> Result<Comparison, NotComputed> {
     match definition.kind {
         MetricKind::Proportion => {
             stats::compare_proportions(&control.moments, &treatment.moments, alpha)
@@ -310,22 +350,22 @@ fn build(state: &ExperimentState, alpha: f64) -> Report {
     let mut guardrails = Vec::new();
     for metric in &state.metrics {
         let estimates = metric_estimates(state, metric);
-        let comparisons: Vec<Option<Comparison>> = estimates
+        let comparisons: Vec<ComparisonState> = estimates
             .iter()
             .enumerate()
             .map(|(index, estimate)| {
-                (index != control)
-                    .then(|| compare(&metric.definition, &estimates[control], estimate, alpha))
-                    .flatten()
+                if index == control {
+                    ComparisonState::NotComputed(NotComputed::Control)
+                } else {
+                    compare(&metric.definition, &estimates[control], estimate, alpha).into()
+                }
             })
             .collect();
-        let tested: Vec<usize> = (0..comparisons.len())
-            .filter(|index| comparisons[*index].is_some())
-            .collect();
-        let raw: Vec<f64> = tested
+        let (tested, raw): (Vec<usize>, Vec<f64>) = comparisons
             .iter()
-            .map(|index| comparisons[*index].map_or(1.0, |comparison| comparison.p_value))
-            .collect();
+            .enumerate()
+            .filter_map(|(index, state)| Some((index, state.computed()?.p_value)))
+            .unzip();
         let adjusted = stats::holm(&raw);
         for (index, variant) in variants.iter_mut().enumerate() {
             let adjusted_p_value = tested
@@ -352,7 +392,8 @@ fn build(state: &ExperimentState, alpha: f64) -> Report {
                     state,
                     metric,
                     &experiment.variants[index].name,
-                    comparison.filter(|_| enough),
+                    comparison.computed(),
+                    enough,
                     alpha,
                 ));
             }
@@ -366,7 +407,7 @@ fn build(state: &ExperimentState, alpha: f64) -> Report {
         sanity_checks: sanity_checks(state, several),
         variants,
         guardrails,
-        newest_event_micros: state.newest_event_micros.unwrap_or(0),
+        newest_event_micros: state.newest_event_micros,
     }
 }
 
@@ -379,12 +420,15 @@ fn build(state: &ExperimentState, alpha: f64) -> Report {
 /// never turn into a breach later; the running minimum over those looks
 /// (kept per revision: a resume or any change starts afresh) is the
 /// always-valid p-value. A breach needs it below alpha with the current
-/// estimate beyond the null.
+/// estimate beyond the null. Without a relative difference (no
+/// comparison, or a control at 0) or with `enough_units` false there is
+/// no look.
 fn guardrail(
     state: &ExperimentState,
     metric: &ResolvedMetric,
     variant: &str,
-    comparison: Option<Comparison>,
+    comparison: Option<&Comparison>,
+    enough_units: bool,
     alpha: f64,
 ) -> GuardrailReport {
     let configured = state
@@ -400,12 +444,21 @@ fn guardrail(
         .get(&evidence_key(state, metric, variant))
         .copied()
         .unwrap_or(1.0);
-    let Some(comparison) = comparison else {
+    let relative = comparison.map(|comparison| comparison.relative);
+    let (
+        Some(Relative::Defined {
+            value: relative,
+            standard_error,
+            ..
+        }),
+        true,
+    ) = (relative, enough_units)
+    else {
         return GuardrailReport {
             metric: metric.definition.name.clone(),
             variant: variant.to_owned(),
             state: GuardrailState::InsufficientData,
-            relative_difference: 0.0,
+            relative_difference: relative.and_then(|relative| relative.value()),
             threshold,
             action,
             always_valid_p_value: previous,
@@ -418,11 +471,11 @@ fn guardrail(
         1.0
     };
     let null = harmful * threshold;
-    let beyond = harmful * (comparison.relative - null) > 0.0;
+    let beyond = harmful * (relative - null) > 0.0;
     let look = if beyond {
         stats::msprt_mixture_p_value(
-            comparison.relative,
-            comparison.relative_standard_error.powi(2),
+            relative,
+            standard_error.powi(2),
             null,
             &mixture_scales(threshold),
         )
@@ -438,7 +491,7 @@ fn guardrail(
         } else {
             GuardrailState::Ok
         },
-        relative_difference: comparison.relative,
+        relative_difference: Some(relative),
         threshold,
         action,
         always_valid_p_value,

@@ -11,9 +11,11 @@
 //! | several treatments | Holm step-down | `statsmodels` `multipletests(method="holm")` |
 //! | sample ratio | chi-square goodness of fit | `scipy.stats.chisquare` |
 //!
-//! Sample (co)variances use n - 1. Every function returns `None` when the
-//! data cannot support the statistic (fewer than two units in an arm, a
-//! zero variance, a zero control value for the relative difference).
+//! Sample (co)variances use n - 1. A comparison is computed wherever its
+//! method defines it (a positive standard error of the difference), and
+//! says why not otherwise ([`NotComputed`]); the relative difference is
+//! separately undefined when the control's value is 0 ([`Relative`]), which
+//! takes nothing from the absolute difference, its interval or p-value.
 
 use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
 
@@ -79,6 +81,23 @@ impl Moments {
     }
 }
 
+/// Why a treatment was not compared with control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotComputed {
+    /// The arm is the control itself.
+    Control,
+    /// An arm has nothing to estimate from: no units, no denominator (a
+    /// ratio whose units saw no impressions), no items (concentration).
+    NoData,
+    /// An arm has fewer than two units (no sample variance), or too few
+    /// hash groups with data for the jackknife.
+    TooFewUnits,
+    /// The difference has a standard error of 0: every unit of both arms
+    /// has the same value (0/200 against 0/200), so the method's statistic
+    /// is undefined.
+    NoVariance,
+}
+
 /// A point estimate with its variance (the square of its standard error).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimate {
@@ -88,19 +107,32 @@ pub struct Estimate {
     pub variance: f64,
 }
 
+/// Refuses arms with no unit or a single one.
+fn enough_units(moments: &Moments) -> Result<(), NotComputed> {
+    if moments.n <= 0.0 {
+        Err(NotComputed::NoData)
+    } else if moments.n < 2.0 {
+        Err(NotComputed::TooFewUnits)
+    } else {
+        Ok(())
+    }
+}
+
 impl Estimate {
     /// A proportion (units with `y` = 1 among `n`), variance p(1-p)/n.
-    pub fn proportion(moments: &Moments) -> Option<Self> {
+    pub fn proportion(moments: &Moments) -> Result<Self, NotComputed> {
+        enough_units(moments)?;
         let p = moments.mean();
-        (moments.n >= 2.0).then_some(Self {
+        Ok(Self {
             value: p,
             variance: p * (1.0 - p) / moments.n,
         })
     }
 
     /// A mean, variance s²/n.
-    pub fn mean(moments: &Moments) -> Option<Self> {
-        (moments.n >= 2.0).then(|| Self {
+    pub fn mean(moments: &Moments) -> Result<Self, NotComputed> {
+        enough_units(moments)?;
+        Ok(Self {
             value: moments.mean(),
             variance: moments.variance_y() / moments.n,
         })
@@ -108,19 +140,80 @@ impl Estimate {
 
     /// A ratio Σy/Σx, variance by the delta method:
     /// (s²_y − 2R·s_xy + R²·s²_x) / (n·x̄²).
-    pub fn ratio(moments: &Moments) -> Option<Self> {
-        if moments.n < 2.0 || moments.sum_x == 0.0 {
-            return None;
+    pub fn ratio(moments: &Moments) -> Result<Self, NotComputed> {
+        enough_units(moments)?;
+        if moments.sum_x == 0.0 {
+            return Err(NotComputed::NoData);
         }
         let ratio = moments.ratio();
         let mean_x = moments.sum_x / moments.n;
         let variance = (moments.variance_y() - 2.0 * ratio * moments.covariance()
             + ratio * ratio * moments.variance_x())
             / (moments.n * mean_x * mean_x);
-        Some(Self {
+        Ok(Self {
             value: ratio,
             variance: variance.max(0.0),
         })
+    }
+}
+
+/// The relative difference treatment / control − 1, which a control
+/// value of 0 leaves undefined while the absolute difference still is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Relative {
+    /// Defined, with its delta-method standard error and normal interval:
+    /// Var ≈ Var_t / c² + t²·Var_c / c⁴.
+    Defined {
+        /// Treatment / control − 1.
+        value: f64,
+        /// Its standard error.
+        standard_error: f64,
+        /// Its interval.
+        interval: (f64, f64),
+    },
+    /// The control's value is 0: there is nothing to be relative to.
+    ControlIsZero,
+}
+
+impl Relative {
+    fn of(control: Estimate, treatment: Estimate, alpha: f64) -> Self {
+        if control.value == 0.0 {
+            return Self::ControlIsZero;
+        }
+        let c = control.value;
+        let t = treatment.value;
+        let variance = treatment.variance / (c * c) + t * t * control.variance / (c * c * c * c);
+        let value = t / c - 1.0;
+        let standard_error = variance.sqrt();
+        Self::Defined {
+            value,
+            standard_error,
+            interval: interval(value, standard_error, alpha),
+        }
+    }
+
+    /// Treatment / control − 1, when defined.
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Self::Defined { value, .. } => Some(*value),
+            Self::ControlIsZero => None,
+        }
+    }
+
+    /// Its standard error, when defined.
+    pub fn standard_error(&self) -> Option<f64> {
+        match self {
+            Self::Defined { standard_error, .. } => Some(*standard_error),
+            Self::ControlIsZero => None,
+        }
+    }
+
+    /// Its interval, when defined.
+    pub fn interval(&self) -> Option<(f64, f64)> {
+        match self {
+            Self::Defined { interval, .. } => Some(*interval),
+            Self::ControlIsZero => None,
+        }
     }
 }
 
@@ -137,12 +230,8 @@ pub struct Comparison {
     pub standard_error: f64,
     /// Interval of the absolute difference.
     pub absolute_interval: (f64, f64),
-    /// Treatment / control − 1.
-    pub relative: f64,
-    /// Standard error of the relative difference (delta method).
-    pub relative_standard_error: f64,
-    /// Interval of the relative difference (delta method).
-    pub relative_interval: (f64, f64),
+    /// Treatment / control − 1, or why it is undefined.
+    pub relative: Relative,
     /// Two-sided p-value of "no difference".
     pub p_value: f64,
 }
@@ -161,51 +250,51 @@ pub fn normal_p_value(z: f64) -> f64 {
     2.0 * standard_normal().sf(z.abs())
 }
 
-/// Relative difference treatment / control − 1 and its delta-method
-/// interval: Var ≈ Var_t / c² + t²·Var_c / c⁴.
-fn relative(control: Estimate, treatment: Estimate) -> Option<(f64, f64)> {
-    if control.value == 0.0 {
-        return None;
-    }
-    let c = control.value;
-    let t = treatment.value;
-    let variance = treatment.variance / (c * c) + t * t * control.variance / (c * c * c * c);
-    Some((t / c - 1.0, variance.sqrt()))
-}
-
 fn interval(center: f64, standard_error: f64, alpha: f64) -> (f64, f64) {
     let half = normal_critical(alpha) * standard_error;
     (center - half, center + half)
 }
 
-/// Normal (z) comparison of two estimates: proportions, ratios, and any
-/// estimate with a standard error.
-pub fn compare_normal(control: Estimate, treatment: Estimate, alpha: f64) -> Option<Comparison> {
-    let absolute = treatment.value - control.value;
+/// The standard error of a difference of two independent estimates, when
+/// it is positive (else the statistic is undefined).
+fn difference_standard_error(control: Estimate, treatment: Estimate) -> Result<f64, NotComputed> {
     let standard_error = (control.variance + treatment.variance).sqrt();
-    if !(standard_error > 0.0 && standard_error.is_finite()) {
-        return None;
+    if standard_error > 0.0 && standard_error.is_finite() {
+        Ok(standard_error)
+    } else {
+        Err(NotComputed::NoVariance)
     }
-    let (relative, relative_standard_error) = relative(control, treatment)?;
-    Some(Comparison {
+}
+
+/// Normal (z) comparison of two estimates: proportions, ratios, and any
+/// estimate with a standard error. Defined whenever the standard error of
+/// the difference is positive, whatever the control's value.
+pub fn compare_normal(
+    control: Estimate,
+    treatment: Estimate,
+    alpha: f64,
+) -> Result<Comparison, NotComputed> {
+    let absolute = treatment.value - control.value;
+    let standard_error = difference_standard_error(control, treatment)?;
+    Ok(Comparison {
         control: control.value,
         treatment: treatment.value,
         absolute,
         standard_error,
         absolute_interval: interval(absolute, standard_error, alpha),
-        relative,
-        relative_standard_error,
-        relative_interval: interval(relative, relative_standard_error, alpha),
+        relative: Relative::of(control, treatment, alpha),
         p_value: normal_p_value(absolute / standard_error),
     })
 }
 
-/// Two-sample z-test of proportions, unpooled variance.
+/// Two-sample z-test of proportions, unpooled (Wald) variance: defined as
+/// soon as one arm has successes and failures, a control with no success
+/// included (as statsmodels' Wald test is).
 pub fn compare_proportions(
     control: &Moments,
     treatment: &Moments,
     alpha: f64,
-) -> Option<Comparison> {
+) -> Result<Comparison, NotComputed> {
     compare_normal(
         Estimate::proportion(control)?,
         Estimate::proportion(treatment)?,
@@ -214,7 +303,11 @@ pub fn compare_proportions(
 }
 
 /// Delta-method comparison of ratio metrics.
-pub fn compare_ratios(control: &Moments, treatment: &Moments, alpha: f64) -> Option<Comparison> {
+pub fn compare_ratios(
+    control: &Moments,
+    treatment: &Moments,
+    alpha: f64,
+) -> Result<Comparison, NotComputed> {
     compare_normal(
         Estimate::ratio(control)?,
         Estimate::ratio(treatment)?,
@@ -223,30 +316,30 @@ pub fn compare_ratios(control: &Moments, treatment: &Moments, alpha: f64) -> Opt
 }
 
 /// Welch's t-test of means: Student's t with Welch–Satterthwaite degrees
-/// of freedom for the p-value and the absolute interval.
-pub fn compare_means(control: &Moments, treatment: &Moments, alpha: f64) -> Option<Comparison> {
+/// of freedom for the p-value and the absolute interval. Defined whenever
+/// the combined standard error is positive (an all-zero control included:
+/// the degrees of freedom are then the treatment's n − 1).
+pub fn compare_means(
+    control: &Moments,
+    treatment: &Moments,
+    alpha: f64,
+) -> Result<Comparison, NotComputed> {
     let c = Estimate::mean(control)?;
     let t = Estimate::mean(treatment)?;
     let absolute = t.value - c.value;
-    let standard_error = (c.variance + t.variance).sqrt();
-    if !(standard_error > 0.0 && standard_error.is_finite()) {
-        return None;
-    }
+    let standard_error = difference_standard_error(c, t)?;
     let df = (c.variance + t.variance).powi(2)
         / (c.variance.powi(2) / (control.n - 1.0) + t.variance.powi(2) / (treatment.n - 1.0));
-    let student = StudentsT::new(0.0, 1.0, df).ok()?;
+    let student = StudentsT::new(0.0, 1.0, df).map_err(|_| NotComputed::NoVariance)?;
     let statistic = absolute / standard_error;
     let half = student.inverse_cdf(1.0 - alpha / 2.0) * standard_error;
-    let (relative, relative_standard_error) = relative(c, t)?;
-    Some(Comparison {
+    Ok(Comparison {
         control: c.value,
         treatment: t.value,
         absolute,
         standard_error,
         absolute_interval: (absolute - half, absolute + half),
-        relative,
-        relative_standard_error,
-        relative_interval: interval(relative, relative_standard_error, alpha),
+        relative: Relative::of(c, t, alpha),
         p_value: 2.0 * student.sf(statistic.abs()),
     })
 }
@@ -430,11 +523,26 @@ mod tests {
     }
 
     #[test]
-    fn comparisons_refuse_arms_without_variance_or_units() {
+    fn comparisons_refuse_arms_without_data_units_or_variance_and_say_which() {
         let empty = Moments::default();
         let one = Moments::of([(1.0, 1.0)]);
         let constant = Moments::of([(1.0, 1.0), (1.0, 1.0)]);
-        assert!(compare_proportions(&empty, &one, 0.05).is_none());
-        assert!(compare_means(&constant, &constant, 0.05).is_none());
+        assert_eq!(
+            compare_proportions(&empty, &one, 0.05),
+            Err(NotComputed::NoData)
+        );
+        assert_eq!(
+            compare_proportions(&one, &constant, 0.05),
+            Err(NotComputed::TooFewUnits)
+        );
+        assert_eq!(
+            compare_means(&constant, &constant, 0.05),
+            Err(NotComputed::NoVariance)
+        );
+        let no_denominator = Moments::of([(0.0, 0.0), (0.0, 0.0)]);
+        assert_eq!(
+            compare_ratios(&no_denominator, &constant, 0.05),
+            Err(NotComputed::NoData)
+        );
     }
 }

@@ -32,7 +32,10 @@ Z = stats.norm.ppf(1 - ALPHA / 2)
 
 
 def relative(c, var_c, t, var_t):
-    """Delta-method interval of t / c - 1."""
+    """Delta-method interval of t / c - 1; undefined (None, None) when the
+    control value is 0."""
+    if c == 0:
+        return None, None
     rel = t / c - 1
     var = var_t / c**2 + t**2 * var_c / c**4
     half = Z * np.sqrt(var)
@@ -60,12 +63,35 @@ def proportion_case(n_c, p_c, n_t, p_t):
     }
 
 
-def mean_case(n_c, n_t, lift):
+def proportion_counts_case(n_c, s_c, n_t, s_t):
+    """Fixed success counts (successes first), e.g. a control with none."""
+    control = np.array([1] * s_c + [0] * (n_c - s_c))
+    treatment = np.array([1] * s_t + [0] * (n_t - s_t))
+    test = test_proportions_2indep(s_t, n_t, s_c, n_c, method="wald", compare="diff")
+    low, high = confint_proportions_2indep(
+        s_t, n_t, s_c, n_c, method="wald", compare="diff", alpha=ALPHA
+    )
+    pc, pt = s_c / n_c, s_t / n_t
+    rel, rel_ci = relative(pc, pc * (1 - pc) / n_c, pt, pt * (1 - pt) / n_t)
+    return {
+        "control": control.tolist(),
+        "treatment": treatment.tolist(),
+        "absolute": pt - pc,
+        "absolute_interval": [low, high],
+        "relative": rel,
+        "relative_interval": rel_ci,
+        "p_value": test.pvalue,
+    }
+
+
+def mean_case(n_c, n_t, lift, rng=rng, control_zero=False):
     def revenue(n, scale):
         bought = rng.random(n) < 0.08
         return np.where(bought, rng.lognormal(3.5, 0.9, n) * scale, 0.0).round(2)
 
     control, treatment = revenue(n_c, 1.0), revenue(n_t, 1.0 + lift)
+    if control_zero:
+        control = np.zeros(n_c)
     result = stats.ttest_ind(treatment, control, equal_var=False)
     ci = result.confidence_interval(confidence_level=1 - ALPHA)
     rel, rel_ci = relative(
@@ -92,7 +118,7 @@ def ratio_variance(y, x):
     return r, (cov[0, 0] - 2 * r * cov[0, 1] + r**2 * cov[1, 1]) / (n * x.mean() ** 2)
 
 
-def ratio_case(n_c, n_t, ctr_c, ctr_t):
+def ratio_case(n_c, n_t, ctr_c, ctr_t, rng=rng):
     def units(n, ctr):
         shown = rng.poisson(12, n) + 1
         return rng.binomial(shown, ctr).astype(float), shown.astype(float)
@@ -195,14 +221,30 @@ def floats(value):
     return value
 
 
+# Zero controls draw from a generator of their own, so the cases above
+# keep their data.
+zero_rng = np.random.default_rng(20261206)
+
 reference = {
     "alpha": ALPHA,
     "proportions": [
         proportion_case(3000, 0.10, 3000, 0.12),
         proportion_case(2500, 0.30, 2000, 0.30),
+        # No add-to-cart at all in control: still a difference.
+        proportion_counts_case(200, 0, 200, 10),
     ],
-    "means": [mean_case(3000, 3000, 0.15), mean_case(1500, 2500, 0.0)],
-    "ratios": [ratio_case(2000, 2000, 0.05, 0.056), ratio_case(1000, 1500, 0.08, 0.08)],
+    "means": [
+        mean_case(3000, 3000, 0.15),
+        mean_case(1500, 2500, 0.0),
+        # No revenue at all in control.
+        mean_case(400, 400, 0.0, rng=zero_rng, control_zero=True),
+    ],
+    "ratios": [
+        ratio_case(2000, 2000, 0.05, 0.056),
+        ratio_case(1000, 1500, 0.08, 0.08),
+        # Impressions but no click in control.
+        ratio_case(500, 500, 0.0, 0.05, rng=zero_rng),
+    ],
     "concentration": [concentration_case(60, 20, 1.0, 1.05)],
     "sample_ratio": [
         srm_case([5012, 4988], [50, 50]),

@@ -56,6 +56,8 @@ fn intervals_cover_the_true_effect_at_close_to_their_nominal_rate() {
         for (slot, (name, difference)) in truth.iter().enumerate() {
             let comparison = treatment_metric(&report, name)
                 .comparison
+                .computed()
+                .copied()
                 .expect("enough data to compare");
             let (lower, upper) = comparison.absolute_interval;
             covered[slot] += usize::from(lower <= *difference && *difference <= upper);
@@ -254,7 +256,11 @@ fn a_variant_that_piles_impressions_on_few_items_has_a_higher_concentration() {
         .monitor(&experiment.id, 0.05)
         .expect("the experiment has exposures");
     let balance = treatment_metric(&report, "inventory_exposure_balance");
-    let comparison = balance.comparison.expect("enough data to compare");
+    let comparison = balance
+        .comparison
+        .computed()
+        .copied()
+        .expect("enough data to compare");
     // Over 200 items, 20 equally likely ones give a Gini near 0.9.
     assert!(comparison.treatment > 0.85, "{comparison:?}");
     assert!(comparison.control < 0.2, "{comparison:?}");
