@@ -16,9 +16,12 @@
 //!
 //! Late data: the window of recent outcomes ([`crate::recent`]) is
 //! replayed into a unit when it is created, so an outcome that arrives
-//! before its unit's exposure in any experiment still counts. An exposure
-//! older than the unit's first one moves the first exposure back, and
-//! outcomes already counted stay counted.
+//! before its unit's exposure in any experiment still counts. The earliest
+//! exposure decides a unit's arm and start, whatever the arrival order (as
+//! the warehouse's `arg_min(variant, timestamp)`): an exposure older than
+//! the unit's first one moves both, and the outcomes of the window between
+//! the new start and the old one are counted then
+//! ([`ExperimentState::earlier_exposure`] says what cannot move).
 
 use std::collections::HashMap;
 
@@ -155,11 +158,19 @@ impl Analyzer {
             .iter()
             .find(|membership| membership.slot == slot)
         {
-            let unit = &mut state.units[known.index as usize];
-            if unit.variant != variant {
-                unit.several_variants = true;
+            let index = known.index;
+            let Some(previous_start) = state.earlier_exposure(index, variant, time_micros) else {
+                return;
+            };
+            // Every outcome before the previous start was refused for
+            // this unit; those since the new one count now.
+            for outcome in self.recent.of(key) {
+                if (time_micros..previous_start).contains(&outcome.time_micros)
+                    && state.apply_outcome(index, &outcome.view())
+                {
+                    outcome.mark_counted();
+                }
             }
-            unit.first_exposure_micros = unit.first_exposure_micros.min(time_micros);
             return;
         }
         let index = state.add_unit(Unit {

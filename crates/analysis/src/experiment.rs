@@ -170,6 +170,9 @@ pub(crate) struct ExperimentState {
     pub(crate) exposures_disagreeing_with_bucketing: u64,
     pub(crate) exposures_checked_against_bucketing: u64,
     pub(crate) exposures: u64,
+    /// Item impressions counted in a concentration table under an arm
+    /// their unit later left for an earlier exposure's.
+    pub(crate) items_left_in_previous_arm: f64,
     /// Newest event counted; `None` before the first.
     pub(crate) newest_event_micros: Option<i64>,
     /// Running minimum of the always-valid p-value per (metric, variant,
@@ -197,6 +200,7 @@ impl ExperimentState {
             exposures_disagreeing_with_bucketing: 0,
             exposures_checked_against_bucketing: 0,
             exposures: 0,
+            items_left_in_previous_arm: 0.0,
             newest_event_micros: None,
             guardrail_evidence: HashMap::new(),
         }
@@ -233,6 +237,53 @@ impl ExperimentState {
         self.sums
             .resize(self.sums.len() + self.layout.measures.len(), 0.0);
         index
+    }
+
+    /// Takes another exposure of the unit at `index`, to `variant` at
+    /// `time_micros`. When it is earlier than the unit's first exposure so
+    /// far, it becomes the first: the unit's start moves back and its arm
+    /// becomes `variant` (on a tie the exposure that arrived first stays
+    /// first). Returns the previous start then, for the caller to count the
+    /// recent outcomes between the two.
+    ///
+    /// What moves with the unit: its per-unit sums (they are read in the
+    /// unit's arm at report time), so every proportion, mean and ratio
+    /// follows it. What cannot: the item counts of concentration metrics,
+    /// filed per (arm, hash group) as they were counted, with no per-unit
+    /// record to take back; they stay under the earlier arm, and their
+    /// number is kept ([`Self::items_left_in_previous_arm`]) and shown in
+    /// the `units_in_several_variants` sanity check. Outcomes before the
+    /// previous start that have left the recent window are not counted.
+    pub(crate) fn earlier_exposure(
+        &mut self,
+        index: u32,
+        variant: u16,
+        time_micros: i64,
+    ) -> Option<i64> {
+        let unit = &mut self.units[index as usize];
+        if unit.variant != variant {
+            unit.several_variants = true;
+        }
+        if time_micros >= unit.first_exposure_micros {
+            return None;
+        }
+        let previous_start = unit.first_exposure_micros;
+        unit.first_exposure_micros = time_micros;
+        if unit.variant != variant {
+            unit.variant = variant;
+            let width = self.layout.measures.len();
+            let sums = &self.sums[index as usize * width..(index as usize + 1) * width];
+            let mut tables_seen = Vec::new();
+            for metric in &self.metrics {
+                if let Some(table) = metric.items
+                    && !tables_seen.contains(&table)
+                {
+                    tables_seen.push(table);
+                    self.items_left_in_previous_arm += sums[metric.numerator];
+                }
+            }
+        }
+        Some(previous_start)
     }
 
     /// Notes an event's time.

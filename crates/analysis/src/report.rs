@@ -537,17 +537,29 @@ fn sample_ratio(state: &ExperimentState, exposed: &[u64]) -> Option<SampleRatio>
     })
 }
 
-fn sanity_checks(state: &ExperimentState, several: u64) -> Vec<SanityCheck> {
+fn several_variants_detail(state: &ExperimentState, several: u64) -> String {
     let units = state.units.len();
+    let mut detail = format!(
+        "{several} of {units} units were exposed to more than one variant \
+         (each is analysed in the variant of its earliest exposure)"
+    );
+    if state.items_left_in_previous_arm > 0.0 {
+        detail.push_str(&format!(
+            "; {} item impressions counted before an earlier exposure arrived stay in the \
+             concentration of the variant they were counted in",
+            state.items_left_in_previous_arm
+        ));
+    }
+    detail
+}
+
+fn sanity_checks(state: &ExperimentState, several: u64) -> Vec<SanityCheck> {
     vec![
         SanityCheck {
             name: "units_in_several_variants",
             passed: several == 0,
             offending: several,
-            detail: format!(
-                "{several} of {units} units were exposed to more than one variant \
-                 (they are analysed in their first)"
-            ),
+            detail: several_variants_detail(state, several),
         },
         SanityCheck {
             name: "variant_disagrees_with_bucketing",
