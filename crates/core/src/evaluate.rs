@@ -457,16 +457,11 @@ impl CompiledExperiment {
     }
 
     fn bucket(&self, user_id: &str, session_id: &str) -> Option<(usize, UnitType)> {
-        let (unit_type, unit_id) = match self.bucketing_unit {
-            BucketingUnit::UserOrSession if !user_id.is_empty() => (UnitType::User, user_id),
-            BucketingUnit::UserOrSession | BucketingUnit::Session => {
-                (UnitType::Session, session_id)
-            }
-            BucketingUnit::User => (UnitType::User, user_id),
+        let unit_type = self.bucketing_unit.unit_type(user_id, session_id)?;
+        let unit_id = match unit_type {
+            UnitType::User => user_id,
+            UnitType::Session => session_id,
         };
-        if unit_id.is_empty() {
-            return None;
-        }
         let (allocation_salt, variant_salt) = self.salts.as_ref()?;
         if !allocation::contains(&self.allocation, bucket(allocation_salt, unit_id)) {
             return None;

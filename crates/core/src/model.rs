@@ -132,6 +132,24 @@ pub enum BucketingUnit {
     Session,
 }
 
+impl BucketingUnit {
+    /// Which id a request with these ids is bucketed by: the rule of
+    /// `Assign`, and of an exposure logged without its unit type. `None`
+    /// when that id is empty (the request is not in the experiment).
+    pub fn unit_type(self, user_id: &str, session_id: &str) -> Option<UnitType> {
+        let unit_type = match self {
+            Self::UserOrSession if !user_id.is_empty() => UnitType::User,
+            Self::UserOrSession | Self::Session => UnitType::Session,
+            Self::User => UnitType::User,
+        };
+        let id = match unit_type {
+            UnitType::User => user_id,
+            UnitType::Session => session_id,
+        };
+        (!id.is_empty()).then_some(unit_type)
+    }
+}
+
 /// Which id a unit is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum UnitType {

@@ -531,7 +531,7 @@ pub fn outcome_type_from_proto(proto: v1::OutcomeType) -> Option<OutcomeType> {
     })
 }
 
-fn outcome_type_to_proto(outcome_type: OutcomeType) -> v1::OutcomeType {
+pub(crate) fn outcome_type_to_proto(outcome_type: OutcomeType) -> v1::OutcomeType {
     match outcome_type {
         OutcomeType::Impression => v1::OutcomeType::Impression,
         OutcomeType::Click => v1::OutcomeType::Click,

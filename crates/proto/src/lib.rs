@@ -10,12 +10,15 @@
 //!   for `grpc.reflection`.
 //! - [`convert`]: proto <-> domain conversions; input conversions report
 //!   bad fields as [`exp_core::FieldViolation`]s.
+//! - [`events`]: exposures and outcomes between the wire and the domain,
+//!   and their wire encoding as the event log's record format.
 //! - [`serving`]: conversions of the serving config and of assignment
 //!   answers.
 //! - [`status`]: the one mapping from [`exp_core::Error`] to
 //!   [`tonic::Status`], with `google.rpc.BadRequest` details.
 
 pub mod convert;
+pub mod events;
 pub mod serving;
 pub mod status;
 
