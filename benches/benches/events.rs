@@ -168,7 +168,7 @@ fn roll_cost() {
         exp_ingest::wal::SegmentWriter::create(dir.path(), segment_id).expect("segment");
     let mut records = Vec::new();
     for index in 0..ROLLED_EXPOSURES {
-        let exposure = exp_ingest::Event::Exposure(v1::Exposure {
+        let exposure = exp_core::event::Event::Exposure(exp_core::event::Exposure {
             event_id: format!("assign-{index:032x}"),
             experiment_id: "reco_ymal_v1".into(),
             variant: if index % 2 == 0 {
@@ -179,11 +179,11 @@ fn roll_cost() {
             .into(),
             user_id: format!("user-{index}"),
             session_id: format!("session-{index}"),
-            unit_type: v1::UnitType::User as i32,
+            unit_type: exp_core::UnitType::User,
             placement: "you_may_also_like".into(),
             page_type: "product_detail".into(),
             revision: 2,
-            timestamp: Some(now.into()),
+            timestamp: now,
         });
         exp_ingest::wal::encode(&exposure, &mut records);
     }
@@ -231,11 +231,12 @@ fn roll_cost() {
                 .push(after.peak_resident_kb.saturating_sub(before.resident_kb));
         }
     }
-    let parquet_bytes: u64 = exp_ingest::parquet::list(out.path(), exp_ingest::EventKind::Exposure)
-        .expect("list")
-        .iter()
-        .map(|file| std::fs::metadata(file).expect("metadata").len())
-        .sum();
+    let parquet_bytes: u64 =
+        exp_ingest::parquet::list(out.path(), exp_core::event::EventKind::Exposure)
+            .expect("list")
+            .iter()
+            .map(|file| std::fs::metadata(file).expect("metadata").len())
+            .sum();
     println!("  Parquet written: {:.1} MB", parquet_bytes as f64 / 1e6);
     for variant in variants {
         let summary = Summary::of(variant.times);

@@ -359,6 +359,7 @@ async fn over_grpc(units: usize) {
     let request = || v1::GetResultsRequest {
         experiment_id: "reco_ymal_v1".into(),
         alpha: 0.0,
+        ..Default::default()
     };
     let waiting = Instant::now();
     loop {

@@ -4,8 +4,9 @@
 
 use std::{collections::HashMap, path::Path, time::Duration};
 
+use exp_core::event::EventKind;
 use exp_e2e::TestServer;
-use exp_ingest::{EventKind, parquet};
+use exp_ingest::parquet;
 use exp_proto::v1::{self, event_service_client::EventServiceClient};
 use tonic::{Code, transport::Channel};
 
@@ -238,9 +239,9 @@ async fn assign_exposures_reach_the_log_once_per_unit_and_variant() {
     let mut seen: Vec<(String, String)> = written
         .iter()
         .map(|event| match event {
-            exp_ingest::Event::Exposure(exposure) => {
+            exp_core::event::Event::Exposure(exposure) => {
                 assert_eq!(exposure.experiment_id, "reco_ymal_v1");
-                assert_eq!(exposure.unit_type, v1::UnitType::User as i32);
+                assert_eq!(exposure.unit_type, exp_core::UnitType::User);
                 assert_eq!(
                     exposure.session_id,
                     format!("session-of-{}", exposure.user_id)
@@ -248,7 +249,7 @@ async fn assign_exposures_reach_the_log_once_per_unit_and_variant() {
                 assert_eq!(exposure.page_type, "product_detail");
                 (exposure.user_id.clone(), exposure.variant.clone())
             }
-            exp_ingest::Event::Outcome(_) => panic!("an outcome among exposures"),
+            exp_core::event::Event::Outcome(_) => panic!("an outcome among exposures"),
         })
         .collect();
     seen.sort();
@@ -300,60 +301,6 @@ async fn a_graceful_shutdown_rolls_everything_pending_into_parquet() {
     assert_eq!(leftover, 0, "no segment left behind");
 }
 
-/// The scheduling policies (field 41 of `stat`) of this process's threads
-/// named `name`.
-#[cfg(target_os = "linux")]
-fn policies_of_threads_named(name: &str) -> Vec<u32> {
-    let mut policies = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").expect("tasks") {
-        let task = task.expect("task").path();
-        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
-            continue; // ended meanwhile
-        };
-        let Some((head, fields)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if head.split_once('(').map(|(_, comm)| comm) != Some(name) {
-            continue;
-        }
-        // Fields after the command name start at field 3 (the state).
-        let fields: Vec<&str> = fields.split_whitespace().collect();
-        policies.push(fields[41 - 3].parse().expect("policy"));
-    }
-    policies
-}
-
-#[cfg(target_os = "linux")]
-#[tokio::test]
-async fn a_sidecar_forwards_its_exposures_from_a_thread_of_its_own_in_the_idle_class() {
-    const SCHED_IDLE: u32 = 5;
-    let admin = TestServer::start().await;
-    let source = format!("http://{}", admin.grpc_addr);
-    let sidecar =
-        TestServer::start_with(&["--services", "assign", "--config-source", &source]).await;
-    // The thread lowers its own class as it starts.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let policies = loop {
-        let policies = policies_of_threads_named("exposure-sender");
-        if (!policies.is_empty() && policies.iter().all(|&policy| policy == SCHED_IDLE))
-            || std::time::Instant::now() > deadline
-        {
-            break policies;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(
-        !policies.is_empty(),
-        "no thread named exposure-sender: the forwarder runs on a runtime worker"
-    );
-    assert!(
-        policies.iter().all(|&policy| policy == SCHED_IDLE),
-        "exposure-sender threads' policies: {policies:?}"
-    );
-    sidecar.stop().await;
-    admin.stop().await;
-}
-
 #[tokio::test]
 async fn a_sidecar_sends_its_assign_exposures_to_the_admin_event_log() {
     let admin = TestServer::start().await;
@@ -384,7 +331,7 @@ async fn a_sidecar_sends_its_assign_exposures_to_the_admin_event_log() {
     let mut written = Vec::new();
     for file in parquet::list(&data.path().join("events"), EventKind::Exposure).expect("list") {
         for event in parquet::read_events(&file, EventKind::Exposure).expect("read") {
-            if let exp_ingest::Event::Exposure(exposure) = event {
+            if let exp_core::event::Event::Exposure(exposure) = event {
                 written.push((exposure.user_id, exposure.variant));
             }
         }

@@ -39,6 +39,7 @@ async fn get_results_refuses_bad_requests_naming_the_field() {
         .get_results(v1::GetResultsRequest {
             experiment_id: "reco_ymal_v1".into(),
             alpha: 0.7,
+            ..Default::default()
         })
         .await
         .expect_err("alpha too large");
@@ -49,6 +50,7 @@ async fn get_results_refuses_bad_requests_naming_the_field() {
         .get_results(v1::GetResultsRequest {
             experiment_id: "no_such_experiment".into(),
             alpha: 0.0,
+            ..Default::default()
         })
         .await
         .expect_err("unknown");
@@ -127,6 +129,7 @@ async fn results_when(
             .get_results(v1::GetResultsRequest {
                 experiment_id: id.into(),
                 alpha: 0.0,
+                ..Default::default()
             })
             .await;
         match answer {

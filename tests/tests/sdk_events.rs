@@ -5,8 +5,9 @@
 use std::{collections::HashMap, path::Path, sync::atomic::Ordering, time::Duration};
 
 use exp_client::{EventSender, EventSenderOptions};
+use exp_core::event::EventKind;
 use exp_e2e::TestServer;
-use exp_ingest::{EventKind, parquet};
+use exp_ingest::parquet;
 use exp_proto::v1;
 
 fn page_view(session: &str) -> v1::Outcome {

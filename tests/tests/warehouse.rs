@@ -13,8 +13,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use exp_core::{UnitType, event::Event, metrics::OutcomeType};
 use exp_e2e::TestServer;
-use exp_ingest::{Event, EventLog, LogOptions};
+use exp_ingest::{EventLog, LogOptions};
 use exp_proto::v1;
 
 const DUCKDB: &str = "duckdb==2.0.1";
@@ -37,15 +38,15 @@ type Rates = BTreeMap<String, (u64, u64)>;
 
 /// The same metric computed from the events the service holds.
 fn rates_of(events: &[Event]) -> Rates {
-    let mut first: HashMap<(i32, String), (SystemTime, String)> = HashMap::new();
+    let mut first: HashMap<(UnitType, String), (SystemTime, String)> = HashMap::new();
     for event in events {
         if let Event::Exposure(exposure) = event {
-            let unit = if exposure.unit_type == v1::UnitType::User as i32 {
+            let unit = if exposure.unit_type == UnitType::User {
                 exposure.user_id.clone()
             } else {
                 exposure.session_id.clone()
             };
-            let time = event.time();
+            let time = event.timestamp();
             let entry = first
                 .entry((exposure.unit_type, unit))
                 .or_insert((time, exposure.variant.clone()));
@@ -58,14 +59,14 @@ fn rates_of(events: &[Event]) -> Rates {
     for ((unit_type, unit), (seen, variant)) in &first {
         let converted = events.iter().any(|event| match event {
             Event::Outcome(outcome) => {
-                let id = if *unit_type == v1::UnitType::User as i32 {
+                let id = if *unit_type == UnitType::User {
                     &outcome.user_id
                 } else {
                     &outcome.session_id
                 };
-                outcome.r#type == v1::OutcomeType::AddToCart as i32
+                outcome.outcome_type == OutcomeType::AddToCart
                     && id == unit
-                    && event.time() >= *seen
+                    && event.timestamp() >= *seen
             }
             Event::Exposure(_) => false,
         });
@@ -165,9 +166,21 @@ async fn duckdb_joins_the_partitions_and_gets_the_add_to_cart_rate_by_variant() 
         dedup_window: Duration::from_secs(24 * 3600),
     })
     .expect("open");
-    let scan = log.scan().expect("scan");
-    assert!(scan.unrolled.is_empty(), "shutdown rolled everything");
-    let held: Vec<Event> = scan.events().cloned().collect();
+    assert!(
+        exp_ingest::wal::list(&data.path().join("events").join("wal"))
+            .expect("list")
+            .is_empty(),
+        "shutdown rolled everything"
+    );
+    let mut cursor = log.cursor();
+    let mut held: Vec<Event> = Vec::new();
+    loop {
+        let events = cursor.read().expect("read");
+        if events.is_empty() {
+            break;
+        }
+        held.extend(events);
+    }
     assert_eq!(rates_of(&held), truth);
     drop(log);
 

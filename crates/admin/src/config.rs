@@ -24,6 +24,7 @@ use exp_proto::{
 use exp_store::Store;
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
@@ -55,13 +56,13 @@ pub struct ConfigPublisher {
 
 impl ConfigPublisher {
     /// Builds the serving config of `store` now, and keeps rebuilding it at
-    /// every new config version until `shutdown` turns true (when the
-    /// returned task ends).
+    /// every new config version until `shutdown` is cancelled (when the
+    /// returned future, to be spawned, ends).
     pub fn start(
         store: Arc<Store>,
         clock: Arc<dyn Clock>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), Error> {
+        shutdown: CancellationToken,
+    ) -> Result<(Arc<Self>, impl Future<Output = ()> + Send + 'static), Error> {
         let mut versions = store.subscribe();
         let initial = Arc::new(build(&store, clock.as_ref())?);
         let (current, _) = watch::channel(initial.clone());
@@ -74,11 +75,11 @@ impl ConfigPublisher {
             changes,
         });
         let task_publisher = publisher.clone();
-        let task = tokio::spawn(async move {
+        let task = async move {
             loop {
                 tokio::select! {
                     changed = versions.changed() => if changed.is_err() { return },
-                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    () = shutdown.cancelled() => return,
                 }
                 let store = store.clone();
                 let clock = clock.clone();
@@ -90,7 +91,7 @@ impl ConfigPublisher {
                     Err(err) => warn!(error = %err, "rebuilding the serving config panicked"),
                 }
             }
-        });
+        };
         Ok((publisher, task))
     }
 
@@ -170,7 +171,7 @@ pub struct ConfigGrpc {
     publisher: Arc<ConfigPublisher>,
     clock: Arc<dyn Clock>,
     heartbeat: Duration,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     // Open streams outlive the request's concurrency permit; this bounds
     // them (and the snapshots their queues may hold).
     watchers: Arc<Semaphore>,
@@ -178,13 +179,13 @@ pub struct ConfigGrpc {
 
 impl ConfigGrpc {
     /// Serves `publisher`'s configs; streams send a heartbeat every
-    /// `heartbeat`, end when `shutdown` turns true, and number at most
+    /// `heartbeat`, end when `shutdown` is cancelled, and number at most
     /// `max_watchers` at once.
     pub fn new(
         publisher: Arc<ConfigPublisher>,
         clock: Arc<dyn Clock>,
         heartbeat: Duration,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
         max_watchers: usize,
     ) -> Self {
         Self {
@@ -268,7 +269,7 @@ impl ConfigService for ConfigGrpc {
             }
         };
         let service = self.clone();
-        let mut shutdown = self.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         let placements = request.placements;
         let client = request.client_id;
         tokio::spawn(async move {
@@ -295,7 +296,7 @@ impl ConfigService for ConfigGrpc {
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                     _ = beat.tick() => heartbeat(held, service.clock.now()),
-                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    () = shutdown.cancelled() => return,
                     _ = tx.closed() => return,
                 };
                 held = held.max(message.config_version);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::Admin;
@@ -13,14 +13,14 @@ use crate::Admin;
 /// a scheduled start or end.
 pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 
-/// Runs the scheduler until `shutdown` turns true.
-pub async fn run(admin: Admin, tick: Duration, mut shutdown: watch::Receiver<bool>) {
+/// Runs the scheduler until `shutdown` is cancelled.
+pub async fn run(admin: Admin, tick: Duration, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = interval.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = shutdown.cancelled() => return,
         }
         let admin = admin.clone();
         match tokio::task::spawn_blocking(move || admin.apply_schedule()).await {

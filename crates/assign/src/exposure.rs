@@ -17,8 +17,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use exp_core::{UnitType, digest::BuildDigestHasher};
-use exp_proto::v1;
+use exp_core::{UnitType, digest::BuildDigestHasher, event::Exposure};
 use moka::{policy::EvictionPolicy, sync::Cache};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use tokio::sync::mpsc;
@@ -63,10 +62,10 @@ impl ExposureRecord {
         }
     }
 
-    /// The record as an `experiments.v1.Exposure`, with an event id derived
-    /// from the experiment, variant, unit and time (the same record always
-    /// gets the same id, so a resend is a harmless duplicate).
-    pub fn into_proto(self) -> v1::Exposure {
+    /// The record as an exposure event, with an event id derived from the
+    /// experiment, variant, unit and time (the same record always gets the
+    /// same id, so a resend is a harmless duplicate).
+    pub fn into_exposure(self) -> Exposure {
         let micros = self
             .timestamp
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -84,20 +83,17 @@ impl ExposureRecord {
                 ]
             )
         );
-        v1::Exposure {
+        Exposure {
             event_id,
             experiment_id: self.experiment_id.to_string(),
             variant: self.variant.to_string(),
-            unit_type: match self.unit_type {
-                UnitType::User => v1::UnitType::User,
-                UnitType::Session => v1::UnitType::Session,
-            } as i32,
+            unit_type: self.unit_type,
             user_id: self.user_id,
             session_id: self.session_id,
             placement: self.placement,
             page_type: self.page_type,
             revision: self.revision,
-            timestamp: Some(self.timestamp.into()),
+            timestamp: self.timestamp,
         }
     }
 }
@@ -234,18 +230,14 @@ impl RepeatFilter {
 
     /// Forgets the exposure of `exposure`'s unit to its variant (it was
     /// not logged after all), so the next one passes.
-    pub fn forget(&self, exposure: &v1::Exposure) {
-        let (unit_type, unit) = match v1::UnitType::try_from(exposure.unit_type) {
-            Ok(v1::UnitType::User) => (UnitType::User, &exposure.user_id),
-            _ => (UnitType::Session, &exposure.session_id),
-        };
+    pub fn forget(&self, exposure: &Exposure) {
         self.recent.invalidate(&digest(
             self.keys,
             &[
                 &exposure.experiment_id,
                 &exposure.variant,
-                unit_type.as_str(),
-                unit,
+                exposure.unit_type.as_str(),
+                exposure.unit_id(),
             ],
         ));
     }

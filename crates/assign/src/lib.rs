@@ -9,10 +9,14 @@
 //! - [`exposure`]: exposure records of bucketed assignments, offered to a
 //!   bounded queue that never blocks a request, and the filter of repeats
 //!   its consumers apply.
+//! - [`feed`]: the stage that takes exposures from that queue, filters
+//!   repeats and hands them to a sink (this process's event log, or the
+//!   admin's `EventService`).
 //! - [`grpc`]: the `AssignmentService/Assign` RPC.
 //! - [`http`]: the seed's JSON API, `POST /experiments/assign`.
 
 pub mod exposure;
+pub mod feed;
 pub mod grpc;
 pub mod http;
 

@@ -151,22 +151,22 @@ fn a_unit_refreshing_the_page_is_one_exposure_per_variant() {
 }
 
 #[test]
-fn an_exposure_record_becomes_a_proto_exposure_with_a_stable_event_id() {
+fn an_exposure_record_becomes_an_exposure_event_with_a_stable_event_id() {
     let (assigner, _queue, mut receiver) = assigner(16, &[]);
     assigner
         .assign("", "s-9", &ymal(), false)
         .expect("assigned");
     let record = receiver.try_recv().expect("one exposure");
-    let first = record.clone().into_proto();
-    let again = record.into_proto();
+    let first = record.clone().into_exposure();
+    let again = record.into_exposure();
     assert_eq!(first.event_id, again.event_id, "a resend is a duplicate");
     assert!(first.event_id.starts_with("assign-"), "{}", first.event_id);
-    assert_eq!(first.unit_type, exp_proto::v1::UnitType::Session as i32);
+    assert_eq!(first.unit_type, UnitType::Session);
     assert_eq!(
         (first.session_id.as_str(), first.user_id.as_str()),
         ("s-9", "")
     );
-    assert_eq!(first.timestamp, Some(now().into()));
+    assert_eq!(first.timestamp, now());
 }
 
 #[test]
@@ -183,7 +183,7 @@ fn a_forgotten_exposure_passes_the_repeat_filter_again() {
     assert!(repeats.is_first(&first));
     assert!(!repeats.is_first(&second), "a repeat");
     // The first was dropped on its way to the log: forget it.
-    repeats.forget(&first.into_proto());
+    repeats.forget(&first.into_exposure());
     assert!(repeats.is_first(&second), "passes again");
 }
 

@@ -8,17 +8,21 @@
 //!    makes visitors bounce more: 30% -> 42%, past its 5% bounce-rate
 //!    guardrail);
 //! 3. simulates rec-service traffic: every user is assigned through
-//!    `Assign` (whose exposures the server logs itself) and their
-//!    impressions, clicks, add-to-carts, purchases, page views and page
-//!    loads are sent through `EventService`;
+//!    `Assign`, and the front end logs what it rendered through
+//!    `EventService`: the exposure (`defer_exposure`, as a page that logs
+//!    on render does), then impressions, clicks, add-to-carts, purchases,
+//!    page views and page loads;
 //! 4. prints the guardrail monitor stopping `home_pool_v1` on its own,
-//!    `Assign` no longer serving its variant, and both results tables.
+//!    `Assign` no longer serving its variant, and both results tables,
+//!    which include every event the demo logged: each answer of
+//!    `EventService` gives the log position it reached, and `GetResults`
+//!    waits until the analysis has counted through the last of them.
 
 use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant, SystemTime},
 };
@@ -125,8 +129,36 @@ fn request(user: &str, placement: &str, page_type: &str) -> v1::AssignRequest {
             device: "mobile".into(),
             ..Default::default()
         }),
-        ..Default::default()
+        // The page logs the exposure when it renders the recommendations.
+        defer_exposure: true,
     }
+}
+
+/// The exposures of an `Assign` answer, as the page that rendered them
+/// logs them.
+fn exposures_of(
+    answer: &v1::AssignResponse,
+    user: &str,
+    placement: &str,
+    page_type: &str,
+) -> Vec<v1::Exposure> {
+    answer
+        .assignments
+        .iter()
+        .filter(|assignment| assignment.reason == v1::AssignmentReason::Bucketed as i32)
+        .map(|assignment| v1::Exposure {
+            event_id: format!("demo-exposure-{}-{user}", assignment.experiment_id),
+            experiment_id: assignment.experiment_id.clone(),
+            variant: assignment.variant.clone(),
+            user_id: user.into(),
+            session_id: format!("s-{user}"),
+            unit_type: assignment.unit_type,
+            placement: placement.into(),
+            page_type: page_type.into(),
+            revision: assignment.revision,
+            timestamp: Some(SystemTime::now().into()),
+        })
+        .collect()
 }
 
 fn outcome(
@@ -156,10 +188,12 @@ fn outcome(
     }
 }
 
-/// One user's visit: assigned on both placements, then their outcomes.
+/// One user's visit: assigned on both placements, then the exposures of
+/// what was rendered and the user's outcomes.
 async fn visit(
     assign: &mut AssignmentServiceClient<Channel>,
     index: usize,
+    exposures: &mut Vec<v1::Exposure>,
     outcomes: &mut Vec<v1::Outcome>,
 ) -> Result<(), String> {
     let user = format!("u-{index}");
@@ -173,6 +207,13 @@ async fn visit(
         .await
         .map_err(|status| format!("Assign: {}", status.message()))?
         .into_inner();
+    exposures.extend(exposures_of(
+        &ymal,
+        &user,
+        "you_may_also_like",
+        "product_detail",
+    ));
+    exposures.extend(exposures_of(&home, &user, "home_feed", "home"));
     let mut serial = 0;
     if !ymal.variant.is_empty() {
         let arm = usize::from(ymal.variant != "control");
@@ -244,6 +285,45 @@ async fn visit(
 /// The item user `index` clicks, carts and buys: the first one shown.
 fn recommended_item(index: usize) -> String {
     format!("sku-{}", index * 7 % 2_000)
+}
+
+/// Logs what a worker holds, exposures first; the log position the
+/// outcomes reached (which is past the exposures').
+async fn log_events(
+    events: &mut EventServiceClient<Channel>,
+    exposures: &mut Vec<v1::Exposure>,
+    outcomes: &mut Vec<v1::Outcome>,
+) -> Result<u64, String> {
+    let mut position = 0;
+    if !exposures.is_empty() {
+        let answer = events
+            .log_exposures(v1::LogExposuresRequest {
+                exposures: std::mem::take(exposures),
+            })
+            .await
+            .map_err(|status| format!("LogExposures: {}", status.message()))?
+            .into_inner();
+        if let Some(rejection) = answer.rejections.first() {
+            return Err(format!(
+                "LogExposures refused {} exposures, the first for {}: {}",
+                answer.rejections.len(),
+                rejection.field,
+                rejection.reason
+            ));
+        }
+        position = answer.position;
+    }
+    if !outcomes.is_empty() {
+        let answer = events
+            .log_outcomes(v1::LogOutcomesRequest {
+                outcomes: std::mem::take(outcomes),
+            })
+            .await
+            .map_err(|status| format!("LogOutcomes: {}", status.message()))?
+            .into_inner();
+        position = position.max(answer.position);
+    }
+    Ok(position)
 }
 
 async fn status_of(
@@ -374,37 +454,34 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             }
         })
     };
+    // The highest log position an EventService answer gave: results that
+    // have counted through it include every event the demo logged.
+    let logged_through = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
         let next = next.clone();
         let users = args.users;
+        let logged_through = logged_through.clone();
         let mut assign = AssignmentServiceClient::new(channel.clone());
         let mut events = EventServiceClient::new(channel.clone());
         workers.push(tokio::spawn(async move {
-            let mut outcomes = Vec::new();
+            let (mut exposures, mut outcomes) = (Vec::new(), Vec::new());
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= users {
                     break;
                 }
-                visit(&mut assign, index, &mut outcomes).await?;
-                if outcomes.len() >= 500 || index + WORKERS >= users {
-                    let batch = std::mem::take(&mut outcomes);
-                    events
-                        .log_outcomes(v1::LogOutcomesRequest { outcomes: batch })
-                        .await
-                        .map_err(|status| format!("LogOutcomes: {}", status.message()))?;
+                visit(&mut assign, index, &mut exposures, &mut outcomes).await?;
+                if outcomes.len() >= 500 {
+                    let position = log_events(&mut events, &mut exposures, &mut outcomes).await?;
+                    logged_through.fetch_max(position, Ordering::Relaxed);
                 }
                 if index > 0 && index.is_multiple_of(5_000) {
                     println!("  {index} users");
                 }
             }
-            if !outcomes.is_empty() {
-                events
-                    .log_outcomes(v1::LogOutcomesRequest { outcomes })
-                    .await
-                    .map_err(|status| format!("LogOutcomes: {}", status.message()))?;
-            }
+            let position = log_events(&mut events, &mut exposures, &mut outcomes).await?;
+            logged_through.fetch_max(position, Ordering::Relaxed);
             Ok::<(), String>(())
         }));
     }
@@ -434,11 +511,13 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     );
 
     let mut results = ResultsServiceClient::new(channel.clone());
+    let position = logged_through.load(Ordering::Relaxed);
     for id in [YMAL, HOME] {
         let answer = results
             .get_results(v1::GetResultsRequest {
                 experiment_id: id.into(),
                 alpha: 0.05,
+                min_position: position,
             })
             .await
             .map_err(|status| format!("GetResults {id}: {}", status.message()))?

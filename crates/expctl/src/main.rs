@@ -169,6 +169,10 @@ enum Command {
         /// Significance level (0 < alpha <= 0.5).
         #[arg(long, default_value_t = 0.05, value_parser = parse_alpha)]
         alpha: f64,
+        /// Wait until the results include the events logged up to this log
+        /// position (from a LogExposures or LogOutcomes answer).
+        #[arg(long, default_value_t = 0)]
+        position: u64,
     },
     /// Start a private expd, run two experiments on simulated traffic and
     /// show their results and a guardrail stopping the harmful one.
@@ -594,10 +598,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
         }
         Command::Override { command } => overrides(&mut remote, command).await?,
-        Command::Results { id, alpha } => {
+        Command::Results {
+            id,
+            alpha,
+            position,
+        } => {
             let request = remote.request(v1::GetResultsRequest {
                 experiment_id: id,
                 alpha,
+                min_position: position,
             });
             let results = remote.results.get_results(request).await?.into_inner();
             print!("{}", table::render(&results));

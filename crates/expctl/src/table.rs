@@ -73,6 +73,20 @@ pub fn render(results: &v1::GetResultsResponse) -> String {
         results.alpha,
         results.multiple_comparison_correction
     );
+    let _ = writeln!(
+        out,
+        "counted through log position {}{}",
+        results.counted_position,
+        if results.pending_events == 0 {
+            " (nothing waiting)".to_owned()
+        } else {
+            format!(
+                "; {} events waiting, the oldest for {:.1} s",
+                thousands(results.pending_events),
+                results.lag_seconds
+            )
+        }
+    );
     let _ = writeln!(out);
     for variant in &results.variants {
         let _ = writeln!(
@@ -115,44 +129,48 @@ pub fn render(results: &v1::GetResultsResponse) -> String {
             } else {
                 ("", "")
             };
-            if variant.is_control || variant.exposed_units == 0 {
-                let value = if variant.exposed_units == 0 {
-                    "-".to_owned()
-                } else {
-                    format!("{:.4}", metric.value)
+            let value = if metric.value_undefined {
+                "-".to_owned()
+            } else {
+                format!("{:.4}", metric.value)
+            };
+            let status = v1::ComparisonStatus::try_from(metric.comparison_status)
+                .unwrap_or(v1::ComparisonStatus::Unspecified);
+            if status != v1::ComparisonStatus::Computed {
+                let why = match status {
+                    v1::ComparisonStatus::Control => "",
+                    v1::ComparisonStatus::NoData => "not compared: no data",
+                    v1::ComparisonStatus::TooFewUnits => "not compared: too few units",
+                    v1::ComparisonStatus::NoVariance => "not compared: no variance in either arm",
+                    _ => "not compared",
                 };
                 let _ = writeln!(
                     out,
-                    "  {:<27} {:<10} {:<14} {:>10}",
-                    name, metric_role, variant.variant, value
+                    "  {:<27} {:<10} {:<14} {:>10} {}",
+                    name, metric_role, variant.variant, value, why
                 );
                 continue;
             }
-            let compared = metric.absolute_interval.is_some();
             let _ = writeln!(
                 out,
-                "  {:<27} {:<10} {:<14} {:>10.4} {:>10} {:<22} {:>8} {:<18} {:>8}{}",
+                "  {:<27} {:<10} {:<14} {:>10} {:>10} {:<22} {:>8} {:<18} {:>8}{}",
                 name,
                 metric_role,
                 variant.variant,
-                metric.value,
-                if compared {
-                    signed(metric.absolute_difference, false)
-                } else {
-                    "-".into()
-                },
+                value,
+                signed(metric.absolute_difference, false),
                 interval(metric.absolute_interval.as_ref(), false),
-                if compared {
+                if metric.relative_undefined {
+                    "n/a".into()
+                } else {
                     signed(metric.relative_difference, true)
-                } else {
-                    "-".into()
                 },
-                interval(metric.relative_interval.as_ref(), true),
-                if compared {
-                    p_value(metric.adjusted_p_value)
+                if metric.relative_undefined {
+                    "(control is 0)".into()
                 } else {
-                    "-".into()
+                    interval(metric.relative_interval.as_ref(), true)
                 },
+                p_value(metric.adjusted_p_value),
                 if metric.significant { " *" } else { "" }
             );
         }
@@ -199,7 +217,11 @@ pub fn render(results: &v1::GetResultsResponse) -> String {
             guardrail.metric,
             guardrail.variant,
             state,
-            signed(guardrail.relative_difference, true),
+            if guardrail.state == v1::GuardrailState::InsufficientData as i32 {
+                "-".to_owned()
+            } else {
+                signed(guardrail.relative_difference, true)
+            },
             guardrail.threshold * 100.0,
             p_value(guardrail.always_valid_p_value)
         );
@@ -240,6 +262,12 @@ mod tests {
             p_value: 0.0001,
             adjusted_p_value: 0.0002,
             significant: compared,
+            comparison_status: if compared {
+                v1::ComparisonStatus::Computed
+            } else {
+                v1::ComparisonStatus::Control
+            } as i32,
+            ..Default::default()
         };
         let results = v1::GetResultsResponse {
             experiment_id: "reco_ymal_v1".into(),
@@ -266,5 +294,48 @@ mod tests {
         assert!(table.contains("[+0.0100, +0.0300]"), "{table}");
         assert!(table.contains("[+10.0%, +30.0%]"), "{table}");
         assert!(table.contains("<0.001 *"), "{table}");
+    }
+
+    #[test]
+    fn a_comparison_not_computed_says_why_and_an_undefined_relative_difference_shows_no_zero() {
+        let metric = |status: v1::ComparisonStatus, relative_undefined| v1::MetricResult {
+            metric: "add_to_cart_rate".into(),
+            role: v1::MetricRole::Primary as i32,
+            value: 0.05,
+            absolute_difference: 0.05,
+            absolute_interval: Some(v1::ConfidenceInterval {
+                lower: 0.0198,
+                upper: 0.0802,
+                level: 0.95,
+            }),
+            relative_undefined,
+            p_value: 0.00118,
+            adjusted_p_value: 0.00118,
+            significant: true,
+            comparison_status: status as i32,
+            ..Default::default()
+        };
+        let results = |status, relative_undefined| v1::GetResultsResponse {
+            experiment_id: "reco_ymal_v1".into(),
+            alpha: 0.05,
+            variants: vec![v1::VariantResult {
+                variant: "treatment".into(),
+                exposed_units: 200,
+                metrics: vec![metric(status, relative_undefined)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let zero_control = render(&results(v1::ComparisonStatus::Computed, true));
+        assert!(
+            zero_control.contains("[+0.0198, +0.0802]"),
+            "{zero_control}"
+        );
+        assert!(zero_control.contains("n/a"), "{zero_control}");
+        assert!(zero_control.contains("(control is 0)"), "{zero_control}");
+        assert!(!zero_control.contains("+0.0%"), "{zero_control}");
+        let few = render(&results(v1::ComparisonStatus::TooFewUnits, false));
+        assert!(few.contains("not compared: too few units"), "{few}");
+        assert!(!few.contains("+0.0500"), "{few}");
     }
 }

@@ -26,7 +26,7 @@ use std::{
 use exp_core::digest::BuildDigestHasher;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-use crate::event::EventKind;
+use exp_core::event::EventKind;
 
 /// A digest of one event id of one kind.
 pub type IdDigest = u128;
@@ -34,7 +34,7 @@ pub type IdDigest = u128;
 /// The digest of `event_id` for events of `kind`.
 pub fn digest(kind: EventKind, event_id: &str) -> IdDigest {
     let mut hasher = SipHasher13::new();
-    hasher.write_u8(kind.tag());
+    hasher.write_u8(crate::wal::tag(kind));
     hasher.write(event_id.as_bytes());
     hasher.finish128().as_u128()
 }

@@ -1,5 +1,6 @@
 //! `experiments.v1.EventService`: validates each event of a batch, appends
-//! the valid ones to the durable log and answers once they are fsynced.
+//! the valid ones to the durable log and answers once they are fsynced,
+//! with the log position they reached.
 //!
 //! A batch is never half-applied silently: invalid events are listed in
 //! `rejections` with their index, field and reason; all valid events are
@@ -12,7 +13,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use exp_core::{Clock, Error};
+use exp_core::{Clock, Error, event::Event};
 use exp_proto::{
     to_status,
     v1::{self, event_service_server::EventService},
@@ -20,8 +21,7 @@ use exp_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    Event, LogError,
-    feed::LogSlot,
+    Batch, LogError, LogSlot,
     validate::{self, MAX_BATCH, Rejection, SharedCatalog},
 };
 
@@ -34,6 +34,14 @@ pub struct EventGrpc {
     log: LogSlot,
     catalog: SharedCatalog,
     clock: Arc<dyn Clock>,
+}
+
+/// What a logged batch comes to.
+struct Logged {
+    accepted: u32,
+    duplicates: u32,
+    rejections: Vec<v1::EventRejection>,
+    position: u64,
 }
 
 impl EventGrpc {
@@ -52,13 +60,14 @@ impl EventGrpc {
         v1::event_service_server::EventServiceServer::new(self)
     }
 
-    async fn log_batch<T>(
+    /// Validates `events` one by one (each valid one becomes its domain
+    /// event, encoded for the log as it is added), then appends the batch.
+    async fn log_batch<T, E: Into<Event>>(
         &self,
         field: &str,
         events: Vec<T>,
-        check: impl Fn(&T) -> Result<(), Rejection>,
-        wrap: fn(T) -> Event,
-    ) -> Result<(u32, u32, Vec<v1::EventRejection>), Status> {
+        check: impl Fn(T) -> Result<E, Rejection>,
+    ) -> Result<Logged, Status> {
         if events.len() > MAX_BATCH {
             return Err(to_status(Error::invalid(
                 field,
@@ -74,10 +83,10 @@ impl EventGrpc {
             )
         })?;
         let mut rejections = Vec::new();
-        let mut valid = Vec::with_capacity(events.len());
+        let mut valid = Batch::with_capacity(events.len());
         for (index, event) in events.into_iter().enumerate() {
-            match check(&event) {
-                Ok(()) => valid.push(wrap(event)),
+            match check(event) {
+                Ok(event) => valid.push(event),
                 Err(rejection) => rejections.push(v1::EventRejection {
                     index: index as u32,
                     field: rejection.field,
@@ -85,7 +94,8 @@ impl EventGrpc {
                 }),
             }
         }
-        let fresh = log.append(valid).await.map_err(|error| {
+        let appended = log.append(valid).await.map_err(|refused| {
+            let error = refused.error;
             to_status(match error {
                 LogError::Overloaded { .. } => Error::Overloaded {
                     message: error.to_string(),
@@ -96,9 +106,13 @@ impl EventGrpc {
                 )),
             })
         })?;
-        let accepted = fresh.iter().filter(|fresh| **fresh).count() as u32;
-        let duplicates = fresh.len() as u32 - accepted;
-        Ok((accepted, duplicates, rejections))
+        let accepted = appended.fresh.iter().filter(|fresh| **fresh).count() as u32;
+        Ok(Logged {
+            accepted,
+            duplicates: appended.fresh.len() as u32 - accepted,
+            rejections,
+            position: appended.position.as_u64(),
+        })
     }
 }
 
@@ -115,18 +129,16 @@ impl EventService for EventGrpc {
                 "the experiments exposures are checked against are still loading; retry shortly",
             ));
         }
-        let (accepted_count, duplicate_count, rejections) = self
-            .log_batch(
-                "exposures",
-                request.into_inner().exposures,
-                |exposure| validate::exposure(exposure, &catalog, now),
-                Event::Exposure,
-            )
+        let logged = self
+            .log_batch("exposures", request.into_inner().exposures, |exposure| {
+                validate::exposure(exposure, &catalog, now)
+            })
             .await?;
         Ok(Response::new(v1::LogExposuresResponse {
-            accepted_count,
-            duplicate_count,
-            rejections,
+            accepted_count: logged.accepted,
+            duplicate_count: logged.duplicates,
+            rejections: logged.rejections,
+            position: logged.position,
         }))
     }
 
@@ -135,18 +147,16 @@ impl EventService for EventGrpc {
         request: Request<v1::LogOutcomesRequest>,
     ) -> Result<Response<v1::LogOutcomesResponse>, Status> {
         let now = self.clock.now();
-        let (accepted_count, duplicate_count, rejections) = self
-            .log_batch(
-                "outcomes",
-                request.into_inner().outcomes,
-                |outcome| validate::outcome(outcome, now),
-                Event::Outcome,
-            )
+        let logged = self
+            .log_batch("outcomes", request.into_inner().outcomes, |outcome| {
+                validate::outcome(outcome, now)
+            })
             .await?;
         Ok(Response::new(v1::LogOutcomesResponse {
-            accepted_count,
-            duplicate_count,
-            rejections,
+            accepted_count: logged.accepted,
+            duplicate_count: logged.duplicates,
+            rejections: logged.rejections,
+            position: logged.position,
         }))
     }
 }

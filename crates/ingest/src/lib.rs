@@ -1,36 +1,47 @@
 //! Event ingest: exposures and outcomes, acknowledged only once durable,
-//! counted once per event id, rolled into Parquet for the warehouse.
+//! counted once per event id, read back in order by cursors, rolled into
+//! Parquet for the warehouse.
 //!
 //! # Layout
 //!
-//! - [`event`]: the two event kinds, kept as their proto messages.
-//! - [`validate`]: per-event rules and the experiment catalog exposures are
-//!   checked against.
+//! - [`validate`]: per-event rules, the experiment catalog exposures are
+//!   checked against, and the conversion of a valid wire event into its
+//!   domain form ([`exp_core::event`]).
+//! - [`batch`]: [`Batch`], events encoded for the log by their caller.
+//! - [`log`]: [`EventLog`]: open and recovery, appends, the tip, pushback.
+//! - [`writer`] and [`roller`] (private): the two threads that block on
+//!   the disk: group commit with one fsync per group; sealed segments
+//!   into Parquet.
+//! - [`cursor`]: [`Cursor`], reading the log from the start or from a
+//!   [`Position`], a bounded chunk at a time.
+//! - [`position`]: [`Position`], where the log is.
 //! - [`dedup`]: event ids seen in the dedup window (at least 24 h).
 //! - [`wal`]: log segments: framed, checksummed records; torn tails.
-//! - [`log`]: [`EventLog`]: group commit, fsync before ack, pushback, the
-//!   roller into Parquet, and a scan of everything held.
 //! - [`parquet`]: hourly Hive-style partitions, the column schema, atomic
-//!   file writes, reading files back.
-//! - [`feed`]: exposures made by `Assign` in this process, batched into
-//!   the log from a thread of their own.
+//!   file writes, reading files back one record batch at a time.
+//! - [`sink`]: the log as the destination of `Assign`'s exposures.
 //! - [`grpc`]: the `EventService` RPCs.
-//! - [`yielding`]: background threads' share of the CPU, and yielding it
-//!   to request handlers every 50 us of work.
 
+pub mod batch;
+pub mod cursor;
 pub mod dedup;
-pub mod event;
-pub mod feed;
 pub mod grpc;
 pub mod log;
 pub mod parquet;
+pub mod position;
+mod roller;
+pub mod sink;
 pub mod validate;
 pub mod wal;
-pub mod yielding;
+mod writer;
 
-pub use event::{Event, EventKind};
-pub use feed::{ExposureBatcher, LogSlot};
+#[cfg(test)]
+mod testing;
+
+pub use batch::Batch;
+pub use cursor::Cursor;
 pub use grpc::EventGrpc;
-pub use log::{Batch, Committed, EventLog, LogError, LogOptions, Refused, Scan};
-pub use validate::{Catalog, SharedCatalog};
-pub use yielding::{Share, Yielder, set_background_share};
+pub use log::{Appended, Behind, EventLog, LogError, LogOptions, Refused, Tip};
+pub use position::Position;
+pub use sink::{LogSink, LogSlot};
+pub use validate::{Catalog, CatalogExperiment, SharedCatalog};

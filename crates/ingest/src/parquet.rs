@@ -12,7 +12,7 @@
 //! rolling a segment again after a crash replaces the same files instead
 //! of adding copies.
 //!
-//! Columns are the proto fields, in proto order. Strings that may be
+//! Columns are the contract's fields, in proto order. Strings that may be
 //! absent (`user_id`, `session_id`, `placement`, `page_type`, `item_id`,
 //! `source_placement`, `currency`) are NULL when empty; enums are
 //! lower-case words (`unit_type`: `user`, `session`; `type`:
@@ -22,7 +22,7 @@
 
 use std::{
     borrow::Borrow,
-    collections::{BTreeMap, HashMap, btree_map::Entry},
+    collections::{BTreeMap, btree_map::Entry},
     fs::{self, File},
     io,
     path::{Path, PathBuf},
@@ -38,17 +38,21 @@ use arrow_array::{
     types::{TimestampMicrosecondType, UInt32Type, UInt64Type},
 };
 use arrow_schema::{Field, Schema};
-use exp_proto::v1;
+use exp_core::{
+    UnitType,
+    event::{Event, EventKind, Exposure, Outcome, from_unix_micros, unix_micros},
+};
+use exp_proto::events::{outcome_type_from_name, outcome_type_name};
 use parquet::{
-    arrow::{ArrowWriter, ProjectionMask, arrow_reader::ParquetRecordBatchReaderBuilder},
+    arrow::{
+        ArrowWriter, ProjectionMask,
+        arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder},
+    },
     basic::Compression,
     file::properties::WriterProperties,
 };
 
-use crate::{
-    event::{Event, EventKind, from_unix_micros, unix_micros},
-    wal::{SegmentId, sync_dir},
-};
+use crate::wal::{SegmentId, sync_dir};
 
 /// The Parquet file name of what segment `id` holds.
 pub fn file_name(id: SegmentId) -> String {
@@ -94,7 +98,7 @@ pub fn roll<E: Borrow<Event>>(
     let mut files: BTreeMap<(&'static str, i64), PartitionFile<E>> = BTreeMap::new();
     for event in events {
         let event = event?;
-        let (kind, time) = (event.borrow().kind(), event.borrow().time());
+        let (kind, time) = (event.borrow().kind(), event.borrow().timestamp());
         let file = match files.entry((kind.dataset(), hours_since_epoch(time))) {
             Entry::Occupied(file) => file.into_mut(),
             Entry::Vacant(entry) => {
@@ -338,32 +342,74 @@ pub fn read_event_ids(path: &Path) -> io::Result<Vec<String>> {
     Ok(ids)
 }
 
-/// Every event of a file of `kind`.
+/// Every event of a file of `kind`, read whole (tests and tools; the log
+/// reads files with [`FileEvents`]).
 pub fn read_events(path: &Path, kind: EventKind) -> io::Result<Vec<Event>> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)
-        .map_err(io::Error::other)?
-        .build()
-        .map_err(io::Error::other)?;
     let mut events = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(io::Error::other)?;
-        match kind {
-            EventKind::Exposure => events.extend(exposures_of(&batch)?.map(Event::Exposure)),
-            EventKind::Outcome => events.extend(outcomes_of(&batch)?.map(Event::Outcome)),
-        }
+    for chunk in FileEvents::open(path, kind)? {
+        events.extend(chunk?);
     }
     Ok(events)
+}
+
+/// The events of one file of one kind, [`ROW_GROUP_EVENTS`] at a time: a
+/// reader holds one record batch of the file in memory, whatever its size.
+pub struct FileEvents {
+    kind: EventKind,
+    batches: ParquetRecordBatchReader,
+}
+
+impl std::fmt::Debug for FileEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileEvents")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileEvents {
+    /// Opens `path`, a file of `kind`.
+    pub fn open(path: &Path, kind: EventKind) -> io::Result<Self> {
+        let batches = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)
+            .map_err(io::Error::other)?
+            .with_batch_size(ROW_GROUP_EVENTS)
+            .build()
+            .map_err(io::Error::other)?;
+        Ok(Self { kind, batches })
+    }
+
+    /// Rows in a file, from its footer alone.
+    pub fn rows(path: &Path) -> io::Result<u64> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)
+            .map_err(io::Error::other)?;
+        Ok(u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0))
+    }
+}
+
+impl Iterator for FileEvents {
+    type Item = io::Result<Vec<Event>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = match self.batches.next()? {
+            Ok(batch) => batch,
+            Err(error) => return Some(Err(io::Error::other(error))),
+        };
+        Some(match self.kind {
+            EventKind::Exposure => exposures_of(&batch).map(|rows| rows.collect()),
+            EventKind::Outcome => outcomes_of(&batch).map(|rows| rows.collect()),
+        })
+    }
 }
 
 // === exposures ===
 
 fn exposures_batch<'a>(
-    exposures: impl Iterator<Item = &'a v1::Exposure> + Clone,
+    exposures: impl Iterator<Item = &'a Exposure> + Clone,
 ) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let strings = |get: fn(&v1::Exposure) -> &str| -> ArrayRef {
+    let strings = |get: fn(&Exposure) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(exposures.clone().map(get)))
     };
-    let optional = |get: fn(&v1::Exposure) -> &str| -> ArrayRef {
+    let optional = |get: fn(&Exposure) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter(
             exposures.clone().map(get).map(non_empty),
         ))
@@ -377,7 +423,7 @@ fn exposures_batch<'a>(
         (
             "unit_type",
             Arc::new(StringArray::from_iter_values(
-                exposures.clone().map(|e| unit_type_name(e.unit_type)),
+                exposures.clone().map(|e| e.unit_type.as_str()),
             )),
             false,
         ),
@@ -399,7 +445,7 @@ fn exposures_batch<'a>(
     batch_of(columns)
 }
 
-fn exposures_of(batch: &RecordBatch) -> io::Result<impl Iterator<Item = v1::Exposure> + use<'_>> {
+fn exposures_of(batch: &RecordBatch) -> io::Result<impl Iterator<Item = Event> + use<'_>> {
     let string = |name: &str| -> io::Result<&StringArray> {
         column(batch, name)?
             .as_string_opt()
@@ -421,29 +467,46 @@ fn exposures_of(batch: &RecordBatch) -> io::Result<impl Iterator<Item = v1::Expo
     let timestamp = column(batch, "timestamp")?
         .as_primitive_opt::<TimestampMicrosecondType>()
         .ok_or_else(|| wrong_type("timestamp"))?;
-    Ok((0..batch.num_rows()).map(move |row| v1::Exposure {
-        event_id: text(event_id, row),
-        experiment_id: text(experiment_id, row),
-        variant: text(variant, row),
-        user_id: text(user_id, row),
-        session_id: text(session_id, row),
-        unit_type: unit_type_value(&text(unit_type, row)),
-        placement: text(placement, row),
-        page_type: text(page_type, row),
-        revision: revision.value(row),
-        timestamp: Some(from_unix_micros(timestamp.value(row)).into()),
+    // The unit type is the one column a rebuild cannot do without: a row
+    // whose value is unknown is refused rather than guessed.
+    let unit_types = (0..batch.num_rows())
+        .map(|row| {
+            unit_type_value(unit_type.value(row)).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "unit_type {:?} is neither user nor session",
+                        unit_type.value(row)
+                    ),
+                )
+            })
+        })
+        .collect::<io::Result<Vec<UnitType>>>()?;
+    Ok((0..batch.num_rows()).map(move |row| {
+        Event::Exposure(Exposure {
+            event_id: text(event_id, row),
+            experiment_id: text(experiment_id, row),
+            variant: text(variant, row),
+            user_id: text(user_id, row),
+            session_id: text(session_id, row),
+            unit_type: unit_types[row],
+            placement: text(placement, row),
+            page_type: text(page_type, row),
+            revision: revision.value(row),
+            timestamp: from_unix_micros(timestamp.value(row)),
+        })
     }))
 }
 
 // === outcomes ===
 
 fn outcomes_batch<'a>(
-    outcomes: impl Iterator<Item = &'a v1::Outcome> + Clone,
+    outcomes: impl Iterator<Item = &'a Outcome> + Clone,
 ) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let strings = |get: fn(&v1::Outcome) -> &str| -> ArrayRef {
+    let strings = |get: fn(&Outcome) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(outcomes.clone().map(get)))
     };
-    let optional = |get: fn(&v1::Outcome) -> &str| -> ArrayRef {
+    let optional = |get: fn(&Outcome) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter(
             outcomes.clone().map(get).map(non_empty),
         ))
@@ -455,9 +518,7 @@ fn outcomes_batch<'a>(
             item_ids.values().append_value(item);
         }
         item_ids.append(true);
-        let mut sorted: Vec<_> = outcome.attributes.iter().collect();
-        sorted.sort();
-        for (key, value) in sorted {
+        for (key, value) in &outcome.attributes {
             attributes.keys().append_value(key);
             attributes.values().append_value(value);
         }
@@ -468,7 +529,7 @@ fn outcomes_batch<'a>(
         (
             "type",
             Arc::new(StringArray::from_iter_values(
-                outcomes.clone().map(|o| outcome_type_name(o.r#type)),
+                outcomes.clone().map(|o| outcome_type_name(o.outcome_type)),
             )),
             false,
         ),
@@ -518,7 +579,7 @@ fn outcomes_batch<'a>(
     batch_of(columns)
 }
 
-fn outcomes_of(batch: &RecordBatch) -> io::Result<impl Iterator<Item = v1::Outcome> + use<'_>> {
+fn outcomes_of(batch: &RecordBatch) -> io::Result<impl Iterator<Item = Event> + use<'_>> {
     let string = |name: &str| -> io::Result<&StringArray> {
         column(batch, name)?
             .as_string_opt()
@@ -558,15 +619,25 @@ fn outcomes_of(batch: &RecordBatch) -> io::Result<impl Iterator<Item = v1::Outco
         .as_any()
         .downcast_ref::<MapArray>()
         .ok_or_else(|| wrong_type("attributes"))?;
+    let outcome_types = (0..batch.num_rows())
+        .map(|row| {
+            outcome_type_from_name(kind.value(row)).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("type {:?} is not an outcome type", kind.value(row)),
+                )
+            })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
     Ok((0..batch.num_rows()).map(move |row| {
         let items = item_ids.value(row);
         let items = items.as_string::<i32>();
         let entries = attributes.value(row);
         let keys = entries.column(0).as_string::<i32>();
         let values = entries.column(1).as_string::<i32>();
-        v1::Outcome {
+        Event::Outcome(Outcome {
             event_id: text(event_id, row),
-            r#type: outcome_type_value(&text(kind, row)),
+            outcome_type: outcome_types[row],
             user_id: text(user_id, row),
             session_id: text(session_id, row),
             placement: text(placement, row),
@@ -579,11 +650,11 @@ fn outcomes_of(batch: &RecordBatch) -> io::Result<impl Iterator<Item = v1::Outco
             currency: text(currency, row),
             quantity: quantity.value(row),
             latency_ms: latency_ms.value(row),
-            timestamp: Some(from_unix_micros(timestamp.value(row)).into()),
+            timestamp: from_unix_micros(timestamp.value(row)),
             attributes: (0..keys.len())
                 .map(|index| (text(keys, index), text(values, index)))
-                .collect::<HashMap<_, _>>(),
-        }
+                .collect(),
+        })
     }))
 }
 
@@ -602,13 +673,10 @@ fn batch_of(columns: Vec<(&str, ArrayRef, bool)>) -> Result<RecordBatch, arrow_s
     )
 }
 
-fn timestamps(times: impl Iterator<Item = Option<prost_types::Timestamp>>) -> ArrayRef {
-    let micros = times.map(|timestamp| {
-        timestamp
-            .and_then(|timestamp| SystemTime::try_from(timestamp).ok())
-            .map(unix_micros)
-            .unwrap_or(0)
-    });
+fn timestamps(times: impl Iterator<Item = SystemTime>) -> ArrayRef {
+    // Validation refuses times before the epoch; were one stored, it would
+    // read as the epoch, as its partition does.
+    let micros = times.map(|time| unix_micros(time).max(0));
     Arc::new(TimestampMicrosecondArray::from_iter_values(micros).with_timezone("UTC"))
 }
 
@@ -640,45 +708,12 @@ fn wrong_type(name: &str) -> io::Error {
     )
 }
 
-/// The column value of a unit type.
-pub fn unit_type_name(value: i32) -> &'static str {
-    match v1::UnitType::try_from(value) {
-        Ok(v1::UnitType::User) => "user",
-        Ok(v1::UnitType::Session) => "session",
-        _ => "unspecified",
-    }
-}
-
-fn unit_type_value(name: &str) -> i32 {
+fn unit_type_value(name: &str) -> Option<UnitType> {
     match name {
-        "user" => v1::UnitType::User as i32,
-        "session" => v1::UnitType::Session as i32,
-        _ => v1::UnitType::Unspecified as i32,
+        "user" => Some(UnitType::User),
+        "session" => Some(UnitType::Session),
+        _ => None,
     }
-}
-
-const OUTCOME_TYPES: [(v1::OutcomeType, &str); 6] = [
-    (v1::OutcomeType::Impression, "impression"),
-    (v1::OutcomeType::Click, "click"),
-    (v1::OutcomeType::AddToCart, "add_to_cart"),
-    (v1::OutcomeType::Purchase, "purchase"),
-    (v1::OutcomeType::PageView, "page_view"),
-    (v1::OutcomeType::PageLoad, "page_load"),
-];
-
-/// The column value of an outcome type.
-pub fn outcome_type_name(value: i32) -> &'static str {
-    OUTCOME_TYPES
-        .iter()
-        .find(|(kind, _)| *kind as i32 == value)
-        .map_or("unspecified", |(_, name)| name)
-}
-
-fn outcome_type_value(name: &str) -> i32 {
-    OUTCOME_TYPES
-        .iter()
-        .find(|(_, known)| *known == name)
-        .map_or(0, |(kind, _)| *kind as i32)
 }
 
 #[cfg(test)]
@@ -706,36 +741,11 @@ mod tests {
     }
 
     fn exposure(id: &str, time: SystemTime) -> Event {
-        Event::Exposure(v1::Exposure {
-            event_id: id.into(),
-            experiment_id: "reco_ymal_v1".into(),
-            variant: "treatment".into(),
-            user_id: String::new(),
-            session_id: "s-1".into(),
-            unit_type: v1::UnitType::Session as i32,
-            placement: "you_may_also_like".into(),
-            page_type: "product_detail".into(),
-            revision: 3,
-            timestamp: Some(time.into()),
-        })
+        Event::Exposure(crate::testing::exposure(id, time))
     }
 
     fn purchase(id: &str, time: SystemTime) -> Event {
-        Event::Outcome(v1::Outcome {
-            event_id: id.into(),
-            r#type: v1::OutcomeType::Purchase as i32,
-            user_id: "u-1".into(),
-            session_id: "s-1".into(),
-            item_ids: vec!["sku-1".into(), "sku-2".into()],
-            from_recommendation: true,
-            source_placement: "you_may_also_like".into(),
-            value: 59.9,
-            currency: "USD".into(),
-            quantity: 2,
-            timestamp: Some(time.into()),
-            attributes: HashMap::from([("ab_debug".into(), "1".into()), ("k".into(), "v".into())]),
-            ..Default::default()
-        })
+        Event::Outcome(crate::testing::purchase(id, time))
     }
 
     #[test]

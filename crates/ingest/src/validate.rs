@@ -1,12 +1,14 @@
 //! Validation of incoming events, one at a time: an invalid event is
 //! refused with its field path and reason; the rest of its batch is kept.
+//! A valid event leaves as its domain form ([`exp_core::event`]): this is
+//! the one place the wire's events are converted.
 //!
 //! | rule | limit |
 //! |---|---|
 //! | batch size | at most [`MAX_BATCH`] events |
 //! | `event_id` | 1 to 128 characters |
 //! | `user_id`, `session_id` | at most 256 characters; at least one of them |
-//! | `unit_type` (exposure) | set, and its id present |
+//! | `unit_type` (exposure) | its id present; when not set, the unit `Assign` buckets by for the experiment (its `bucketing_unit`), whose id must be present |
 //! | `experiment_id`, `variant` (exposure) | an experiment in the store and one of its variants |
 //! | `timestamp` | set; at most [`MAX_FUTURE`] ahead of the server clock and [`MAX_PAST`] behind it |
 //! | `item_ids` (impression) | 1 to 1,000 items |
@@ -24,7 +26,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use exp_proto::v1;
+use exp_core::{
+    BucketingUnit, UnitType,
+    event::{Exposure, Outcome},
+};
+use exp_proto::{
+    events::{exposure_from_proto, outcome_from_proto},
+    v1,
+};
 
 /// Most events in one `LogExposures` or `LogOutcomes` call.
 pub const MAX_BATCH: usize = 5_000;
@@ -62,22 +71,31 @@ impl Rejection {
     }
 }
 
-/// The experiments exposures may name, with their variants. Every
-/// experiment in the store counts, stopped and archived ones included: an
-/// exposure may arrive after its experiment ended.
+/// The experiments exposures may name, with their variants and how they
+/// bucket. Every experiment in the store counts, stopped and archived ones
+/// included: an exposure may arrive after its experiment ended.
 /// The default catalog is the one before the store was first read: every
 /// exposure waits (`UNAVAILABLE`) rather than being refused.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    variants: HashMap<String, Vec<String>>,
+    experiments: HashMap<String, CatalogExperiment>,
     loaded: bool,
 }
 
+/// What validation needs of an experiment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogExperiment {
+    /// Its variants' names.
+    pub variants: Vec<String>,
+    /// Which id `Assign` buckets by.
+    pub bucketing_unit: BucketingUnit,
+}
+
 impl Catalog {
-    /// A catalog of `(experiment id, variant names)` pairs.
-    pub fn new(experiments: impl IntoIterator<Item = (String, Vec<String>)>) -> Self {
+    /// A catalog of experiments by id.
+    pub fn new(experiments: impl IntoIterator<Item = (String, CatalogExperiment)>) -> Self {
         Self {
-            variants: experiments.into_iter().collect(),
+            experiments: experiments.into_iter().collect(),
             loaded: true,
         }
     }
@@ -87,21 +105,21 @@ impl Catalog {
         self.loaded
     }
 
-    fn check(&self, experiment_id: &str, variant: &str) -> Result<(), Rejection> {
-        let Some(variants) = self.variants.get(experiment_id) else {
+    fn check(&self, experiment_id: &str, variant: &str) -> Result<&CatalogExperiment, Rejection> {
+        let Some(experiment) = self.experiments.get(experiment_id) else {
             return Err(Rejection::new(
                 "experiment_id",
                 format!("no experiment {experiment_id:?}"),
             ));
         };
-        if variants.iter().any(|name| name == variant) {
-            Ok(())
+        if experiment.variants.iter().any(|name| name == variant) {
+            Ok(experiment)
         } else {
             Err(Rejection::new(
                 "variant",
                 format!(
                     "experiment {experiment_id:?} has no variant {variant:?} (it has {})",
-                    variants.join(", ")
+                    experiment.variants.join(", ")
                 ),
             ))
         }
@@ -112,15 +130,16 @@ impl Catalog {
 /// change.
 pub type SharedCatalog = Arc<arc_swap::ArcSwap<Catalog>>;
 
-/// Checks one exposure.
+/// Checks one exposure; the valid one as a domain exposure.
 pub fn exposure(
-    exposure: &v1::Exposure,
+    exposure: v1::Exposure,
     catalog: &Catalog,
     now: SystemTime,
-) -> Result<(), Rejection> {
+) -> Result<Exposure, Rejection> {
     event_id(&exposure.event_id)?;
     units(&exposure.user_id, &exposure.session_id)?;
-    match v1::UnitType::try_from(exposure.unit_type) {
+    let experiment = catalog.check(&exposure.experiment_id, &exposure.variant)?;
+    let unit_type = match v1::UnitType::try_from(exposure.unit_type) {
         Ok(v1::UnitType::User) if exposure.user_id.is_empty() => {
             return Err(Rejection::new(
                 "user_id",
@@ -133,22 +152,69 @@ pub fn exposure(
                 "is empty but unit_type is UNIT_TYPE_SESSION",
             ));
         }
-        Ok(v1::UnitType::User | v1::UnitType::Session) => {}
-        _ => {
+        Ok(v1::UnitType::User) => explicit_unit(UnitType::User, experiment)?,
+        Ok(v1::UnitType::Session) => explicit_unit(UnitType::Session, experiment)?,
+        // Not set: the unit Assign buckets by, as an exposure in the
+        // shape of the spec (ids, no unit type) expects.
+        Ok(v1::UnitType::Unspecified) => experiment
+            .bucketing_unit
+            .unit_type(&exposure.user_id, &exposure.session_id)
+            .ok_or_else(|| {
+                Rejection::new(
+                    "unit_type",
+                    format!(
+                        "is not set, and experiment {:?} buckets by {}, which is empty",
+                        exposure.experiment_id,
+                        match experiment.bucketing_unit {
+                            BucketingUnit::User => "user_id",
+                            BucketingUnit::Session | BucketingUnit::UserOrSession => "session_id",
+                        }
+                    ),
+                )
+            })?,
+        Err(_) => {
             return Err(Rejection::new(
                 "unit_type",
-                "must be UNIT_TYPE_USER or UNIT_TYPE_SESSION",
+                format!(
+                    "{} is not a unit type: UNIT_TYPE_USER, UNIT_TYPE_SESSION, or unset for the experiment's own rule",
+                    exposure.unit_type
+                ),
             ));
         }
-    }
-    catalog.check(&exposure.experiment_id, &exposure.variant)?;
+    };
     name("placement", &exposure.placement)?;
     name("page_type", &exposure.page_type)?;
-    timestamp(exposure.timestamp, now)
+    timestamp(exposure.timestamp, now)?;
+    Ok(exposure_from_proto(exposure, unit_type))
 }
 
-/// Checks one outcome.
-pub fn outcome(outcome: &v1::Outcome, now: SystemTime) -> Result<(), Rejection> {
+/// An explicit unit type, if the experiment can bucket by it (one that
+/// buckets by user or session takes either: a user may sign in between
+/// assignment and the exposure).
+fn explicit_unit(
+    unit_type: UnitType,
+    experiment: &CatalogExperiment,
+) -> Result<UnitType, Rejection> {
+    match (experiment.bucketing_unit, unit_type) {
+        (BucketingUnit::User, UnitType::Session) => Err(Rejection::new(
+            "unit_type",
+            "is UNIT_TYPE_SESSION, but the experiment buckets by user_id only",
+        )),
+        (BucketingUnit::Session, UnitType::User) => Err(Rejection::new(
+            "unit_type",
+            "is UNIT_TYPE_USER, but the experiment buckets by session_id only",
+        )),
+        _ => Ok(unit_type),
+    }
+}
+
+/// Checks one outcome; the valid one as a domain outcome.
+pub fn outcome(outcome: v1::Outcome, now: SystemTime) -> Result<Outcome, Rejection> {
+    check_outcome(&outcome, now)?;
+    outcome_from_proto(outcome).ok_or_else(|| Rejection::new("type", "is not set"))
+}
+
+fn check_outcome(outcome: &v1::Outcome, now: SystemTime) -> Result<(), Rejection> {
     event_id(&outcome.event_id)?;
     units(&outcome.user_id, &outcome.session_id)?;
     name("placement", &outcome.placement)?;
@@ -370,10 +436,18 @@ mod tests {
     }
 
     fn catalog() -> Catalog {
-        Catalog::new([(
-            "reco_ymal_v1".to_owned(),
-            vec!["control".to_owned(), "treatment".to_owned()],
-        )])
+        let experiment = |bucketing_unit| CatalogExperiment {
+            variants: vec!["control".to_owned(), "treatment".to_owned()],
+            bucketing_unit,
+        };
+        Catalog::new([
+            (
+                "reco_ymal_v1".to_owned(),
+                experiment(BucketingUnit::UserOrSession),
+            ),
+            ("by_user".to_owned(), experiment(BucketingUnit::User)),
+            ("by_session".to_owned(), experiment(BucketingUnit::Session)),
+        ])
     }
 
     fn good_exposure() -> v1::Exposure {
@@ -406,13 +480,54 @@ mod tests {
         }
     }
 
-    fn field_of(result: Result<(), Rejection>) -> String {
+    fn field_of<T: std::fmt::Debug>(result: Result<T, Rejection>) -> String {
         result.expect_err("refused").field
     }
 
     #[test]
-    fn a_complete_exposure_of_a_known_variant_passes() {
-        assert_eq!(exposure(&good_exposure(), &catalog(), now()), Ok(()));
+    fn a_complete_exposure_of_a_known_variant_passes_as_its_domain_exposure() {
+        let valid = exposure(good_exposure(), &catalog(), now()).expect("valid");
+        assert_eq!(
+            (valid.event_id.as_str(), valid.unit_type, valid.timestamp),
+            ("e-1", UnitType::User, now())
+        );
+    }
+
+    #[test]
+    fn an_exposure_without_a_unit_type_takes_the_unit_assign_buckets_by() {
+        let unset = |experiment: &str, user: &str, session: &str| {
+            let mut proto = good_exposure();
+            proto.experiment_id = experiment.into();
+            proto.user_id = user.into();
+            proto.session_id = session.into();
+            proto.unit_type = 0;
+            exposure(proto, &catalog(), now())
+        };
+        let unit = |result: Result<Exposure, Rejection>| result.expect("valid").unit_type;
+        assert_eq!(unit(unset("reco_ymal_v1", "u-1", "s-1")), UnitType::User);
+        assert_eq!(unit(unset("reco_ymal_v1", "", "s-1")), UnitType::Session);
+        assert_eq!(unit(unset("by_session", "u-1", "s-1")), UnitType::Session);
+        assert_eq!(unit(unset("by_user", "u-1", "s-1")), UnitType::User);
+        let refused = unset("by_user", "", "s-1").expect_err("no user id");
+        assert_eq!(refused.field, "unit_type");
+        assert!(refused.reason.contains("user_id"), "{refused:?}");
+    }
+
+    #[test]
+    fn an_explicit_unit_type_must_be_one_the_experiment_buckets_by() {
+        let mut session = good_exposure();
+        session.experiment_id = "by_user".into();
+        session.unit_type = v1::UnitType::Session as i32;
+        assert_eq!(field_of(exposure(session, &catalog(), now())), "unit_type");
+        let mut either = good_exposure();
+        either.unit_type = v1::UnitType::Session as i32;
+        assert_eq!(
+            exposure(either, &catalog(), now())
+                .expect("valid")
+                .unit_type,
+            UnitType::Session,
+            "a user may sign in between assignment and the exposure"
+        );
     }
 
     #[test]
@@ -420,31 +535,34 @@ mod tests {
         let mut unknown = good_exposure();
         unknown.experiment_id = "nope".into();
         assert_eq!(
-            field_of(exposure(&unknown, &catalog(), now())),
+            field_of(exposure(unknown, &catalog(), now())),
             "experiment_id"
         );
         let mut bad_variant = good_exposure();
         bad_variant.variant = "style_boost".into();
-        let refused = exposure(&bad_variant, &catalog(), now()).expect_err("refused");
+        let refused = exposure(bad_variant, &catalog(), now()).expect_err("refused");
         assert_eq!(refused.field, "variant");
         assert!(refused.reason.contains("control, treatment"), "{refused:?}");
     }
 
     #[test]
     fn an_exposure_names_a_unit_type_whose_id_is_present() {
-        let mut no_type = good_exposure();
-        no_type.unit_type = 0;
-        assert_eq!(field_of(exposure(&no_type, &catalog(), now())), "unit_type");
+        let mut unknown_type = good_exposure();
+        unknown_type.unit_type = 7;
+        assert_eq!(
+            field_of(exposure(unknown_type, &catalog(), now())),
+            "unit_type"
+        );
         let mut no_user = good_exposure();
         no_user.user_id.clear();
-        assert_eq!(field_of(exposure(&no_user, &catalog(), now())), "user_id");
+        assert_eq!(field_of(exposure(no_user, &catalog(), now())), "user_id");
     }
 
     #[test]
     fn timestamps_far_in_the_future_or_past_are_refused() {
         let mut future = good_exposure();
         future.timestamp = Some((now() + MAX_FUTURE + Duration::from_secs(1)).into());
-        let refused = exposure(&future, &catalog(), now()).expect_err("refused");
+        let refused = exposure(future, &catalog(), now()).expect_err("refused");
         assert_eq!(
             refused,
             Rejection::new("timestamp", "more than 10m in the future")
@@ -452,12 +570,12 @@ mod tests {
         let mut past = good_outcome(v1::OutcomeType::Click);
         past.timestamp = Some((now() - MAX_PAST - Duration::from_secs(1)).into());
         assert_eq!(
-            outcome(&past, now()),
+            outcome(past, now()),
             Err(Rejection::new("timestamp", "more than 7d in the past"))
         );
         let mut missing = good_outcome(v1::OutcomeType::Click);
         missing.timestamp = None;
-        assert_eq!(field_of(outcome(&missing, now())), "timestamp");
+        assert_eq!(field_of(outcome(missing, now())), "timestamp");
     }
 
     #[test]
@@ -470,51 +588,51 @@ mod tests {
             v1::OutcomeType::PageView,
             v1::OutcomeType::PageLoad,
         ] {
-            assert_eq!(outcome(&good_outcome(kind), now()), Ok(()), "{kind:?}");
+            assert!(outcome(good_outcome(kind), now()).is_ok(), "{kind:?}");
         }
         let mut no_items = good_outcome(v1::OutcomeType::Impression);
         no_items.item_ids.clear();
-        assert_eq!(field_of(outcome(&no_items, now())), "item_ids");
+        assert_eq!(field_of(outcome(no_items, now())), "item_ids");
         let mut no_item = good_outcome(v1::OutcomeType::AddToCart);
         no_item.item_id.clear();
-        assert_eq!(field_of(outcome(&no_item, now())), "item_id");
+        assert_eq!(field_of(outcome(no_item, now())), "item_id");
         let mut bad_currency = good_outcome(v1::OutcomeType::Purchase);
         bad_currency.currency = "eur".into();
-        assert_eq!(field_of(outcome(&bad_currency, now())), "currency");
+        assert_eq!(field_of(outcome(bad_currency, now())), "currency");
         let mut negative = good_outcome(v1::OutcomeType::Purchase);
         negative.value = -1.0;
-        assert_eq!(field_of(outcome(&negative, now())), "value");
+        assert_eq!(field_of(outcome(negative, now())), "value");
         let mut slow = good_outcome(v1::OutcomeType::PageLoad);
         slow.latency_ms = f64::NAN;
-        assert_eq!(field_of(outcome(&slow, now())), "latency_ms");
+        assert_eq!(field_of(outcome(slow, now())), "latency_ms");
         let mut untyped = good_outcome(v1::OutcomeType::Click);
         untyped.r#type = 0;
-        assert_eq!(field_of(outcome(&untyped, now())), "type");
+        assert_eq!(field_of(outcome(untyped, now())), "type");
     }
 
     #[test]
     fn fields_outside_their_type_are_still_bounded() {
         let mut click = good_outcome(v1::OutcomeType::Click);
         click.value = f64::NAN;
-        assert_eq!(field_of(outcome(&click, now())), "value");
+        assert_eq!(field_of(outcome(click, now())), "value");
         let mut view = good_outcome(v1::OutcomeType::PageView);
         view.item_ids = vec!["sku".into(); MAX_ITEMS + 1];
-        assert_eq!(field_of(outcome(&view, now())), "item_ids");
+        assert_eq!(field_of(outcome(view, now())), "item_ids");
         let mut many = good_outcome(v1::OutcomeType::AddToCart);
         many.quantity = MAX_QUANTITY + 1;
-        assert_eq!(field_of(outcome(&many, now())), "quantity");
+        assert_eq!(field_of(outcome(many, now())), "quantity");
     }
 
     #[test]
     fn events_without_any_unit_id_or_event_id_are_refused() {
         let mut anonymous = good_outcome(v1::OutcomeType::PageView);
         anonymous.session_id.clear();
-        assert_eq!(field_of(outcome(&anonymous, now())), "session_id");
+        assert_eq!(field_of(outcome(anonymous, now())), "session_id");
         let mut no_id = good_outcome(v1::OutcomeType::PageView);
         no_id.event_id.clear();
-        assert_eq!(field_of(outcome(&no_id, now())), "event_id");
+        assert_eq!(field_of(outcome(no_id, now())), "event_id");
         let mut empty_item = good_outcome(v1::OutcomeType::Impression);
         empty_item.item_ids = vec!["sku-1".into(), String::new()];
-        assert_eq!(field_of(outcome(&empty_item, now())), "item_ids[1]");
+        assert_eq!(field_of(outcome(empty_item, now())), "item_ids[1]");
     }
 }

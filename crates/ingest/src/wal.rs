@@ -9,20 +9,22 @@
 //! payload = u8 kind (1 exposure, 2 outcome) | the event's protobuf encoding
 //! ```
 //!
+//! The payload is the event's `experiments.v1` wire encoding (see
+//! `exp_proto::events`), so a segment reads back with any protobuf
+//! library.
+//!
 //! A crash can leave a torn last record (short, or failing its CRC); it was
 //! never acknowledged, since acknowledgement waits for fsync, and reading
 //! stops before it.
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, BufReader, Read, Write},
+    io::{self, BufReader, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
 };
 
-use exp_proto::v1;
-use prost::Message;
-
-use crate::event::{Event, EventKind};
+use exp_core::event::{Event, EventKind};
+use exp_proto::events::{decode_exposure, decode_outcome, encode_exposure, encode_outcome};
 
 const HEADER: usize = 8;
 /// Largest payload accepted when reading (an event is far smaller; a
@@ -72,16 +74,32 @@ pub fn list(dir: &Path) -> io::Result<Vec<(SegmentId, PathBuf)>> {
 pub fn encode(event: &Event, buffer: &mut Vec<u8>) {
     let start = buffer.len();
     buffer.extend_from_slice(&[0; HEADER]);
-    buffer.push(event.kind().tag());
+    buffer.push(tag(event.kind()));
     match event {
-        Event::Exposure(exposure) => exposure.encode_raw(buffer),
-        Event::Outcome(outcome) => outcome.encode_raw(buffer),
+        Event::Exposure(exposure) => encode_exposure(exposure, buffer),
+        Event::Outcome(outcome) => encode_outcome(outcome, buffer),
     }
     let payload = &buffer[start + HEADER..];
     let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     let crc = crc32fast::hash(payload);
     buffer[start..start + 4].copy_from_slice(&length.to_le_bytes());
     buffer[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The record tag of an event kind.
+pub fn tag(kind: EventKind) -> u8 {
+    match kind {
+        EventKind::Exposure => 1,
+        EventKind::Outcome => 2,
+    }
+}
+
+fn kind_of(tag: u8) -> Option<EventKind> {
+    match tag {
+        1 => Some(EventKind::Exposure),
+        2 => Some(EventKind::Outcome),
+        _ => None,
+    }
 }
 
 /// The complete records of a segment file, and the length they span (a
@@ -113,15 +131,26 @@ pub struct SegmentReader {
 impl SegmentReader {
     /// Reads `path`, looking no further than its first `limit` bytes.
     pub fn open(path: &Path, limit: u64) -> io::Result<Self> {
+        Self::open_at(path, 0, limit)
+    }
+
+    /// Reads `path` from byte `offset` (where a record starts), looking no
+    /// further than its first `limit` bytes.
+    pub fn open_at(path: &Path, offset: u64, limit: u64) -> io::Result<Self> {
+        let mut file = File::open(path)?;
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))?;
+        }
         Ok(Self {
-            input: BufReader::with_capacity(256 * 1024, File::open(path)?).take(limit),
+            input: BufReader::with_capacity(256 * 1024, file).take(limit.saturating_sub(offset)),
             payload: Vec::new(),
-            valid_len: 0,
+            valid_len: offset,
             ended: false,
         })
     }
 
-    /// The length of the complete records read so far.
+    /// Where the complete records read so far end, in bytes from the start
+    /// of the file.
     pub fn valid_len(&self) -> u64 {
         self.valid_len
     }
@@ -141,9 +170,9 @@ impl SegmentReader {
             return Ok(None);
         }
         let payload = &self.payload[1..];
-        let event = match EventKind::from_tag(self.payload[0]) {
-            Some(EventKind::Exposure) => v1::Exposure::decode(payload).map(Event::Exposure),
-            Some(EventKind::Outcome) => v1::Outcome::decode(payload).map(Event::Outcome),
+        let event = match kind_of(self.payload[0]) {
+            Some(EventKind::Exposure) => decode_exposure(payload).map(Event::Exposure),
+            Some(EventKind::Outcome) => decode_outcome(payload).map(Event::Outcome),
             None => return Ok(None),
         };
         let Ok(event) = event else {
@@ -258,12 +287,7 @@ mod tests {
     use super::*;
 
     fn outcome(id: &str) -> Event {
-        Event::Outcome(v1::Outcome {
-            event_id: id.into(),
-            r#type: v1::OutcomeType::PageView as i32,
-            session_id: "s-1".into(),
-            ..Default::default()
-        })
+        Event::Outcome(crate::testing::page_view(id, "s-1"))
     }
 
     #[test]

@@ -5,18 +5,18 @@
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use exp_assign::SnapshotCell;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 struct Readiness {
-    shutting_down: watch::Receiver<bool>,
+    shutting_down: CancellationToken,
     // `Some` when this process assigns: ready only once a config is in.
     assignment: Option<SnapshotCell>,
 }
 
 /// The HTTP routes; `shutting_down` turns readiness off, and so does an
 /// `assignment` cell without a config.
-pub fn router(shutting_down: watch::Receiver<bool>, assignment: Option<SnapshotCell>) -> Router {
+pub fn router(shutting_down: CancellationToken, assignment: Option<SnapshotCell>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -27,7 +27,7 @@ pub fn router(shutting_down: watch::Receiver<bool>, assignment: Option<SnapshotC
 }
 
 async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
-    if *readiness.shutting_down.borrow() {
+    if readiness.shutting_down.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else if readiness
         .assignment

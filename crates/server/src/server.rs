@@ -1,36 +1,38 @@
-//! Wiring: the store, the use cases and every enabled service on a gRPC
-//! and an HTTP listener, with reflection, health, tower layers and a
-//! bounded graceful shutdown.
+//! The composition root: the flags' roles built (one builder each, in
+//! [`crate::roles`]), mounted on a gRPC and an HTTP listener with
+//! reflection, health and the tower layers, and stopped together: one
+//! cancellation token for every background task and a task tracker to
+//! wait for them.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use exp_admin::{Admin, AdminGrpc, Authenticator, ConfigGrpc, ConfigPublisher, scheduler};
-use exp_assign::{AssignGrpc, Assigner, ExposureQueue, SnapshotCell};
-use exp_client::{ConfigFollower, FollowerOptions};
-use exp_core::{Clock, ParamSchema, SystemClock, serving::ServingConfig};
+use exp_admin::{AdminGrpc, Authenticator, ConfigGrpc};
+use exp_assign::AssignGrpc;
+use exp_core::{ParamSchema, SystemClock};
 use exp_proto::v1::{
     admin_service_server::AdminServiceServer, assignment_service_server::AssignmentServiceServer,
     config_service_server::ConfigServiceServer, event_service_server::EventServiceServer,
     results_service_server::ResultsServiceServer,
 };
+use exp_results::ResultsGrpc;
 use exp_store::Store;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::server::NamedService;
-use tonic_health::ServingStatus;
+use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{
     ServiceBuilder,
     layer::util::{Identity, Stack},
     limit::GlobalConcurrencyLimitLayer,
     load_shed::LoadShedLayer,
 };
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::{
     Config,
     config::ServiceKind,
-    ingest::Ingest,
     layers::RpcMetricsLayer,
-    results::{Results, ResultsGrpc},
+    roles::{self, AdminRole, AssignRole, Context, ExposureDestination, IngestRole},
 };
 
 /// Why `expd` could not start or stopped with an error.
@@ -57,8 +59,10 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `config`'s services on `grpc` and `http` until `shutdown`
-/// resolves, then drains: health turns NOT_SERVING, new calls are
-/// refused, in-flight calls get up to `--shutdown-grace` to finish.
+/// resolves, then drains: health turns NOT_SERVING and background tasks
+/// are cancelled; in-flight calls get up to `--shutdown-grace` to finish;
+/// the exposure feed hands on what it holds; the event log writes and
+/// rolls what is pending.
 pub async fn serve(
     config: Config,
     grpc: TcpListener,
@@ -79,224 +83,100 @@ pub async fn serve(
     std::fs::create_dir_all(&config.data_dir).map_err(|err| {
         ServeError::Config(format!("--data-dir {}: {err}", config.data_dir.display()))
     })?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let context = Context {
+        config: config.clone(),
+        clock: Arc::new(SystemClock),
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        auth,
+        grpc_local,
+    };
 
-    let runs_admin = config.runs(ServiceKind::Admin);
-    let runs_assign = config.runs(ServiceKind::Assign);
     // The local store backs the admin, and assignment unless it follows a
     // remote admin (sidecar mode), which needs no store at all.
-    let local_config = runs_admin || (runs_assign && config.config_source.is_none());
-    let store = if local_config {
-        Some(Arc::new(Store::open(config.data_dir.join("config"))?))
-    } else {
-        None
-    };
-    let (publisher, publisher_task) = match &store {
-        Some(store) => {
-            let (publisher, task) =
-                ConfigPublisher::start(store.clone(), clock.clone(), shutdown_rx.clone())?;
-            (Some(publisher), Some(task))
-        }
-        None => (None, None),
-    };
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    // google.rpc is registered so clients such as grpcurl decode the
-    // BadRequest details of INVALID_ARGUMENT answers.
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(exp_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|err| ServeError::Config(format!("reflection: {err}")))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(exp_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|err| ServeError::Config(format!("reflection: {err}")))?;
-
-    // Ingest runs beside the admin (`Config::check`), on its store.
-    let mut ingest = store
-        .as_ref()
-        .filter(|_| config.runs(ServiceKind::Ingest))
-        .map(|store| Ingest::start(&config, store.clone()));
+    let runs_admin = config.runs(ServiceKind::Admin);
+    let runs_assign = config.runs(ServiceKind::Assign);
+    let store = (runs_admin || (runs_assign && config.config_source.is_none()))
+        .then(|| Store::open(config.data_dir.join("config")).map(Arc::new))
+        .transpose()?;
     let admin = store
         .as_ref()
-        .map(|store| Admin::new(store.clone(), Arc::new(schema), clock.clone()));
-    let admin_service = match (&admin, runs_admin) {
-        (Some(admin), true) => Some(AdminGrpc::new(admin.clone(), auth.clone()).into_server()),
-        _ => None,
-    };
-    let config_service = match (&publisher, runs_admin) {
-        (Some(publisher), true) => Some(
-            ConfigGrpc::new(
-                publisher.clone(),
-                clock.clone(),
-                config.config_heartbeat,
-                shutdown_rx.clone(),
-                config.max_watchers as usize,
-            )
-            .into_server(),
-        ),
+        .map(|store| AdminRole::start(&context, store.clone(), schema, runs_admin))
+        .transpose()?;
+    let ingest = store
+        .as_ref()
+        .filter(|_| config.runs(ServiceKind::Ingest))
+        .map(|store| IngestRole::start(&context, store.clone()));
+    let assign = runs_assign
+        .then(|| {
+            let destination = match (&ingest, &config.config_source) {
+                (Some(ingest), _) => ExposureDestination::Log(&ingest.slot),
+                (None, Some(source)) => ExposureDestination::Remote(source),
+                (None, None) => ExposureDestination::Discard,
+            };
+            AssignRole::start(&context, admin.as_ref().map(|a| &*a.publisher), destination)
+        })
+        .transpose()?;
+    let results = match (&admin, &ingest) {
+        (Some(admin), Some(ingest)) if config.runs(ServiceKind::Results) => {
+            Some(roles::results_role(&context, &admin.admin, ingest))
+        }
         _ => None,
     };
 
-    // Assignment: a snapshot cell following the local publisher or a
-    // remote admin; exposures go to a bounded queue.
-    let cell = SnapshotCell::new();
-    let (exposures, exposure_receiver) = ExposureQueue::bounded(config.exposure_queue as usize);
-    let mut follower = None;
-    let mut remote_exposures = None;
-    let assigner =
-        runs_assign.then(|| Assigner::new(cell.clone(), exposures.clone(), clock.clone()));
-    if runs_assign {
-        let configs = match (&config.config_source, &publisher) {
-            (Some(source), _) => {
-                let remote = ConfigFollower::spawn(FollowerOptions {
-                    endpoint: source.clone(),
-                    client_id: format!("expd-sidecar@{grpc_local}"),
-                    snapshot_path: Some(config.data_dir.join("config-snapshot.pb")),
-                    ..FollowerOptions::default()
-                })
-                .map_err(|err| ServeError::Config(format!("--config-source: {err}")))?;
-                let configs = remote.configs();
-                follower = Some(remote);
-                configs
-            }
-            (None, Some(publisher)) => local_configs(publisher),
-            (None, None) => unreachable!("assignment without a config source has a local store"),
-        };
-        // A config already at hand (local store, or a sidecar's saved
-        // snapshot) is installed before the first request is accepted.
-        if let Some(config) = configs.borrow().clone() {
-            cell.install(&config);
-        }
-        cell.follow(configs);
-        match (&mut ingest, &config.config_source) {
-            (Some(ingest), _) => ingest.forward_exposures(exposure_receiver),
-            (None, Some(source)) => {
-                match crate::ingest::forward_to_remote(source, exposure_receiver) {
-                    Ok(forwarder) => remote_exposures = Some(forwarder),
-                    Err(err) => error!(
-                        error = %err,
-                        "cannot start the exposure sender thread; exposures are not sent"
-                    ),
-                }
-            }
-            (None, None) => {
-                tokio::spawn(drain_exposures(exposure_receiver));
-            }
-        }
-    }
-    let assignment_service = assigner
-        .clone()
-        .map(|assigner| AssignGrpc::new(assigner).into_server());
-    let event_service = ingest.as_ref().map(|ingest| ingest.grpc(clock.clone()));
-    // Results read the event log of this process (`Config::check`).
-    let results =
-        match (&ingest, &admin) {
-            (Some(ingest), Some(admin)) if config.runs(ServiceKind::Results) => Some(
-                Results::start(admin.clone(), ingest.slot(), config.guardrail_interval),
-            ),
-            _ => None,
-        };
+    let admin_services = admin.as_ref().filter(|_| runs_admin).map(|admin| {
+        (
+            admin.admin_service(&context),
+            admin.config_service(&context),
+        )
+    });
     let results_service = match (&results, &admin) {
-        (Some(results), Some(admin)) => Some(results.grpc(admin.clone(), auth.clone())),
+        (Some(results), Some(admin)) => Some(results.grpc(
+            admin.admin.clone(),
+            context.auth.clone(),
+            config.request_timeout,
+        )),
         _ => None,
     };
-
     let served: Vec<&'static str> = [
-        admin_service
-            .is_some()
-            .then_some(<AdminServiceServer<AdminGrpc> as NamedService>::NAME),
-        config_service
-            .is_some()
-            .then_some(<ConfigServiceServer<ConfigGrpc> as NamedService>::NAME),
-        assignment_service.is_some().then_some(ASSIGNMENT_SERVICE),
-        event_service.is_some().then_some(EVENT_SERVICE),
-        results_service
-            .is_some()
-            .then_some(<ResultsServiceServer<ResultsGrpc> as NamedService>::NAME),
+        admin_services.is_some().then_some(ADMIN_SERVICE),
+        admin_services.is_some().then_some(CONFIG_SERVICE),
+        assign.is_some().then_some(ASSIGNMENT_SERVICE),
+        ingest.is_some().then_some(EVENT_SERVICE),
+        results_service.is_some().then_some(RESULTS_SERVICE),
     ]
     .into_iter()
     .flatten()
     .collect();
-    for name in served.iter().copied().chain([""]) {
-        // Assignment reports SERVING once it has a config (at once with a
-        // local store or a saved snapshot; a sidecar's cold start with the
-        // admin down and nothing saved waits for the admin).
-        let status = if (name == ASSIGNMENT_SERVICE && cell.load().is_none())
-            || (name == EVENT_SERVICE && ingest.as_ref().is_some_and(|i| i.slot().get().is_none()))
-        {
-            ServingStatus::NotServing
-        } else {
-            ServingStatus::Serving
-        };
-        health.set_service_status(name, status).await;
-    }
-    if runs_assign {
-        // Set after the initial statuses, so the first config cannot be
-        // overtaken by them.
-        let health = health.clone();
-        let mut versions = cell.versions();
-        tokio::spawn(async move {
-            if versions.wait_for(Option::is_some).await.is_ok() {
-                health
-                    .set_service_status(ASSIGNMENT_SERVICE, ServingStatus::Serving)
-                    .await;
-            }
-        });
-    }
-
-    if let Some(ingest) = &ingest {
-        // SERVING once the log is open (a replay after a crash can take a
-        // moment; assignment does not wait for it).
-        let health = health.clone();
-        let slot = ingest.slot();
-        tokio::spawn(async move {
-            while slot.get().is_none() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            health
-                .set_service_status(EVENT_SERVICE, ServingStatus::Serving)
-                .await;
-        });
-    }
-
-    let (grpc_stop_tx, grpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    report_health(&context, &health, &served, assign.as_ref(), ingest.as_ref()).await;
+    let (admin_service, config_service) = admin_services.unzip();
     let grpc_server = grpc_server_builder(&config)
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?)
         .add_optional_service(admin_service)
         .add_optional_service(config_service)
-        .add_optional_service(assignment_service)
-        .add_optional_service(event_service)
+        .add_optional_service(assign.as_ref().map(AssignRole::assignment_service))
+        .add_optional_service(ingest.as_ref().map(|ingest| ingest.event_service(&context)))
         .add_optional_service(results_service)
-        .serve_with_incoming_shutdown(incoming(grpc), async {
-            let _ = grpc_stop_rx.await;
-        });
-
-    let mut http_stop = shutdown_rx.clone();
-    let mut routes = crate::http::router(shutdown_rx.clone(), runs_assign.then(|| cell.clone()));
-    if let Some(assigner) = assigner {
-        routes = routes.merge(exp_assign::http::router(assigner));
-    }
+        .serve_with_incoming_shutdown(incoming(grpc), context.shutdown.clone().cancelled_owned());
+    let mut routes = crate::http::router(
+        context.shutdown.clone(),
+        assign.as_ref().map(|assign| assign.cell.clone()),
+    );
+    let (follower, feed) = match assign {
+        Some(assign) => {
+            // The router takes the last copy of the assigner (and of the
+            // exposure queue's sender) this function held.
+            routes = routes.merge(exp_assign::http::router(assign.assigner));
+            (assign.follower, Some(assign.feed))
+        }
+        None => (None, None),
+    };
     let http_server = axum::serve(http, routes)
-        .with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|stop| *stop).await;
-        })
+        .with_graceful_shutdown(context.shutdown.clone().cancelled_owned())
         .into_future();
-
-    let scheduler_task = admin.filter(|_| runs_admin).map(|admin| {
-        tokio::spawn(scheduler::run(
-            admin,
-            config.scheduler_tick,
-            shutdown_rx.clone(),
-        ))
-    });
 
     info!(
         grpc = %grpc_local,
@@ -308,10 +188,8 @@ pub async fn serve(
         config_source = config.config_source.as_deref(),
         "expd serving"
     );
-
-    let grpc_task = tokio::spawn(grpc_server);
-    let _follower = follower;
-    let http_task = tokio::spawn(http_server);
+    let mut grpc_task = tokio::spawn(grpc_server);
+    let mut http_task = tokio::spawn(http_server);
     shutdown.await;
 
     info!("shutting down: draining in-flight calls");
@@ -320,44 +198,138 @@ pub async fn serve(
             .set_service_status(name, ServingStatus::NotServing)
             .await;
     }
-    let _ = shutdown_tx.send(true);
-    let _ = grpc_stop_tx.send(());
+    context.shutdown.cancel();
     let drained = tokio::time::timeout(config.shutdown_grace, async {
-        let grpc = grpc_task.await;
-        let http = http_task.await;
-        (grpc, http)
+        ((&mut grpc_task).await, (&mut http_task).await)
     })
     .await;
-    // Background tasks end on the shutdown signal; waiting for them lets
-    // the store close before `serve` returns (a restart can reopen it).
-    for task in [scheduler_task, publisher_task].into_iter().flatten() {
-        let _ = task.await;
+    if drained.is_err() {
+        warn!(grace = ?config.shutdown_grace, "calls still in flight after the grace period; closing");
+        grpc_task.abort();
+        http_task.abort();
+        let _ = (grpc_task.await, http_task.await);
     }
-    if let Some(results) = results {
-        results.close().await;
+    // The servers are gone, and with them every copy of the exposure
+    // queue's sender: the feed hands on what it holds and ends, as every
+    // other task ends on the token.
+    context.tasks.close();
+    context.tasks.wait().await;
+    drop(follower);
+    if let Some(log) = ingest.and_then(|ingest| ingest.slot.get()) {
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
     }
-    if let Some(ingest) = ingest {
-        ingest.close().await;
+    if let Some(feed) = feed {
+        info!(
+            logged = feed.logged.load(std::sync::atomic::Ordering::Relaxed),
+            dropped = feed.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            "exposure feed closed"
+        );
     }
-    if let Some(forwarder) = remote_exposures {
-        forwarder.stop().await;
-    }
-    match drained {
-        Ok((grpc, http)) => {
-            if let Ok(result) = grpc {
-                result?;
-            }
-            if let Ok(result) = http {
-                result?;
-            }
-            info!("shutdown complete");
+    if let Ok((grpc, http)) = drained {
+        if let Ok(result) = grpc {
+            result?;
         }
-        Err(_) => {
-            warn!(grace = ?config.shutdown_grace, "calls still in flight after the grace period; closing")
+        if let Ok(result) = http {
+            result?;
         }
     }
+    info!("shutdown complete");
     Ok(())
 }
+
+/// Health of every served service (and `""`): SERVING, except assignment
+/// until it has a config and event ingest until its log is open, which
+/// turn SERVING when they do.
+async fn report_health(
+    context: &Context,
+    health: &HealthReporter,
+    served: &[&'static str],
+    assign: Option<&AssignRole>,
+    ingest: Option<&IngestRole>,
+) {
+    let waiting_for_config = assign.is_some_and(|assign| assign.cell.load().is_none());
+    let waiting_for_log = ingest.is_some_and(|ingest| ingest.slot.get().is_none());
+    for name in served.iter().copied().chain([""]) {
+        let status = if (name == ASSIGNMENT_SERVICE && waiting_for_config)
+            || (name == EVENT_SERVICE && waiting_for_log)
+        {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
+        health.set_service_status(name, status).await;
+    }
+    if let Some(assign) = assign.filter(|_| waiting_for_config) {
+        let (health, shutdown) = (health.clone(), context.shutdown.clone());
+        let mut versions = assign.cell.versions();
+        context.tasks.spawn(async move {
+            let configured = tokio::select! {
+                first = versions.wait_for(Option::is_some) => first.is_ok(),
+                () = shutdown.cancelled() => false,
+            };
+            if configured {
+                health
+                    .set_service_status(ASSIGNMENT_SERVICE, ServingStatus::Serving)
+                    .await;
+            }
+        });
+    }
+    if let Some(ingest) = ingest.filter(|_| waiting_for_log) {
+        let (health, shutdown, slot) = (
+            health.clone(),
+            context.shutdown.clone(),
+            ingest.slot.clone(),
+        );
+        context.tasks.spawn(async move {
+            tokio::select! {
+                _ = slot.opened() => {
+                    health.set_service_status(EVENT_SERVICE, ServingStatus::Serving).await;
+                }
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Reflection, v1 (grpcurl 1.8.6 asks v1alpha: both are served).
+/// google.rpc is registered so clients such as grpcurl decode the
+/// BadRequest details of INVALID_ARGUMENT answers.
+fn reflection_v1() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    ServeError,
+> {
+    reflection_builder()
+        .build_v1()
+        .map_err(|err| ServeError::Config(format!("reflection: {err}")))
+}
+
+/// Reflection, v1alpha.
+fn reflection_v1alpha() -> Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+    ServeError,
+> {
+    reflection_builder()
+        .build_v1alpha()
+        .map_err(|err| ServeError::Config(format!("reflection: {err}")))
+}
+
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(exp_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Health names of the services.
+const ADMIN_SERVICE: &str = <AdminServiceServer<AdminGrpc> as NamedService>::NAME;
+const CONFIG_SERVICE: &str = <ConfigServiceServer<ConfigGrpc> as NamedService>::NAME;
+const ASSIGNMENT_SERVICE: &str = <AssignmentServiceServer<AssignGrpc> as NamedService>::NAME;
+const EVENT_SERVICE: &str = <EventServiceServer<exp_ingest::EventGrpc> as NamedService>::NAME;
+const RESULTS_SERVICE: &str = <ResultsServiceServer<ResultsGrpc> as NamedService>::NAME;
 
 /// The multi-threaded Tokio runtime `expd` serves on, one worker per
 /// core it may run on.
@@ -413,40 +385,6 @@ pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming 
     tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)))
-}
-
-/// Health name of the assignment service.
-const ASSIGNMENT_SERVICE: &str = <AssignmentServiceServer<AssignGrpc> as NamedService>::NAME;
-/// Health name of the event service.
-const EVENT_SERVICE: &str = <EventServiceServer<exp_ingest::EventGrpc> as NamedService>::NAME;
-
-/// The local publisher's configs as the optional configs a snapshot cell
-/// follows.
-fn local_configs(publisher: &ConfigPublisher) -> watch::Receiver<Option<Arc<ServingConfig>>> {
-    let mut local = publisher.follow();
-    let (sender, receiver) = watch::channel(Some(local.borrow_and_update().clone()));
-    tokio::spawn(async move {
-        while local.changed().await.is_ok() {
-            let latest = local.borrow_and_update().clone();
-            if sender.send(Some(latest)).is_err() {
-                return;
-            }
-        }
-    });
-    receiver
-}
-
-/// With neither ingest in this process nor a config source to send them
-/// to, exposures are counted and dropped here, so the queue never fills
-/// up.
-async fn drain_exposures(mut receiver: tokio::sync::mpsc::Receiver<exp_assign::ExposureRecord>) {
-    let mut drained: u64 = 0;
-    while receiver.recv().await.is_some() {
-        drained += 1;
-        if drained.is_power_of_two() {
-            tracing::debug!(drained, "exposures drained");
-        }
-    }
 }
 
 fn load_schema(path: &std::path::Path) -> Result<ParamSchema, ServeError> {

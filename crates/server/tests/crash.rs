@@ -13,7 +13,8 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use exp_ingest::{EventKind, parquet};
+use exp_core::event::EventKind;
+use exp_ingest::parquet;
 use exp_proto::v1::{self, event_service_client::EventServiceClient};
 use tonic::transport::Endpoint;
 

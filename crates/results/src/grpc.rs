@@ -1,0 +1,258 @@
+//! `experiments.v1.ResultsService`.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use exp_admin::{Admin, Authenticator, Role};
+use exp_core::Error;
+use exp_ingest::Position;
+use exp_proto::{
+    to_status,
+    v1::{self, results_service_server::ResultsService},
+};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+
+use crate::{
+    DEFAULT_ALPHA, Progress, Shared,
+    convert::{Lag, report_to_proto},
+};
+
+/// The tonic implementation of `ResultsService`.
+#[derive(Debug, Clone)]
+pub struct ResultsGrpc {
+    shared: Arc<Shared>,
+    admin: Admin,
+    auth: Authenticator,
+    request_timeout: Duration,
+}
+
+impl ResultsGrpc {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        admin: Admin,
+        auth: Authenticator,
+        request_timeout: Duration,
+    ) -> Self {
+        Self {
+            shared,
+            admin,
+            auth,
+            request_timeout,
+        }
+    }
+
+    /// The tonic server of this service.
+    pub fn into_server(self) -> v1::results_service_server::ResultsServiceServer<Self> {
+        v1::results_service_server::ResultsServiceServer::new(self)
+    }
+
+    /// The experiment, after checking the caller may read it.
+    async fn experiment(
+        &self,
+        metadata: &MetadataMap,
+        method: &str,
+        id: &str,
+    ) -> Result<exp_core::Experiment, Status> {
+        self.auth
+            .authorize(metadata, Role::Viewer, method)
+            .map_err(to_status)?;
+        if id.is_empty() {
+            return Err(to_status(Error::invalid("experiment_id", "is required")));
+        }
+        let admin = self.admin.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || admin.get(&id))
+            .await
+            .map_err(|error| Status::internal(error.to_string()))?
+            .map_err(to_status)
+    }
+
+    /// Waits until the analysis has counted through `min_position`, within
+    /// the call's deadline.
+    async fn counted_through(
+        &self,
+        min_position: Position,
+        metadata: &MetadataMap,
+    ) -> Result<Progress, Status> {
+        let mut progress = self.shared.progress.subscribe();
+        if min_position == Position::ZERO {
+            let now = *progress.borrow();
+            if !now.ready {
+                return Err(to_status(Error::Unavailable(
+                    "results are loading: the event log is still being read; retry shortly".into(),
+                )));
+            }
+            return Ok(now);
+        }
+        let tip = self
+            .shared
+            .log
+            .get()
+            .map_or(Position::ZERO, |log| log.tip());
+        if min_position > tip {
+            return Err(to_status(Error::invalid(
+                "min_position",
+                format!(
+                    "{min_position} is past the newest event logged, {tip}: use a position an \
+                     EventService answer gave"
+                ),
+            )));
+        }
+        let patience = patience(metadata, self.request_timeout);
+        let wanted = |now: &Progress| now.ready && now.counted >= min_position;
+        let waited = tokio::time::timeout(patience, progress.wait_for(wanted))
+            .await
+            .map(|now| now.map(|now| *now));
+        match waited {
+            Ok(Ok(now)) => Ok(now),
+            Ok(Err(_)) | Err(_) => {
+                let reached = *self.shared.progress.borrow();
+                Err(to_status(Error::Unavailable(format!(
+                    "results have counted through {} of min_position {min_position} after \
+                     {patience:?}{}; retry",
+                    reached.counted,
+                    if reached.ready {
+                        ""
+                    } else {
+                        " (still reading the log)"
+                    },
+                ))))
+            }
+        }
+    }
+
+    fn lag(&self, counted: Position) -> Lag {
+        let behind = self
+            .shared
+            .log
+            .get()
+            .map(|log| log.behind(counted))
+            .unwrap_or_default();
+        Lag {
+            counted_position: counted.as_u64(),
+            pending_events: behind.events,
+            lag_seconds: behind.since.map_or(0.0, |since| {
+                SystemTime::now()
+                    .duration_since(since)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            }),
+        }
+    }
+}
+
+/// The significance level of a request (0 means the default).
+fn alpha_of(alpha: f64) -> Result<f64, Status> {
+    let alpha = if alpha == 0.0 { DEFAULT_ALPHA } else { alpha };
+    if !(alpha > 0.0 && alpha <= 0.5) {
+        return Err(to_status(Error::invalid(
+            "alpha",
+            format!("must be above 0 and at most 0.5 (0 means 0.05), got {alpha}"),
+        )));
+    }
+    Ok(alpha)
+}
+
+/// How long a call may wait for the analysis: a little less than the
+/// sooner of the caller's deadline (`grpc-timeout`) and the server's own,
+/// so the answer that it is not there yet still reaches the caller.
+pub fn patience(metadata: &MetadataMap, request_timeout: Duration) -> Duration {
+    let deadline = metadata
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map_or(request_timeout, |caller| caller.min(request_timeout));
+    deadline.saturating_sub((deadline / 10).min(Duration::from_millis(100)))
+}
+
+/// A `grpc-timeout` header value: up to 8 digits and a unit (H, M, S, m,
+/// u, n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[tonic::async_trait]
+impl ResultsService for ResultsGrpc {
+    async fn get_results(
+        &self,
+        request: Request<v1::GetResultsRequest>,
+    ) -> Result<Response<v1::GetResultsResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        let alpha = alpha_of(request.alpha)?;
+        let experiment = self
+            .experiment(&metadata, "GetResults", &request.experiment_id)
+            .await?;
+        self.counted_through(Position::from_u64(request.min_position), &metadata)
+            .await?;
+        let shared = self.shared.clone();
+        let id = experiment.id.clone();
+        let (report, counted) = tokio::task::spawn_blocking(move || {
+            let analysis = shared.analysis();
+            let report = analysis.analyzer.report(&id, alpha);
+            (report, analysis.counted)
+        })
+        .await
+        .map_err(|error| Status::internal(error.to_string()))?;
+        let lag = self.lag(counted);
+        let mut response = match report {
+            Some(report) => report_to_proto(&report, lag),
+            None => v1::GetResultsResponse {
+                experiment_id: experiment.id.clone(),
+                alpha,
+                multiple_comparison_correction: "holm".into(),
+                counted_position: lag.counted_position,
+                pending_events: lag.pending_events,
+                lag_seconds: lag.lag_seconds,
+                ..Default::default()
+            },
+        };
+        if response.revision == 0 {
+            response.revision = experiment.revision;
+        }
+        Ok(Response::new(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_waits_a_little_less_than_the_sooner_deadline() {
+        let mut metadata = MetadataMap::new();
+        let server = Duration::from_secs(10);
+        assert_eq!(patience(&metadata, server), Duration::from_millis(9_900));
+        metadata.insert("grpc-timeout", "500m".parse().expect("ascii"));
+        assert_eq!(patience(&metadata, server), Duration::from_millis(450));
+        metadata.insert("grpc-timeout", "1H".parse().expect("ascii"));
+        assert_eq!(patience(&metadata, server), Duration::from_millis(9_900));
+        metadata.insert("grpc-timeout", "soon".parse().expect("ascii"));
+        assert_eq!(patience(&metadata, server), Duration::from_millis(9_900));
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit_and_refuse_the_malformed() {
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_grpc_timeout("250u"), Some(Duration::from_micros(250)));
+        assert_eq!(parse_grpc_timeout("123456789S"), None, "more than 8 digits");
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+}

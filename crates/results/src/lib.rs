@@ -1,0 +1,133 @@
+//! Results of experiments, as the service serves them: the analysis
+//! follows the event log, the guardrail monitor acts on it, and
+//! `ResultsService` reads it.
+//!
+//! # Layout
+//!
+//! - [`follower`]: a task that reads the log with a cursor (from the start
+//!   after a restart, then as groups commit) into the analyzer, and
+//!   rebuilds it off to the side when an experiment's metrics change.
+//! - [`monitor`]: every `--guardrail-interval`, each running experiment's
+//!   guardrails are judged; a breach pauses or stops it through the
+//!   admin's own transition, with the evidence in the revision's reason.
+//! - [`grpc`]: `GetResults`, which reads your writes (it waits for a position),
+//!   and `GetResultsTimeline`.
+//! - [`convert`]: reports to their proto form.
+//!
+//! The analyzer is behind one lock, held by the follower for one chunk of
+//! events at a time and by a report for one pass over an experiment's
+//! units. How far it has counted is a watch: a caller waiting for its
+//! writes is woken, never polls.
+
+pub mod convert;
+pub mod follower;
+pub mod grpc;
+pub mod monitor;
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use exp_admin::{Admin, Authenticator};
+use exp_analysis::Analyzer;
+use exp_ingest::{LogSlot, Position};
+use tokio::sync::watch;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use grpc::ResultsGrpc;
+
+/// Significance level of GetResults when the request names none, and of
+/// the guardrail monitor.
+pub const DEFAULT_ALPHA: f64 = 0.05;
+/// Identity recorded on revisions the guardrail monitor writes.
+pub const GUARDRAIL_AUTHOR: &str = "guardrail";
+
+/// How far the analysis has counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Every event at or before it is counted.
+    pub counted: Position,
+    /// The analyzer holds the whole log up to `counted` (false while the
+    /// first build after a start reads the log).
+    pub ready: bool,
+}
+
+/// The analyzer and how far it has counted, changed together.
+#[derive(Debug)]
+pub(crate) struct Analysis {
+    pub(crate) analyzer: Analyzer,
+    pub(crate) counted: Position,
+}
+
+/// What the follower, the monitor and the RPCs share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    analysis: Mutex<Analysis>,
+    pub(crate) progress: watch::Sender<Progress>,
+    pub(crate) log: LogSlot,
+}
+
+impl Shared {
+    pub(crate) fn analysis(&self) -> MutexGuard<'_, Analysis> {
+        self.analysis
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The results side of `expd`.
+#[derive(Debug, Clone)]
+pub struct Results {
+    shared: Arc<Shared>,
+}
+
+impl Results {
+    /// Starts following the log in `slot` (once it opens) and the
+    /// guardrail monitor, judging every `guardrail_interval`, on `tasks`;
+    /// both end when `shutdown` is cancelled.
+    pub fn start(
+        admin: Admin,
+        slot: LogSlot,
+        guardrail_interval: Duration,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            analysis: Mutex::new(Analysis {
+                analyzer: Analyzer::new(follower::catalog(&admin)),
+                counted: Position::ZERO,
+            }),
+            progress: watch::Sender::new(Progress::default()),
+            log: slot,
+        });
+        tasks.spawn(follower::follow(
+            shared.clone(),
+            admin.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(monitor::run(
+            shared.clone(),
+            admin,
+            guardrail_interval,
+            shutdown,
+        ));
+        Self { shared }
+    }
+
+    /// The `ResultsService` over this state; a call waiting for a position
+    /// gives up before `request_timeout` (the server's own deadline).
+    pub fn grpc(
+        &self,
+        admin: Admin,
+        auth: Authenticator,
+        request_timeout: Duration,
+    ) -> exp_proto::v1::results_service_server::ResultsServiceServer<ResultsGrpc> {
+        ResultsGrpc::new(self.shared.clone(), admin, auth, request_timeout).into_server()
+    }
+
+    /// How far the analysis has counted, as it moves.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.shared.progress.subscribe()
+    }
+}

@@ -1,0 +1,135 @@
+//! The guardrail monitor: every `--guardrail-interval`, each running
+//! experiment with guardrails is judged; a breach applies the guardrail's
+//! action (pause or stop) through the admin's own transition, as a new
+//! revision by [`GUARDRAIL_AUTHOR`] whose reason carries the evidence.
+
+use std::{sync::Arc, time::Duration};
+
+use exp_admin::{Admin, Principal};
+use exp_analysis::{GuardrailState, Report, report};
+use exp_core::{GuardrailAction, Status as ExperimentStatus, lifecycle::Transition};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::{DEFAULT_ALPHA, GUARDRAIL_AUTHOR, Shared};
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    admin: Admin,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ready = shared.progress.subscribe();
+    tokio::select! {
+        ready = ready.wait_for(|progress| progress.ready) => if ready.is_err() { return },
+        () = shutdown.cancelled() => return,
+    }
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let (shared, admin) = (shared.clone(), admin.clone());
+        // Reports and store reads block: off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || judge_all(&shared, &admin)).await;
+    }
+}
+
+/// One look of the monitor at every running experiment with guardrails.
+fn judge_all(shared: &Shared, admin: &Admin) {
+    let ids = shared.analysis().analyzer.experiment_ids();
+    for id in ids {
+        let Ok(experiment) = admin.get(&id) else {
+            continue;
+        };
+        if experiment.status != ExperimentStatus::Running
+            || experiment.metrics.guardrails.is_empty()
+        {
+            continue;
+        }
+        let Some(report) = shared.analysis().analyzer.monitor(&id, DEFAULT_ALPHA) else {
+            continue;
+        };
+        // The analyzer takes new definitions as they are written; a look
+        // at an older revision's thresholds waits for the next tick.
+        if report.revision != experiment.revision {
+            continue;
+        }
+        let Some((transition, reason)) = breach_action(&report) else {
+            continue;
+        };
+        match admin.transition(
+            &id,
+            &transition,
+            Some(experiment.revision),
+            &Principal::system(GUARDRAIL_AUTHOR),
+            &reason,
+        ) {
+            Ok(next) => warn!(
+                experiment = %next.id,
+                status = ?next.status,
+                revision = next.revision,
+                reason = %next.status_reason,
+                "guardrail breached; experiment {}",
+                if next.status == ExperimentStatus::Paused { "paused" } else { "stopped" }
+            ),
+            // Changed meanwhile (by a person, or the schedule): the next
+            // look judges the new revision.
+            Err(error) => warn!(experiment = %id, %error, "guardrail action not applied"),
+        }
+    }
+}
+
+/// The transition and reason a report's breaches call for: stop when any
+/// breached guardrail says stop, else pause.
+pub fn breach_action(report: &Report) -> Option<(Transition, String)> {
+    let breached: Vec<&report::GuardrailReport> = report
+        .guardrails
+        .iter()
+        .filter(|guardrail| guardrail.state == GuardrailState::Breached)
+        .collect();
+    if breached.is_empty() {
+        return None;
+    }
+    let stop = breached
+        .iter()
+        .any(|guardrail| guardrail.action == Some(GuardrailAction::Stop));
+    let units = |variant: &str| {
+        report
+            .variants
+            .iter()
+            .find(|result| result.variant == variant)
+            .map_or(0, |result| result.exposed_units)
+    };
+    let control = report
+        .variants
+        .iter()
+        .find(|variant| variant.is_control)
+        .map_or(0, |variant| variant.exposed_units);
+    let evidence: Vec<String> = breached
+        .iter()
+        .map(|guardrail| {
+            format!(
+                "{} of {:?} is {:+.1}% against control (tolerated {:.1}%), always-valid p = {:.2e} \
+                 < alpha {} (mSPRT), {} treatment and {} control units",
+                guardrail.metric,
+                guardrail.variant,
+                guardrail.relative_difference.unwrap_or(0.0) * 100.0,
+                guardrail.threshold * 100.0,
+                guardrail.always_valid_p_value,
+                report.alpha,
+                units(&guardrail.variant),
+                control
+            )
+        })
+        .collect();
+    let reason = format!("guardrail breached: {}", evidence.join("; "));
+    let transition = if stop {
+        Transition::Stop { ship_variant: None }
+    } else {
+        Transition::Pause
+    };
+    Some((transition, reason))
+}

@@ -1,0 +1,369 @@
+//! One builder per role of `expd`. Each builds its part from the flags,
+//! spawns its background tasks on the process's task tracker (all of them
+//! end when the shutdown token is cancelled, or when their input closes),
+//! and hands back the services the composition root mounts.
+
+use std::{sync::Arc, time::Duration};
+
+use exp_admin::{Admin, AdminGrpc, Authenticator, ConfigGrpc, ConfigPublisher, scheduler};
+use exp_assign::{
+    AssignGrpc, Assigner, ExposureQueue, ExposureRecord, RepeatFilter, SnapshotCell,
+    feed::{self, FeedStats, RemoteSink},
+};
+use exp_client::{ConfigFollower, EventSender, EventSenderOptions, FollowerOptions};
+use exp_core::{Clock, ParamSchema, serving::ServingConfig};
+use exp_ingest::{
+    Catalog, CatalogExperiment, EventGrpc, EventLog, LogOptions, LogSink, LogSlot, SharedCatalog,
+};
+use exp_proto::v1;
+use exp_results::Results;
+use exp_store::Store;
+use tokio::sync::{mpsc, watch};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{error, warn};
+
+use crate::{Config, ServeError};
+
+/// What every role is built with.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The flags.
+    pub config: Config,
+    /// The one clock.
+    pub clock: Arc<dyn Clock>,
+    /// Cancelled when the process shuts down.
+    pub shutdown: CancellationToken,
+    /// Every background task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// Who may call what.
+    pub auth: Authenticator,
+    /// The gRPC address this process serves on (names a sidecar to its
+    /// admin).
+    pub grpc_local: std::net::SocketAddr,
+}
+
+/// How long a log that failed to open waits before it is tried again.
+const REOPEN_DELAY: Duration = Duration::from_secs(5);
+/// How long a replica's sender may take, at shutdown, to send what it
+/// holds.
+const SEND_AT_CLOSE: Duration = Duration::from_secs(5);
+
+// === admin ===
+
+/// The admin: experiments in the store, their serving config, the
+/// scheduler.
+#[derive(Debug)]
+pub struct AdminRole {
+    /// The use cases.
+    pub admin: Admin,
+    /// The serving config, rebuilt at every change.
+    pub publisher: Arc<ConfigPublisher>,
+}
+
+impl AdminRole {
+    /// Builds the admin on `store`; the publisher and (when `schedule`)
+    /// the scheduler run on the tracker.
+    pub fn start(
+        context: &Context,
+        store: Arc<Store>,
+        schema: ParamSchema,
+        schedule: bool,
+    ) -> Result<Self, ServeError> {
+        let (publisher, publishing) = ConfigPublisher::start(
+            store.clone(),
+            context.clock.clone(),
+            context.shutdown.clone(),
+        )?;
+        context.tasks.spawn(publishing);
+        let admin = Admin::new(store, Arc::new(schema), context.clock.clone());
+        if schedule {
+            context.tasks.spawn(scheduler::run(
+                admin.clone(),
+                context.config.scheduler_tick,
+                context.shutdown.clone(),
+            ));
+        }
+        Ok(Self { admin, publisher })
+    }
+
+    /// `AdminService`.
+    pub fn admin_service(
+        &self,
+        context: &Context,
+    ) -> v1::admin_service_server::AdminServiceServer<AdminGrpc> {
+        AdminGrpc::new(self.admin.clone(), context.auth.clone()).into_server()
+    }
+
+    /// `ConfigService`.
+    pub fn config_service(
+        &self,
+        context: &Context,
+    ) -> v1::config_service_server::ConfigServiceServer<ConfigGrpc> {
+        ConfigGrpc::new(
+            self.publisher.clone(),
+            context.clock.clone(),
+            context.config.config_heartbeat,
+            context.shutdown.clone(),
+            context.config.max_watchers as usize,
+        )
+        .into_server()
+    }
+}
+
+// === ingest ===
+
+/// Event ingest: the log (opened in the background: a replay after a
+/// crash must not hold up assignment) and the catalog exposures are
+/// checked against.
+#[derive(Debug)]
+pub struct IngestRole {
+    /// Where the log is once open.
+    pub slot: LogSlot,
+    catalog: SharedCatalog,
+}
+
+impl IngestRole {
+    /// Starts opening the log under `<data-dir>/events` and following the
+    /// store's experiments.
+    pub fn start(context: &Context, store: Arc<Store>) -> Self {
+        let slot = LogSlot::default();
+        let options = LogOptions {
+            dir: context.config.data_dir.join("events"),
+            flush_interval: context.config.events_flush_interval,
+            max_pending_events: context.config.events_max_pending as usize,
+            dedup_window: context.config.events_dedup_window,
+        };
+        context
+            .tasks
+            .spawn(open_log(options, slot.clone(), context.shutdown.clone()));
+        let catalog = SharedCatalog::default();
+        context.tasks.spawn(follow_catalog(
+            store,
+            catalog.clone(),
+            context.shutdown.clone(),
+        ));
+        Self { slot, catalog }
+    }
+
+    /// `EventService`.
+    pub fn event_service(
+        &self,
+        context: &Context,
+    ) -> v1::event_service_server::EventServiceServer<EventGrpc> {
+        EventGrpc::new(
+            self.slot.clone(),
+            self.catalog.clone(),
+            context.clock.clone(),
+        )
+        .into_server()
+    }
+}
+
+async fn open_log(options: LogOptions, slot: LogSlot, shutdown: CancellationToken) {
+    loop {
+        let attempt = options.clone();
+        match tokio::task::spawn_blocking(move || EventLog::open(attempt)).await {
+            Ok(Ok(log)) => {
+                slot.set(Arc::new(log));
+                return;
+            }
+            Ok(Err(err)) => error!(
+                dir = %options.dir.display(),
+                error = %err,
+                "cannot open the event log; EventService answers UNAVAILABLE until it opens"
+            ),
+            Err(err) => error!(error = %err, "opening the event log panicked"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(REOPEN_DELAY) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn follow_catalog(store: Arc<Store>, catalog: SharedCatalog, shutdown: CancellationToken) {
+    let mut versions = store.subscribe();
+    loop {
+        let reading = store.clone();
+        match tokio::task::spawn_blocking(move || reading.experiments()).await {
+            Ok(Ok(experiments)) => catalog.store(Arc::new(Catalog::new(
+                experiments.into_iter().map(|experiment| {
+                    let entry = CatalogExperiment {
+                        variants: experiment.variants.iter().map(|v| v.name.clone()).collect(),
+                        bucketing_unit: experiment.bucketing_unit,
+                    };
+                    (experiment.id, entry)
+                }),
+            ))),
+            Ok(Err(err)) => warn!(error = %err, "reading experiments for event validation failed"),
+            Err(err) => warn!(error = %err, "reading experiments for event validation panicked"),
+        }
+        tokio::select! {
+            changed = versions.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+// === assign ===
+
+/// Assignment: the compiled snapshot following a config source, and the
+/// exposures of its answers on their way out.
+#[derive(Debug)]
+pub struct AssignRole {
+    /// The snapshot requests read.
+    pub cell: SnapshotCell,
+    /// The use case (holds the exposure queue's sending end: the feed
+    /// ends once every copy of it is gone).
+    pub assigner: Assigner,
+    /// The remote admin's follower (a sidecar), kept alive while serving.
+    pub follower: Option<ConfigFollower>,
+    /// Counters of the exposure feed.
+    pub feed: Arc<FeedStats>,
+}
+
+/// Where assignment's exposures go.
+#[derive(Debug)]
+pub enum ExposureDestination<'a> {
+    /// The event log of this process.
+    Log(&'a LogSlot),
+    /// A remote admin's `EventService` (replicas and sidecars).
+    Remote(&'a str),
+    /// Nowhere: counted and dropped.
+    Discard,
+}
+
+impl AssignRole {
+    /// Serves from `local` (this process's publisher) or, without it, from
+    /// `--config-source`; exposures go to `destination`.
+    pub fn start(
+        context: &Context,
+        local: Option<&ConfigPublisher>,
+        destination: ExposureDestination<'_>,
+    ) -> Result<Self, ServeError> {
+        let config = &context.config;
+        let cell = SnapshotCell::new();
+        let (queue, records) = ExposureQueue::bounded(config.exposure_queue as usize);
+        let (configs, follower) = match (local, &config.config_source) {
+            (Some(publisher), _) => (local_configs(publisher, context), None),
+            (None, Some(source)) => {
+                let remote = ConfigFollower::spawn(FollowerOptions {
+                    endpoint: source.clone(),
+                    client_id: format!("expd-sidecar@{}", context.grpc_local),
+                    snapshot_path: Some(config.data_dir.join("config-snapshot.pb")),
+                    ..FollowerOptions::default()
+                })
+                .map_err(|err| ServeError::Config(format!("--config-source: {err}")))?;
+                (remote.configs(), Some(remote))
+            }
+            (None, None) => {
+                return Err(ServeError::Config(
+                    "assignment needs a config: run it with the admin, or give --config-source"
+                        .into(),
+                ));
+            }
+        };
+        // A config already at hand (local store, or a sidecar's saved
+        // snapshot) is installed before the first request is accepted.
+        if let Some(config) = configs.borrow().clone() {
+            cell.install(&config);
+        }
+        cell.follow(configs);
+        let feed = Arc::new(FeedStats::default());
+        let filter = RepeatFilter::default();
+        match destination {
+            ExposureDestination::Log(slot) => {
+                context.tasks.spawn(feed::forward_exposures(
+                    records,
+                    LogSink::new(slot.clone()),
+                    filter,
+                    feed.clone(),
+                ));
+            }
+            ExposureDestination::Remote(endpoint) => {
+                spawn_remote_feed(context, endpoint, records, filter, feed.clone())?;
+            }
+            ExposureDestination::Discard => {
+                context.tasks.spawn(feed::forward_exposures(
+                    records,
+                    feed::Discard,
+                    filter,
+                    feed.clone(),
+                ));
+            }
+        }
+        let assigner = Assigner::new(cell.clone(), queue, context.clock.clone());
+        Ok(Self {
+            cell,
+            assigner,
+            follower,
+            feed,
+        })
+    }
+
+    /// `AssignmentService`.
+    pub fn assignment_service(
+        &self,
+    ) -> v1::assignment_service_server::AssignmentServiceServer<AssignGrpc> {
+        AssignGrpc::new(self.assigner.clone()).into_server()
+    }
+}
+
+fn spawn_remote_feed(
+    context: &Context,
+    endpoint: &str,
+    records: mpsc::Receiver<ExposureRecord>,
+    filter: RepeatFilter,
+    stats: Arc<FeedStats>,
+) -> Result<(), ServeError> {
+    let sender = EventSender::start(EventSenderOptions {
+        endpoint: endpoint.to_owned(),
+        ..EventSenderOptions::default()
+    })
+    .map_err(|err| ServeError::Config(format!("--config-source: {err}")))?;
+    context.tasks.spawn(feed::forward_exposures(
+        records,
+        RemoteSink::new(sender, SEND_AT_CLOSE),
+        filter,
+        stats,
+    ));
+    Ok(())
+}
+
+/// The local publisher's configs as the optional configs a snapshot cell
+/// follows.
+fn local_configs(
+    publisher: &ConfigPublisher,
+    context: &Context,
+) -> watch::Receiver<Option<Arc<ServingConfig>>> {
+    let mut local = publisher.follow();
+    let (sender, receiver) = watch::channel(Some(local.borrow_and_update().clone()));
+    let shutdown = context.shutdown.clone();
+    context.tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                changed = local.changed() => if changed.is_err() { return },
+                () = shutdown.cancelled() => return,
+            }
+            let latest = local.borrow_and_update().clone();
+            if sender.send(Some(latest)).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+// === results ===
+
+/// Results: the analysis following this process's log, the guardrail
+/// monitor.
+pub fn results_role(context: &Context, admin: &Admin, ingest: &IngestRole) -> Results {
+    Results::start(
+        admin.clone(),
+        ingest.slot.clone(),
+        context.config.guardrail_interval,
+        &context.tasks,
+        context.shutdown.clone(),
+    )
+}
