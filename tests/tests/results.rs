@@ -319,3 +319,102 @@ async fn results_are_rebuilt_from_the_event_log_after_a_restart() {
     assert_eq!(before.variants, after.variants);
     assert_eq!(before.sample_ratio, after.sample_ratio);
 }
+
+/// Logs one new unit's exposure and its add-to-cart, the way a page that
+/// logs on render does; the position the add-to-cart reached.
+async fn log_unit(events: &mut EventServiceClient<Channel>, user: &str, variant: &str) -> u64 {
+    let exposed = events
+        .log_exposures(v1::LogExposuresRequest {
+            exposures: vec![v1::Exposure {
+                event_id: format!("{user}-exposure"),
+                experiment_id: "reco_ymal_v1".into(),
+                variant: variant.into(),
+                user_id: user.into(),
+                session_id: format!("s-{user}"),
+                // Unset: the experiment buckets by user when there is one.
+                unit_type: v1::UnitType::Unspecified as i32,
+                placement: "you_may_also_like".into(),
+                page_type: "product_detail".into(),
+                revision: 2,
+                timestamp: Some(SystemTime::now().into()),
+            }],
+        })
+        .await
+        .expect("log exposure")
+        .into_inner();
+    assert_eq!(exposed.accepted_count, 1, "{:?}", exposed.rejections);
+    let carted = events
+        .log_outcomes(v1::LogOutcomesRequest {
+            outcomes: vec![outcome(user, v1::OutcomeType::AddToCart, 0)],
+        })
+        .await
+        .expect("log outcome")
+        .into_inner();
+    assert_eq!(carted.accepted_count, 1, "{:?}", carted.rejections);
+    assert!(carted.position > exposed.position, "positions grow");
+    carted.position
+}
+
+#[tokio::test]
+async fn get_results_with_the_position_of_an_acknowledged_batch_includes_it_every_time() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    launch_seed_everywhere(&mut server.admin().await).await;
+    let mut events = EventServiceClient::new(channel.clone());
+    let mut results = ResultsServiceClient::new(channel);
+    let mut included = 0;
+    for index in 0..100_u64 {
+        let variant = if index % 2 == 0 {
+            "control"
+        } else {
+            "treatment"
+        };
+        let position = log_unit(&mut events, &format!("ryw-{index}"), variant).await;
+        let answer = results
+            .get_results(v1::GetResultsRequest {
+                experiment_id: "reco_ymal_v1".into(),
+                min_position: position,
+                ..Default::default()
+            })
+            .await
+            .expect("results")
+            .into_inner();
+        assert!(answer.counted_position >= position, "{answer:?}");
+        // Every unit so far, and every one of them with its add-to-cart.
+        if units_and_carts(&answer) == (index + 1, (index + 1) as f64) {
+            included += 1;
+        }
+    }
+    assert_eq!(included, 100, "calls whose answer held their own batch");
+}
+
+#[tokio::test]
+async fn get_results_refuses_a_position_past_the_log_and_says_how_far_behind_it_is() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    launch_seed_everywhere(&mut server.admin().await).await;
+    let mut events = EventServiceClient::new(channel.clone());
+    let position = log_unit(&mut events, "behind-1", "control").await;
+    let mut results = ResultsServiceClient::new(channel);
+    let future = results
+        .get_results(v1::GetResultsRequest {
+            experiment_id: "reco_ymal_v1".into(),
+            min_position: position + 1_000_000_000,
+            ..Default::default()
+        })
+        .await
+        .expect_err("past the log");
+    assert_eq!(future.code(), Code::InvalidArgument);
+    assert_eq!(field_of(&future), "min_position");
+    let answer = results
+        .get_results(v1::GetResultsRequest {
+            experiment_id: "reco_ymal_v1".into(),
+            min_position: position,
+            ..Default::default()
+        })
+        .await
+        .expect("results")
+        .into_inner();
+    assert_eq!(answer.counted_position, position);
+    assert_eq!((answer.pending_events, answer.lag_seconds), (0, 0.0));
+}

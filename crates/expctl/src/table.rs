@@ -144,11 +144,11 @@ pub fn render(results: &v1::GetResultsResponse) -> String {
                     v1::ComparisonStatus::NoVariance => "not compared: no variance in either arm",
                     _ => "not compared",
                 };
-                let _ = writeln!(
-                    out,
+                let line = format!(
                     "  {:<27} {:<10} {:<14} {:>10} {}",
                     name, metric_role, variant.variant, value, why
                 );
+                let _ = writeln!(out, "{}", line.trim_end());
                 continue;
             }
             let _ = writeln!(

@@ -197,10 +197,121 @@ async fn refusals_name_the_field_and_exit_non_zero() {
     server.stop().await;
 }
 
+/// One metric row of a printed results table.
+#[derive(Debug, Clone, PartialEq)]
+struct PrintedMetric {
+    metric: String,
+    variant: String,
+    value: String,
+    /// The absolute difference's interval, for treatments.
+    interval: Option<(f64, f64)>,
+}
+
+/// Units per variant and the metric rows of the results table of
+/// `experiment` in the demo's output.
+fn printed_results(stdout: &str, experiment: &str) -> (Vec<(String, u64)>, Vec<PrintedMetric>) {
+    let start = stdout
+        .find(&format!("\n{experiment} (revision"))
+        .unwrap_or_else(|| panic!("no results table of {experiment}:\n{stdout}"));
+    let table = &stdout[start + 1..];
+    let table = &table[..table.find("(* significant").expect("the table's footnote")];
+    let mut units = Vec::new();
+    let mut metrics = Vec::new();
+    let mut metric = String::new();
+    for line in table.lines().skip(1) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.len() >= 3 && words[2] == "units" {
+            units.push((
+                words[0].to_owned(),
+                words[1].replace(',', "").parse().expect("units"),
+            ));
+            continue;
+        }
+        if words.is_empty() || words[0] == "metric" || words[0] == "counted" {
+            continue;
+        }
+        // The metric's name and role are printed on its first row only.
+        let rest = if words.len() >= 3 && ["primary", "secondary", "guardrail"].contains(&words[1])
+        {
+            metric = words[0].to_owned();
+            &words[2..]
+        } else {
+            &words[..]
+        };
+        let interval = rest.get(3).and_then(|lower| {
+            let lower = lower.strip_prefix('[')?.strip_suffix(',')?.parse().ok()?;
+            let upper = rest.get(4)?.strip_suffix(']')?.parse().ok()?;
+            Some((lower, upper))
+        });
+        metrics.push(PrintedMetric {
+            metric: metric.clone(),
+            variant: rest[0].to_owned(),
+            value: rest[1].to_owned(),
+            interval,
+        });
+    }
+    (units, metrics)
+}
+
+/// Per (experiment, variant): units, add-to-cart rate, conversion rate and
+/// revenue per unit, recounted by DuckDB from the demo's Parquet files
+/// (each unit in the variant of its earliest exposure; outcomes at or
+/// after it).
+fn recount(events: &std::path::Path) -> Vec<(String, String, u64, f64, f64, f64)> {
+    let dir = events.to_str().expect("utf-8");
+    let sql = format!(
+        r#"
+WITH first_exposure AS (
+  SELECT experiment_id, unit_type,
+         CASE unit_type WHEN 'user' THEN user_id ELSE session_id END AS unit_id,
+         arg_min(variant, "timestamp") AS variant, min("timestamp") AS first_seen
+  FROM read_parquet('{dir}/exposures/*/*/*.parquet', hive_partitioning = true)
+  GROUP BY ALL
+),
+per_unit AS (
+  SELECT f.experiment_id, f.variant, f.unit_type, f.unit_id,
+         count(*) FILTER (WHERE o.type = 'add_to_cart') AS carts,
+         count(*) FILTER (WHERE o.type = 'purchase') AS purchases,
+         coalesce(sum(o.value) FILTER (WHERE o.type = 'purchase'), 0) AS revenue
+  FROM first_exposure f
+  LEFT JOIN read_parquet('{dir}/outcomes/*/*/*.parquet', hive_partitioning = true) o
+    ON o."timestamp" >= f.first_seen
+   AND f.unit_id = CASE f.unit_type WHEN 'user' THEN o.user_id ELSE o.session_id END
+  GROUP BY ALL
+)
+SELECT experiment_id, variant, count(*) AS units,
+       avg(CASE WHEN carts > 0 THEN 1.0 ELSE 0.0 END),
+       avg(CASE WHEN purchases > 0 THEN 1.0 ELSE 0.0 END),
+       avg(revenue)
+FROM per_unit GROUP BY ALL ORDER BY ALL
+"#
+    );
+    let python_path = exp_e2e::python_packages("duckdb", "duckdb", &["duckdb==2.0.1"]);
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import duckdb, json, sys\n\
+             print(json.dumps(duckdb.sql(sys.argv[1]).fetchall()))",
+            &sql,
+        ])
+        .env("PYTHONPATH", python_path)
+        .output()
+        .expect("run duckdb");
+    assert!(
+        output.status.success(),
+        "{}\n{sql}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("json rows")
+}
+
 #[test]
-fn the_demo_shows_results_and_a_guardrail_stopping_the_harmful_experiment() {
+fn the_demo_prints_what_its_own_parquet_files_hold_and_a_guardrail_stopping_the_harmful_experiment()
+{
+    let data = tempfile::tempdir().expect("dir");
     let output = Command::new(env!("CARGO_BIN_EXE_expctl"))
-        .args(["demo", "--users", "8000"])
+        .args(["demo", "--users", "8000", "--data-dir"])
+        .arg(data.path())
         .output()
         .expect("expctl demo runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -218,7 +329,54 @@ fn the_demo_shows_results_and_a_guardrail_stopping_the_harmful_experiment() {
         stdout.contains("Assign on home_feed now answers no experiment"),
         "{stdout}"
     );
-    assert!(stdout.contains("reco_ymal_v1 (revision"), "{stdout}");
     assert!(stdout.contains("sample ratio"), "{stdout}");
     assert!(stdout.contains("reco_ymal_v1 is still running"), "{stdout}");
+
+    let recounted = recount(&data.path().join("events"));
+    let mut compared = 0;
+    for experiment in ["reco_ymal_v1", "home_pool_v1"] {
+        let (units, metrics) = printed_results(&stdout, experiment);
+        let rows: Vec<_> = recounted.iter().filter(|row| row.0 == experiment).collect();
+        assert_eq!(
+            units,
+            rows.iter()
+                .map(|row| (row.1.clone(), row.2))
+                .collect::<Vec<_>>(),
+            "{experiment}: printed units against DuckDB's\n{stdout}"
+        );
+        for row in rows {
+            let recounted = [
+                ("add_to_cart_rate", row.3),
+                ("conversion_rate", row.4),
+                ("revenue_per_session", row.5),
+            ];
+            for (metric, value) in recounted {
+                let Some(printed) = metrics
+                    .iter()
+                    .find(|printed| printed.metric == metric && printed.variant == row.1)
+                else {
+                    continue;
+                };
+                assert_eq!(
+                    printed.value,
+                    format!("{value:.4}"),
+                    "{experiment} {metric} of {}\n{stdout}",
+                    row.1
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 8, "only {compared} printed values recounted");
+    // The demo's true add-to-cart lift (10% -> 12.5%) is in the interval.
+    let (_, ymal) = printed_results(&stdout, "reco_ymal_v1");
+    let lift = ymal
+        .iter()
+        .find(|row| row.metric == "add_to_cart_rate" && row.variant == "treatment")
+        .and_then(|row| row.interval)
+        .expect("the treatment's interval");
+    assert!(
+        lift.0 <= 0.025 && 0.025 <= lift.1,
+        "{lift:?} misses +0.025\n{stdout}"
+    );
 }
