@@ -19,7 +19,6 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::State,
-    http::StatusCode,
     response::{IntoResponse, Response},
     routing::post,
 };
@@ -72,12 +71,10 @@ async fn assign(State(assigner): State<Assigner>, body: Bytes) -> Response {
     let body: AssignBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(err) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                &format!("the body must be a JSON assignment request: {err}"),
-                Vec::new(),
-            );
+            return error(&Error::invalid(
+                "",
+                format!("the body must be a JSON assignment request: {err}"),
+            ));
         }
     };
     let context = RequestContext {
@@ -122,42 +119,16 @@ async fn assign(State(assigner): State<Assigner>, body: Bytes) -> Response {
             }))
             .into_response()
         }
-        Err(AssignError::NoConfig) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "no experiment config received yet; retry shortly",
-            Vec::new(),
-        ),
-        Err(AssignError::Invalid(Error::InvalidArgument(violations))) => {
-            let message = violations
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            let fields = violations
-                .iter()
-                .map(|v| json!({"field": v.field, "description": v.description}))
-                .collect();
-            error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                &message,
-                fields,
-            )
-        }
-        Err(AssignError::Invalid(other)) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            &other.to_string(),
-            Vec::new(),
-        ),
+        Err(AssignError::NoConfig) => error(&Error::Unavailable(
+            "no experiment config received yet; retry shortly".into(),
+        )),
+        Err(AssignError::Invalid(invalid)) => error(&invalid),
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str, field_violations: Vec<Value>) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message, "field_violations": field_violations}})),
-    )
-        .into_response()
+/// An error answer, from the one table of error codes the gRPC edge uses
+/// too.
+fn error(error: &Error) -> Response {
+    let (status, body) = exp_proto::to_http(error);
+    (status, Json(body)).into_response()
 }

@@ -14,8 +14,9 @@
 //!   and their wire encoding as the event log's record format.
 //! - [`serving`]: conversions of the serving config and of assignment
 //!   answers.
-//! - [`status`]: the one mapping from [`exp_core::Error`] to
-//!   [`tonic::Status`], with `google.rpc.BadRequest` details.
+//! - [`status`]: the one table of error codes, mapping [`exp_core::Error`]
+//!   to a [`tonic::Status`] (with `google.rpc.BadRequest` details) and to
+//!   an HTTP status and JSON body.
 
 pub mod convert;
 pub mod events;
@@ -37,4 +38,4 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/experiments_v1_descriptor.bin"));
 
-pub use status::to_status;
+pub use status::{ErrorCode, to_http, to_status};

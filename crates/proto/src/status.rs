@@ -1,27 +1,128 @@
-//! The one place where domain errors become gRPC statuses.
+//! The one place where domain errors become what a caller sees, on both
+//! edges: a gRPC status, or an HTTP status with a JSON body.
 //!
-//! | domain error | gRPC code |
-//! |---|---|
-//! | `InvalidArgument` | `INVALID_ARGUMENT`, with `google.rpc.BadRequest` field violations |
-//! | `NotFound` | `NOT_FOUND` |
-//! | `AlreadyExists` | `ALREADY_EXISTS` |
-//! | `FailedPrecondition` | `FAILED_PRECONDITION` |
-//! | `StaleRevision` | `ABORTED` |
-//! | `Unauthenticated` | `UNAUTHENTICATED` |
-//! | `PermissionDenied` | `PERMISSION_DENIED` |
-//! | `Storage` | `UNAVAILABLE` (nothing was changed; retry later) |
-//! | `Unavailable` | `UNAVAILABLE` (not ready yet; retry later) |
-//! | `Overloaded` | `RESOURCE_EXHAUSTED`, with `google.rpc.RetryInfo` saying when to retry |
+//! [`ErrorCode`] is the table (as `quickwit-proto`'s `ServiceErrorCode`):
+//! each domain error has one code, and each code one gRPC code and one
+//! HTTP status (Google's mapping, as grpc-gateway and Envoy use it).
+//!
+//! | domain error | code | gRPC | HTTP |
+//! |---|---|---|---|
+//! | `InvalidArgument` | `INVALID_ARGUMENT`, with every field violation | 3 | 400 |
+//! | `NotFound` | `NOT_FOUND` | 5 | 404 |
+//! | `AlreadyExists` | `ALREADY_EXISTS` | 6 | 409 |
+//! | `FailedPrecondition` | `FAILED_PRECONDITION` | 9 | 400 |
+//! | `StaleRevision` | `ABORTED` | 10 | 409 |
+//! | `Unauthenticated` | `UNAUTHENTICATED` | 16 | 401 |
+//! | `PermissionDenied` | `PERMISSION_DENIED` | 7 | 403 |
+//! | `Storage`, `Unavailable` | `UNAVAILABLE` (nothing was changed; retry later) | 14 | 503 |
+//! | `Overloaded` | `RESOURCE_EXHAUSTED`, with when to retry | 8 | 429 |
 
 use exp_core::Error;
+use serde_json::{Value, json};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+
+/// What a caller can do about an error: the service's error codes, the
+/// same on the gRPC and the HTTP edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Fix the named fields.
+    InvalidArgument,
+    /// The named resource does not exist.
+    NotFound,
+    /// The id is taken.
+    AlreadyExists,
+    /// Not allowed in the resource's current state.
+    FailedPrecondition,
+    /// Based on a stale revision: read again and reapply.
+    Aborted,
+    /// No valid credentials.
+    Unauthenticated,
+    /// Credentials without the needed role.
+    PermissionDenied,
+    /// Nothing was done; retry later.
+    Unavailable,
+    /// At capacity; retry after the delay given.
+    ResourceExhausted,
+}
+
+impl ErrorCode {
+    /// Every code, with its gRPC code and HTTP status.
+    pub const TABLE: [(Self, Code, u16); 9] = [
+        (Self::InvalidArgument, Code::InvalidArgument, 400),
+        (Self::NotFound, Code::NotFound, 404),
+        (Self::AlreadyExists, Code::AlreadyExists, 409),
+        (Self::FailedPrecondition, Code::FailedPrecondition, 400),
+        (Self::Aborted, Code::Aborted, 409),
+        (Self::Unauthenticated, Code::Unauthenticated, 401),
+        (Self::PermissionDenied, Code::PermissionDenied, 403),
+        (Self::Unavailable, Code::Unavailable, 503),
+        (Self::ResourceExhausted, Code::ResourceExhausted, 429),
+    ];
+
+    /// The code of a domain error.
+    pub fn of(error: &Error) -> Self {
+        match error {
+            Error::InvalidArgument(_) => Self::InvalidArgument,
+            Error::NotFound { .. } => Self::NotFound,
+            Error::AlreadyExists { .. } => Self::AlreadyExists,
+            Error::FailedPrecondition(_) => Self::FailedPrecondition,
+            Error::StaleRevision { .. } => Self::Aborted,
+            Error::Unauthenticated(_) => Self::Unauthenticated,
+            Error::PermissionDenied(_) => Self::PermissionDenied,
+            Error::Storage(_) | Error::Unavailable(_) => Self::Unavailable,
+            Error::Overloaded { .. } => Self::ResourceExhausted,
+        }
+    }
+
+    fn row(self) -> (Self, Code, u16) {
+        Self::TABLE
+            .into_iter()
+            .find(|(code, _, _)| *code == self)
+            .unwrap_or((self, Code::Internal, 500))
+    }
+
+    /// Its gRPC code.
+    pub fn grpc(self) -> Code {
+        self.row().1
+    }
+
+    /// Its HTTP status.
+    pub fn http(self) -> http::StatusCode {
+        http::StatusCode::from_u16(self.row().2).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// Its name, as both edges spell it (`INVALID_ARGUMENT`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "INVALID_ARGUMENT",
+            Self::NotFound => "NOT_FOUND",
+            Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::FailedPrecondition => "FAILED_PRECONDITION",
+            Self::Aborted => "ABORTED",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        }
+    }
+
+    /// The code a gRPC code comes from (`None` for codes the service does
+    /// not answer with).
+    pub fn from_grpc(code: Code) -> Option<Self> {
+        Self::TABLE
+            .into_iter()
+            .find(|(_, grpc, _)| *grpc == code)
+            .map(|(code, _, _)| code)
+    }
+}
 
 /// Maps a domain error to the status a client sees. The message names
 /// every offending field, so a grpcurl user reads the problem without
 /// decoding details.
 pub fn to_status(error: Error) -> Status {
     let message = error.to_string();
+    let code = ErrorCode::of(&error).grpc();
     match error {
         Error::InvalidArgument(violations) => {
             let details = ErrorDetails::with_bad_request(
@@ -30,21 +131,39 @@ pub fn to_status(error: Error) -> Status {
                     .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
                     .collect::<Vec<_>>(),
             );
-            Status::with_error_details(Code::InvalidArgument, message, details)
+            Status::with_error_details(code, message, details)
         }
-        Error::NotFound { .. } => Status::not_found(message),
-        Error::AlreadyExists { .. } => Status::already_exists(message),
-        Error::FailedPrecondition(_) => Status::failed_precondition(message),
-        Error::StaleRevision { .. } => Status::aborted(message),
-        Error::Unauthenticated(_) => Status::unauthenticated(message),
-        Error::PermissionDenied(_) => Status::permission_denied(message),
-        Error::Storage(_) | Error::Unavailable(_) => Status::unavailable(message),
         Error::Overloaded { retry_after, .. } => Status::with_error_details(
-            Code::ResourceExhausted,
+            code,
             message,
             ErrorDetails::with_retry_info(Some(retry_after)),
         ),
+        _ => Status::new(code, message),
     }
+}
+
+/// Maps a domain error to the HTTP status and JSON body of the HTTP edge:
+/// `{"error": {"code", "message", "field_violations": [{"field",
+/// "description"}]}}`, with `retry_after_ms` when the call may be retried
+/// after a delay.
+pub fn to_http(error: &Error) -> (http::StatusCode, Value) {
+    let code = ErrorCode::of(error);
+    let field_violations: Vec<Value> = match error {
+        Error::InvalidArgument(violations) => violations
+            .iter()
+            .map(|v| json!({"field": v.field, "description": v.description}))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut body = json!({
+        "code": code.name(),
+        "message": error.to_string(),
+        "field_violations": field_violations,
+    });
+    if let Error::Overloaded { retry_after, .. } = error {
+        body["retry_after_ms"] = json!(retry_after.as_millis() as u64);
+    }
+    (code.http(), json!({ "error": body }))
 }
 
 #[cfg(test)]
@@ -120,6 +239,48 @@ mod tests {
         for (error, code) in cases {
             assert_eq!(to_status(error).code(), code);
         }
+    }
+
+    #[test]
+    fn every_code_maps_to_one_grpc_code_and_back_and_has_an_http_status() {
+        for (code, grpc, http) in ErrorCode::TABLE {
+            assert_eq!(code.grpc(), grpc);
+            assert_eq!(ErrorCode::from_grpc(grpc), Some(code), "{code:?}");
+            assert_eq!(code.http().as_u16(), http);
+            assert_eq!(
+                format!("{:?}", code.grpc()).to_uppercase(),
+                code.name().replace('_', ""),
+                "the name is the gRPC code's"
+            );
+        }
+        assert_eq!(ErrorCode::from_grpc(Code::Internal), None);
+    }
+
+    #[test]
+    fn the_http_edge_answers_the_same_code_with_every_field() {
+        let (status, body) = to_http(&Error::InvalidArgument(vec![FieldViolation::new(
+            "context.placement",
+            "too long",
+        )]));
+        assert_eq!(status.as_u16(), 400);
+        assert_eq!(body["error"]["code"], "INVALID_ARGUMENT");
+        assert_eq!(
+            body["error"]["field_violations"][0]["field"],
+            "context.placement"
+        );
+        let (status, body) = to_http(&Error::Overloaded {
+            message: "busy".into(),
+            retry_after: std::time::Duration::from_millis(200),
+        });
+        assert_eq!(
+            (status.as_u16(), body["error"]["retry_after_ms"].as_u64()),
+            (429, Some(200))
+        );
+        let (status, body) = to_http(&Error::Unavailable("loading".into()));
+        assert_eq!(
+            (status.as_u16(), body["error"]["code"].as_str()),
+            (503, Some("UNAVAILABLE"))
+        );
     }
 
     #[test]
