@@ -1,8 +1,8 @@
 //! Shared helpers of the benchmarks: timing loops; a summary of a
 //! latency sample (median, p99) printed the same way by every bench;
-//! processes' CPU time from `/proc`; and hiccup meters, which measure the
-//! machine's own stalls during a load test so a tail latency can be set
-//! against them ([`HiccupMeters`], [`Timeline`]).
+//! processes' CPU time from `/proc`; a release `expd` in a process of its
+//! own ([`ReleaseExpd`]) and an open-loop `Assign` load
+//! ([`drive_assign`]); intervals of means and ratios ([`Interval`]).
 //!
 //! Benchmarks run with `cargo bench -p exp-benches`; each prints one line
 //! per measurement, and `benches/RESULTS.md` records the figures with the
@@ -10,7 +10,6 @@
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
 use std::{
-    collections::BTreeMap,
     path::Path,
     time::{Duration, Instant},
 };
@@ -114,11 +113,6 @@ pub async fn channels(addr: std::net::SocketAddr, count: usize) -> Vec<tonic::tr
     channels
 }
 
-/// User plus system CPU seconds of this process so far (Linux).
-pub fn own_cpu_seconds() -> f64 {
-    cpu_seconds(std::process::id())
-}
-
 /// User plus system CPU seconds of process `pid` so far (Linux).
 pub fn cpu_seconds(pid: u32) -> f64 {
     stat_seconds(pid, CPU_FIELDS)
@@ -127,62 +121,10 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 /// utime and stime: fields 14 and 15 (1-based) of a stat file.
 const CPU_FIELDS: [usize; 2] = [14, 15];
 
-/// User plus system CPU seconds of this process's children that have
-/// ended and been waited for (Linux): the cost of a load generator run
-/// as a child process.
-pub fn children_cpu_seconds() -> f64 {
-    // cutime and cstime are fields 16 and 17 (1-based).
-    stat_seconds(std::process::id(), [16, 17])
-}
-
 /// Minor page faults of this process so far (Linux).
 pub fn own_minor_faults() -> u64 {
     // minflt is field 10 (1-based).
     stat_fields(std::process::id(), [10])[0] as u64
-}
-
-/// User plus system CPU seconds of each thread of process `pid` alive
-/// now, with its name (Linux). Set two readings against each other with
-/// [`cpu_seconds_by_thread_name`].
-pub fn cpu_seconds_by_thread(pid: u32) -> BTreeMap<u32, (String, f64)> {
-    let mut threads = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return threads;
-    };
-    for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse().ok()) else {
-            continue;
-        };
-        let path = task.path();
-        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
-            continue;
-        };
-        let seconds = stat_file_seconds(&path.join("stat"), CPU_FIELDS);
-        threads.insert(tid, (name.trim().to_owned(), seconds));
-    }
-    threads
-}
-
-/// The CPU seconds each thread used between readings `before` and
-/// `after` of [`cpu_seconds_by_thread`], summed by thread name (threads
-/// started in between count from zero). `total` is the process's own
-/// [`cpu_seconds`] over the same span: what it has beyond the threads
-/// alive at `after` (threads that ended in between) is given as
-/// `"(ended threads)"`.
-pub fn cpu_seconds_by_thread_name(
-    before: &BTreeMap<u32, (String, f64)>,
-    after: &BTreeMap<u32, (String, f64)>,
-    total: f64,
-) -> BTreeMap<String, f64> {
-    let mut by_name = BTreeMap::new();
-    let mut alive = 0.0;
-    for (tid, (name, seconds)) in after {
-        let earlier = before.get(tid).map_or(0.0, |(_, seconds)| *seconds);
-        alive += seconds - earlier;
-        *by_name.entry(name.clone()).or_insert(0.0) += seconds - earlier;
-    }
-    by_name.insert("(ended threads)".to_owned(), total - alive);
-    by_name
 }
 
 /// The sum of the clock-tick fields `fields` (1-based, as in proc(5)) of
@@ -221,277 +163,186 @@ fn stat_file_fields<const N: usize>(path: &Path, fields: [usize; N]) -> [f64; N]
     })
 }
 
-/// Env variable that turns a bench binary into a hiccup meter (see
-/// [`HiccupMeters`]).
-const HICCUP_METER: &str = "EXP_BENCH_HICCUP_METER";
+/// Open loop: `rate` requests/s for `seconds`, from 64 callers on 4
+/// connections, every request a new user with its exposure logged.
+/// Latency runs from the actual send. Answers the latencies, the errors
+/// and the seconds the run took. `run` keeps users of different runs
+/// apart.
+pub async fn drive_assign(
+    addr: std::net::SocketAddr,
+    rate: u64,
+    seconds: u64,
+    run: u64,
+) -> (Vec<Duration>, u64, f64) {
+    const CALLERS: u64 = 64;
+    let channels: Vec<tonic::transport::Channel> = channels(addr, 4).await;
+    let started = Instant::now() + Duration::from_millis(100);
+    let per_caller = rate * seconds / CALLERS;
+    let interval = Duration::from_secs_f64(CALLERS as f64 / rate as f64);
+    let mut tasks = Vec::new();
+    for caller in 0..CALLERS {
+        let mut client = exp_proto::v1::assignment_service_client::AssignmentServiceClient::new(
+            channels[caller as usize % channels.len()].clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let offset = interval.mul_f64(caller as f64 / CALLERS as f64);
+            let mut latencies = Vec::with_capacity(per_caller as usize);
+            let mut errors = 0u64;
+            for index in 0..per_caller {
+                tokio::time::sleep_until((started + offset + interval * index as u32).into()).await;
+                let sent = Instant::now();
+                let result = client
+                    .assign(exp_proto::v1::AssignRequest {
+                        user_id: format!("user-{run}-{caller}-{index}"),
+                        context: Some(exp_proto::v1::RequestContext {
+                            placement: "you_may_also_like".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .await;
+                errors += u64::from(result.is_err());
+                latencies.push(sent.elapsed());
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (sample, failed) = task.await.expect("caller");
+        latencies.extend(sample);
+        errors += failed;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    (latencies, errors, elapsed)
+}
 
-/// Stalls of the machine itself, measured while a load test runs, so a
-/// tail latency can be told apart from the host pausing the whole VM.
-///
-/// One meter process per CPU, pinned to it (`taskset`) at real-time
-/// priority (`chrt -f`), so no ordinary process on that CPU (the server,
-/// the load generator) can delay it: it sleeps 1 ms at a time and
-/// reports each wake-up more than 0.5 ms late. What delays it is the
-/// hypervisor or the kernel, which delay every process on that CPU
-/// alike. The meters cost about 1,000 wake-ups per second per CPU.
+/// A release `expd` in a process of its own, serving every role on
+/// ephemeral loopback ports and a temporary data directory, killed when
+/// dropped. The server the rec service would run, measured from outside:
+/// its CPU time is read from `/proc`.
 #[derive(Debug)]
-pub struct HiccupMeters {
-    meters: Vec<std::process::Child>,
+pub struct ReleaseExpd {
+    process: std::process::Child,
+    /// Its gRPC address.
+    pub grpc: std::net::SocketAddr,
+    /// Its HTTP address.
+    pub http: std::net::SocketAddr,
+    _data: Option<tempfile::TempDir>,
 }
 
-/// One stall a meter saw.
-#[derive(Debug, Clone, Copy)]
-pub struct Stall {
-    /// When the meter went to sleep, in microseconds since the Unix epoch.
-    pub at_unix_micros: u64,
-    /// How much later than asked it woke up.
-    pub length: Duration,
-}
-
-impl HiccupMeters {
-    /// Starts a meter on each of `cpus`; `None` (with the reason printed)
-    /// when `chrt` or `taskset` cannot run them (not root, not Linux).
-    pub fn start(cpus: &[usize]) -> Option<Self> {
-        let exe = std::env::current_exe().ok()?;
-        let mut meters = Vec::new();
-        for cpu in cpus {
-            let meter = std::process::Command::new("chrt")
-                .args(["-f", "50", "taskset", "-c"])
-                .arg(cpu.to_string())
-                .arg(&exe)
-                .env(HICCUP_METER, "1")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .spawn();
-            match meter {
-                Ok(meter) => meters.push(meter),
-                Err(err) => {
-                    println!("  hiccup meter unavailable (chrt, taskset): {err}");
-                    return None;
-                }
-            }
+impl ReleaseExpd {
+    /// The release binary: `BENCH_EXPD` if set, else `target/release/expd`
+    /// next to the bench's own build; `None` (with a note printed) when
+    /// there is none.
+    pub fn binary() -> Option<std::path::PathBuf> {
+        let binary = std::env::var_os("BENCH_EXPD")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                let exe = std::env::current_exe().ok()?;
+                Some(exe.parent()?.parent()?.join("expd"))
+            })
+            .filter(|path| path.exists());
+        if binary.is_none() {
+            println!(
+                "no release expd (cargo build --release -p expd, or BENCH_EXPD=path): skipped"
+            );
         }
-        // Give them a moment to start (a refused `chrt` exits at once).
-        std::thread::sleep(Duration::from_millis(50));
-        for meter in &mut meters {
-            if let Ok(Some(status)) = meter.try_wait() {
-                println!("  hiccup meter unavailable: chrt/taskset exited with {status}");
-                return None;
-            }
+        binary
+    }
+
+    /// Starts `binary` on a temporary data directory with `args` (beyond
+    /// the addresses and data directory) and waits until its gRPC port
+    /// answers.
+    pub async fn start(binary: &Path, args: &[&str]) -> Self {
+        let data = tempfile::tempdir().expect("dir");
+        let mut server = Self::start_in(binary, data.path(), args).await;
+        server._data = Some(data);
+        server
+    }
+
+    /// [`ReleaseExpd::start`] on the data directory `data`.
+    pub async fn start_in(binary: &Path, data: &Path, args: &[&str]) -> Self {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("free port")
+        };
+        let (grpc, http) = (free(), free());
+        let process = std::process::Command::new(binary)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--grpc-addr", &grpc.to_string()])
+            .args(["--http-addr", &http.to_string()])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn expd");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(grpc).await.is_err() {
+            assert!(Instant::now() < deadline, "expd never listened on {grpc}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Some(Self { meters })
-    }
-
-    /// Stops the meters and answers every stall they saw.
-    pub fn stop(mut self) -> Vec<Stall> {
-        use std::io::Read;
-        let mut stalls = Vec::new();
-        for mut meter in std::mem::take(&mut self.meters) {
-            let _ = meter.kill();
-            let mut text = String::new();
-            if let Some(mut out) = meter.stdout.take() {
-                let _ = out.read_to_string(&mut text);
-            }
-            let _ = meter.wait();
-            stalls.extend(text.lines().filter_map(|line| {
-                let (at, micros) = line.split_once(' ')?;
-                Some(Stall {
-                    at_unix_micros: at.parse().ok()?,
-                    length: Duration::from_micros(micros.parse().ok()?),
-                })
-            }));
-        }
-        stalls
-    }
-}
-
-impl Drop for HiccupMeters {
-    /// Meters not stopped (a bench that panicked) are killed, not left
-    /// running.
-    fn drop(&mut self) {
-        for meter in &mut self.meters {
-            let _ = meter.kill();
-            let _ = meter.wait();
-        }
-    }
-}
-
-/// Runs this process as a hiccup meter, forever, when it was started as
-/// one by [`HiccupMeters::start`]; returns at once otherwise. Benches
-/// that use meters call it first thing in `main`.
-pub fn run_hiccup_meter_if_asked() {
-    if std::env::var_os(HICCUP_METER).is_none() {
-        return;
-    }
-    let nap = Duration::from_millis(1);
-    loop {
-        let asleep = Instant::now();
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        std::thread::sleep(nap);
-        let late = asleep.elapsed().saturating_sub(nap);
-        if late > Duration::from_micros(500) {
-            println!("{} {}", at.as_micros(), late.as_micros());
-        }
-    }
-}
-
-/// Latencies of one load test, each with the moment it was sent, so the
-/// slow requests can be set against the machine's stalls.
-#[derive(Debug, Default)]
-pub struct Timeline {
-    /// (sent, in microseconds since the Unix epoch; latency).
-    samples: Vec<(u64, Duration)>,
-}
-
-/// How many requests of a [`Timeline`] were slow, and how many of them
-/// and of all met a stall of the machine.
-#[derive(Debug, Clone, Copy)]
-pub struct StallShare {
-    /// Requests slower than the bound asked for.
-    pub slow: usize,
-    /// Those of them that met a stall.
-    pub slow_met_stall: usize,
-    /// All requests.
-    pub all: usize,
-    /// Those of them that met a stall.
-    pub all_met_stall: usize,
-}
-
-impl Timeline {
-    /// Records a request sent at `sent` that took `latency`.
-    pub fn record(&mut self, sent: std::time::SystemTime, latency: Duration) {
-        let micros = sent
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros();
-        self.samples
-            .push((u64::try_from(micros).unwrap_or(u64::MAX), latency));
-    }
-
-    /// Number of requests recorded.
-    pub fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
-
-    /// How many requests took longer than `bound`.
-    pub fn count_slower_than(&self, bound: Duration) -> usize {
-        self.samples
-            .iter()
-            .filter(|(_, latency)| *latency > bound)
-            .count()
-    }
-
-    /// The summary of every request.
-    pub fn summary(&self) -> Summary {
-        Summary::of(self.samples.iter().map(|(_, latency)| *latency).collect())
-    }
-
-    /// How many requests took longer than `slow`, and how many of them,
-    /// and of all requests, met a stall of `threshold` or more: one that
-    /// began while the request was in flight or in the `backlog` before
-    /// it was sent (a stalled server answers the queue that built up
-    /// during the stall afterwards).
-    pub fn stall_share(
-        &self,
-        stalls: &[Stall],
-        threshold: Duration,
-        slow: Duration,
-        backlog: Duration,
-    ) -> StallShare {
-        let met = stall_meeter(stalls, threshold, backlog);
-        let slow_samples = || self.samples.iter().filter(|(_, latency)| *latency > slow);
-        StallShare {
-            slow: self.count_slower_than(slow),
-            slow_met_stall: slow_samples().filter(|sample| met(sample)).count(),
-            all: self.samples.len(),
-            all_met_stall: self.samples.iter().filter(|sample| met(sample)).count(),
-        }
-    }
-
-    /// The requests that met no stall of `threshold` or more (in flight,
-    /// or in the `backlog` before they were sent; see
-    /// [`Self::stall_share`]): what the server's own work made of their
-    /// latency, with the machine's stalls, which hit logging on and off
-    /// alike but far more in some runs than in others, left out.
-    pub fn clear_of_stalls(
-        &self,
-        stalls: &[Stall],
-        threshold: Duration,
-        backlog: Duration,
-    ) -> Self {
-        let met = stall_meeter(stalls, threshold, backlog);
         Self {
-            samples: self
-                .samples
-                .iter()
-                .filter(|sample| !met(sample))
-                .copied()
-                .collect(),
+            process,
+            grpc,
+            http,
+            _data: None,
         }
     }
-}
 
-/// Whether a request (sent, latency) met one of `stalls` of `threshold` or
-/// more: one that began while it was in flight or in the `backlog` before
-/// it was sent.
-fn stall_meeter(
-    stalls: &[Stall],
-    threshold: Duration,
-    backlog: Duration,
-) -> impl Fn(&(u64, Duration)) -> bool {
-    let mut starts: Vec<u64> = stalls
-        .iter()
-        .filter(|stall| stall.length >= threshold)
-        .map(|stall| stall.at_unix_micros)
-        .collect();
-    starts.sort_unstable();
-    let backlog = u64::try_from(backlog.as_micros()).unwrap_or(u64::MAX);
-    move |(sent, latency): &(u64, Duration)| {
-        let from = sent.saturating_sub(backlog);
-        let to = sent + u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let first = starts.partition_point(|start| *start < from);
-        starts.get(first).is_some_and(|start| *start <= to)
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// Its CPU seconds so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.pid())
+    }
+
+    /// Its resident memory now, in MB.
+    pub fn resident_mb(&self) -> f64 {
+        self.status_mb("VmRSS:")
+    }
+
+    /// The most resident memory it has had, in MB.
+    pub fn peak_resident_mb(&self) -> f64 {
+        self.status_mb("VmHWM:")
+    }
+
+    fn status_mb(&self, field: &str) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// Asks it to stop (SIGTERM: a graceful shutdown) and waits.
+    pub fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let _ = self.process.wait();
     }
 }
 
-/// The total length of `stalls` of `threshold` or more.
-pub fn stall_time(stalls: &[Stall], threshold: Duration) -> Duration {
-    stalls
-        .iter()
-        .filter(|stall| stall.length >= threshold)
-        .map(|stall| stall.length)
-        .sum()
-}
-
-/// Prints what the meters saw over a run: stalls of 1 ms and 2 ms or more,
-/// the longest, and their total.
-pub fn print_stalls(stalls: &[Stall]) {
-    let over = |ms: u64| {
-        stalls
-            .iter()
-            .filter(|stall| stall.length >= Duration::from_millis(ms))
-            .count()
-    };
-    let longest = stalls
-        .iter()
-        .map(|stall| stall.length)
-        .max()
-        .unwrap_or_default();
-    let total: Duration = stalls.iter().map(|stall| stall.length).sum();
-    println!(
-        "  machine stalls (all CPUs): {} >= 1 ms, {} >= 2 ms, longest {:.1} ms, {:.1} ms in all",
-        over(1),
-        over(2),
-        longest.as_secs_f64() * 1e3,
-        total.as_secs_f64() * 1e3
-    );
+impl Drop for ReleaseExpd {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
 }
 
 /// An estimate with a two-sided confidence interval, from independent
@@ -545,36 +396,7 @@ impl Interval {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    use super::{Interval, Stall, Timeline, cpu_seconds_by_thread_name, stall_time};
-
-    #[test]
-    fn each_thread_counts_from_its_own_earlier_reading_and_ended_threads_are_the_rest() {
-        let thread = |name: &str, seconds: f64| (name.to_owned(), seconds);
-        // Thread 2 ("worker", 5 s) ends; thread 4 starts; thread 3 idles.
-        let before = BTreeMap::from([
-            (1, thread("worker", 1.0)),
-            (2, thread("worker", 5.0)),
-            (3, thread("feed", 2.0)),
-        ]);
-        let after = BTreeMap::from([
-            (1, thread("worker", 1.5)),
-            (3, thread("feed", 2.0)),
-            (4, thread("worker", 0.25)),
-        ]);
-        let by_name = cpu_seconds_by_thread_name(&before, &after, 3.0);
-        assert_eq!(
-            by_name,
-            BTreeMap::from([
-                ("(ended threads)".to_owned(), 2.25),
-                ("feed".to_owned(), 0.0),
-                ("worker".to_owned(), 0.75),
-            ])
-        );
-    }
+    use super::Interval;
 
     #[test]
     fn a_mean_has_a_student_t_interval_from_the_spread_of_its_samples() {
@@ -597,37 +419,5 @@ mod tests {
             "{interval:?}"
         );
         assert!(interval.low < 2.0 && interval.high > 8.0, "{interval:?}");
-    }
-
-    #[test]
-    fn requests_in_flight_during_a_stall_or_sent_in_its_backlog_are_not_clear_of_it() {
-        let at = |micros: u64| UNIX_EPOCH + Duration::from_micros(micros);
-        let stalls = [
-            Stall {
-                at_unix_micros: 10_000,
-                length: Duration::from_millis(3),
-            },
-            Stall {
-                at_unix_micros: 30_000,
-                length: Duration::from_micros(600),
-            },
-        ];
-        let mut timeline = Timeline::default();
-        let mut record = |sent: SystemTime, micros: u64| {
-            timeline.record(sent, Duration::from_micros(micros));
-        };
-        record(at(9_000), 4_000); // in flight when the stall began
-        record(at(14_000), 300); // sent 4 ms after it: in its backlog
-        record(at(20_000), 300); // sent 10 ms after it
-        record(at(29_900), 800); // met only a stall under the threshold
-        record(at(8_000), 500); // answered before it
-        let clear =
-            timeline.clear_of_stalls(&stalls, Duration::from_millis(1), Duration::from_millis(5));
-        assert_eq!(clear.len(), 3);
-        assert_eq!(clear.summary().p99, Duration::from_micros(800));
-        assert_eq!(
-            stall_time(&stalls, Duration::from_millis(1)),
-            Duration::from_millis(3)
-        );
     }
 }

@@ -8,15 +8,8 @@ use expd::{Config, serve, telemetry};
 use tokio::net::TcpListener;
 
 /// mimalloc: each call allocates and frees many small buffers (HTTP/2
-/// frames, headers, messages) across worker threads; it took the
-/// median `Assign` latency at 10,000 calls/s down by about a fifth and
-/// the CPU per call by about 4% against the system allocator
-/// (`benches/RESULTS.md`). Built without transparent huge pages
-/// (`no_thp`): where the kernel grants them on request, the first touch of
-/// each new 2 MB of a growing heap (the dedup set, the repeat filter, the
-/// analyzer, the roller's buffers) zeroed all of it in one page fault of
-/// about 1.4 ms on a background thread, and a request handler woken on
-/// that CPU waited for it.
+/// frames, headers, messages) across worker threads; it took the CPU per
+/// `Assign` call down by about 4% against the system allocator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
