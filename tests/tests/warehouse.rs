@@ -1,5 +1,5 @@
 //! The Parquet datasets are a warehouse's input: DuckDB, a client no one
-//! here wrote, reads the hourly Hive partitions and runs the README's
+//! here wrote, reads the hourly Hive partitions and runs docs/events.md's
 //! "add-to-cart rate by variant" SQL verbatim; its answer equals what the
 //! simulated traffic put in, and what the service reads back from its own
 //! log.
@@ -20,13 +20,14 @@ use exp_proto::v1;
 
 const DUCKDB: &str = "duckdb==2.0.1";
 
-/// The SQL block the README marks with `<!-- sql: add-to-cart-rate -->`.
-fn readme_sql() -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README");
-    let (_, after) = readme
+/// The SQL block docs/events.md marks with `<!-- sql: add-to-cart-rate -->`.
+fn documented_sql() -> String {
+    let events_doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/events.md"))
+            .expect("docs/events.md");
+    let (_, after) = events_doc
         .split_once("<!-- sql: add-to-cart-rate -->")
-        .expect("the README marks its SQL");
+        .expect("docs/events.md marks its SQL");
     let (_, block) = after.split_once("```sql\n").expect("a sql block");
     let (sql, _) = block.split_once("```").expect("closed");
     sql.to_owned()
@@ -185,7 +186,7 @@ async fn duckdb_joins_the_partitions_and_gets_the_add_to_cart_rate_by_variant() 
     drop(log);
 
     let events_dir = data.path().join("events");
-    let sql = readme_sql().replace(
+    let sql = documented_sql().replace(
         "'data/events/",
         &format!("'{}/", events_dir.to_str().expect("utf-8")),
     );

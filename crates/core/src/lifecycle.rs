@@ -3,7 +3,7 @@
 //! traffic capacity of a layer. Each function takes the current state and
 //! returns the next one, revision bumped; the caller persists it.
 //!
-//! What may change, by status (the README's table says the same):
+//! What may change, by status (docs/experiments.md's table says the same):
 //!
 //! | fields | draft, scheduled | running, paused | stopped, completed | archived |
 //! |---|---|---|---|---|
