@@ -16,7 +16,7 @@ use exp_core::{
 };
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-use crate::recent::OutcomeView;
+use crate::recent::{Currency, OutcomeView};
 
 /// Units are split into this many groups by a hash of their id, for the
 /// grouped jackknife of concentration metrics.
@@ -48,12 +48,15 @@ pub(crate) struct ResolvedMetric {
 }
 
 /// What the per-unit state of an experiment holds: one sum per measure,
-/// and one item table per concentration metric. While it stays the same,
-/// metric configs may change without touching the state.
+/// one item table per concentration metric, and the currency the sums of
+/// `value` are in. While it stays the same, metric configs may change
+/// without touching the state.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Layout {
     measures: Vec<Measure>,
     item_tables: Vec<Measure>,
+    /// The experiment's currency, when a measure sums `value`.
+    currency: Option<Currency>,
 }
 
 pub(crate) fn layout(experiment: &Experiment) -> (Layout, Vec<ResolvedMetric>) {
@@ -119,10 +122,15 @@ pub(crate) fn layout(experiment: &Experiment) -> (Layout, Vec<ResolvedMetric>) {
                 .then(|| position(&item_tables, &definition.numerator)),
         })
         .collect();
+    let currency = measures
+        .iter()
+        .any(|measure| measure.aggregate == Aggregate::ValueSum)
+        .then(|| Currency::parse(config.effective_currency()));
     (
         Layout {
             measures,
             item_tables,
+            currency,
         },
         resolved,
     )
@@ -170,6 +178,9 @@ pub(crate) struct ExperimentState {
     pub(crate) exposures_disagreeing_with_bucketing: u64,
     pub(crate) exposures_checked_against_bucketing: u64,
     pub(crate) exposures: u64,
+    /// Outcomes left out of value measures for being in another currency
+    /// than the experiment's, per currency, in the order first seen.
+    pub(crate) other_currencies: Vec<(Currency, u64)>,
     /// Item impressions counted in a concentration table under an arm
     /// their unit later left for an earlier exposure's.
     pub(crate) items_left_in_previous_arm: f64,
@@ -201,6 +212,7 @@ impl ExperimentState {
             exposures_checked_against_bucketing: 0,
             exposures: 0,
             items_left_in_previous_arm: 0.0,
+            other_currencies: Vec::new(),
             newest_event_micros: None,
             guardrail_evidence: HashMap::new(),
         }
@@ -305,9 +317,22 @@ impl ExperimentState {
         let width = self.layout.measures.len();
         let start = index as usize * width;
         let sums = &mut self.sums[start..start + width];
+        let mut other_currency = false;
         for (sum, measure) in sums.iter_mut().zip(&self.layout.measures) {
-            if let Some(amount) = contribution(measure, outcome, here) {
-                *sum += amount;
+            match contribution(measure, outcome, here, self.layout.currency) {
+                Contribution::Adds(amount) => *sum += amount,
+                Contribution::OtherCurrency => other_currency = true,
+                Contribution::Nothing => {}
+            }
+        }
+        if other_currency {
+            match self
+                .other_currencies
+                .iter_mut()
+                .find(|(currency, _)| *currency == outcome.currency)
+            {
+                Some((_, count)) => *count += 1,
+                None => self.other_currencies.push((outcome.currency, 1)),
             }
         }
         let variants = self.experiment.variants.len();
@@ -389,14 +414,39 @@ fn matches(measure: &Measure, outcome: &OutcomeView<'_>, here: bool) -> bool {
         && (!measure.experiment_placements_only || here)
 }
 
-/// What `outcome` adds to `measure`, if it matches it.
-fn contribution(measure: &Measure, outcome: &OutcomeView<'_>, here: bool) -> Option<f64> {
+/// What an outcome does to a measure.
+enum Contribution {
+    /// Adds this much.
+    Adds(f64),
+    /// Nothing: it does not match the measure.
+    Nothing,
+    /// Would add its value, but the value is in another currency than the
+    /// experiment's (or in none).
+    OtherCurrency,
+}
+
+/// What `outcome` adds to `measure`. A sum of `value` adds only amounts in
+/// `currency` (the experiment's): adding 10 USD and 1,000 JPY gives a
+/// number in no currency. An outcome without a currency and without a
+/// value adds 0; one with a value but no currency is in another currency.
+fn contribution(
+    measure: &Measure,
+    outcome: &OutcomeView<'_>,
+    here: bool,
+    currency: Option<Currency>,
+) -> Contribution {
     if !matches(measure, outcome, here) {
-        return None;
+        return Contribution::Nothing;
     }
-    Some(match measure.aggregate {
+    Contribution::Adds(match measure.aggregate {
         Aggregate::Count => 1.0,
-        Aggregate::ValueSum => outcome.value,
+        Aggregate::ValueSum => {
+            let no_amount = outcome.currency == Currency::NONE && outcome.value == 0.0;
+            if !no_amount && Some(outcome.currency) != currency {
+                return Contribution::OtherCurrency;
+            }
+            outcome.value
+        }
         Aggregate::QuantitySum => f64::from(outcome.quantity),
         Aggregate::LatencySum => outcome.latency_ms,
         Aggregate::ItemCount if outcome.outcome_type == OutcomeType::Impression => {

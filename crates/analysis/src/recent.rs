@@ -20,6 +20,36 @@ use exp_core::{
 /// Outcomes kept for units whose exposure arrives after them.
 pub const RECENT_OUTCOMES: usize = 100_000;
 
+/// An ISO 4217 code in three bytes: what the window keeps of an outcome's
+/// currency, and what a value measure compares it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Currency([u8; 3]);
+
+impl Currency {
+    /// No currency: the outcome carries no amount.
+    pub(crate) const NONE: Self = Self([0; 3]);
+
+    /// The code `code`; [`Self::NONE`] when empty, and `???` when it is
+    /// not three bytes (ingest refuses those; it never equals a valid
+    /// experiment currency).
+    pub(crate) fn parse(code: &str) -> Self {
+        match code.as_bytes() {
+            [] => Self::NONE,
+            [a, b, c] => Self([*a, *b, *c]),
+            _ => Self(*b"???"),
+        }
+    }
+}
+
+impl std::fmt::Display for Currency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self == Self::NONE {
+            return f.write_str("no currency");
+        }
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
 /// What the per-unit sums read of an outcome, borrowed from a domain
 /// [`Outcome`] as it arrives or from a [`RecentOutcome`] replayed later:
 /// one code path counts both.
@@ -32,6 +62,7 @@ pub(crate) struct OutcomeView<'a> {
     pub(crate) item_ids: &'a [String],
     pub(crate) from_recommendation: bool,
     pub(crate) value: f64,
+    pub(crate) currency: Currency,
     pub(crate) quantity: u32,
     pub(crate) latency_ms: f64,
     pub(crate) time_micros: i64,
@@ -48,6 +79,7 @@ impl<'a> OutcomeView<'a> {
             item_ids: &outcome.item_ids,
             from_recommendation: outcome.from_recommendation,
             value: outcome.value,
+            currency: Currency::parse(&outcome.currency),
             quantity: outcome.quantity,
             latency_ms: outcome.latency_ms,
             time_micros: unix_micros(outcome.timestamp),
@@ -67,6 +99,7 @@ pub(crate) struct RecentOutcome {
     item_ids: Box<[String]>,
     from_recommendation: bool,
     value: f64,
+    currency: Currency,
     quantity: u32,
     latency_ms: f64,
     pub(crate) time_micros: i64,
@@ -86,6 +119,7 @@ impl RecentOutcome {
             item_ids: outcome.item_ids.into(),
             from_recommendation: outcome.from_recommendation,
             value: outcome.value,
+            currency: outcome.currency,
             quantity: outcome.quantity,
             latency_ms: outcome.latency_ms,
             time_micros: outcome.time_micros,
@@ -103,6 +137,7 @@ impl RecentOutcome {
             item_ids: &self.item_ids,
             from_recommendation: self.from_recommendation,
             value: self.value,
+            currency: self.currency,
             quantity: self.quantity,
             latency_ms: self.latency_ms,
             time_micros: self.time_micros,

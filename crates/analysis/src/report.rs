@@ -553,6 +553,35 @@ fn several_variants_detail(state: &ExperimentState, several: u64) -> String {
     detail
 }
 
+/// Outcomes left out of the value metrics for their currency.
+fn other_currencies_check(state: &ExperimentState) -> SanityCheck {
+    let offending: u64 = state.other_currencies.iter().map(|(_, count)| count).sum();
+    let mut seen = state.other_currencies.clone();
+    seen.sort();
+    let seen: Vec<String> = seen
+        .iter()
+        .map(|(currency, count)| format!("{currency} {count}"))
+        .collect();
+    SanityCheck {
+        name: "outcomes_in_other_currencies",
+        passed: offending == 0,
+        offending,
+        detail: if offending == 0 {
+            format!(
+                "every amount counted is in {}",
+                state.experiment.metrics.effective_currency()
+            )
+        } else {
+            format!(
+                "{offending} outcomes with an amount in another currency than the experiment's {} \
+                 are left out of its value metrics: {}",
+                state.experiment.metrics.effective_currency(),
+                seen.join(", ")
+            )
+        },
+    }
+}
+
 fn sanity_checks(state: &ExperimentState, several: u64) -> Vec<SanityCheck> {
     vec![
         SanityCheck {
@@ -571,6 +600,7 @@ fn sanity_checks(state: &ExperimentState, several: u64) -> Vec<SanityCheck> {
                 state.exposures_checked_against_bucketing
             ),
         },
+        other_currencies_check(state),
         SanityCheck {
             name: "exposures_outside_schedule",
             passed: state.exposures_outside_schedule == 0,

@@ -46,6 +46,7 @@ pub fn seed_experiment() -> Experiment {
             ],
             guardrails: Vec::new(),
             definitions: Vec::new(),
+            currency: "USD".into(),
         },
         revision: 0,
         create_time: SystemTime::UNIX_EPOCH,

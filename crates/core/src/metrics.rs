@@ -183,7 +183,7 @@ pub fn catalogue() -> &'static [MetricDefinition] {
             ),
             definition(
                 "revenue_per_session",
-                "purchase value per exposed unit",
+                "purchase value in the experiment's currency per exposed unit",
                 Mean,
                 measure(Purchase, false, ValueSum),
                 None,

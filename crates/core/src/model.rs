@@ -350,6 +350,27 @@ pub struct MetricsConfig {
     /// Metrics the experiment defines for itself.
     #[serde(default)]
     pub definitions: Vec<crate::metrics::MetricDefinition>,
+    /// ISO 4217 code of the amounts its value metrics add up (revenue):
+    /// only outcomes in this currency count for them. Empty means
+    /// [`DEFAULT_CURRENCY`]; stored experiments written before the field
+    /// existed load with it empty.
+    #[serde(default)]
+    pub currency: String,
+}
+
+/// The currency of an experiment whose metrics config names none.
+pub const DEFAULT_CURRENCY: &str = "USD";
+
+impl MetricsConfig {
+    /// The currency its value metrics count: `currency`, or
+    /// [`DEFAULT_CURRENCY`] when empty.
+    pub fn effective_currency(&self) -> &str {
+        if self.currency.is_empty() {
+            DEFAULT_CURRENCY
+        } else {
+            &self.currency
+        }
+    }
 }
 
 /// A metric a treatment must not degrade.

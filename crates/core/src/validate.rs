@@ -345,6 +345,17 @@ fn metrics_config(out: &mut Vec<FieldViolation>, config: &MetricsConfig) {
     for (index, definition) in config.definitions.iter().enumerate() {
         metric_definition(out, config, index, definition);
     }
+    let currency = &config.currency;
+    let iso_4217 = currency.len() == 3 && currency.bytes().all(|byte| byte.is_ascii_uppercase());
+    if !currency.is_empty() && !iso_4217 {
+        out.push(FieldViolation::new(
+            "metrics.currency",
+            format!(
+                "must be empty (USD) or an ISO 4217 code of three upper-case letters such as \
+                 \"EUR\", got {currency:?}"
+            ),
+        ));
+    }
     if !config.primary_metric.is_empty() && find(&config.primary_metric).is_none() {
         out.push(FieldViolation::new(
             "metrics.primary_metric",

@@ -272,6 +272,35 @@ fn metrics_must_come_from_the_catalogue_and_guardrails_need_threshold_and_action
 }
 
 #[test]
+fn the_metrics_currency_is_empty_for_usd_or_three_upper_case_letters() {
+    for good in ["", "USD", "JPY", "EUR"] {
+        let mut e = seed_experiment();
+        e.metrics.currency = good.into();
+        assert_eq!(fields(&e), Vec::<String>::new(), "{good:?}");
+    }
+    for bad in ["usd", "US", "USDT", "U$D", " USD"] {
+        let mut e = seed_experiment();
+        e.metrics.currency = bad.into();
+        assert_eq!(fields(&e), ["metrics.currency"], "{bad:?}");
+    }
+    let mut e = seed_experiment();
+    e.metrics.currency.clear();
+    assert_eq!(e.metrics.effective_currency(), "USD");
+}
+
+#[test]
+fn an_experiment_stored_before_the_currency_field_still_loads_with_usd() {
+    let mut stored = serde_json::to_value(seed_experiment()).expect("serializable");
+    stored["metrics"]
+        .as_object_mut()
+        .expect("an object")
+        .remove("currency");
+    let loaded: Experiment = serde_json::from_value(stored).expect("loads without the field");
+    assert_eq!(loaded.metrics.currency, "");
+    assert_eq!(loaded.metrics.effective_currency(), "USD");
+}
+
+#[test]
 fn an_experiment_defines_its_own_metrics_as_data_and_bad_definitions_name_their_field() {
     let mut e = seed_experiment();
     let mut carts_per_unit = metrics::find("add_to_cart_rate")

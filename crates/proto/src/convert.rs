@@ -414,6 +414,7 @@ fn metrics_from_proto(
         secondary_metrics: proto.secondary_metrics,
         guardrails,
         definitions,
+        currency: proto.currency,
     }
 }
 
@@ -598,6 +599,7 @@ fn metrics_to_proto(metrics: &MetricsConfig) -> v1::MetricsConfig {
             .iter()
             .map(metric_definition_to_proto)
             .collect(),
+        currency: metrics.currency.clone(),
     }
 }
 
@@ -790,6 +792,26 @@ mod tests {
             violations[0].field,
             "variants[1].params.rerank_weight_price"
         );
+    }
+
+    #[test]
+    fn the_metrics_currency_round_trips_through_the_proto() {
+        let mut experiment = seed();
+        experiment.metrics.currency = "JPY".into();
+        let proto = experiment_to_proto(&experiment);
+        assert_eq!(
+            proto
+                .metrics
+                .as_ref()
+                .map(|metrics| metrics.currency.as_str()),
+            Some("JPY")
+        );
+        let back = experiment_from_proto(proto).expect("valid");
+        assert_eq!(back.metrics, experiment.metrics);
+    }
+
+    fn seed() -> Experiment {
+        exp_core::examples::seed_experiment()
     }
 
     #[test]
