@@ -224,42 +224,21 @@ fn metric_estimates(state: &ExperimentState, metric: &ResolvedMetric) -> Vec<Arm
         .collect()
 }
 
-/// Gini of item counts per variant, with a grouped-jackknife variance.
+/// Simpson concentration of item counts per variant between units, with
+/// its grouped-jackknife variance over the units' hash groups
+/// ([`stats::concentration`]).
 fn concentration(state: &ExperimentState, table: usize, variants: usize) -> Vec<Arm> {
     let counts = &state.item_counts[table];
     (0..variants)
         .map(|variant| {
             let base = variant * JACKKNIFE_GROUPS;
-            let totals: Vec<f64> = counts
-                .values()
-                .map(|slots| {
-                    slots[base..base + JACKKNIFE_GROUPS]
-                        .iter()
-                        .map(|count| f64::from(*count))
-                        .sum()
-                })
-                .collect();
-            let full = stats::gini(&mut totals.clone());
-            let leave_one_out: Option<Vec<f64>> = (0..JACKKNIFE_GROUPS)
-                .map(|group| {
-                    let mut rest: Vec<f64> = counts
-                        .values()
-                        .zip(&totals)
-                        .map(|(slots, total)| total - f64::from(slots[base + group]))
-                        .collect();
-                    stats::gini(&mut rest)
-                })
-                .collect();
-            let estimate = match (full, leave_one_out) {
-                (None, _) => Err(NotComputed::NoData),
-                // A hash group holds every impression: nothing is left out.
-                (Some(_), None) => Err(NotComputed::TooFewUnits),
-                (Some(full), Some(rest)) => {
-                    stats::jackknife(full, &rest).ok_or(NotComputed::TooFewUnits)
-                }
-            };
+            let (value, estimate) = stats::concentration(
+                counts
+                    .values()
+                    .map(|slots| &slots[base..base + JACKKNIFE_GROUPS]),
+            );
             Arm {
-                value: full,
+                value,
                 estimate,
                 moments: Moments::default(),
             }

@@ -139,34 +139,38 @@ def ratio_case(n_c, n_t, ctr_c, ctr_t, rng=rng):
     }
 
 
-def gini(counts):
-    x = np.sort(np.asarray(counts, dtype=float))
-    n = len(x)
-    i = np.arange(1, n + 1)
-    return float(((2 * i - n - 1) * x).sum() / (n * x.sum()))
+def concentration(table):
+    """Simpson concentration between units of an item x group table: among
+    pairs of impressions from different groups, the share showing the same
+    item, (sum_i T_i^2 - sum_ig c_ig^2) / (N^2 - sum_g N_g^2)."""
+    c = np.asarray(table, dtype=float)
+    item_totals, group_totals = c.sum(axis=1), c.sum(axis=0)
+    same_item = (item_totals**2).sum() - (c**2).sum()
+    pairs = group_totals.sum() ** 2 - (group_totals**2).sum()
+    return float(same_item / pairs)
 
 
-def concentration_case(items, groups, skew_c, skew_t):
-    def counts(skew):
+def concentration_case(items, groups, skew_c, skew_t, per_group_c=400, per_group_t=400):
+    def counts(skew, per_group):
         weights = 1.0 / np.arange(1, items + 1) ** skew
-        return rng.multinomial(400, weights / weights.sum(), size=groups).T
+        return rng.multinomial(per_group, weights / weights.sum(), size=groups).T
 
-    c, t = counts(skew_c), counts(skew_t)
+    c, t = counts(skew_c, per_group_c), counts(skew_t, per_group_t)
 
     def jackknife(table):
-        full = gini(table.sum(axis=1))
-        rest = np.array([gini(table.sum(axis=1) - table[:, g]) for g in range(groups)])
+        full = concentration(table)
+        rest = np.array([concentration(np.delete(table, g, axis=1)) for g in range(groups)])
         return full, (groups - 1) / groups * ((rest - rest.mean()) ** 2).sum()
 
-    g_c, v_c = jackknife(c)
-    g_t, v_t = jackknife(t)
-    diff, se = g_t - g_c, np.sqrt(v_c + v_t)
-    rel, rel_ci = relative(g_c, v_c, g_t, v_t)
+    s_c, v_c = jackknife(c)
+    s_t, v_t = jackknife(t)
+    diff, se = s_t - s_c, np.sqrt(v_c + v_t)
+    rel, rel_ci = relative(s_c, v_c, s_t, v_t)
     return {
         "control": c.tolist(),
         "treatment": t.tolist(),
-        "control_gini": g_c,
-        "treatment_gini": g_t,
+        "control_concentration": s_c,
+        "treatment_concentration": s_t,
         "absolute": diff,
         "absolute_interval": [diff - Z * se, diff + Z * se],
         "relative": rel,
@@ -245,7 +249,11 @@ reference = {
         # Impressions but no click in control.
         ratio_case(500, 500, 0.0, 0.05, rng=zero_rng),
     ],
-    "concentration": [concentration_case(60, 20, 1.0, 1.05)],
+    "concentration": [
+        concentration_case(60, 20, 1.0, 1.05),
+        # A treatment arm with a tenth of control's impressions.
+        concentration_case(500, 20, 1.0, 1.0, per_group_c=400, per_group_t=40),
+    ],
     "sample_ratio": [
         srm_case([5012, 4988], [50, 50]),
         srm_case([5200, 4800], [50, 50]),

@@ -36,7 +36,8 @@ pub enum MetricKind {
     Mean,
     /// Sum of the numerator over the sum of the denominator (delta method).
     Ratio,
-    /// Gini coefficient of item counts across items (grouped jackknife).
+    /// Simpson concentration of item counts between units: the chance that
+    /// two different units are shown the same item (grouped jackknife).
     Concentration,
 }
 
@@ -144,12 +145,14 @@ fn definition(
 /// The built-in metrics, available to every experiment by name.
 ///
 /// `bounce_rate` is the share of exposed units with exactly one page view
-/// after exposure. `inventory_exposure_balance` is the Gini coefficient of
-/// recommended-item impressions across items: it uses every item's count,
-/// so it sees a variant that piles impressions onto a few best sellers
-/// anywhere in the distribution, where a top-1% share would only see the
-/// head, and it is 0 for a perfectly even spread and near 1 when one item
-/// takes everything.
+/// after exposure. `inventory_exposure_balance` is the Simpson
+/// concentration of recommended-item impressions between units: the
+/// chance that two different units are shown the same item (Σ p², 1/items
+/// for an even spread over the catalogue, 1 when one item takes
+/// everything). Its estimate does not depend on how many units an arm has,
+/// so an uneven split cannot make the smaller arm look more concentrated,
+/// as it did under the Gini coefficient it replaced, and it rises as a
+/// variant piles impressions onto best sellers.
 pub fn catalogue() -> &'static [MetricDefinition] {
     static CATALOGUE: OnceLock<Vec<MetricDefinition>> = OnceLock::new();
     CATALOGUE.get_or_init(|| {
@@ -210,7 +213,7 @@ pub fn catalogue() -> &'static [MetricDefinition] {
             ),
             definition(
                 "inventory_exposure_balance",
-                "Gini coefficient of recommended-item impressions on the experiment's placements across items (0 = even)",
+                "chance that two units are shown the same recommended item on the experiment's placements (Simpson concentration; lower = more even)",
                 Concentration,
                 recommended_here(Impression, ItemCount),
                 None,
