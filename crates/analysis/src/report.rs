@@ -160,8 +160,9 @@ pub struct GuardrailReport {
     pub threshold: f64,
     /// Configured action.
     pub action: Option<GuardrailAction>,
-    /// Always-valid p-value of "no degradation beyond the threshold"
-    /// (running minimum over the monitor's looks).
+    /// Always-valid p-value of "no degradation beyond the threshold": the
+    /// running minimum over every look at this revision (1 before any
+    /// evidence).
     pub always_valid_p_value: f64,
 }
 
@@ -268,21 +269,19 @@ impl Analyzer {
     /// Results of `experiment_id` at significance `alpha` (every variant
     /// with no units before its first exposure); `None` when the catalog
     /// does not know it.
-    pub fn report(&self, experiment_id: &str, alpha: f64) -> Option<Report> {
-        match self.experiments.get(experiment_id) {
-            Some(state) => Some(build(state, alpha)),
-            None => {
-                let experiment = (self.catalog)(experiment_id)?;
-                Some(build(&ExperimentState::new(experiment, 0), alpha))
-            }
-        }
-    }
-
-    /// One look of the guardrail monitor at `experiment_id`: updates the
-    /// always-valid p-values and returns the report, whose guardrails say
-    /// which are breached.
-    pub fn monitor(&mut self, experiment_id: &str, alpha: f64) -> Option<Report> {
-        let state = self.experiments.get_mut(experiment_id)?;
+    ///
+    /// Every report is a look of the guardrails' sequential test, whoever
+    /// asks (`GetResults` or the guardrail monitor): it updates the running
+    /// minimum of each always-valid p-value for the current revision, so the
+    /// value shown never rises within a revision, and more looks never cost
+    /// the guarantee (the minimum over any set of looks is still an
+    /// always-valid p-value). The p-values do not depend on `alpha`; only
+    /// the breach states do.
+    pub fn report(&mut self, experiment_id: &str, alpha: f64) -> Option<Report> {
+        let Some(state) = self.experiments.get_mut(experiment_id) else {
+            let experiment = (self.catalog)(experiment_id)?;
+            return Some(build(&ExperimentState::new(experiment, 0), alpha));
+        };
         let report = build(state, alpha);
         let revision = state.experiment.revision;
         state

@@ -86,7 +86,7 @@ fn outcomes_count_only_from_the_first_exposure_and_wait_for_a_late_exposure() {
         user,
         START_MICROS,
     ));
-    let value = |analyzer: &Analyzer| {
+    let value = |analyzer: &mut Analyzer| {
         analyzer
             .report(&experiment.id, 0.05)
             .expect("the experiment has exposures")
@@ -95,7 +95,7 @@ fn outcomes_count_only_from_the_first_exposure_and_wait_for_a_late_exposure() {
             .value
             .expect("present in the simulation")
     };
-    assert_eq!(value(&analyzer), 1.0);
+    assert_eq!(value(&mut analyzer), 1.0);
 
     // A second unit whose only add-to-cart happened before its exposure.
     let other = "early-cart";

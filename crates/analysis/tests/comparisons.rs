@@ -113,7 +113,7 @@ fn revenue_against_a_control_without_purchases_is_compared_by_welch() {
 #[test]
 fn a_comparison_that_cannot_be_computed_says_why() {
     let experiment = running_experiment();
-    let state = |analyzer: &Analyzer, variant: usize, name: &str| {
+    let state = |analyzer: &mut Analyzer, variant: usize, name: &str| {
         let report = analyzer
             .report(&experiment.id, 0.05)
             .expect("the catalog knows the experiment");
@@ -122,13 +122,13 @@ fn a_comparison_that_cannot_be_computed_says_why() {
     let not_computed = ComparisonState::NotComputed;
 
     // No event at all: no data anywhere, and the control is the control.
-    let analyzer = analyzer_for(experiment.clone());
+    let mut analyzer = analyzer_for(experiment.clone());
     assert_eq!(
-        state(&analyzer, 0, "add_to_cart_rate"),
+        state(&mut analyzer, 0, "add_to_cart_rate"),
         not_computed(NotComputed::Control)
     );
     assert_eq!(
-        state(&analyzer, 1, "add_to_cart_rate"),
+        state(&mut analyzer, 1, "add_to_cart_rate"),
         not_computed(NotComputed::NoData)
     );
     let report = analyzer
@@ -141,7 +141,7 @@ fn a_comparison_that_cannot_be_computed_says_why() {
     let mut analyzer = analyzer_for(experiment.clone());
     expose(&mut analyzer, &experiment, [50, 1], "one");
     assert_eq!(
-        state(&analyzer, 1, "add_to_cart_rate"),
+        state(&mut analyzer, 1, "add_to_cart_rate"),
         not_computed(NotComputed::TooFewUnits)
     );
 
@@ -150,11 +150,11 @@ fn a_comparison_that_cannot_be_computed_says_why() {
     let mut analyzer = analyzer_for(experiment.clone());
     expose(&mut analyzer, &experiment, [50, 50], "none");
     assert_eq!(
-        state(&analyzer, 1, "add_to_cart_rate"),
+        state(&mut analyzer, 1, "add_to_cart_rate"),
         not_computed(NotComputed::NoVariance)
     );
     assert_eq!(
-        state(&analyzer, 1, "ctr"),
+        state(&mut analyzer, 1, "ctr"),
         not_computed(NotComputed::NoData)
     );
 }

@@ -148,7 +148,7 @@ fn breaches(
                 &format!("r{run}-{look}"),
             );
             let looked = analyzer
-                .monitor(&experiment.id, 0.05)
+                .report(&experiment.id, 0.05)
                 .expect("the experiment has exposures");
             alarmed |= looked.guardrails[0].state == GuardrailState::Breached;
             report = Some(looked);
@@ -227,7 +227,7 @@ fn a_treatment_that_piles_impressions_onto_best_sellers_breaches_the_guardrail()
                 &format!("pile{look}"),
             );
             let report = analyzer
-                .monitor(&experiment.id, 0.05)
+                .report(&experiment.id, 0.05)
                 .expect("the experiment has exposures");
             if report.guardrails[0].state == GuardrailState::Breached {
                 let balance = treatment_metric(&report, METRIC);
@@ -283,7 +283,7 @@ fn a_variant_that_shows_fewer_items_has_a_higher_concentration() {
         ));
     }
     let report = analyzer
-        .monitor(&experiment.id, 0.05)
+        .report(&experiment.id, 0.05)
         .expect("the experiment has exposures");
     let balance = treatment_metric(&report, METRIC);
     let comparison = balance

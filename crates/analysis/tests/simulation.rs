@@ -171,7 +171,7 @@ fn a_harmful_variant_breaches_its_guardrail_and_a_harmless_one_does_not_over_man
             &format!("look{look}"),
         );
         let report = analyzer
-            .monitor(&experiment.id, 0.05)
+            .report(&experiment.id, 0.05)
             .expect("the experiment has exposures");
         if report.guardrails[0].state == GuardrailState::Breached {
             breached_at = Some(look);
@@ -205,7 +205,7 @@ fn a_harmful_variant_breaches_its_guardrail_and_a_harmless_one_does_not_over_man
                 &format!("null{run}-{look}"),
             );
             let report = analyzer
-                .monitor(&experiment.id, 0.05)
+                .report(&experiment.id, 0.05)
                 .expect("the experiment has exposures");
             alarmed |= report.guardrails[0].state == GuardrailState::Breached;
         }
@@ -216,4 +216,61 @@ fn a_harmful_variant_breaches_its_guardrail_and_a_harmless_one_does_not_over_man
         false_alarms <= 12,
         "{false_alarms} of {runs} runs at the threshold raised a guardrail alarm"
     );
+}
+
+#[test]
+fn the_always_valid_p_value_never_rises_within_a_revision_whoever_looks() {
+    let experiment = running_experiment();
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(experiment.clone()));
+    let catalog = shared.clone();
+    let mut analyzer = exp_analysis::Analyzer::new(Box::new(move |id| {
+        let experiment = catalog.lock().expect("catalog lock").clone();
+        (experiment.id == id).then_some(experiment)
+    }));
+    let harmful = Arm {
+        bounce: 0.60,
+        ..CONTROL
+    };
+    let better = Arm {
+        bounce: 0.20,
+        ..CONTROL
+    };
+    let mut rng = Rng(41);
+    let mut shown = Vec::new();
+    // Readers (GetResults, the guardrail monitor) look while the
+    // treatment looks harmful, then while it recovers: the value shown
+    // stays at the strongest evidence seen.
+    for (look, arm) in [harmful, harmful, harmful, better, better, better, better]
+        .into_iter()
+        .enumerate()
+    {
+        simulate(
+            &mut analyzer,
+            &experiment,
+            &mut rng,
+            600,
+            [CONTROL, arm],
+            &format!("look{look}"),
+        );
+        let report = analyzer
+            .report(&experiment.id, 0.05)
+            .expect("the experiment has exposures");
+        shown.push(report.guardrails[0].always_valid_p_value);
+    }
+    eprintln!("always-valid p-values shown: {shown:?}");
+    assert!(
+        shown[2] < 0.05,
+        "the harmful treatment gathered evidence: {shown:?}"
+    );
+    assert!(
+        shown.windows(2).all(|pair| pair[1] <= pair[0]),
+        "the value shown rose within a revision: {shown:?}"
+    );
+    // A new revision starts afresh.
+    shared.lock().expect("catalog lock").revision += 1;
+    analyzer.refresh();
+    let report = analyzer
+        .report(&experiment.id, 0.05)
+        .expect("the experiment has exposures");
+    assert_eq!(report.guardrails[0].always_valid_p_value, 1.0);
 }
