@@ -7,7 +7,7 @@
 //! and their sums one flat vector beside it, so a new unit costs no
 //! allocation of its own and a report reads memory in order.
 
-use std::{collections::HashMap, hash::Hasher, time::SystemTime};
+use std::{collections::HashMap, hash::Hasher, sync::Arc, time::SystemTime};
 
 use exp_core::{
     Experiment, UnitType, bucketing,
@@ -36,6 +36,9 @@ pub enum Role {
 /// A metric of one experiment with the measures it reads.
 #[derive(Debug, Clone)]
 pub(crate) struct ResolvedMetric {
+    /// The definition's name, shared with the results and timeline
+    /// snapshots that carry it.
+    pub(crate) name: Arc<str>,
     pub(crate) definition: MetricDefinition,
     pub(crate) role: Role,
     /// Whether a guardrail names it (whatever its role: a guardrail may
@@ -108,6 +111,7 @@ pub(crate) fn layout(experiment: &Experiment) -> (Layout, Vec<ResolvedMetric>) {
     let resolved = definitions
         .iter()
         .map(|(definition, role)| ResolvedMetric {
+            name: definition.name.as_str().into(),
             definition: (*definition).clone(),
             role: *role,
             guardrail: config

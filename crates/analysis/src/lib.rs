@@ -8,13 +8,15 @@
 //! | [`analyzer`] | routes every exposure and outcome to the units of every experiment it concerns |
 //! | [`experiment`] | the state of one experiment: units, per-unit sums, item tables, sanity counters |
 //! | [`recent`] | the window of recent outcomes, replayed into units exposed after them |
-//! | [`report`] | per-variant results from that state: values, comparisons, Holm, SRM, sanity checks, guardrail states |
+//! | [`report`] | results of an experiment from that state: per-variant results, SRM, sanity checks, guardrail states |
+//! | [`results`] | per-variant values, comparisons and Holm from sufficient statistics, for reports and timelines alike |
 //! | [`stats`] | the tests themselves (z, Welch, delta method, jackknife, Holm, chi-square, mSPRT), checked against scipy |
 
 pub mod analyzer;
 pub mod experiment;
 pub mod recent;
 pub mod report;
+pub mod results;
 pub mod stats;
 
 pub use analyzer::{Analyzer, Catalog, Refresh, Unattributed};

@@ -1,17 +1,16 @@
 //! Results of one experiment from its per-unit state: per variant and
 //! metric the value, the comparison with control, Holm-adjusted p-values
-//! across treatments, the sample ratio check, the exposure sanity checks
-//! and the guardrail states.
+//! across treatments ([`crate::results`]), the sample ratio check, the
+//! exposure sanity checks and the guardrail states.
 
-use exp_core::{
-    GuardrailAction,
-    metrics::{MetricDefinition, MetricKind},
-};
+use exp_core::GuardrailAction;
 
+pub use crate::results::{ComparisonState, MetricReport, VariantReport};
 use crate::{
     analyzer::Analyzer,
-    experiment::{ExperimentState, JACKKNIFE_GROUPS, ResolvedMetric, Role},
-    stats::{self, Comparison, Estimate, Moments, NotComputed, Relative},
+    experiment::{ExperimentState, ResolvedMetric},
+    results::{self, MetricStatistics, control_index, exposed_units, variant_reports},
+    stats::{self, Comparison, Relative},
 };
 
 /// p-value under which the sample ratio check flags a mismatch.
@@ -44,67 +43,6 @@ pub struct Report {
     /// Newest event counted, microseconds since the Unix epoch; `None`
     /// before the first.
     pub newest_event_micros: Option<i64>,
-}
-
-/// One variant.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VariantReport {
-    /// Its name.
-    pub variant: String,
-    /// Whether it is the control.
-    pub is_control: bool,
-    /// Exposed units.
-    pub exposed_units: u64,
-    /// One per metric.
-    pub metrics: Vec<MetricReport>,
-}
-
-/// One metric of one variant.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricReport {
-    /// Metric name.
-    pub metric: String,
-    /// Its role.
-    pub role: Role,
-    /// The variant's value; `None` without data (no units, or a ratio
-    /// without a denominator).
-    pub value: Option<f64>,
-    /// Against control, or why not.
-    pub comparison: ComparisonState,
-    /// Holm-adjusted p-value across the treatments compared; `None` when
-    /// this one was not.
-    pub adjusted_p_value: Option<f64>,
-    /// Whether the adjusted p-value is below alpha.
-    pub significant: bool,
-}
-
-/// Whether a variant was compared with control.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ComparisonState {
-    /// Compared: the absolute difference, its interval and p-value, and
-    /// the relative difference when the control's value is not 0.
-    Computed(Comparison),
-    /// Not compared, and why.
-    NotComputed(NotComputed),
-}
-
-impl ComparisonState {
-    /// The comparison, when computed.
-    pub fn computed(&self) -> Option<&Comparison> {
-        match self {
-            Self::Computed(comparison) => Some(comparison),
-            Self::NotComputed(_) => None,
-        }
-    }
-}
-
-impl From<Result<Comparison, NotComputed>> for ComparisonState {
-    fn from(result: Result<Comparison, NotComputed>) -> Self {
-        match result {
-            Ok(comparison) => Self::Computed(comparison),
-            Err(reason) => Self::NotComputed(reason),
-        }
-    }
 }
 
 /// The sample ratio check.
@@ -166,105 +104,6 @@ pub struct GuardrailReport {
     pub always_valid_p_value: f64,
 }
 
-/// One metric in one variant.
-#[derive(Debug, Clone, Copy)]
-struct Arm {
-    /// The metric's value.
-    value: Option<f64>,
-    /// The value with its variance, or why there is none.
-    estimate: Result<Estimate, NotComputed>,
-    /// Per-unit moments (empty for concentration).
-    moments: Moments,
-}
-
-/// Per-variant moments (or concentration estimates) of one metric.
-fn metric_estimates(state: &ExperimentState, metric: &ResolvedMetric) -> Vec<Arm> {
-    let variants = state.experiment.variants.len();
-    if let Some(table) = metric.items {
-        return concentration(state, table, variants);
-    }
-    let mut moments = vec![Moments::default(); variants];
-    for (unit, sums) in state.units_with_sums() {
-        let numerator = sums[metric.numerator];
-        let (y, x) = match metric.definition.kind {
-            MetricKind::Proportion => (
-                f64::from(u8::from(metric.definition.is_success(numerator))),
-                1.0,
-            ),
-            MetricKind::Ratio => (
-                numerator,
-                metric.denominator.map_or(1.0, |index| sums[index]),
-            ),
-            MetricKind::Mean | MetricKind::Concentration => (numerator, 1.0),
-        };
-        moments[usize::from(unit.variant)].push(y, x);
-    }
-    moments
-        .into_iter()
-        .map(|moments| {
-            let (value, estimate) = match metric.definition.kind {
-                MetricKind::Proportion => (
-                    (moments.n > 0.0).then(|| moments.mean()),
-                    Estimate::proportion(&moments),
-                ),
-                MetricKind::Mean | MetricKind::Concentration => (
-                    (moments.n > 0.0).then(|| moments.mean()),
-                    Estimate::mean(&moments),
-                ),
-                MetricKind::Ratio => (
-                    (moments.sum_x > 0.0).then(|| moments.ratio()),
-                    Estimate::ratio(&moments),
-                ),
-            };
-            Arm {
-                value,
-                estimate,
-                moments,
-            }
-        })
-        .collect()
-}
-
-/// Simpson concentration of item counts per variant between units, with
-/// its grouped-jackknife variance over the units' hash groups
-/// ([`stats::concentration`]).
-fn concentration(state: &ExperimentState, table: usize, variants: usize) -> Vec<Arm> {
-    let counts = &state.item_counts[table];
-    (0..variants)
-        .map(|variant| {
-            let base = variant * JACKKNIFE_GROUPS;
-            let (value, estimate) = stats::concentration(
-                counts
-                    .values()
-                    .map(|slots| &slots[base..base + JACKKNIFE_GROUPS]),
-            );
-            Arm {
-                value,
-                estimate,
-                moments: Moments::default(),
-            }
-        })
-        .collect()
-}
-
-fn compare(
-    definition: &MetricDefinition,
-    control: &Arm,
-    treatment: &Arm,
-    alpha: f64,
-) -> Result<Comparison, NotComputed> {
-    match definition.kind {
-        MetricKind::Proportion => {
-            stats::compare_proportions(&control.moments, &treatment.moments, alpha)
-        }
-        MetricKind::Mean => stats::compare_means(&control.moments, &treatment.moments, alpha),
-        MetricKind::Ratio => stats::compare_ratios(&control.moments, &treatment.moments, alpha),
-        MetricKind::Concentration => {
-            stats::compare_normal(control.estimate?, treatment.estimate?, alpha)
-        }
-    }
-}
-
 impl Analyzer {
     /// Results of `experiment_id` at significance `alpha` (every variant
     /// with no units before its first exposure); `None` when the catalog
@@ -303,78 +142,38 @@ impl Analyzer {
 
 fn build(state: &ExperimentState, alpha: f64) -> Report {
     let experiment = &state.experiment;
-    let control = experiment
-        .variants
+    let control = control_index(state);
+    let (exposed, several) = exposed_units(state);
+    let statistics: Vec<MetricStatistics> = state
+        .metrics
         .iter()
-        .position(|variant| variant.name == experiment.control_variant)
-        .unwrap_or(0);
-    let mut exposed = vec![0_u64; experiment.variants.len()];
-    let mut several = 0;
-    for unit in &state.units {
-        exposed[usize::from(unit.variant)] += 1;
-        several += u64::from(unit.several_variants);
-    }
-    let mut variants: Vec<VariantReport> = experiment
-        .variants
-        .iter()
-        .enumerate()
-        .map(|(index, variant)| VariantReport {
-            variant: variant.name.clone(),
-            is_control: index == control,
-            exposed_units: exposed[index],
-            metrics: Vec::new(),
+        .map(|metric| MetricStatistics {
+            name: metric.name.clone(),
+            role: metric.role,
+            kind: metric.definition.kind,
+            arms: results::statistics(state, metric),
         })
         .collect();
+    let variants = variant_reports(state, &exposed, &statistics, alpha);
     let mut guardrails = Vec::new();
-    for metric in &state.metrics {
-        let estimates = metric_estimates(state, metric);
-        let comparisons: Vec<ComparisonState> = estimates
-            .iter()
-            .enumerate()
-            .map(|(index, estimate)| {
-                if index == control {
-                    ComparisonState::NotComputed(NotComputed::Control)
-                } else {
-                    compare(&metric.definition, &estimates[control], estimate, alpha).into()
-                }
-            })
-            .collect();
-        let (tested, raw): (Vec<usize>, Vec<f64>) = comparisons
-            .iter()
-            .enumerate()
-            .filter_map(|(index, state)| Some((index, state.computed()?.p_value)))
-            .unzip();
-        let adjusted = stats::holm(&raw);
-        for (index, variant) in variants.iter_mut().enumerate() {
-            let adjusted_p_value = tested
-                .iter()
-                .position(|tested| *tested == index)
-                .map(|position| adjusted[position]);
-            variant.metrics.push(MetricReport {
-                metric: metric.definition.name.clone(),
-                role: metric.role,
-                value: estimates[index].value,
-                comparison: comparisons[index],
-                adjusted_p_value,
-                significant: adjusted_p_value.is_some_and(|p| p < alpha),
-            });
+    for (position, metric) in state.metrics.iter().enumerate() {
+        if !metric.guardrail {
+            continue;
         }
-        if metric.guardrail {
-            for (index, comparison) in comparisons.iter().enumerate() {
-                if index == control {
-                    continue;
-                }
-                let enough = exposed[control] >= GUARDRAIL_MIN_UNITS
-                    && exposed[index] >= GUARDRAIL_MIN_UNITS;
-                guardrails.push(guardrail(
-                    state,
-                    metric,
-                    &experiment.variants[index].name,
-                    comparison.computed(),
-                    enough,
-                    alpha,
-                ));
+        for (index, variant) in variants.iter().enumerate() {
+            if index == control {
+                continue;
             }
+            let enough =
+                exposed[control] >= GUARDRAIL_MIN_UNITS && exposed[index] >= GUARDRAIL_MIN_UNITS;
+            guardrails.push(guardrail(
+                state,
+                metric,
+                &variant.variant,
+                variant.metrics[position].comparison.computed(),
+                enough,
+                alpha,
+            ));
         }
     }
     Report {
