@@ -12,7 +12,8 @@
 //!
 //! One map, from a unit's key to where it is in each experiment it was
 //! exposed in (inline for up to two), finds a unit for an exposure or an
-//! outcome.
+//! outcome. Every event first moves the event-time watermark, which
+//! records the timelines' hour boundaries ([`crate::timeline`]).
 //!
 //! Late data: the window of recent outcomes ([`crate::recent`]) is
 //! replayed into a unit when it is created, so an outcome that arrives
@@ -76,6 +77,9 @@ pub struct Analyzer {
     slots: Vec<String>,
     recent: RecentOutcomes,
     unattributed: Unattributed,
+    /// The largest event timestamp applied so far, across experiments:
+    /// the event time, whose hour boundaries the timelines record.
+    pub(crate) watermark_micros: Option<i64>,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -98,6 +102,7 @@ impl Analyzer {
             slots: Vec::new(),
             recent: RecentOutcomes::default(),
             unattributed: Unattributed::default(),
+            watermark_micros: None,
         }
     }
 
@@ -123,12 +128,13 @@ impl Analyzer {
 
     /// Takes in an exposure.
     pub fn exposure(&mut self, exposure: &Exposure) {
+        let time_micros = unix_micros(exposure.timestamp);
+        self.advance_watermark(time_micros);
         let unit_id = exposure.unit_id();
         if unit_id.is_empty() {
             self.unattributed.unknown_exposures += 1;
             return;
         }
-        let time_micros = unix_micros(exposure.timestamp);
         if !self.experiments.contains_key(&exposure.experiment_id) {
             let Some(experiment) = (self.catalog)(&exposure.experiment_id) else {
                 self.unattributed.unknown_exposures += 1;
@@ -190,6 +196,7 @@ impl Analyzer {
     /// Takes in an outcome.
     pub fn outcome(&mut self, outcome: &Outcome) {
         let view = OutcomeView::of(outcome);
+        self.advance_watermark(view.time_micros);
         let mut counted = false;
         let mut keys: SmallVec<[u128; 2]> = SmallVec::new();
         for (unit_type, id) in [
@@ -250,6 +257,7 @@ impl Analyzer {
         self.slots.clear();
         self.recent.clear();
         self.unattributed = Unattributed::default();
+        self.watermark_micros = None;
     }
 
     /// Ids of the experiments with state.

@@ -16,7 +16,10 @@ use exp_core::{
 };
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-use crate::recent::{Currency, OutcomeView};
+use crate::{
+    recent::{Currency, OutcomeView},
+    timeline::History,
+};
 
 /// Units are split into this many groups by a hash of their id, for the
 /// grouped jackknife of concentration metrics.
@@ -193,6 +196,8 @@ pub(crate) struct ExperimentState {
     /// Running minimum of the always-valid p-value per (metric, variant,
     /// revision), for the guardrails.
     pub(crate) guardrail_evidence: HashMap<(String, String, u64), f64>,
+    /// Its snapshots at the hour boundaries crossed since its first units.
+    pub(crate) history: History,
 }
 
 impl ExperimentState {
@@ -219,6 +224,7 @@ impl ExperimentState {
             other_currencies: Vec::new(),
             newest_event_micros: None,
             guardrail_evidence: HashMap::new(),
+            history: History::default(),
         }
     }
 

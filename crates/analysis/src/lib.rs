@@ -10,6 +10,7 @@
 //! | [`recent`] | the window of recent outcomes, replayed into units exposed after them |
 //! | [`report`] | results of an experiment from that state: per-variant results, SRM, sanity checks, guardrail states |
 //! | [`results`] | per-variant values, comparisons and Holm from sufficient statistics, for reports and timelines alike |
+//! | [`timeline`] | results over time: snapshots at every UTC hour boundary of event time, read at any alpha |
 //! | [`stats`] | the tests themselves (z, Welch, delta method, jackknife, Holm, chi-square, mSPRT), checked against scipy |
 
 pub mod analyzer;
@@ -18,8 +19,10 @@ pub mod recent;
 pub mod report;
 pub mod results;
 pub mod stats;
+pub mod timeline;
 
 pub use analyzer::{Analyzer, Catalog, Refresh, Unattributed};
 pub use experiment::{JACKKNIFE_GROUPS, Role};
 pub use recent::RECENT_OUTCOMES;
 pub use report::{GuardrailState, Report};
+pub use timeline::{Granularity, Timeline};
