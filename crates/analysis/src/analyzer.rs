@@ -22,7 +22,7 @@
 //! the warehouse's `arg_min(variant, timestamp)`): an exposure older than
 //! the unit's first one moves both, and the outcomes of the window between
 //! the new start and the old one are counted then
-//! ([`ExperimentState::earlier_exposure`] says what cannot move).
+//! (`ExperimentState::earlier_exposure` says what cannot move).
 
 use std::collections::HashMap;
 

@@ -1,7 +1,7 @@
 //! Per-variant results of a metric from its sufficient statistics: the
 //! value, the comparison with control and the Holm-adjusted p-values.
 //!
-//! The statistics ([`Sufficient`]) are what a unit pass yields per
+//! The statistics (`Sufficient`) are what a unit pass yields per
 //! variant: the per-unit moments, or the concentration estimate. They are
 //! all a comparison needs at any alpha, so the report computes results
 //! from the current state's, and the timeline from the ones it kept at
