@@ -418,3 +418,109 @@ async fn get_results_refuses_a_position_past_the_log_and_says_how_far_behind_it_
     assert_eq!(answer.counted_position, position);
     assert_eq!((answer.pending_events, answer.lag_seconds), (0, 0.0));
 }
+
+/// Exposures of `units` new units, all at `time`, for the seed experiment.
+fn exposures_at(prefix: &str, units: usize, time: SystemTime) -> Vec<v1::Exposure> {
+    (0..units)
+        .map(|index| v1::Exposure {
+            event_id: format!("{prefix}-{index}"),
+            experiment_id: "reco_ymal_v1".into(),
+            variant: if index % 2 == 0 {
+                "control"
+            } else {
+                "treatment"
+            }
+            .into(),
+            user_id: format!("{prefix}-user-{index}"),
+            placement: "you_may_also_like".into(),
+            revision: 2,
+            timestamp: Some(time.into()),
+            ..Default::default()
+        })
+        .collect()
+}
+
+async fn timeline(channel: Channel) -> v1::GetResultsTimelineResponse {
+    ResultsServiceClient::new(channel)
+        .get_results_timeline(v1::GetResultsTimelineRequest {
+            experiment_id: "reco_ymal_v1".into(),
+            granularity: v1::TimelineGranularity::Hour as i32,
+            alpha: 0.05,
+        })
+        .await
+        .expect("timeline")
+        .into_inner()
+}
+
+fn units_at(point: &v1::TimelinePoint) -> u64 {
+    point
+        .variants
+        .iter()
+        .map(|variant| variant.exposed_units)
+        .sum()
+}
+
+#[tokio::test]
+async fn the_timeline_holds_cumulative_results_at_every_hour_end_and_is_rebuilt_after_a_restart() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    launch_seed_everywhere(&mut server.admin().await).await;
+    let hour = |back: u64| {
+        // The middle of the hour `back` hours before this one.
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        SystemTime::UNIX_EPOCH + Duration::from_secs((now / 3600 - back) * 3600 + 1800)
+    };
+    let mut events = EventServiceClient::new(channel.clone());
+    let mut position = 0;
+    // 40 units three hours ago, 60 two hours ago, 80 an hour ago.
+    for (back, units) in [(3, 40), (2, 60), (1, 80)] {
+        let answer = events
+            .log_exposures(v1::LogExposuresRequest {
+                exposures: exposures_at(&format!("h{back}"), units, hour(back)),
+            })
+            .await
+            .expect("log")
+            .into_inner();
+        assert!(answer.rejections.is_empty(), "{:?}", answer.rejections);
+        position = answer.position;
+    }
+    ResultsServiceClient::new(channel.clone())
+        .get_results(v1::GetResultsRequest {
+            experiment_id: "reco_ymal_v1".into(),
+            min_position: position,
+            ..Default::default()
+        })
+        .await
+        .expect("counted");
+    let before = timeline(channel).await;
+    let cumulative: Vec<u64> = before.points.iter().map(units_at).collect();
+    assert_eq!(
+        cumulative,
+        [40, 100, 180],
+        "the ends of the two hours crossed since the first unit, then now: {before:?}"
+    );
+    assert!(before.points.last().is_some_and(|point| point.current));
+    assert!(before.points[..2].iter().all(|point| !point.current));
+    let boundary = |point: &v1::TimelinePoint| point.time.expect("time").seconds;
+    assert_eq!(
+        boundary(&before.points[1]) - boundary(&before.points[0]),
+        3600
+    );
+
+    let data = server.stop().await;
+    let server = TestServer::start_in(data, &[]).await;
+    let after = results_when(server.channel().await, "reco_ymal_v1", |results| {
+        units_and_carts(results).0 == 180
+    })
+    .await;
+    assert_eq!(after.counted_position, position);
+    let rebuilt = timeline(server.channel().await).await;
+    assert_eq!(
+        rebuilt.points[..2],
+        before.points[..2],
+        "the hour ends, rebuilt from the log"
+    );
+}

@@ -173,6 +173,10 @@ enum Command {
         /// position (from a LogExposures or LogOutcomes answer).
         #[arg(long, default_value_t = 0)]
         position: u64,
+        /// Print the results over time instead: the cumulative primary
+        /// metric at every hour or day end, and now.
+        #[arg(long, value_enum)]
+        timeline: Option<GranularityArg>,
     },
     /// Start a private expd, run two experiments on simulated traffic and
     /// show their results and a guardrail stopping the harmful one.
@@ -228,6 +232,15 @@ fn parse_alpha(text: &str) -> Result<f64, String> {
     } else {
         Err(format!("{alpha} is not above 0 and at most 0.5"))
     }
+}
+
+/// Spacing of a results timeline.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GranularityArg {
+    /// Every UTC hour.
+    Hour,
+    /// Every UTC day.
+    Day,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -601,7 +614,29 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Results {
             id,
             alpha,
+            position: _,
+            timeline: Some(granularity),
+        } => {
+            let request = remote.request(v1::GetResultsTimelineRequest {
+                experiment_id: id,
+                alpha,
+                granularity: match granularity {
+                    GranularityArg::Hour => v1::TimelineGranularity::Hour,
+                    GranularityArg::Day => v1::TimelineGranularity::Day,
+                } as i32,
+            });
+            let timeline = remote
+                .results
+                .get_results_timeline(request)
+                .await?
+                .into_inner();
+            print!("{}", table::render_timeline(&timeline));
+        }
+        Command::Results {
+            id,
+            alpha,
             position,
+            timeline: None,
         } => {
             let request = remote.request(v1::GetResultsRequest {
                 experiment_id: id,

@@ -229,6 +229,73 @@ pub fn render(results: &v1::GetResultsResponse) -> String {
     out
 }
 
+/// A results timeline: per point, its time, each variant's units and the
+/// primary metric (the first), with the difference and its interval for
+/// treatments.
+pub fn render_timeline(timeline: &v1::GetResultsTimelineResponse) -> String {
+    let mut out = String::new();
+    let level = ((1.0 - timeline.alpha) * 100.0).round();
+    let metric = timeline
+        .points
+        .iter()
+        .flat_map(|point| &point.variants)
+        .find_map(|variant| variant.metrics.first())
+        .map_or("-", |metric| metric.metric.as_str());
+    let _ = writeln!(
+        out,
+        "{} over time: {metric}, cumulative, with its {level}% interval against control",
+        timeline.experiment_id
+    );
+    let _ = writeln!(
+        out,
+        "  {:<22} {:<14} {:>10} {:>10} {:>10} {:<22}",
+        "time (UTC)", "variant", "units", "value", "diff", "interval"
+    );
+    for point in &timeline.points {
+        let time = point
+            .time
+            .and_then(|time| SystemTime::try_from(time).ok())
+            .map_or_else(
+                || "-".to_owned(),
+                |time| humantime::format_rfc3339_seconds(time).to_string(),
+            );
+        let label = if point.current {
+            format!("{time} (now)")
+        } else {
+            time
+        };
+        for (row, variant) in point.variants.iter().enumerate() {
+            let Some(metric) = variant.metrics.first() else {
+                continue;
+            };
+            let computed = metric.comparison_status == v1::ComparisonStatus::Computed as i32;
+            let _ = writeln!(
+                out,
+                "  {:<22} {:<14} {:>10} {:>10} {:>10} {:<22}",
+                if row == 0 { label.as_str() } else { "" },
+                variant.variant,
+                thousands(variant.exposed_units),
+                if metric.value_undefined {
+                    "-".to_owned()
+                } else {
+                    format!("{:.4}", metric.value)
+                },
+                if computed {
+                    signed(metric.absolute_difference, false)
+                } else {
+                    String::new()
+                },
+                if computed {
+                    interval(metric.absolute_interval.as_ref(), false)
+                } else {
+                    String::new()
+                },
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ use exp_analysis::{
     GuardrailState, Report, Role as MetricRole,
     report::{ComparisonState, VariantReport},
     stats::{NotComputed, Relative},
+    timeline::{PointTime, Timeline},
 };
 use exp_core::GuardrailAction;
 use exp_proto::v1;
@@ -81,6 +82,34 @@ fn comparison_status(state: &ComparisonState) -> v1::ComparisonStatus {
     }
 }
 
+/// The points of a timeline: its boundaries, then now.
+pub fn timeline_to_proto(timeline: &Timeline) -> Vec<v1::TimelinePoint> {
+    timeline
+        .points
+        .iter()
+        .map(|point| {
+            let (time, current) = match point.time {
+                PointTime::Boundary(micros) => (micros_to_time(micros), false),
+                PointTime::Now(_) => (SystemTime::now(), true),
+            };
+            v1::TimelinePoint {
+                time: Some(time.into()),
+                current,
+                variants: point
+                    .variants
+                    .iter()
+                    .map(|variant| variant_to_proto(variant, timeline.alpha))
+                    .collect(),
+                revision: point.revision,
+            }
+        })
+        .collect()
+}
+
+fn micros_to_time(micros: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+}
+
 /// The proto form of a report, with how far behind the log it is.
 pub fn report_to_proto(report: &Report, lag: Lag) -> v1::GetResultsResponse {
     let alpha = report.alpha;
@@ -129,11 +158,9 @@ pub fn report_to_proto(report: &Report, lag: Lag) -> v1::GetResultsResponse {
                 } as i32,
             })
             .collect(),
-        data_freshness_time: report.newest_event_micros.map(|micros| {
-            prost_types::Timestamp::from(
-                SystemTime::UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0)),
-            )
-        }),
+        data_freshness_time: report
+            .newest_event_micros
+            .map(|micros| micros_to_time(micros).into()),
         multiple_comparison_correction: "holm".into(),
         alpha,
         counted_position: lag.counted_position,

@@ -14,9 +14,11 @@ use exp_proto::{
 };
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
+use exp_analysis::timeline::Granularity;
+
 use crate::{
     DEFAULT_ALPHA, Progress, Shared,
-    convert::{Lag, report_to_proto},
+    convert::{Lag, report_to_proto, timeline_to_proto},
 };
 
 /// The tonic implementation of `ResultsService`.
@@ -202,7 +204,7 @@ impl ResultsService for ResultsGrpc {
         let shared = self.shared.clone();
         let id = experiment.id.clone();
         let (report, counted) = tokio::task::spawn_blocking(move || {
-            let analysis = shared.analysis();
+            let mut analysis = shared.analysis();
             let report = analysis.analyzer.report(&id, alpha);
             (report, analysis.counted)
         })
@@ -225,6 +227,50 @@ impl ResultsService for ResultsGrpc {
             response.revision = experiment.revision;
         }
         Ok(Response::new(response))
+    }
+
+    async fn get_results_timeline(
+        &self,
+        request: Request<v1::GetResultsTimelineRequest>,
+    ) -> Result<Response<v1::GetResultsTimelineResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        let alpha = alpha_of(request.alpha)?;
+        let granularity = match v1::TimelineGranularity::try_from(request.granularity) {
+            Ok(v1::TimelineGranularity::Unspecified | v1::TimelineGranularity::Hour) => {
+                Granularity::Hour
+            }
+            Ok(v1::TimelineGranularity::Day) => Granularity::Day,
+            Err(_) => {
+                return Err(to_status(Error::invalid(
+                    "granularity",
+                    format!(
+                        "{} is not a granularity: TIMELINE_GRANULARITY_HOUR or _DAY",
+                        request.granularity
+                    ),
+                )));
+            }
+        };
+        let experiment = self
+            .experiment(&metadata, "GetResultsTimeline", &request.experiment_id)
+            .await?;
+        self.counted_through(Position::ZERO, &metadata).await?;
+        let shared = self.shared.clone();
+        let id = experiment.id.clone();
+        let (timeline, counted) = tokio::task::spawn_blocking(move || {
+            let analysis = shared.analysis();
+            let timeline = analysis.analyzer.timeline(&id, granularity, alpha);
+            (timeline, analysis.counted)
+        })
+        .await
+        .map_err(|error| Status::internal(error.to_string()))?;
+        Ok(Response::new(v1::GetResultsTimelineResponse {
+            experiment_id: experiment.id,
+            alpha,
+            points: timeline
+                .map(|timeline| timeline_to_proto(&timeline))
+                .unwrap_or_default(),
+            counted_position: counted.as_u64(),
+        }))
     }
 }
 

@@ -49,7 +49,7 @@ fn judge_all(shared: &Shared, admin: &Admin) {
         {
             continue;
         }
-        let Some(report) = shared.analysis().analyzer.monitor(&id, DEFAULT_ALPHA) else {
+        let Some(report) = shared.analysis().analyzer.report(&id, DEFAULT_ALPHA) else {
             continue;
         };
         // The analyzer takes new definitions as they are written; a look
