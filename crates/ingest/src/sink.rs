@@ -57,10 +57,12 @@ impl LogSlot {
 const ATTEMPTS: u32 = 5;
 /// The first wait between attempts; it doubles each time.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// How long a batch waits for a log that is still opening.
+const OPEN_WAIT: Duration = Duration::from_millis(1_500);
 
-/// Appends exposures to the log in a [`LogSlot`]; a batch the log pushes
-/// back, or that arrives before the log is open, is tried again a few
-/// times with backoff, then handed back (assignment never waits for
+/// Appends exposures to the log in a [`LogSlot`]; a batch that arrives
+/// before the log is open waits for it a while, and one the log pushes
+/// back is tried again a few times with backoff, then handed back (assignment never waits for
 /// logging: meanwhile its queue fills and drops what overflows, counted).
 #[derive(Debug, Clone)]
 pub struct LogSink {
@@ -76,16 +78,14 @@ impl LogSink {
 
 impl ExposureSink for LogSink {
     async fn log(&mut self, exposures: Vec<Exposure>) -> Vec<Exposure> {
+        // A log still opening (a replay after a crash) is waited for, up
+        // to as long as the backoff below would have tried.
+        let Ok(log) = tokio::time::timeout(OPEN_WAIT, self.slot.opened()).await else {
+            return exposures;
+        };
         let mut batch: Batch = exposures.into_iter().collect();
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=ATTEMPTS {
-            let Some(log) = self.slot.get() else {
-                if attempt < ATTEMPTS {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                }
-                continue;
-            };
             match log.append(batch).await {
                 Ok(_) => return Vec::new(),
                 Err(refused) if refused.error == LogError::Closed || attempt == ATTEMPTS => {
