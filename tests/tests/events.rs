@@ -341,3 +341,42 @@ async fn a_sidecar_sends_its_assign_exposures_to_the_admin_event_log() {
     expected.sort();
     assert_eq!(written, expected);
 }
+
+#[tokio::test]
+async fn a_client_stalled_mid_body_neither_holds_up_shutdown_nor_loses_the_queued_exposures() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    exp_e2e::launch_seed_everywhere(&mut server.admin().await).await;
+    exp_e2e::wait_until_assign_is_current(server.channel().await).await;
+    // A connection whose request body never arrives: the HTTP server
+    // keeps its connection task (and with it a copy of the assigner).
+    let mut stalled = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .expect("connect");
+    stalled
+        .write_all(
+            b"POST /experiments/assign HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"user_id\":",
+        )
+        .await
+        .expect("write");
+    let mut assign =
+        v1::assignment_service_client::AssignmentServiceClient::new(server.channel().await);
+    for user in 0..20 {
+        assign
+            .assign(exp_e2e::ymal_request(&format!("stall-user-{user}"), ""))
+            .await
+            .expect("assign");
+    }
+    let started = std::time::Instant::now();
+    let data = tokio::time::timeout(Duration::from_secs(20), server.stop())
+        .await
+        .expect("expd stops although a client never sends its body");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    let written = parquet_ids(data.path(), EventKind::Exposure);
+    assert_eq!(written.len(), 20, "every queued exposure reached Parquet");
+    drop(stalled);
+}

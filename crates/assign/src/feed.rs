@@ -8,8 +8,9 @@
 //! The stage is a task woken by the queue. After the first exposure of a
 //! quiet spell it waits [`LINGER`] for a batch to build up, so a busy queue
 //! costs one wake-up per batch, not one per request. It ends when its
-//! input closes (every `Assign` handler is gone), after handing on what it
-//! holds, then closes its sink.
+//! input closes: every `Assign` handler is gone, or `stop` is cancelled
+//! (once requests have drained), which closes the queue to new records;
+//! either way it hands on what the queue holds, then closes its sink.
 
 use std::{
     future::Future,
@@ -22,6 +23,7 @@ use std::{
 
 use exp_core::event::Exposure;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{ExposureRecord, RepeatFilter};
@@ -52,21 +54,38 @@ pub struct FeedStats {
     pub dropped: AtomicU64,
 }
 
-/// Runs the stage until `records` closes; see the module doc.
+/// Runs the stage until `records` closes or `stop` is cancelled; see the
+/// module doc.
 pub async fn forward_exposures(
     mut records: mpsc::Receiver<ExposureRecord>,
     mut sink: impl ExposureSink,
     filter: RepeatFilter,
     stats: Arc<FeedStats>,
+    stop: CancellationToken,
 ) {
     let mut pending = Vec::with_capacity(MAX_BATCH);
+    let mut closed = false;
     loop {
         if records.is_empty() {
-            let Some(first) = records.recv().await else {
+            let first = tokio::select! {
+                record = records.recv() => record,
+                () = stop.cancelled(), if !closed => {
+                    // No new record from here on; the ones queued remain.
+                    records.close();
+                    closed = true;
+                    continue;
+                }
+            };
+            let Some(first) = first else {
                 break;
             };
             pending.push(first);
-            tokio::time::sleep(LINGER).await;
+            if !closed {
+                tokio::select! {
+                    () = tokio::time::sleep(LINGER) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
         }
         while pending.len() < MAX_BATCH {
             match records.try_recv() {

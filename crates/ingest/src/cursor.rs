@@ -52,6 +52,8 @@ enum Phase {
 
 #[derive(Debug)]
 struct RolledFiles {
+    /// Why the files could not be listed: the first read fails with it.
+    listing_failed: Option<io::Error>,
     /// Left to read, in order, with the segment each came from.
     files: std::vec::IntoIter<(u64, EventKind, PathBuf)>,
     reading: Option<(u64, FileEvents)>,
@@ -64,26 +66,33 @@ struct RolledFiles {
 impl Cursor {
     pub(crate) fn from_start(shared: Arc<Shared>) -> Self {
         let mark = Arc::new(AtomicU64::new(Position::ZERO.as_u64()));
-        // Registered first: from here on no segment file is deleted, so
-        // one is either listed below or its Parquet files are complete.
-        let live: BTreeSet<u64> = {
+        // Registered first: from here on no segment file is deleted. The
+        // segments deleted before are a prefix of the log: every one is
+        // numbered below the first segment still held (or, with none held,
+        // at most the tip's), and its Parquet files are complete. A
+        // segment rolled after this point is read from its file, so its
+        // Parquet files are left out of the listing.
+        let (live, rolled_below) = {
             let mut state = shared.state();
             state.cursors.push(Arc::downgrade(&mark));
-            state.segments.keys().copied().collect()
+            let live: BTreeSet<u64> = state.segments.keys().copied().collect();
+            let bound = live
+                .first()
+                .copied()
+                .unwrap_or_else(|| shared.tip.borrow().position.segment() + 1);
+            (live, bound)
         };
-        let first_segment = live.first().copied().unwrap_or(0);
-        let files = match rolled_files(&shared, &live) {
-            Ok(files) => files,
-            Err(error) => {
-                warn!(%error, "cannot list the event files; reading the segments only");
-                Vec::new()
-            }
+        let first_segment = live.first().copied().unwrap_or(rolled_below);
+        let (files, listing_failed) = match rolled_files(&shared, rolled_below) {
+            Ok(files) => (files, None),
+            Err(error) => (Vec::new(), Some(error)),
         };
         Self {
             shared,
             mark,
             position: Position::ZERO,
             phase: Phase::Rolled(RolledFiles {
+                listing_failed,
                 files: files.into_iter(),
                 reading: None,
                 rows: HashMap::new(),
@@ -247,6 +256,12 @@ impl Cursor {
 impl RolledFiles {
     /// The next record batch of the files, `None` once all are read.
     fn next_chunk(&mut self) -> io::Result<Option<Vec<Event>>> {
+        if let Some(error) = self.listing_failed.take() {
+            return Err(io::Error::new(
+                error.kind(),
+                format!("listing the event files to read: {error}"),
+            ));
+        }
         loop {
             if let Some((seq, reading)) = &mut self.reading {
                 match reading.next() {
@@ -274,13 +289,10 @@ impl RolledFiles {
     }
 }
 
-/// The Parquet files of segments not in `live`, in the order a rebuild
-/// reads them: by hour partition, an hour's exposures before its outcomes,
-/// then by segment.
-fn rolled_files(
-    shared: &Shared,
-    live: &BTreeSet<u64>,
-) -> io::Result<Vec<(u64, EventKind, PathBuf)>> {
+/// The Parquet files of segments numbered below `below`, in the order a
+/// rebuild reads them: by hour partition, an hour's exposures before its
+/// outcomes, then by segment.
+fn rolled_files(shared: &Shared, below: u64) -> io::Result<Vec<(u64, EventKind, PathBuf)>> {
     let mut files = Vec::new();
     for kind in EventKind::ALL {
         for path in parquet::list(&shared.events_dir, kind)? {
@@ -288,7 +300,7 @@ fn rolled_files(
             let Some(id) = name.and_then(parquet::parse_file_name) else {
                 continue;
             };
-            if live.contains(&id.seq) {
+            if id.seq >= below {
                 continue;
             }
             let partition = path

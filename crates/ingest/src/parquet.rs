@@ -336,7 +336,10 @@ pub fn read_event_ids(path: &Path) -> io::Result<Vec<String>> {
     let mut ids = Vec::new();
     for batch in reader {
         let batch = batch.map_err(io::Error::other)?;
-        let column = batch.column(0).as_string::<i32>();
+        let column = batch
+            .column(0)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| wrong_type("event_id"))?;
         ids.extend(column.iter().map(|id| id.unwrap_or_default().to_owned()));
     }
     Ok(ids)
@@ -619,6 +622,16 @@ fn outcomes_of(batch: &RecordBatch) -> io::Result<impl Iterator<Item = Event> + 
         .as_any()
         .downcast_ref::<MapArray>()
         .ok_or_else(|| wrong_type("attributes"))?;
+    // The lists' and maps' element types, checked once: the rows below
+    // then read them without a failure path.
+    if item_ids.values().as_string_opt::<i32>().is_none() {
+        return Err(wrong_type("item_ids"));
+    }
+    if attributes.keys().as_string_opt::<i32>().is_none()
+        || attributes.values().as_string_opt::<i32>().is_none()
+    {
+        return Err(wrong_type("attributes"));
+    }
     let outcome_types = (0..batch.num_rows())
         .map(|row| {
             outcome_type_from_name(kind.value(row)).ok_or_else(|| {

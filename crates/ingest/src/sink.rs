@@ -67,22 +67,38 @@ const OPEN_WAIT: Duration = Duration::from_millis(1_500);
 #[derive(Debug, Clone)]
 pub struct LogSink {
     slot: LogSlot,
+    /// The log did not open within the last wait: the next batches are
+    /// handed back at once rather than each waiting as long again (a
+    /// stage draining its queue at shutdown must not wait per batch).
+    gave_up_waiting: bool,
 }
 
 impl LogSink {
     /// Appends to the log in `slot`.
     pub fn new(slot: LogSlot) -> Self {
-        Self { slot }
+        Self {
+            slot,
+            gave_up_waiting: false,
+        }
     }
 }
 
 impl ExposureSink for LogSink {
     async fn log(&mut self, exposures: Vec<Exposure>) -> Vec<Exposure> {
-        // A log still opening (a replay after a crash) is waited for, up
-        // to as long as the backoff below would have tried.
-        let Ok(log) = tokio::time::timeout(OPEN_WAIT, self.slot.opened()).await else {
-            return exposures;
+        // A log still opening (a replay after a crash) is waited for, once,
+        // up to as long as the backoff below would have tried.
+        let log = match self.slot.get() {
+            Some(log) => log,
+            None if self.gave_up_waiting => return exposures,
+            None => match tokio::time::timeout(OPEN_WAIT, self.slot.opened()).await {
+                Ok(log) => log,
+                Err(_) => {
+                    self.gave_up_waiting = true;
+                    return exposures;
+                }
+            },
         };
+        self.gave_up_waiting = false;
         let mut batch: Batch = exposures.into_iter().collect();
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=ATTEMPTS {

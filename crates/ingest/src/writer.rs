@@ -105,6 +105,7 @@ impl Writer {
             }
             if shutdown {
                 self.stop();
+                refuse_queued(&commands);
                 return;
             }
             self.seal_if_due();
@@ -249,6 +250,26 @@ impl Writer {
         state.segments.insert(segment.id.seq, entry);
         drop(state);
         let _ = self.roller.send(RollCommand::Segment(segment.id.seq));
+    }
+}
+
+/// Answers the appends queued behind a shutdown: refused, their events
+/// handed back (a caller such as `Assign`'s exposure stage counts them and
+/// knows which they were).
+fn refuse_queued(commands: &std_mpsc::Receiver<Command>) {
+    while let Ok(command) = commands.try_recv() {
+        match command {
+            Command::Append(job) => {
+                let _ = job.reply.send(Err(Refused {
+                    error: LogError::Closed,
+                    events: job.batch.into_events(),
+                }));
+            }
+            Command::Flush(reply) => {
+                let _ = reply.send(Err("the event log is shut down".into()));
+            }
+            Command::Shutdown => {}
+        }
     }
 }
 

@@ -1,19 +1,26 @@
 //! The analysis following the event log.
 //!
-//! One task. Once the log is open it reads it from the start with a
-//! cursor into a fresh analyzer (a rebuild: Parquet files, then the
-//! segments), publishes it when it has caught up, and from then on applies
-//! what each commit adds. Reading and applying block (files, CPU), so each
-//! round runs on the blocking pool; between rounds the task waits to be
-//! woken by the log's tip, by a change of the experiments (their metrics
-//! may need other per-unit sums: then a new analyzer is built off to the
-//! side while the current one keeps answering), or by shutdown.
+//! One task. Once the log is open it builds an analyzer from the start of
+//! the log with a cursor (a rebuild: Parquet files, then the segments),
+//! publishes it when it has caught up, and from then on applies what each
+//! commit adds to the published analyzer, woken by the log's tip. When an
+//! experiment's metrics change so that its per-unit sums no longer fit, a
+//! new analyzer is built off to the side from the start of the log while
+//! the published one keeps following the log and answering, so reading
+//! your writes keeps working during a rebuild. Reading and applying block
+//! (files, CPU), so each round runs on the blocking pool; a build advances
+//! a slice at a time, between which the published analyzer catches up.
 //!
-//! The cursor keeps its place in the log, and the log keeps the segments
-//! a cursor has not read: a follower that falls behind under load catches
-//! up from disk, in order, without a rebuild.
+//! The cursors keep their place in the log, and the log keeps the
+//! segments a cursor has not read: a follower that falls behind under
+//! load catches up from disk, in order, without a rebuild. A read that
+//! fails starts that reader over from the start of the log, after a
+//! backoff.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use exp_admin::Admin;
 use exp_analysis::{Analyzer, Catalog, Refresh};
@@ -23,23 +30,78 @@ use tracing::{error, info};
 
 use crate::{Progress, Shared};
 
+/// Chunks (of up to 8,192 events) a build reads per round, before the
+/// published analyzer catches up again.
+const BUILD_SLICE: usize = 64;
+/// The first wait after a failed read; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest wait after failed reads.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Experiment definitions for the analyzer, from the admin's store.
 pub fn catalog(admin: &Admin) -> Catalog {
     let admin = admin.clone();
     Box::new(move |id| admin.get(id).ok())
 }
 
-/// What a round reads into.
-enum Target {
-    /// The published analyzer, under its lock.
-    Published,
-    /// A new analyzer, built off to the side until it has caught up.
-    Building(Box<Analyzer>),
+/// An analyzer being built from the start of the log.
+struct Build {
+    cursor: Cursor,
+    analyzer: Box<Analyzer>,
+    started: Instant,
+    events: u64,
 }
 
-struct Reader {
-    cursor: Cursor,
-    target: Target,
+impl Build {
+    fn start(log: &EventLog, admin: &Admin) -> Self {
+        Self {
+            cursor: log.cursor(),
+            analyzer: Box::new(Analyzer::new(catalog(admin))),
+            started: Instant::now(),
+            events: 0,
+        }
+    }
+
+    /// Reads up to `chunks` chunks into the analyzer; whether it has
+    /// read everything committed.
+    fn advance(&mut self, chunks: usize, stop: &CancellationToken) -> std::io::Result<bool> {
+        for _ in 0..chunks {
+            if stop.is_cancelled() {
+                return Ok(false);
+            }
+            let events = self.cursor.read()?;
+            if events.is_empty() {
+                return Ok(true);
+            }
+            self.events += events.len() as u64;
+            for event in &events {
+                self.analyzer.apply(event);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The readers of the log: the published analyzer's cursor (none before
+/// the first build is published), and a build in progress.
+struct Readers {
+    published: Option<Cursor>,
+    building: Option<Build>,
+}
+
+/// What a round asks of the next.
+struct Round {
+    /// A read failed: wait before the next round.
+    failed: bool,
+}
+
+/// What the task needs in a round, on the blocking pool.
+#[derive(Clone)]
+struct Context {
+    shared: Arc<Shared>,
+    log: Arc<EventLog>,
+    admin: Admin,
+    stop: CancellationToken,
 }
 
 pub(crate) async fn follow(shared: Arc<Shared>, admin: Admin, shutdown: CancellationToken) {
@@ -49,41 +111,70 @@ pub(crate) async fn follow(shared: Arc<Shared>, admin: Admin, shutdown: Cancella
     };
     let mut tip = log.watch_tip();
     let mut experiments = admin.store().subscribe();
-    let mut reader = Some(rebuild(&log, &admin));
+    let context = Context {
+        shared,
+        log: log.clone(),
+        admin: admin.clone(),
+        stop: shutdown.clone(),
+    };
+    let mut readers = Some(Readers {
+        published: None,
+        building: Some(Build::start(&log, &admin)),
+    });
+    let mut refresh = false;
+    let mut backoff = FIRST_BACKOFF;
     loop {
         tip.borrow_and_update();
-        let round_shared = shared.clone();
-        let Some(current) = reader.take() else {
-            return;
+        let round_context = context.clone();
+        let current = readers.take();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut current = current.unwrap_or_else(|| Readers {
+                published: None,
+                building: Some(Build::start(&round_context.log, &round_context.admin)),
+            });
+            let round = run_round(&mut current, &round_context, refresh);
+            (current, round)
+        })
+        .await;
+        refresh = false;
+        let building = match outcome {
+            Ok((next, round)) => {
+                let building = next.building.is_some();
+                readers = Some(next);
+                if round.failed {
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+                backoff = FIRST_BACKOFF;
+                building
+            }
+            Err(panicked) => {
+                // The readers went with the round: start over (the
+                // published analyzer keeps answering meanwhile).
+                error!(error = %panicked, "a results round panicked; building results again");
+                true
+            }
         };
-        let stop = shutdown.clone();
-        let round =
-            tokio::task::spawn_blocking(move || read_available(current, &round_shared, &stop));
-        match round.await {
-            Ok(Ok((_, Refresh::NeedsRebuild))) => {
-                info!("an experiment changed while results were built; building them again");
-                reader = Some(rebuild(&log, &admin));
-                continue;
-            }
-            Ok(Ok((next, Refresh::Updated))) => reader = Some(next),
-            Ok(Err(error)) => {
-                error!(%error, "results cannot read the event log; rebuilding from the start");
-                reader = Some(rebuild(&log, &admin));
-            }
-            Err(error) => {
-                error!(%error, "reading the event log into results panicked; rebuilding");
-                reader = Some(rebuild(&log, &admin));
-            }
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if building {
+            // A build goes on at once; the published analyzer catches up
+            // between its slices.
+            continue;
         }
         tokio::select! {
             changed = tip.changed() => {
                 if changed.is_err() || tip.borrow().closed {
                     // The log closed: one last round reads what it committed.
-                    if let Some(last) = reader.take() {
-                        let shared = shared.clone();
-                        let stop = shutdown.clone();
+                    if let Some(mut last) = readers.take() {
+                        let context = context.clone();
                         let _ = tokio::task::spawn_blocking(move || {
-                            read_available(last, &shared, &stop)
+                            run_round(&mut last, &context, false)
                         })
                         .await;
                     }
@@ -94,81 +185,110 @@ pub(crate) async fn follow(shared: Arc<Shared>, admin: Admin, shutdown: Cancella
                 if changed.is_err() {
                     return;
                 }
-                if matches!(reader.as_ref().map(|r| &r.target), Some(Target::Published))
-                    && shared.analysis().analyzer.refresh() == Refresh::NeedsRebuild
-                {
-                    info!("a metric config or the variants changed; rebuilding results off to the side");
-                    reader = Some(rebuild(&log, &admin));
-                }
+                refresh = true;
             }
             () = shutdown.cancelled() => return,
         }
     }
 }
 
-fn rebuild(log: &EventLog, admin: &Admin) -> Reader {
-    Reader {
-        cursor: log.cursor(),
-        target: Target::Building(Box::new(Analyzer::new(catalog(admin)))),
+/// One round: the published analyzer reads everything committed; a build
+/// reads a slice, and is published once it has caught up; with `refresh`,
+/// the published analyzer takes the experiments' new definitions, and a
+/// build starts if they no longer fit its per-unit sums.
+fn run_round(readers: &mut Readers, context: &Context, refresh: bool) -> Round {
+    let mut failed = false;
+    if let Some(cursor) = &mut readers.published
+        && let Err(error) = follow_published(cursor, context)
+    {
+        error!(%error, "results cannot read the event log; building them again from the start");
+        readers.published = None;
+        failed = true;
     }
+    if refresh
+        && readers.building.is_none()
+        && context.shared.analysis().analyzer.refresh() == Refresh::NeedsRebuild
+    {
+        info!("a metric config or the variants changed; building results again off to the side");
+        readers.building = Some(Build::start(&context.log, &context.admin));
+    }
+    if readers.published.is_none() && readers.building.is_none() {
+        readers.building = Some(Build::start(&context.log, &context.admin));
+    }
+    let Some(build) = &mut readers.building else {
+        return Round { failed };
+    };
+    match build.advance(BUILD_SLICE, &context.stop) {
+        Err(error) => {
+            error!(%error, "building results from the event log failed; starting over");
+            readers.building = Some(Build::start(&context.log, &context.admin));
+            failed = true;
+        }
+        Ok(false) => {}
+        Ok(true) => {
+            let behind_published = readers
+                .published
+                .as_ref()
+                .is_some_and(|published| published.position() > build.cursor.position());
+            if !behind_published && let Some(build) = readers.building.take() {
+                publish(build, readers, context);
+            }
+        }
+    }
+    Round { failed }
 }
 
-/// Reads and applies everything the log holds now (or until `stop`). A
-/// finished build is published, then brought up to date with the
-/// experiments' definitions, which may ask for another build.
-fn read_available(
-    mut reader: Reader,
-    shared: &Shared,
-    stop: &CancellationToken,
-) -> std::io::Result<(Reader, Refresh)> {
-    let started = Instant::now();
-    let mut applied = 0_u64;
+/// Applies everything committed to the published analyzer.
+fn follow_published(cursor: &mut Cursor, context: &Context) -> std::io::Result<()> {
+    let mut applied = false;
     loop {
-        if stop.is_cancelled() {
-            return Ok((reader, Refresh::Updated));
+        if context.stop.is_cancelled() {
+            break;
         }
-        let events = reader.cursor.read()?;
+        let events = cursor.read()?;
         if events.is_empty() {
             break;
         }
-        applied += events.len() as u64;
-        match &mut reader.target {
-            Target::Building(analyzer) => {
-                for event in &events {
-                    analyzer.apply(event);
-                }
-            }
-            Target::Published => {
-                let mut analysis = shared.analysis();
-                for event in &events {
-                    analysis.analyzer.apply(event);
-                }
-                analysis.counted = reader.cursor.position();
-            }
+        let mut analysis = context.shared.analysis();
+        for event in &events {
+            analysis.analyzer.apply(event);
         }
+        analysis.counted = cursor.position();
+        applied = true;
     }
-    let counted = reader.cursor.position();
-    let mut refresh = Refresh::Updated;
-    if let Target::Building(analyzer) = reader.target {
-        {
-            let mut analysis = shared.analysis();
-            analysis.analyzer = *analyzer;
-            analysis.counted = counted;
-            refresh = analysis.analyzer.refresh();
-        }
-        info!(
-            events = applied,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            %counted,
-            "results built from the event log"
-        );
-        reader.target = Target::Published;
-    } else if applied == 0 {
-        return Ok((reader, refresh));
+    if applied {
+        context.shared.progress.send_replace(Progress {
+            counted: cursor.position(),
+            ready: true,
+        });
     }
-    shared.progress.send_replace(Progress {
+    Ok(())
+}
+
+/// Makes a caught-up build the published analyzer, then brings it up to
+/// date with the experiments' definitions, which may ask for another
+/// build.
+fn publish(build: Build, readers: &mut Readers, context: &Context) {
+    let counted = build.cursor.position();
+    let refresh = {
+        let mut analysis = context.shared.analysis();
+        analysis.analyzer = *build.analyzer;
+        analysis.counted = counted;
+        analysis.analyzer.refresh()
+    };
+    info!(
+        events = build.events,
+        elapsed_ms = build.started.elapsed().as_millis() as u64,
+        %counted,
+        "results built from the event log"
+    );
+    readers.published = Some(build.cursor);
+    context.shared.progress.send_replace(Progress {
         counted,
         ready: true,
     });
-    Ok((reader, refresh))
+    if refresh == Refresh::NeedsRebuild {
+        info!("an experiment changed while results were built; building them again");
+        readers.building = Some(Build::start(&context.log, &context.admin));
+    }
 }

@@ -35,6 +35,9 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// Every background task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Cancelled once requests have drained: the exposure stage then
+    /// closes its queue and hands on what it holds.
+    pub requests_drained: CancellationToken,
     /// Who may call what.
     pub auth: Authenticator,
     /// The gRPC address this process serves on (names a sidecar to its
@@ -278,6 +281,7 @@ impl AssignRole {
                     LogSink::new(slot.clone()),
                     filter,
                     feed.clone(),
+                    context.requests_drained.clone(),
                 ));
             }
             ExposureDestination::Remote(endpoint) => {
@@ -289,6 +293,7 @@ impl AssignRole {
                     feed::Discard,
                     filter,
                     feed.clone(),
+                    context.requests_drained.clone(),
                 ));
             }
         }
@@ -326,6 +331,7 @@ fn spawn_remote_feed(
         RemoteSink::new(sender, SEND_AT_CLOSE),
         filter,
         stats,
+        context.requests_drained.clone(),
     ));
     Ok(())
 }

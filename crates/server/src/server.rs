@@ -88,6 +88,7 @@ pub async fn serve(
         clock: Arc::new(SystemClock),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        requests_drained: CancellationToken::new(),
         auth,
         grpc_local,
     };
@@ -188,8 +189,10 @@ pub async fn serve(
         config_source = config.config_source.as_deref(),
         "expd serving"
     );
-    let mut grpc_task = tokio::spawn(grpc_server);
-    let mut http_task = tokio::spawn(http_server);
+    let grpc_task = tokio::spawn(grpc_server);
+    let http_task = tokio::spawn(http_server);
+    let aborts = [grpc_task.abort_handle(), http_task.abort_handle()];
+    let mut servers = tokio::spawn(async move { (grpc_task.await, http_task.await) });
     shutdown.await;
 
     info!("shutting down: draining in-flight calls");
@@ -199,21 +202,28 @@ pub async fn serve(
             .await;
     }
     context.shutdown.cancel();
-    let drained = tokio::time::timeout(config.shutdown_grace, async {
-        ((&mut grpc_task).await, (&mut http_task).await)
-    })
-    .await;
-    if drained.is_err() {
-        warn!(grace = ?config.shutdown_grace, "calls still in flight after the grace period; closing");
-        grpc_task.abort();
-        http_task.abort();
-        let _ = (grpc_task.await, http_task.await);
-    }
-    // The servers are gone, and with them every copy of the exposure
-    // queue's sender: the feed hands on what it holds and ends, as every
-    // other task ends on the token.
+    let drained = match tokio::time::timeout(config.shutdown_grace, &mut servers).await {
+        Ok(servers) => servers.ok(),
+        Err(_) => {
+            warn!(grace = ?config.shutdown_grace, "calls still in flight after the grace period; closing");
+            for abort in aborts {
+                abort.abort();
+            }
+            let _ = servers.await;
+            None
+        }
+    };
+    // No request is left: the exposure stage closes its queue (a connection
+    // task the servers left behind may still hold a sender) and hands on
+    // what it holds; every other task has ended on the token.
+    context.requests_drained.cancel();
     context.tasks.close();
-    context.tasks.wait().await;
+    if tokio::time::timeout(config.shutdown_grace, context.tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(grace = ?config.shutdown_grace, "background tasks still running after the grace period; closing");
+    }
     drop(follower);
     if let Some(log) = ingest.and_then(|ingest| ingest.slot.get()) {
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
@@ -225,7 +235,7 @@ pub async fn serve(
             "exposure feed closed"
         );
     }
-    if let Ok((grpc, http)) = drained {
+    if let Some((grpc, http)) = drained {
         if let Ok(result) = grpc {
             result?;
         }
