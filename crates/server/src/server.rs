@@ -342,22 +342,14 @@ const EVENT_SERVICE: &str = <EventServiceServer<exp_ingest::EventGrpc> as NamedS
 const RESULTS_SERVICE: &str = <ResultsServiceServer<ResultsGrpc> as NamedService>::NAME;
 
 /// The multi-threaded Tokio runtime `expd` serves on, one worker per
-/// core it may run on.
-///
-/// Built with `--cfg tokio_unstable` (the workspace's `.cargo/config.toml`
-/// sets it), the scheduler's LIFO slot is off. With it on, the task of
-/// an answered call wakes its connection's task, which then runs next
-/// and writes that one answer, so every answer costs a `writev` and the
-/// client a read; with it off, the calls that arrived together all answer
-/// before the connection task runs, and it writes their answers in one
-/// `writev`. At 10,000 `Assign` calls/s this cut the server's CPU per call
-/// by about a third, and the client's by as much (`benches/RESULTS.md`).
-/// Without the flag the runtime is Tokio's default one.
+/// core it may run on: Tokio's default scheduler. (Turning its LIFO slot
+/// off, an unstable option, saved about 9% of the server's CPU per
+/// `Assign` in a same-run comparison, under the 10% that would pay for an
+/// unstable build flag: `benches/RESULTS.md`.)
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    #[cfg(tokio_unstable)]
-    builder.disable_lifo_slot();
-    builder.enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 /// The layers every gRPC call passes: RPC metrics, then load shedding in
