@@ -6,12 +6,16 @@
 //! spread over them and over the past hours: the events are appended to
 //! the event log of a data directory and rolled into Parquet (in this
 //! process, with `exp_ingest`), then the release `expd` starts on that
-//! directory. It prints the time from the process's start until
-//! `GetResults` answers with every event counted, and the server's peak
-//! resident memory (`VmHWM`) and its resident memory afterwards. The
-//! rebuild streams the files a record batch at a time, so its peak is
-//! the per-unit aggregates plus a bounded buffer: the two lengths should
-//! peak alike.
+//! directory, twice: first without results (`--services admin,ingest`),
+//! for what the event log itself costs to open (it reads back the ids of
+//! the events of the dedup window, at least 24 h, and keeps them), then
+//! with every service, for the time from the process's start until
+//! `GetResults` answers with every event counted. It prints both, with
+//! each run's peak resident memory (`VmHWM`) and resident memory after;
+//! the difference between the two runs is the analysis. The rebuild
+//! streams the files a record batch at a time, so the analysis' peak is
+//! its per-unit aggregates plus a bounded buffer: the two lengths should
+//! cost it alike.
 //!
 //! Run: `cargo build --release -p expd && cargo bench -p exp-benches
 //! --bench rebuild` (`REBUILD_EVENTS=2500000,10000000` sets the lengths,
@@ -157,6 +161,22 @@ async fn rebuild(binary: &Path, units: u64, events: u64) {
         .map(|file| std::fs::metadata(file).expect("metadata").len())
         .sum();
 
+    // The log alone: open until EventService takes a call.
+    let started = Instant::now();
+    let server = ReleaseExpd::start_in(binary, data.path(), &["--services", "admin,ingest"]).await;
+    let mut events_client =
+        v1::event_service_client::EventServiceClient::new(exp_e2e::connect(server.grpc).await);
+    while events_client
+        .log_outcomes(v1::LogOutcomesRequest::default())
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let opened = started.elapsed().as_secs_f64();
+    let (log_peak, log_resident) = (server.peak_resident_mb(), server.resident_mb());
+    server.stop();
+
     let started = Instant::now();
     let server = ReleaseExpd::start_in(binary, data.path(), &[]).await;
     let mut results =
@@ -186,12 +206,17 @@ async fn rebuild(binary: &Path, units: u64, events: u64) {
         .sum();
     assert_eq!(counted, units, "every unit counted");
     peak = peak.max(server.peak_resident_mb());
+    let resident = server.resident_mb();
     println!(
-        "{events} events over {units} units ({:.0} MB of Parquet, written and rolled in {written:.0} s): \
-         rebuilt in {rebuilt:.1} s ({:.2} us per event), peak resident {peak:.0} MB, resident after {:.0} MB",
+        "{events} events over {units} units ({:.0} MB of Parquet, written and rolled in {written:.0} s):\n  \
+         the log alone: open in {opened:.1} s, peak resident {log_peak:.0} MB, resident after {log_resident:.0} MB\n  \
+         with results: GetResults counts every event {rebuilt:.1} s after the start ({:.2} us per event), \
+         peak resident {peak:.0} MB, resident after {resident:.0} MB\n  \
+         the analysis (with results minus the log alone): peak +{:.0} MB, resident +{:.0} MB",
         parquet_bytes as f64 / 1e6,
         rebuilt / events as f64 * 1e6,
-        server.resident_mb(),
+        peak - log_peak,
+        resident - log_resident,
     );
 }
 
