@@ -320,24 +320,35 @@ async fn results_are_rebuilt_from_the_event_log_after_a_restart() {
     assert_eq!(before.sample_ratio, after.sample_ratio);
 }
 
+/// An exposure of `user` to the seed experiment's `variant` at `time`,
+/// without a unit type (the experiment buckets by user when there is
+/// one).
+fn exposure(event_id: String, user: &str, variant: &str, time: SystemTime) -> v1::Exposure {
+    v1::Exposure {
+        event_id,
+        experiment_id: "reco_ymal_v1".into(),
+        variant: variant.into(),
+        user_id: user.into(),
+        session_id: format!("s-{user}"),
+        unit_type: v1::UnitType::Unspecified as i32,
+        placement: "you_may_also_like".into(),
+        page_type: "product_detail".into(),
+        revision: 2,
+        timestamp: Some(time.into()),
+    }
+}
+
 /// Logs one new unit's exposure and its add-to-cart, the way a page that
 /// logs on render does; the position the add-to-cart reached.
 async fn log_unit(events: &mut EventServiceClient<Channel>, user: &str, variant: &str) -> u64 {
     let exposed = events
         .log_exposures(v1::LogExposuresRequest {
-            exposures: vec![v1::Exposure {
-                event_id: format!("{user}-exposure"),
-                experiment_id: "reco_ymal_v1".into(),
-                variant: variant.into(),
-                user_id: user.into(),
-                session_id: format!("s-{user}"),
-                // Unset: the experiment buckets by user when there is one.
-                unit_type: v1::UnitType::Unspecified as i32,
-                placement: "you_may_also_like".into(),
-                page_type: "product_detail".into(),
-                revision: 2,
-                timestamp: Some(SystemTime::now().into()),
-            }],
+            exposures: vec![exposure(
+                format!("{user}-exposure"),
+                user,
+                variant,
+                SystemTime::now(),
+            )],
         })
         .await
         .expect("log exposure")

@@ -9,7 +9,7 @@ pub use crate::results::{ComparisonState, MetricReport, VariantReport};
 use crate::{
     analyzer::Analyzer,
     experiment::{ExperimentState, ResolvedMetric},
-    results::{self, MetricStatistics, control_index, exposed_units, variant_reports},
+    results::{MetricStatistics, control_index, exposed_units, variant_reports},
     stats::{self, Comparison, Relative},
 };
 
@@ -144,16 +144,7 @@ fn build(state: &ExperimentState, alpha: f64) -> Report {
     let experiment = &state.experiment;
     let control = control_index(state);
     let (exposed, several) = exposed_units(state);
-    let statistics: Vec<MetricStatistics> = state
-        .metrics
-        .iter()
-        .map(|metric| MetricStatistics {
-            name: metric.name.clone(),
-            role: metric.role,
-            kind: metric.definition.kind,
-            arms: results::statistics(state, metric),
-        })
-        .collect();
+    let statistics = MetricStatistics::of_experiment(state);
     let variants = variant_reports(state, &exposed, &statistics, alpha);
     let mut guardrails = Vec::new();
     for (position, metric) in state.metrics.iter().enumerate() {

@@ -100,6 +100,22 @@ pub(crate) struct MetricStatistics {
     pub(crate) arms: Vec<Sufficient>,
 }
 
+impl MetricStatistics {
+    /// The statistics of every metric of `state`, in its order.
+    pub(crate) fn of_experiment(state: &ExperimentState) -> Vec<Self> {
+        state
+            .metrics
+            .iter()
+            .map(|metric| Self {
+                name: metric.name.clone(),
+                role: metric.role,
+                kind: metric.definition.kind,
+                arms: statistics(state, metric),
+            })
+            .collect()
+    }
+}
+
 /// Exposed units per variant, and the units exposed to several.
 pub(crate) fn exposed_units(state: &ExperimentState) -> (Vec<u64>, u64) {
     let mut exposed = vec![0_u64; state.experiment.variants.len()];

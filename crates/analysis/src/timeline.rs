@@ -40,7 +40,7 @@ use std::sync::Arc;
 use crate::{
     analyzer::Analyzer,
     experiment::ExperimentState,
-    results::{self, MetricStatistics, VariantReport, exposed_units, variant_reports},
+    results::{MetricStatistics, VariantReport, exposed_units, variant_reports},
 };
 
 /// An hour, in microseconds.
@@ -125,16 +125,7 @@ impl Snapshot {
         Self {
             revision: state.experiment.revision,
             exposed: exposed_units(state).0,
-            metrics: state
-                .metrics
-                .iter()
-                .map(|metric| MetricStatistics {
-                    name: metric.name.clone(),
-                    role: metric.role,
-                    kind: metric.definition.kind,
-                    arms: results::statistics(state, metric),
-                })
-                .collect(),
+            metrics: MetricStatistics::of_experiment(state),
         }
     }
 
@@ -290,8 +281,8 @@ mod tests {
             + size_of::<Snapshot>()
             + variants * size_of::<u64>()
             + metrics
-                * (size_of::<MetricStatistics>() + variants * size_of::<results::Sufficient>());
-        assert_eq!(size_of::<results::Sufficient>(), 56);
+                * (size_of::<MetricStatistics>() + variants * size_of::<crate::results::Sufficient>());
+        assert_eq!(size_of::<crate::results::Sufficient>(), 56);
         assert!(per_point < 1024, "{per_point} bytes");
     }
 
