@@ -130,8 +130,12 @@ impl Drop for TestServer {
     }
 }
 
-/// Writes a tokens file with an editor (alice) and a viewer (bob) into
-/// `dir`; returns its path and the two tokens.
+/// The `data_plane` token of [`write_tokens_file`] (a rec service).
+pub const DATA_PLANE_TOKEN: &str = "data-plane-token-5c2e8a1f9b7d4e63";
+
+/// Writes a tokens file with an editor (alice), a viewer (bob) and a
+/// data-plane token ([`DATA_PLANE_TOKEN`], the rec service) into `dir`;
+/// returns its path and the editor's and viewer's tokens.
 pub fn write_tokens_file(dir: &Path) -> (String, &'static str, &'static str) {
     let editor = "editor-token-7d9f2c41e8a64b0f";
     let viewer = "viewer-token-3b1e9d7c5a2f4e60";
@@ -140,7 +144,8 @@ pub fn write_tokens_file(dir: &Path) -> (String, &'static str, &'static str) {
         &path,
         serde_json::json!({"tokens": [
             {"token": editor, "identity": "alice@example.com", "role": "editor"},
-            {"token": viewer, "identity": "bob@example.com", "role": "viewer"}
+            {"token": viewer, "identity": "bob@example.com", "role": "viewer"},
+            {"token": DATA_PLANE_TOKEN, "identity": "rec-service", "role": "data_plane"}
         ]})
         .to_string(),
     )
@@ -169,10 +174,24 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
 
 /// POSTs `body` to `path` over HTTP/1.1; returns the status and body.
 pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    http_post_with(addr, path, &[], body).await
+}
+
+/// [`http_post`] with extra request headers.
+pub async fn http_post_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.expect("write");

@@ -1,33 +1,91 @@
 //! Bearer tokens and roles. With no tokens file every caller is an editor
 //! called "anonymous" (and `expd` then binds only to loopback); with one,
-//! every admin call needs `authorization: Bearer <token>`.
+//! every call but health and reflection needs `authorization: Bearer
+//! <token>`, and the token's role says what it may do:
+//!
+//! | role | may |
+//! |---|---|
+//! | `viewer` | read: Get, List, Validate, revisions, overrides, results |
+//! | `editor` | what a viewer may, and every change |
+//! | `data_plane` | what services and SDKs do: `Assign`, `WatchConfigs`, `GetConfigSnapshot`, `LogExposures`, `LogOutcomes`; nothing else |
 //!
 //! The tokens file is JSON:
 //!
 //! ```json
 //! {"tokens": [
 //!   {"token": "pm-7d9f2c41e8a64b0f", "identity": "alice@example.com", "role": "editor"},
-//!   {"token": "an-3b1e9d7c5a2f4e60", "identity": "bob@example.com", "role": "viewer"}
+//!   {"token": "an-3b1e9d7c5a2f4e60", "identity": "bob@example.com", "role": "viewer"},
+//!   {"token": "rs-9c0d5e1f7a3b2c84", "identity": "rec-service", "role": "data_plane"}
 //! ]}
 //! ```
+//!
+//! Tokens are 16 to 256 printable ASCII characters (what an HTTP header
+//! or gRPC metadata can carry), compared in constant time.
 
-use std::{collections::HashMap, path::Path};
+use std::{collections::HashSet, path::Path};
 
 use exp_core::{Error, FieldViolation};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 
 /// Shortest token accepted in a tokens file.
 pub const MIN_TOKEN_LEN: usize = 16;
+/// Longest token accepted in a tokens file.
+pub const MAX_TOKEN_LEN: usize = 256;
 
-/// What a caller may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+/// Who a caller is, by its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Reads: Get, List, Validate, ListExperimentRevisions, ListOverrides.
+    /// Reads: Get, List, Validate, ListExperimentRevisions, ListOverrides,
+    /// results.
     Viewer,
     /// Everything a viewer may, and every change.
     Editor,
+    /// A service or SDK: assignment, config delivery, events.
+    DataPlane,
+}
+
+/// What a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reading experiments, revisions, overrides, results.
+    Read,
+    /// Changing them.
+    Change,
+    /// Assignment, config delivery, events.
+    DataPlane,
+}
+
+impl Role {
+    /// Whether this role may make a call that needs `access`.
+    pub fn may(self, access: Access) -> bool {
+        matches!(
+            (self, access),
+            (Self::Viewer, Access::Read)
+                | (Self::Editor, Access::Read | Access::Change)
+                | (Self::DataPlane, Access::DataPlane)
+        )
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Editor => "editor",
+            Self::DataPlane => "data_plane",
+        }
+    }
+}
+
+impl Access {
+    fn needs(self) -> &'static str {
+        match self {
+            Self::Read => "a viewer or editor token",
+            Self::Change => "an editor token",
+            Self::DataPlane => "a data_plane token",
+        }
+    }
 }
 
 /// An authenticated caller.
@@ -53,7 +111,9 @@ impl Principal {
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
     // `None`: no tokens configured, every caller is an anonymous editor.
-    tokens: Option<HashMap<String, Principal>>,
+    // A list, not a map: a lookup compares the offered token with every
+    // one, in constant time, so its timing tells nothing of them.
+    tokens: Option<Vec<(Vec<u8>, Principal)>>,
 }
 
 #[derive(Deserialize)]
@@ -91,7 +151,8 @@ impl Authenticator {
         let file: TokensFile = serde_json::from_str(text)
             .map_err(|err| vec![FieldViolation::new("tokens", err.to_string())])?;
         let mut violations = Vec::new();
-        let mut tokens = HashMap::new();
+        let mut tokens = Vec::new();
+        let mut seen = HashSet::new();
         if file.tokens.is_empty() {
             violations.push(FieldViolation::new(
                 "tokens",
@@ -99,10 +160,15 @@ impl Authenticator {
             ));
         }
         for (index, entry) in file.tokens.into_iter().enumerate() {
-            if entry.token.len() < MIN_TOKEN_LEN || entry.token.chars().any(char::is_whitespace) {
+            if !(MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&entry.token.len())
+                || !entry.token.bytes().all(|byte| byte.is_ascii_graphic())
+            {
                 violations.push(FieldViolation::new(
                     format!("tokens[{index}].token"),
-                    format!("must be at least {MIN_TOKEN_LEN} characters without spaces"),
+                    format!(
+                        "must be {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN} printable ASCII characters \
+                         without spaces (what an authorization header can carry)"
+                    ),
                 ));
             }
             if entry.identity.trim().is_empty() {
@@ -111,16 +177,19 @@ impl Authenticator {
                     "is required",
                 ));
             }
-            let principal = Principal {
-                identity: entry.identity,
-                role: entry.role,
-            };
-            if tokens.insert(entry.token, principal).is_some() {
+            if !seen.insert(entry.token.clone()) {
                 violations.push(FieldViolation::new(
                     format!("tokens[{index}].token"),
                     "repeats an earlier token",
                 ));
             }
+            tokens.push((
+                entry.token.into_bytes(),
+                Principal {
+                    identity: entry.identity,
+                    role: entry.role,
+                },
+            ));
         }
         if violations.is_empty() {
             Ok(Self {
@@ -136,12 +205,29 @@ impl Authenticator {
         self.tokens.is_some()
     }
 
-    /// The caller behind `metadata`, if it may act with `needed`.
-    /// `method` names the RPC in the refusal.
+    /// The caller behind `metadata` (gRPC), if it may make a call that
+    /// needs `access`; `method` names the call in the refusal.
     pub fn authorize(
         &self,
         metadata: &MetadataMap,
-        needed: Role,
+        access: Access,
+        method: &str,
+    ) -> Result<Principal, Error> {
+        let header = match metadata.get("authorization") {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(|_| {
+                Error::Unauthenticated("the authorization metadata is not text".into())
+            })?),
+        };
+        self.authorize_header(header, access, method)
+    }
+
+    /// The caller behind an `authorization` header value (HTTP, or gRPC
+    /// metadata), if it may make a call that needs `access`.
+    pub fn authorize_header(
+        &self,
+        header: Option<&str>,
+        access: Access,
         method: &str,
     ) -> Result<Principal, Error> {
         let Some(tokens) = &self.tokens else {
@@ -150,15 +236,11 @@ impl Authenticator {
                 role: Role::Editor,
             });
         };
-        let header = metadata
-            .get("authorization")
-            .ok_or_else(|| {
-                Error::Unauthenticated(format!(
-                    "{method} needs a token: send the metadata `authorization: Bearer <token>`"
-                ))
-            })?
-            .to_str()
-            .map_err(|_| Error::Unauthenticated("the authorization metadata is not text".into()))?;
+        let header = header.ok_or_else(|| {
+            Error::Unauthenticated(format!(
+                "{method} needs a token: send `authorization: Bearer <token>`"
+            ))
+        })?;
         let token = header
             .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
@@ -166,13 +248,20 @@ impl Authenticator {
             .ok_or_else(|| {
                 Error::Unauthenticated("authorization must be `Bearer <token>`".into())
             })?;
-        let principal = tokens
-            .get(token)
-            .ok_or_else(|| Error::Unauthenticated("unknown token".into()))?;
-        if principal.role < needed {
+        let mut found: Option<&Principal> = None;
+        for (known, principal) in tokens {
+            // Every token is compared, whatever matched before.
+            if bool::from(known.as_slice().ct_eq(token.as_bytes())) {
+                found = Some(principal);
+            }
+        }
+        let principal = found.ok_or_else(|| Error::Unauthenticated("unknown token".into()))?;
+        if !principal.role.may(access) {
             return Err(Error::PermissionDenied(format!(
-                "{} has the viewer role; {method} needs the editor role",
-                principal.identity
+                "{} has the {} role; {method} needs {}",
+                principal.identity,
+                principal.role.name(),
+                access.needs()
             )));
         }
         Ok(principal.clone())
@@ -185,7 +274,8 @@ mod tests {
 
     const TOKENS: &str = r#"{"tokens": [
         {"token": "editor-token-0123456789", "identity": "alice@example.com", "role": "editor"},
-        {"token": "viewer-token-0123456789", "identity": "bob@example.com", "role": "viewer"}
+        {"token": "viewer-token-0123456789", "identity": "bob@example.com", "role": "viewer"},
+        {"token": "data-plane-token-0123456", "identity": "rec-service", "role": "data_plane"}
     ]}"#;
 
     fn metadata(header: &str) -> MetadataMap {
@@ -197,7 +287,7 @@ mod tests {
     #[test]
     fn without_tokens_everyone_is_an_anonymous_editor() {
         let principal = Authenticator::open()
-            .authorize(&MetadataMap::new(), Role::Editor, "CreateExperiment")
+            .authorize(&MetadataMap::new(), Access::Change, "CreateExperiment")
             .expect("allowed");
         assert_eq!(principal.identity, "anonymous");
     }
@@ -208,7 +298,7 @@ mod tests {
         let principal = auth
             .authorize(
                 &metadata("Bearer editor-token-0123456789"),
-                Role::Editor,
+                Access::Change,
                 "UpdateExperiment",
             )
             .expect("allowed");
@@ -220,10 +310,10 @@ mod tests {
         let auth = Authenticator::from_json(TOKENS).expect("valid");
         let header = metadata("bearer viewer-token-0123456789");
         assert!(
-            auth.authorize(&header, Role::Viewer, "GetExperiment")
+            auth.authorize(&header, Access::Read, "GetExperiment")
                 .is_ok()
         );
-        let refused = auth.authorize(&header, Role::Editor, "UpdateExperiment");
+        let refused = auth.authorize(&header, Access::Change, "UpdateExperiment");
         assert!(
             matches!(refused, Err(Error::PermissionDenied(message)) if message.contains("UpdateExperiment"))
         );
@@ -233,13 +323,13 @@ mod tests {
     fn missing_or_unknown_tokens_are_unauthenticated() {
         let auth = Authenticator::from_json(TOKENS).expect("valid");
         assert!(matches!(
-            auth.authorize(&MetadataMap::new(), Role::Viewer, "GetExperiment"),
+            auth.authorize(&MetadataMap::new(), Access::Read, "GetExperiment"),
             Err(Error::Unauthenticated(_))
         ));
         assert!(matches!(
             auth.authorize(
                 &metadata("Bearer nope-nope-nope-nope"),
-                Role::Viewer,
+                Access::Read,
                 "GetExperiment"
             ),
             Err(Error::Unauthenticated(_))
@@ -247,11 +337,73 @@ mod tests {
         assert!(matches!(
             auth.authorize(
                 &metadata("Basic editor-token-0123456789"),
-                Role::Viewer,
+                Access::Read,
                 "GetExperiment"
             ),
             Err(Error::Unauthenticated(_))
         ));
+    }
+
+    #[test]
+    fn a_data_plane_token_may_assign_and_log_events_and_nothing_else() {
+        let auth = Authenticator::from_json(TOKENS).expect("valid");
+        let data_plane = metadata("Bearer data-plane-token-0123456");
+        assert!(
+            auth.authorize(&data_plane, Access::DataPlane, "Assign")
+                .is_ok()
+        );
+        for (access, method) in [
+            (Access::Read, "GetExperiment"),
+            (Access::Change, "UpdateExperiment"),
+        ] {
+            let refused = auth.authorize(&data_plane, access, method);
+            assert!(
+                matches!(&refused, Err(Error::PermissionDenied(message)) if message.contains("data_plane")),
+                "{refused:?}"
+            );
+        }
+        for people in [
+            "Bearer editor-token-0123456789",
+            "Bearer viewer-token-0123456789",
+        ] {
+            assert!(matches!(
+                auth.authorize(&metadata(people), Access::DataPlane, "LogOutcomes"),
+                Err(Error::PermissionDenied(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_token_that_differs_in_its_last_byte_or_its_length_is_unknown() {
+        let auth = Authenticator::from_json(TOKENS).expect("valid");
+        for near in [
+            "Bearer editor-token-0123456788",
+            "Bearer editor-token-012345678",
+            "Bearer editor-token-01234567890",
+        ] {
+            assert!(matches!(
+                auth.authorize(&metadata(near), Access::Read, "GetExperiment"),
+                Err(Error::Unauthenticated(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn tokens_must_be_printable_ascii_an_authorization_header_can_carry() {
+        for token in ["é-not-ascii-0123456789", "tab\\tinside-0123456789"] {
+            let violations = Authenticator::from_json(&format!(
+                r#"{{"tokens": [{{"token": "{token}", "identity": "a", "role": "editor"}}]}}"#
+            ))
+            .expect_err("refused");
+            assert_eq!(violations[0].field, "tokens[0].token", "{token:?}");
+        }
+        let long = "x".repeat(MAX_TOKEN_LEN + 1);
+        assert!(
+            Authenticator::from_json(&format!(
+                r#"{{"tokens": [{{"token": "{long}", "identity": "a", "role": "editor"}}]}}"#
+            ))
+            .is_err()
+        );
     }
 
     #[test]

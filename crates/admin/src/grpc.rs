@@ -16,7 +16,7 @@ use exp_proto::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::{Admin, Authenticator, Principal, Role, admin::ListFilter};
+use crate::{Access, Admin, Authenticator, Principal, admin::ListFilter};
 
 /// The tonic implementation of `AdminService`.
 #[derive(Debug, Clone)]
@@ -39,11 +39,11 @@ impl AdminGrpc {
     fn authorize<T>(
         &self,
         request: &Request<T>,
-        role: Role,
+        access: Access,
         method: &str,
     ) -> Result<Principal, Status> {
         self.auth
-            .authorize(request.metadata(), role, method)
+            .authorize(request.metadata(), access, method)
             .map_err(to_status)
     }
 
@@ -98,7 +98,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::CreateExperimentRequest>,
     ) -> Result<Response<v1::CreateExperimentResponse>, Status> {
-        let principal = self.authorize(&request, Role::Editor, "CreateExperiment")?;
+        let principal = self.authorize(&request, Access::Change, "CreateExperiment")?;
         let request = request.into_inner();
         let experiment = required_experiment(request.experiment)?;
         let admin = self.admin.clone();
@@ -113,7 +113,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::GetExperimentRequest>,
     ) -> Result<Response<v1::GetExperimentResponse>, Status> {
-        self.authorize(&request, Role::Viewer, "GetExperiment")?;
+        self.authorize(&request, Access::Read, "GetExperiment")?;
         let experiment = self.admin.get(&request.get_ref().id).map_err(to_status)?;
         Ok(Response::new(v1::GetExperimentResponse {
             experiment: Some(experiment_to_proto(&experiment)),
@@ -124,7 +124,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::ListExperimentsRequest>,
     ) -> Result<Response<v1::ListExperimentsResponse>, Status> {
-        self.authorize(&request, Role::Viewer, "ListExperiments")?;
+        self.authorize(&request, Access::Read, "ListExperiments")?;
         let request = request.into_inner();
         let status = status_from_proto(request.status, "status").map_err(|v| invalid(vec![v]))?;
         let non_empty = |text: String| (!text.is_empty()).then_some(text);
@@ -147,7 +147,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::UpdateExperimentRequest>,
     ) -> Result<Response<v1::UpdateExperimentResponse>, Status> {
-        let principal = self.authorize(&request, Role::Editor, "UpdateExperiment")?;
+        let principal = self.authorize(&request, Access::Change, "UpdateExperiment")?;
         let request = request.into_inner();
         let proposed = required_experiment(request.experiment)?;
         let mask = mask_paths(request.update_mask);
@@ -170,7 +170,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::ValidateExperimentRequest>,
     ) -> Result<Response<v1::ValidateExperimentResponse>, Status> {
-        self.authorize(&request, Role::Viewer, "ValidateExperiment")?;
+        self.authorize(&request, Access::Read, "ValidateExperiment")?;
         let request = request.into_inner();
         let experiment = request
             .experiment
@@ -198,7 +198,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::StartExperimentRequest>,
     ) -> Result<Response<v1::StartExperimentResponse>, Status> {
-        let principal = self.authorize(&request, Role::Editor, "StartExperiment")?;
+        let principal = self.authorize(&request, Access::Change, "StartExperiment")?;
         let r = request.into_inner();
         let experiment = self
             .transition(principal, r.id, Transition::Start, r.revision, r.reason)
@@ -212,7 +212,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::PauseExperimentRequest>,
     ) -> Result<Response<v1::PauseExperimentResponse>, Status> {
-        let principal = self.authorize(&request, Role::Editor, "PauseExperiment")?;
+        let principal = self.authorize(&request, Access::Change, "PauseExperiment")?;
         let r = request.into_inner();
         let experiment = self
             .transition(principal, r.id, Transition::Pause, r.revision, r.reason)
@@ -226,7 +226,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::ResumeExperimentRequest>,
     ) -> Result<Response<v1::ResumeExperimentResponse>, Status> {
-        let principal = self.authorize(&request, Role::Editor, "ResumeExperiment")?;
+        let principal = self.authorize(&request, Access::Change, "ResumeExperiment")?;
         let r = request.into_inner();
         let experiment = self
             .transition(principal, r.id, Transition::Resume, r.revision, r.reason)
@@ -240,7 +240,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::StopExperimentRequest>,
     ) -> Result<Response<v1::StopExperimentResponse>, Status> {
-        let principal = self.authorize(&request, Role::Editor, "StopExperiment")?;
+        let principal = self.authorize(&request, Access::Change, "StopExperiment")?;
         let r = request.into_inner();
         let ship_variant = (!r.ship_variant.is_empty()).then_some(r.ship_variant);
         let experiment = self
@@ -261,7 +261,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::ArchiveExperimentRequest>,
     ) -> Result<Response<v1::ArchiveExperimentResponse>, Status> {
-        let principal = self.authorize(&request, Role::Editor, "ArchiveExperiment")?;
+        let principal = self.authorize(&request, Access::Change, "ArchiveExperiment")?;
         let r = request.into_inner();
         let experiment = self
             .transition(principal, r.id, Transition::Archive, r.revision, r.reason)
@@ -275,7 +275,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::ListExperimentRevisionsRequest>,
     ) -> Result<Response<v1::ListExperimentRevisionsResponse>, Status> {
-        self.authorize(&request, Role::Viewer, "ListExperimentRevisions")?;
+        self.authorize(&request, Access::Read, "ListExperimentRevisions")?;
         let r = request.into_inner();
         let page = self
             .admin
@@ -291,7 +291,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::RollbackExperimentRequest>,
     ) -> Result<Response<v1::RollbackExperimentResponse>, Status> {
-        let principal = self.authorize(&request, Role::Editor, "RollbackExperiment")?;
+        let principal = self.authorize(&request, Access::Change, "RollbackExperiment")?;
         let r = request.into_inner();
         let admin = self.admin.clone();
         let expected = (r.revision != 0).then_some(r.revision);
@@ -315,7 +315,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::SetOverrideRequest>,
     ) -> Result<Response<v1::SetOverrideResponse>, Status> {
-        let principal = self.authorize(&request, Role::Editor, "SetOverride")?;
+        let principal = self.authorize(&request, Access::Change, "SetOverride")?;
         let proto = request
             .into_inner()
             .qa_override
@@ -353,7 +353,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::DeleteOverrideRequest>,
     ) -> Result<Response<v1::DeleteOverrideResponse>, Status> {
-        self.authorize(&request, Role::Editor, "DeleteOverride")?;
+        self.authorize(&request, Access::Change, "DeleteOverride")?;
         let r = request.into_inner();
         let unit_type =
             unit_type_from_proto(r.unit_type, "unit_type").map_err(|v| invalid(vec![v]))?;
@@ -366,7 +366,7 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<v1::ListOverridesRequest>,
     ) -> Result<Response<v1::ListOverridesResponse>, Status> {
-        self.authorize(&request, Role::Viewer, "ListOverrides")?;
+        self.authorize(&request, Access::Read, "ListOverrides")?;
         let r = request.into_inner();
         let experiment_id = (!r.experiment_id.is_empty()).then_some(r.experiment_id.as_str());
         let overrides = self

@@ -23,6 +23,6 @@ pub mod grpc;
 pub mod scheduler;
 
 pub use admin::Admin;
-pub use auth::{Authenticator, Principal, Role};
+pub use auth::{Access, Authenticator, Principal, Role};
 pub use config::{ConfigGrpc, ConfigPublisher};
 pub use grpc::AdminGrpc;

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Code, transport::Endpoint};
 use tracing::warn;
 
-use crate::ClientError;
+use crate::{ClientError, token::Bearer};
 
 /// Largest batch the service takes (`EventService` refuses more).
 pub const MAX_BATCH: usize = 5_000;
@@ -47,6 +47,9 @@ pub struct EventSenderOptions {
     pub max_backoff: Duration,
     /// Longest a call may take before it is retried.
     pub call_timeout: Duration,
+    /// The token to present (`authorization: Bearer`), when the service
+    /// has a tokens file: a `data_plane` token.
+    pub token: Option<String>,
 }
 
 impl Default for EventSenderOptions {
@@ -59,6 +62,7 @@ impl Default for EventSenderOptions {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             call_timeout: Duration::from_secs(10),
+            token: None,
         }
     }
 }
@@ -119,6 +123,7 @@ impl EventSender {
                 "queue_capacity: must be at least 1".into(),
             ));
         }
+        Bearer::new(options.token.as_deref()).map_err(ClientError::Options)?;
         let endpoint = Endpoint::from_shared(options.endpoint.clone())
             .map_err(|err| ClientError::Options(format!("endpoint {:?}: {err}", options.endpoint)))?
             .timeout(options.call_timeout)
@@ -336,18 +341,20 @@ async fn send(
         Batch::Outcomes(events) => events.len(),
     } as u64;
     let mut backoff = options.min_backoff;
+    // Checked when the sender started.
+    let bearer = Bearer::new(options.token.as_deref()).unwrap_or_default();
     loop {
         let answer = match &batch {
             Batch::Exposures(exposures) => client
-                .log_exposures(v1::LogExposuresRequest {
+                .log_exposures(bearer.request(v1::LogExposuresRequest {
                     exposures: exposures.clone(),
-                })
+                }))
                 .await
                 .map(|answer| Answer::from(answer.into_inner())),
             Batch::Outcomes(outcomes) => client
-                .log_outcomes(v1::LogOutcomesRequest {
+                .log_outcomes(bearer.request(v1::LogOutcomesRequest {
                     outcomes: outcomes.clone(),
-                })
+                }))
                 .await
                 .map(|answer| Answer::from(answer.into_inner())),
         };

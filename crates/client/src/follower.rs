@@ -24,6 +24,8 @@ use tokio::sync::watch;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
+use crate::token::Bearer;
+
 /// Largest config message accepted (tonic's default is 4 MiB).
 const MAX_SNAPSHOT_BYTES: usize = 256 << 20;
 
@@ -44,6 +46,9 @@ pub struct FollowerOptions {
     pub min_backoff: Duration,
     /// Longest reconnection delay.
     pub max_backoff: Duration,
+    /// The token to present (`authorization: Bearer`), when the service
+    /// has a tokens file: a `data_plane` token.
+    pub token: Option<String>,
 }
 
 impl Default for FollowerOptions {
@@ -55,6 +60,7 @@ impl Default for FollowerOptions {
             snapshot_path: None,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            token: None,
         }
     }
 }
@@ -82,6 +88,7 @@ impl ConfigFollower {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
+        Bearer::new(options.token.as_deref())?;
         let saved = options.snapshot_path.as_deref().and_then(load_snapshot);
         if let Some(config) = &saved {
             info!(
@@ -138,13 +145,14 @@ async fn stream_once(
     } else {
         sender.borrow().as_ref().map_or(0, |config| config.version)
     };
+    let bearer = Bearer::new(options.token.as_deref())?;
     let mut stream = ConfigServiceClient::new(channel)
         .max_decoding_message_size(MAX_SNAPSHOT_BYTES)
-        .watch_configs(v1::WatchConfigsRequest {
+        .watch_configs(bearer.request(v1::WatchConfigsRequest {
             known_version,
             placements: options.placements.clone(),
             client_id: options.client_id.clone(),
-        })
+        }))
         .await
         .map_err(|status| format!("WatchConfigs: {status}"))?
         .into_inner();

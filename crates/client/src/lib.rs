@@ -51,6 +51,7 @@ pub mod client;
 pub mod events;
 pub mod follower;
 pub mod snapshot;
+mod token;
 
 pub use client::{Client, ClientError, ClientOptions};
 pub use events::{EventSender, EventSenderOptions, QueueFull};

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use exp_admin::{Admin, Authenticator, Role};
+use exp_admin::{Access, Admin, Authenticator};
 use exp_core::Error;
 use exp_ingest::Position;
 use exp_proto::{
@@ -58,7 +58,7 @@ impl ResultsGrpc {
         id: &str,
     ) -> Result<exp_core::Experiment, Status> {
         self.auth
-            .authorize(metadata, Role::Viewer, method)
+            .authorize(metadata, Access::Read, method)
             .map_err(to_status)?;
         if id.is_empty() {
             return Err(to_status(Error::invalid("experiment_id", "is required")));

@@ -98,6 +98,18 @@ pub struct Config {
     #[arg(long, env = "EXPD_CONFIG_SOURCE", value_parser = parse_config_source)]
     pub config_source: Option<String>,
 
+    /// The token this process presents to its config source (for
+    /// WatchConfigs, and LogExposures of its exposures) when the admin has
+    /// a tokens file: a `data_plane` token. Prefer the environment variable
+    /// to the flag, which other users can read in the process list.
+    #[arg(long, env = "EXPD_SOURCE_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    pub source_token: Option<String>,
+
+    /// `--source-token` from a file (its first line), e.g. a mounted
+    /// Kubernetes secret.
+    #[arg(long, env = "EXPD_SOURCE_TOKEN_FILE", conflicts_with = "source_token")]
+    pub source_token_file: Option<PathBuf>,
+
     /// Interval of WatchConfigs heartbeats, e.g. `10s`.
     #[arg(long, env = "EXPD_CONFIG_HEARTBEAT", default_value = "10s", value_parser = parse_positive_duration)]
     pub config_heartbeat: Duration,
@@ -163,6 +175,15 @@ impl Config {
                     .into(),
             );
         }
+        if (self.source_token.is_some() || self.source_token_file.is_some())
+            && self.config_source.is_none()
+        {
+            return Err(
+                "--source-token is what this process presents to its --config-source; give that \
+                 too, or drop the token"
+                    .into(),
+            );
+        }
         if self.config_source.is_some() && self.runs(ServiceKind::Admin) {
             return Err(
                 "--config-source makes assignment follow a remote admin; it cannot be combined \
@@ -180,7 +201,7 @@ impl Config {
                 ("--grpc-addr", self.grpc_addr),
                 ("--http-addr", self.http_addr),
             ] {
-                if !addr.ip().is_loopback() {
+                if !is_loopback(addr.ip()) {
                     return Err(format!(
                         "{flag} {addr}: without --tokens-file expd binds only to loopback \
                          (127.0.0.1 or ::1); configure tokens, or pass --allow-insecure-remote \
@@ -191,6 +212,40 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// The token to present to `--config-source`: `--source-token`, or
+    /// the first line of `--source-token-file` (read now).
+    pub fn source_token(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.source_token_file else {
+            return Ok(self.source_token.clone());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("--source-token-file {}: {err}", path.display()))?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        parse_token(token)
+            .map(Some)
+            .map_err(|reason| format!("--source-token-file {}: the token {reason}", path.display()))
+    }
+}
+
+/// Whether `ip` is loopback, an IPv4 address mapped into IPv6
+/// (`::ffff:127.0.0.1`) included.
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+    }
+}
+
+fn parse_token(text: &str) -> Result<String, String> {
+    if text.len() < 16 || !text.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err("must be at least 16 printable ASCII characters without spaces".into());
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_config_source(text: &str) -> Result<String, String> {
@@ -273,6 +328,72 @@ mod tests {
         ])
         .expect("parses");
         assert!(with_tokens.check().is_ok());
+    }
+
+    #[test]
+    fn an_ipv4_address_mapped_into_ipv6_is_loopback_when_its_ipv4_is() {
+        let mapped = parse(&["--grpc-addr", "[::ffff:127.0.0.1]:50051"]).expect("parses");
+        assert!(mapped.check().is_ok());
+        let remote = parse(&["--grpc-addr", "[::ffff:10.0.0.7]:50051"]).expect("parses");
+        assert!(remote.check().is_err());
+    }
+
+    #[test]
+    fn a_source_token_needs_a_config_source_and_printable_ascii() {
+        let orphan = parse(&[
+            "--services",
+            "assign",
+            "--source-token",
+            "data-plane-token-0123456",
+        ])
+        .expect("parses");
+        assert!(
+            orphan
+                .check()
+                .expect_err("no source")
+                .contains("--config-source")
+        );
+        assert!(parse(&["--source-token", "short"]).is_err());
+        let sidecar = parse(&[
+            "--services",
+            "assign",
+            "--config-source",
+            "http://expd-admin:50051",
+            "--source-token",
+            "data-plane-token-0123456",
+        ])
+        .expect("parses");
+        assert!(sidecar.check().is_ok());
+    }
+
+    #[test]
+    fn a_source_token_file_gives_its_first_line_and_a_bad_one_names_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "data-plane-token-0123456\n").expect("write");
+        let path = file.to_str().expect("utf-8");
+        let args = [
+            "--services",
+            "assign",
+            "--config-source",
+            "http://expd-admin:50051",
+            "--source-token-file",
+            path,
+        ];
+        let config = parse(&args).expect("parses");
+        assert_eq!(
+            config.source_token(),
+            Ok(Some("data-plane-token-0123456".to_owned()))
+        );
+        std::fs::write(&file, "short\n").expect("write");
+        assert!(
+            config
+                .source_token()
+                .expect_err("too short")
+                .contains("--source-token-file")
+        );
+        let both = [&args[..], &["--source-token", "data-plane-token-0123456"]].concat();
+        assert!(parse(&both).is_err(), "one or the other");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Context {
     /// The gRPC address this process serves on (names a sidecar to its
     /// admin).
     pub grpc_local: std::net::SocketAddr,
+    /// The token presented to `--config-source`.
+    pub source_token: Option<String>,
 }
 
 /// How long a log that failed to open waits before it is tried again.
@@ -254,6 +256,7 @@ impl AssignRole {
                     endpoint: source.clone(),
                     client_id: format!("expd-sidecar@{}", context.grpc_local),
                     snapshot_path: Some(config.data_dir.join("config-snapshot.pb")),
+                    token: context.source_token.clone(),
                     ..FollowerOptions::default()
                 })
                 .map_err(|err| ServeError::Config(format!("--config-source: {err}")))?;
@@ -323,6 +326,7 @@ fn spawn_remote_feed(
 ) -> Result<(), ServeError> {
     let sender = EventSender::start(EventSenderOptions {
         endpoint: endpoint.to_owned(),
+        token: context.source_token.clone(),
         ..EventSenderOptions::default()
     })
     .map_err(|err| ServeError::Config(format!("--config-source: {err}")))?;

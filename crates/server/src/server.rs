@@ -6,7 +6,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use exp_admin::{AdminGrpc, Authenticator, ConfigGrpc};
+use exp_admin::{Access, AdminGrpc, Authenticator, ConfigGrpc};
 use exp_assign::AssignGrpc;
 use exp_core::{ParamSchema, SystemClock};
 use exp_proto::v1::{
@@ -91,6 +91,7 @@ pub async fn serve(
         requests_drained: CancellationToken::new(),
         auth,
         grpc_local,
+        source_token: config.source_token().map_err(ServeError::Config)?,
     };
 
     // The local store backs the admin, and assignment unless it follows a
@@ -157,9 +158,17 @@ pub async fn serve(
         .add_service(reflection_v1()?)
         .add_service(reflection_v1alpha()?)
         .add_optional_service(admin_service)
-        .add_optional_service(config_service)
-        .add_optional_service(assign.as_ref().map(AssignRole::assignment_service))
-        .add_optional_service(ingest.as_ref().map(|ingest| ingest.event_service(&context)))
+        .add_optional_service(config_service.map(|service| data_plane(service, &context.auth)))
+        .add_optional_service(
+            assign
+                .as_ref()
+                .map(|assign| data_plane(assign.assignment_service(), &context.auth)),
+        )
+        .add_optional_service(
+            ingest
+                .as_ref()
+                .map(|ingest| data_plane(ingest.event_service(&context), &context.auth)),
+        )
         .add_optional_service(results_service)
         .serve_with_incoming_shutdown(incoming(grpc), context.shutdown.clone().cancelled_owned());
     let mut routes = crate::http::router(
@@ -170,7 +179,9 @@ pub async fn serve(
         Some(assign) => {
             // The router takes the last copy of the assigner (and of the
             // exposure queue's sender) this function held.
-            routes = routes.merge(exp_assign::http::router(assign.assigner));
+            routes = routes.merge(exp_assign::http::router(assign.assigner).layer(
+                axum::middleware::from_fn_with_state(context.auth.clone(), require_data_plane),
+            ));
             (assign.follower, Some(assign.feed))
         }
         None => (None, None),
@@ -245,6 +256,50 @@ pub async fn serve(
     }
     info!("shutdown complete");
     Ok(())
+}
+
+/// `service` behind a check that its caller holds a `data_plane` token
+/// (when tokens are configured): assignment, config delivery, events.
+fn data_plane<S>(
+    service: S,
+    auth: &Authenticator,
+) -> tonic::service::interceptor::InterceptedService<
+    S,
+    impl tonic::service::Interceptor + Clone + Send + Sync + 'static,
+> {
+    let auth = auth.clone();
+    tonic::service::interceptor::InterceptedService::new(
+        service,
+        move |request: tonic::Request<()>| {
+            auth.authorize(
+                request.metadata(),
+                Access::DataPlane,
+                "this data-plane call",
+            )
+            .map_err(exp_proto::to_status)?;
+            Ok(request)
+        },
+    )
+}
+
+/// The same check on the HTTP assignment route (an axum middleware),
+/// answered from the one error table.
+async fn require_data_plane(
+    axum::extract::State(auth): axum::extract::State<Authenticator>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let header = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    match auth.authorize_header(header, Access::DataPlane, "POST /experiments/assign") {
+        Ok(_) => next.run(request).await,
+        Err(error) => {
+            let (status, body) = exp_proto::to_http(&error);
+            axum::response::IntoResponse::into_response((status, axum::Json(body)))
+        }
+    }
 }
 
 /// Health of every served service (and `""`): SERVING, except assignment
