@@ -68,14 +68,9 @@ struct AssignmentBody {
 // The body is parsed whatever its Content-Type says: rec services in the
 // field send JSON without always labelling it.
 async fn assign(State(assigner): State<Assigner>, body: Bytes) -> Response {
-    let body: AssignBody = match serde_json::from_slice(&body) {
+    let body: AssignBody = match parse(&body) {
         Ok(body) => body,
-        Err(err) => {
-            return error(&Error::invalid(
-                "",
-                format!("the body must be a JSON assignment request: {err}"),
-            ));
-        }
+        Err(invalid) => return error(&invalid),
     };
     let context = RequestContext {
         page_type: body.context.page_type,
@@ -126,9 +121,54 @@ async fn assign(State(assigner): State<Assigner>, body: Bytes) -> Response {
     }
 }
 
+/// The request of `body`; a bad one names the field at fault by its path
+/// (`context.attributes.app_version`), or `body` when the JSON itself is
+/// malformed.
+fn parse(body: &[u8]) -> Result<AssignBody, Error> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut json).map_err(|failed| {
+        let path = failed.path().to_string();
+        let inner = failed.into_inner();
+        let field = if path == "." || inner.is_syntax() || inner.is_eof() {
+            "body".to_owned()
+        } else {
+            path
+        };
+        Error::invalid(
+            field,
+            format!("the body must be a JSON assignment request: {inner}"),
+        )
+    })
+}
+
 /// An error answer, from the one table of error codes the gRPC edge uses
 /// too.
 fn error(error: &Error) -> Response {
     let (status, body) = exp_proto::to_http(error);
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(body: &str) -> String {
+        match parse(body.as_bytes()) {
+            Err(Error::InvalidArgument(violations)) => violations[0].field.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_json_value_is_named_by_its_path_and_malformed_json_by_body() {
+        assert_eq!(field_of(r#"{"user_id": 7}"#), "user_id");
+        assert_eq!(
+            field_of(r#"{"context": {"attributes": {"app_version": 5}}}"#),
+            "context.attributes.app_version"
+        );
+        assert_eq!(field_of(r#"{"defer_exposure": "yes"}"#), "defer_exposure");
+        assert_eq!(field_of(r#"{"user_id": "u-1""#), "body");
+        assert_eq!(field_of(r#""just a string""#), "body");
+        assert!(parse(br#"{"user_id": "u-1", "unknown": true}"#).is_ok());
+    }
 }
