@@ -17,7 +17,7 @@
 //! | `Storage`, `Unavailable` | `UNAVAILABLE` (nothing was changed; retry later) | 14 | 503 |
 //! | `Overloaded` | `RESOURCE_EXHAUSTED`, with when to retry | 8 | 429 |
 
-use exp_core::Error;
+use exp_core::{Error, FieldViolation};
 use serde_json::{Value, json};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -117,17 +117,92 @@ impl ErrorCode {
     }
 }
 
-/// Maps a domain error to the status a client sees. The message names
-/// every offending field, so a grpcurl user reads the problem without
-/// decoding details.
+/// Most field violations an answer carries; the rest are counted in its
+/// message. With [`MAX_FIELD_CHARS`], [`MAX_DESCRIPTION_CHARS`] and
+/// [`MAX_MESSAGE_CHARS`] this keeps a refusal's status and details (sent
+/// in trailers, the details base64-encoded) under 6 KB whatever the
+/// request echoed: under the 8 KB of metadata gRPC C-core clients (Python,
+/// C++) accept for sure (past it they refuse more and more often, all of
+/// it past 16 KB).
+pub const MAX_VIOLATIONS: usize = 10;
+/// Longest field path carried, in characters.
+pub const MAX_FIELD_CHARS: usize = 100;
+/// Longest description carried, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 160;
+/// Longest message carried, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 512;
+/// `text`, cut to `max` characters with a note of what was cut.
+fn bounded(text: &str, max: usize) -> String {
+    let length = text.chars().count();
+    if length <= max {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(max).collect();
+    format!("{kept}… ({} more characters)", length - max)
+}
+
+/// The violations an answer carries, each bounded, and how many were left
+/// out.
+fn carried(violations: &[FieldViolation]) -> (Vec<FieldViolation>, usize) {
+    let kept = violations
+        .iter()
+        .take(MAX_VIOLATIONS)
+        .map(|violation| {
+            FieldViolation::new(
+                bounded(&violation.field, MAX_FIELD_CHARS),
+                bounded(&violation.description, MAX_DESCRIPTION_CHARS),
+            )
+        })
+        .collect();
+    (kept, violations.len().saturating_sub(MAX_VIOLATIONS))
+}
+
+/// The message of an error, bounded: an invalid argument spells out as
+/// many of its violations as fit and counts the others.
+fn message_of(error: &Error) -> String {
+    let message = match error {
+        Error::InvalidArgument(violations) => {
+            // As many violations as fit, then a count of the others.
+            let (kept, _) = carried(violations);
+            let mut listed = String::new();
+            let mut named = 0;
+            for violation in &kept {
+                let next = violation.to_string();
+                if named > 0 && listed.len() + next.len() + 2 > MAX_MESSAGE_CHARS - 100 {
+                    break;
+                }
+                if named > 0 {
+                    listed.push_str("; ");
+                }
+                listed.push_str(&next);
+                named += 1;
+            }
+            if named < violations.len() {
+                listed.push_str(&format!(
+                    "; and {} more problems ({} listed in the details)",
+                    violations.len() - named,
+                    kept.len() - named
+                ));
+            }
+            return listed;
+        }
+        other => other.to_string(),
+    };
+    bounded(&message, MAX_MESSAGE_CHARS)
+}
+
+/// Maps a domain error to the status a client sees. The message names the
+/// offending fields (as many as fit in [`MAX_MESSAGE_CHARS`]; the details
+/// list up to [`MAX_VIOLATIONS`]), so a grpcurl user reads the problem
+/// without decoding details; nothing a request echoes makes it unbounded.
 pub fn to_status(error: Error) -> Status {
-    let message = error.to_string();
+    let message = message_of(&error);
     let code = ErrorCode::of(&error).grpc();
     match error {
         Error::InvalidArgument(violations) => {
+            let (kept, _) = carried(&violations);
             let details = ErrorDetails::with_bad_request(
-                violations
-                    .into_iter()
+                kept.into_iter()
                     .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
                     .collect::<Vec<_>>(),
             );
@@ -149,7 +224,8 @@ pub fn to_status(error: Error) -> Status {
 pub fn to_http(error: &Error) -> (http::StatusCode, Value) {
     let code = ErrorCode::of(error);
     let field_violations: Vec<Value> = match error {
-        Error::InvalidArgument(violations) => violations
+        Error::InvalidArgument(violations) => carried(violations)
+            .0
             .iter()
             .map(|v| json!({"field": v.field, "description": v.description}))
             .collect(),
@@ -157,7 +233,7 @@ pub fn to_http(error: &Error) -> (http::StatusCode, Value) {
     };
     let mut body = json!({
         "code": code.name(),
-        "message": error.to_string(),
+        "message": message_of(error),
         "field_violations": field_violations,
     });
     if let Error::Overloaded { retry_after, .. } = error {
@@ -280,6 +356,48 @@ mod tests {
         assert_eq!(
             (status.as_u16(), body["error"]["code"].as_str()),
             (503, Some("UNAVAILABLE"))
+        );
+    }
+
+    #[test]
+    fn an_answer_stays_bounded_whatever_the_request_echoed() {
+        let huge = "x".repeat(10_000);
+        let violations: Vec<FieldViolation> = (0..1_000)
+            .map(|index| {
+                FieldViolation::new(
+                    format!("variants[0].params.{huge}{index}"),
+                    format!("unknown parameter {huge:?}"),
+                )
+            })
+            .collect();
+        let status = to_status(Error::InvalidArgument(violations));
+        assert!(status.message().chars().count() <= MAX_MESSAGE_CHARS + 40);
+        assert!(
+            status
+                .message()
+                .contains("and 999 more problems (9 listed in the details)"),
+            "{}",
+            status.message()
+        );
+        let details = status.get_details_bad_request().expect("details");
+        assert_eq!(details.field_violations.len(), MAX_VIOLATIONS);
+        assert!(
+            details.field_violations[0]
+                .field
+                .starts_with("variants[0].params.xxx")
+        );
+        assert!(
+            details.field_violations[0]
+                .field
+                .ends_with("more characters)")
+        );
+        let size = status.message().len() + status.details().len() * 4 / 3;
+        assert!(size < 6 * 1024, "{size} bytes of trailers");
+        let (_, body) = to_http(&Error::invalid(huge.clone(), huge));
+        assert!(
+            body.to_string().len() < 2 * 1024,
+            "{} bytes",
+            body.to_string().len()
         );
     }
 
