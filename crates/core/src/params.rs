@@ -192,10 +192,19 @@ impl ParamSchema {
     }
 
     /// Checks `params` against the schema. Violation paths start with
-    /// `path` (e.g. `variants[1].params`).
+    /// `path` (e.g. `variants[1].params`). At most
+    /// [`MAX_PARAM_VIOLATIONS`] are listed, then one counts the rest: a
+    /// request of a hundred thousand unknown keys costs one pass, not a
+    /// hundred thousand descriptions.
     pub fn check(&self, params: &Params, path: &str) -> Vec<FieldViolation> {
         let mut violations = Vec::new();
+        let mut more = 0_usize;
         for (key, value) in params {
+            if violations.len() == MAX_PARAM_VIOLATIONS {
+                let known = self.params.get(key);
+                more += usize::from(known.is_none_or(|spec| spec.check(value).is_err()));
+                continue;
+            }
             let field = format!("{path}.{key}");
             match self.params.get(key) {
                 None => violations.push(FieldViolation::new(
@@ -212,9 +221,18 @@ impl ParamSchema {
                 }
             }
         }
+        if more > 0 {
+            violations.push(FieldViolation::new(
+                path,
+                format!("and {more} more parameters are unknown or invalid"),
+            ));
+        }
         violations
     }
 }
+
+/// Most violations [`ParamSchema::check`] lists for one set of params.
+pub const MAX_PARAM_VIOLATIONS: usize = 50;
 
 fn key_format() -> Regex {
     #[allow(clippy::unwrap_used)] // a constant pattern, covered by tests

@@ -410,6 +410,34 @@ fn params_are_checked_against_the_schema_with_their_path() {
 }
 
 #[test]
+fn a_hundred_thousand_unknown_params_are_listed_fifty_at_a_time_and_counted() {
+    let mut e = seed_experiment();
+    let params = &mut e.variants[1].params;
+    for index in 0..100_000 {
+        params.insert(format!("unknown_{index:06}"), json!(index));
+    }
+    let found = violations(&e);
+    let params_found: Vec<_> = found
+        .iter()
+        .filter(|v| v.field.starts_with("variants[1].params"))
+        .collect();
+    assert_eq!(
+        params_found.len(),
+        exp_core::params::MAX_PARAM_VIOLATIONS + 1
+    );
+    let last = params_found.last().expect("the count");
+    assert_eq!(last.field, "variants[1].params");
+    assert!(
+        last.description.contains(&format!(
+            "and {} more",
+            100_000 - exp_core::params::MAX_PARAM_VIOLATIONS
+        )),
+        "{}",
+        last.description
+    );
+}
+
+#[test]
 fn every_builtin_knob_accepts_a_sensible_value() {
     let mut e = seed_experiment();
     e.variants[1].params = serde_json::from_value(json!({
