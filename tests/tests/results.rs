@@ -381,15 +381,7 @@ async fn get_results_with_the_position_of_an_acknowledged_batch_includes_it_ever
             "treatment"
         };
         let position = log_unit(&mut events, &format!("ryw-{index}"), variant).await;
-        let answer = results
-            .get_results(v1::GetResultsRequest {
-                experiment_id: "reco_ymal_v1".into(),
-                min_position: position,
-                ..Default::default()
-            })
-            .await
-            .expect("results")
-            .into_inner();
+        let answer = results_through(&mut results, position).await;
         assert!(answer.counted_position >= position, "{answer:?}");
         // Every unit so far, and every one of them with its add-to-cart.
         if units_and_carts(&answer) == (index + 1, (index + 1) as f64) {
@@ -417,15 +409,7 @@ async fn get_results_refuses_a_position_past_the_log_and_says_how_far_behind_it_
         .expect_err("past the log");
     assert_eq!(future.code(), Code::InvalidArgument);
     assert_eq!(field_of(&future), "min_position");
-    let answer = results
-        .get_results(v1::GetResultsRequest {
-            experiment_id: "reco_ymal_v1".into(),
-            min_position: position,
-            ..Default::default()
-        })
-        .await
-        .expect("results")
-        .into_inner();
+    let answer = results_through(&mut results, position).await;
     assert_eq!(answer.counted_position, position);
     assert_eq!((answer.pending_events, answer.lag_seconds), (0, 0.0));
 }
@@ -433,22 +417,32 @@ async fn get_results_refuses_a_position_past_the_log_and_says_how_far_behind_it_
 /// Exposures of `units` new units, all at `time`, for the seed experiment.
 fn exposures_at(prefix: &str, units: usize, time: SystemTime) -> Vec<v1::Exposure> {
     (0..units)
-        .map(|index| v1::Exposure {
-            event_id: format!("{prefix}-{index}"),
-            experiment_id: "reco_ymal_v1".into(),
-            variant: if index % 2 == 0 {
+        .map(|index| {
+            let variant = if index % 2 == 0 {
                 "control"
             } else {
                 "treatment"
-            }
-            .into(),
-            user_id: format!("{prefix}-user-{index}"),
-            placement: "you_may_also_like".into(),
-            revision: 2,
-            timestamp: Some(time.into()),
-            ..Default::default()
+            };
+            let user = format!("{prefix}-user-{index}");
+            exposure(format!("{prefix}-{index}"), &user, variant, time)
         })
         .collect()
+}
+
+/// The seed experiment's results once they include `position`.
+async fn results_through(
+    results: &mut ResultsServiceClient<Channel>,
+    position: u64,
+) -> v1::GetResultsResponse {
+    results
+        .get_results(v1::GetResultsRequest {
+            experiment_id: "reco_ymal_v1".into(),
+            min_position: position,
+            ..Default::default()
+        })
+        .await
+        .expect("results")
+        .into_inner()
 }
 
 async fn timeline(channel: Channel) -> v1::GetResultsTimelineResponse {
@@ -498,14 +492,7 @@ async fn the_timeline_holds_cumulative_results_at_every_hour_end_and_is_rebuilt_
         assert!(answer.rejections.is_empty(), "{:?}", answer.rejections);
         position = answer.position;
     }
-    ResultsServiceClient::new(channel.clone())
-        .get_results(v1::GetResultsRequest {
-            experiment_id: "reco_ymal_v1".into(),
-            min_position: position,
-            ..Default::default()
-        })
-        .await
-        .expect("counted");
+    results_through(&mut ResultsServiceClient::new(channel.clone()), position).await;
     let before = timeline(channel).await;
     let cumulative: Vec<u64> = before.points.iter().map(units_at).collect();
     assert_eq!(

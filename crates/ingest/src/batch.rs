@@ -53,11 +53,6 @@ impl Batch {
     }
 
     /// The events, in order.
-    pub fn events(&self) -> &[Event] {
-        &self.events
-    }
-
-    /// The events, in order.
     pub fn into_events(self) -> Vec<Event> {
         self.events
     }

@@ -10,7 +10,7 @@
 //! it, so a slow reader never loses its place.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     io,
     path::PathBuf,
     sync::{
@@ -57,8 +57,9 @@ struct RolledFiles {
     /// Left to read, in order, with the segment each came from.
     files: std::vec::IntoIter<(u64, EventKind, PathBuf)>,
     reading: Option<(u64, FileEvents)>,
-    /// Events read per segment.
-    rows: HashMap<u64, u64>,
+    /// The newest segment read so far, and the events read of it: the
+    /// position once every file is read.
+    newest: Option<(u64, u64)>,
     /// Where the segment files start.
     first_segment: u64,
 }
@@ -95,7 +96,7 @@ impl Cursor {
                 listing_failed,
                 files: files.into_iter(),
                 reading: None,
-                rows: HashMap::new(),
+                newest: None,
                 first_segment,
             }),
         }
@@ -267,7 +268,12 @@ impl RolledFiles {
                 match reading.next() {
                     Some(chunk) => {
                         let chunk = chunk?;
-                        *self.rows.entry(*seq).or_default() += chunk.len() as u64;
+                        let read = chunk.len() as u64;
+                        self.newest = match self.newest {
+                            Some((newest, rows)) if newest == *seq => Some((newest, rows + read)),
+                            Some((newest, rows)) if newest > *seq => Some((newest, rows)),
+                            _ => Some((*seq, read)),
+                        };
                         return Ok(Some(chunk));
                     }
                     None => self.reading = None,
@@ -282,10 +288,8 @@ impl RolledFiles {
 
     /// The position after the files: the newest segment's events.
     fn end(&self) -> Position {
-        self.rows
-            .iter()
-            .max_by_key(|(seq, _)| **seq)
-            .map_or(Position::ZERO, |(seq, rows)| Position::new(*seq, *rows))
+        self.newest
+            .map_or(Position::ZERO, |(seq, rows)| Position::new(seq, rows))
     }
 }
 

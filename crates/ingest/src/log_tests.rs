@@ -236,14 +236,19 @@ async fn a_cursor_reads_every_event_once_while_writes_and_rolls_go_on() {
     };
     tokio::time::sleep(Duration::from_millis(30)).await;
     let reading = log.clone();
-    let reader = tokio::task::spawn_blocking(move || {
+    // Woken by the tip, as the results follower is.
+    let reader = tokio::spawn(async move {
+        let mut tip = reading.watch_tip();
         let mut cursor = reading.cursor();
         let mut seen = Vec::new();
-        while seen.len() < 2_000 {
-            seen.extend(drain(&mut cursor));
-            std::thread::sleep(Duration::from_millis(5));
+        loop {
+            tip.borrow_and_update();
+            seen.extend(tokio::task::block_in_place(|| drain(&mut cursor)));
+            if seen.len() >= 2_000 {
+                return seen;
+            }
+            tip.changed().await.expect("the log stays open");
         }
-        seen
     });
     writer.await.expect("writer");
     let seen = reader.await.expect("reader");

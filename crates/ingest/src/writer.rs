@@ -58,14 +58,16 @@ impl Writer {
 
     pub(crate) fn run(mut self, commands: std_mpsc::Receiver<Command>) {
         loop {
-            // Waits for work, or for the open segment's flush interval.
-            let wait = match &self.segment {
-                Some(segment) if segment.events > 0 => {
-                    self.flush_interval.saturating_sub(self.opened_at.elapsed())
-                }
-                _ => Duration::from_secs(3600),
+            // Waits for work; with events in the open segment, at most
+            // until its flush interval is up (the seal's deadline).
+            let received = match &self.segment {
+                Some(segment) if segment.events > 0 => commands
+                    .recv_timeout(self.flush_interval.saturating_sub(self.opened_at.elapsed())),
+                _ => commands
+                    .recv()
+                    .map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
             };
-            let first = match commands.recv_timeout(wait) {
+            let first = match received {
                 Ok(command) => command,
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {
                     self.seal_if_due();

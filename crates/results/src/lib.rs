@@ -125,9 +125,4 @@ impl Results {
     ) -> exp_proto::v1::results_service_server::ResultsServiceServer<ResultsGrpc> {
         ResultsGrpc::new(self.shared.clone(), admin, auth, request_timeout).into_server()
     }
-
-    /// How far the analysis has counted, as it moves.
-    pub fn progress(&self) -> watch::Receiver<Progress> {
-        self.shared.progress.subscribe()
-    }
 }
