@@ -152,15 +152,13 @@ impl ConfigPublisher {
 }
 
 fn build(store: &Store, clock: &dyn Clock) -> Result<ServingConfig, Error> {
-    // The version first: a change landing while we read is then served at
-    // the next version, never hidden behind this one.
-    let version = store.config_version();
-    let experiments = store.experiments()?;
-    let overrides = store.overrides(None)?;
+    // One confirmed state: its version names exactly what it holds.
+    let confirmed = store.confirmed();
+    let experiments: Vec<_> = confirmed.experiments().cloned().collect();
     Ok(ServingConfig::build(
-        version,
+        confirmed.version,
         &experiments,
-        &overrides,
+        &confirmed.overrides(None),
         clock.now(),
     ))
 }

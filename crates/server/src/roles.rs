@@ -17,7 +17,7 @@ use exp_ingest::{
 };
 use exp_proto::v1;
 use exp_results::Results;
-use exp_store::Store;
+use exp_store::{Store, StoreHealth};
 use tokio::sync::{mpsc, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{error, warn};
@@ -47,6 +47,10 @@ pub struct Context {
     pub source_token: Option<String>,
 }
 
+/// First retry of a store that could not write.
+const RECOVER_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between retries of a store that cannot write.
+const RECOVER_MAX: Duration = Duration::from_secs(30);
 /// How long a log that failed to open waits before it is tried again.
 const REOPEN_DELAY: Duration = Duration::from_secs(5);
 /// How long a replica's sender may take, at shutdown, to send what it
@@ -80,6 +84,9 @@ impl AdminRole {
             context.shutdown.clone(),
         )?;
         context.tasks.spawn(publishing);
+        context
+            .tasks
+            .spawn(recover_store(store.clone(), context.shutdown.clone()));
         let admin = Admin::new(store, Arc::new(schema), context.clock.clone());
         if schedule {
             context.tasks.spawn(scheduler::run(
@@ -112,6 +119,39 @@ impl AdminRole {
             context.config.max_watchers as usize,
         )
         .into_server()
+    }
+}
+
+/// Waits for the store to fail a write, then tries to make it write
+/// again ([`Store::recover`]): after [`RECOVER_FIRST`], then backing off
+/// to [`RECOVER_MAX`], until it succeeds. A write in between tries too.
+async fn recover_store(store: Arc<Store>, shutdown: CancellationToken) {
+    let mut health = store.health();
+    loop {
+        tokio::select! {
+            failed = health.wait_for(|health| *health != StoreHealth::Writable) => {
+                if failed.is_err() {
+                    return;
+                }
+            }
+            () = shutdown.cancelled() => return,
+        }
+        let mut delay = RECOVER_FIRST;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let reopening = store.clone();
+            match tokio::task::spawn_blocking(move || reopening.recover()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(err)) => {
+                    warn!(error = %err, retry_in = ?delay * 2, "the config store still cannot write")
+                }
+                Err(err) => error!(error = %err, "recovering the config store panicked"),
+            }
+            delay = (delay * 2).min(RECOVER_MAX);
+        }
     }
 }
 

@@ -152,6 +152,13 @@ pub async fn serve(
     .collect();
     let (health, health_service) = tonic_health::server::health_reporter();
     report_health(&context, &health, &served, assign.as_ref(), ingest.as_ref()).await;
+    if let Some(store) = store.as_ref().filter(|_| admin_services.is_some()) {
+        context.tasks.spawn(report_store_health(
+            store.health(),
+            health.clone(),
+            context.shutdown.clone(),
+        ));
+    }
     let (admin_service, config_service) = admin_services.unzip();
     let grpc_server = grpc_server_builder(&config)
         .add_service(health_service)
@@ -171,10 +178,11 @@ pub async fn serve(
         )
         .add_optional_service(results_service)
         .serve_with_incoming_shutdown(incoming(grpc), context.shutdown.clone().cancelled_owned());
-    let mut routes = crate::http::router(
-        context.shutdown.clone(),
-        assign.as_ref().map(|assign| assign.cell.clone()),
-    );
+    let mut routes = crate::http::router(crate::http::Readiness {
+        shutting_down: context.shutdown.clone(),
+        assignment: assign.as_ref().map(|assign| assign.cell.clone()),
+        store: store.as_ref().map(|store| store.health()),
+    });
     let (follower, feed) = match assign {
         Some(assign) => {
             // The router takes the last copy of the assigner (and of the
@@ -353,6 +361,26 @@ async fn report_health(
                 () = shutdown.cancelled() => {}
             }
         });
+    }
+}
+
+/// `AdminService` is NOT_SERVING while the store cannot write (its
+/// reads still answer), SERVING again once it can.
+async fn report_store_health(
+    mut store: tokio::sync::watch::Receiver<exp_store::StoreHealth>,
+    health: HealthReporter,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            changed = store.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+        let status = match *store.borrow_and_update() {
+            exp_store::StoreHealth::Writable => ServingStatus::Serving,
+            exp_store::StoreHealth::CannotWrite { .. } => ServingStatus::NotServing,
+        };
+        health.set_service_status(ADMIN_SERVICE, status).await;
     }
 }
 

@@ -7,6 +7,10 @@
 //!   anything: a closure reads through a [`WriteTxn`] and stages writes,
 //!   which land atomically (one sled transaction across trees), are flushed
 //!   to disk before `write` returns, and bump the global config version.
+//! - [`Confirmed`]: what is on disk, the only state anyone reads. A write
+//!   replaces it after its flush succeeded; a write the disk refused is
+//!   never seen, and the store reopens sled to write again
+//!   ([`Store::recover`], [`StoreHealth`]).
 //! - The change feed: [`Store::subscribe`] hands out a `watch` receiver of
 //!   the config version, so watchers wake on every committed change.
 //!
@@ -21,4 +25,4 @@
 
 mod store;
 
-pub use store::{Store, WriteTxn};
+pub use store::{Confirmed, Store, StoreHealth, WriteTxn};
