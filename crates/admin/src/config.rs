@@ -9,7 +9,8 @@
 //! is sent a fresh snapshot, never a stream with a hole in it.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
+    net::IpAddr,
     pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
@@ -34,6 +35,12 @@ const HISTORY: usize = 64;
 const BROADCAST_CAPACITY: usize = 256;
 /// Messages queued per watcher connection.
 const WATCHER_QUEUE: usize = 8;
+/// Most WatchConfigs streams one client address holds: its streams, stuck
+/// or not, never lock other clients out of the watcher limit.
+pub const MAX_WATCHERS_PER_CLIENT: usize = 64;
+/// How long a watcher's queue may stay full (its reader takes nothing)
+/// before the stream is dropped and its place freed.
+pub const WATCHER_STALL: Duration = Duration::from_secs(30);
 
 /// A serving config and the one it replaced.
 #[derive(Debug)]
@@ -173,6 +180,47 @@ pub struct ConfigGrpc {
     // Open streams outlive the request's concurrency permit; this bounds
     // them (and the snapshots their queues may hold).
     watchers: Arc<Semaphore>,
+    by_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    stall: Duration,
+}
+
+/// A client's place among the watchers, given back when its stream ends.
+struct ClientShare {
+    by_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    client: IpAddr,
+}
+
+impl ClientShare {
+    /// A place for `client`, or `None` when it holds its share already.
+    fn take(by_client: &Arc<Mutex<HashMap<IpAddr, usize>>>, client: IpAddr) -> Option<Self> {
+        let mut counts = by_client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(client).or_default();
+        if *count >= MAX_WATCHERS_PER_CLIENT {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            by_client: by_client.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        let mut counts = self
+            .by_client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl ConfigGrpc {
@@ -192,7 +240,16 @@ impl ConfigGrpc {
             heartbeat,
             shutdown,
             watchers: Arc::new(Semaphore::new(max_watchers)),
+            by_client: Arc::default(),
+            stall: WATCHER_STALL,
         }
+    }
+
+    /// The same service, dropping a watcher whose queue stays full for
+    /// `stall` instead of [`WATCHER_STALL`].
+    pub fn with_stall(mut self, stall: Duration) -> Self {
+        self.stall = stall;
+        self
     }
 
     /// The tonic server of this service.
@@ -243,8 +300,18 @@ impl ConfigService for ConfigGrpc {
         &self,
         request: Request<v1::WatchConfigsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        let client = request.remote_addr().map(|addr| addr.ip());
         let request = request.into_inner();
         check_placements(&request.placements)?;
+        let share = match client {
+            Some(client) => Some(ClientShare::take(&self.by_client, client).ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "this client holds {MAX_WATCHERS_PER_CLIENT} WatchConfigs streams already; \
+                     close one, or retry with backoff"
+                ))
+            })?),
+            None => None,
+        };
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted("too many WatchConfigs streams open; retry with backoff")
         })?;
@@ -270,10 +337,11 @@ impl ConfigService for ConfigGrpc {
         let shutdown = self.shutdown.clone();
         let placements = request.placements;
         let client = request.client_id;
+        let stall = self.stall;
         tokio::spawn(async move {
-            let _permit = permit;
+            let _places = (permit, share);
             debug!(client, version = current.version, "watcher connected");
-            if tx.send(Ok(first)).await.is_err() {
+            if tx.send_timeout(Ok(first), stall).await.is_err() {
                 return;
             }
             let mut held = current.version;
@@ -298,7 +366,14 @@ impl ConfigService for ConfigGrpc {
                     _ = tx.closed() => return,
                 };
                 held = held.max(message.config_version);
-                if tx.send(Ok(message)).await.is_err() {
+                if let Err(err) = tx.send_timeout(Ok(message), stall).await {
+                    if matches!(err, mpsc::error::SendTimeoutError::Timeout(_)) {
+                        debug!(
+                            client,
+                            ?stall,
+                            "watcher took nothing for the stall limit; dropped"
+                        );
+                    }
                     return;
                 }
             }
