@@ -94,6 +94,12 @@ pub enum Error {
     /// The answer is not ready yet (e.g. state still loading); retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The request did not arrive in time (a body or headers that stall).
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The request is larger than the method takes.
+    #[error("{0}")]
+    TooLarge(String),
     /// The service is at capacity and refused the call without doing
     /// anything; the caller should retry after `retry_after`.
     #[error("{message}")]

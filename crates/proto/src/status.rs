@@ -16,6 +16,8 @@
 //! | `PermissionDenied` | `PERMISSION_DENIED` | 7 | 403 |
 //! | `Storage`, `Unavailable` | `UNAVAILABLE` (nothing was changed; retry later) | 14 | 503 |
 //! | `Overloaded` | `RESOURCE_EXHAUSTED`, with when to retry | 8 | 429 |
+//! | `RequestTimeout` | `DEADLINE_EXCEEDED` (the request did not arrive in time) | 4 | 408 |
+//! | `TooLarge` | `OUT_OF_RANGE` (over the method's size limit) | 11 | 413 |
 
 use exp_core::{Error, FieldViolation};
 use serde_json::{Value, json};
@@ -44,11 +46,15 @@ pub enum ErrorCode {
     Unavailable,
     /// At capacity; retry after the delay given.
     ResourceExhausted,
+    /// The request did not arrive in time.
+    DeadlineExceeded,
+    /// The request is over its method's size limit.
+    OutOfRange,
 }
 
 impl ErrorCode {
     /// Every code, with its gRPC code and HTTP status.
-    pub const TABLE: [(Self, Code, u16); 9] = [
+    pub const TABLE: [(Self, Code, u16); 11] = [
         (Self::InvalidArgument, Code::InvalidArgument, 400),
         (Self::NotFound, Code::NotFound, 404),
         (Self::AlreadyExists, Code::AlreadyExists, 409),
@@ -58,6 +64,8 @@ impl ErrorCode {
         (Self::PermissionDenied, Code::PermissionDenied, 403),
         (Self::Unavailable, Code::Unavailable, 503),
         (Self::ResourceExhausted, Code::ResourceExhausted, 429),
+        (Self::DeadlineExceeded, Code::DeadlineExceeded, 408),
+        (Self::OutOfRange, Code::OutOfRange, 413),
     ];
 
     /// The code of a domain error.
@@ -72,6 +80,8 @@ impl ErrorCode {
             Error::PermissionDenied(_) => Self::PermissionDenied,
             Error::Storage(_) | Error::Unavailable(_) => Self::Unavailable,
             Error::Overloaded { .. } => Self::ResourceExhausted,
+            Error::RequestTimeout(_) => Self::DeadlineExceeded,
+            Error::TooLarge(_) => Self::OutOfRange,
         }
     }
 
@@ -104,6 +114,8 @@ impl ErrorCode {
             Self::PermissionDenied => "PERMISSION_DENIED",
             Self::Unavailable => "UNAVAILABLE",
             Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Self::OutOfRange => "OUT_OF_RANGE",
         }
     }
 
@@ -311,6 +323,8 @@ mod tests {
                 },
                 Code::ResourceExhausted,
             ),
+            (Error::RequestTimeout("slow".into()), Code::DeadlineExceeded),
+            (Error::TooLarge("big".into()), Code::OutOfRange),
         ];
         for (error, code) in cases {
             assert_eq!(to_status(error).code(), code);

@@ -79,6 +79,23 @@ pub struct Config {
     #[arg(long, env = "EXPD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub request_timeout: Duration,
 
+    /// Longest a request's headers and body may take to arrive, on both
+    /// ports, e.g. `5s`; must be below `--request-timeout`. A stalled
+    /// request holds no slot meanwhile and is then answered
+    /// DEADLINE_EXCEEDED (gRPC) or 408 (HTTP).
+    #[arg(long, env = "EXPD_READ_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub read_timeout: Duration,
+
+    /// Open connections, both ports together; beyond it new ones are
+    /// closed at once. Lowered at start to fit the open-file limit.
+    #[arg(long, env = "EXPD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(2..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Open connections from one client address, both ports together;
+    /// beyond it its new ones are closed at once.
+    #[arg(long, env = "EXPD_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections_per_client: u32,
+
     /// RPCs in flight at once; beyond it calls get RESOURCE_EXHAUSTED.
     #[arg(long, env = "EXPD_MAX_CONCURRENT_REQUESTS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_concurrent_requests: u32,
@@ -183,6 +200,19 @@ impl Config {
                  too, or drop the token"
                     .into(),
             );
+        }
+        if self.read_timeout >= self.request_timeout {
+            return Err(format!(
+                "--read-timeout ({:?}) must be below --request-timeout ({:?}): a request that \
+                 arrives late must still have time to run",
+                self.read_timeout, self.request_timeout
+            ));
+        }
+        if self.max_connections_per_client > self.max_connections {
+            return Err(format!(
+                "--max-connections-per-client ({}) cannot exceed --max-connections ({})",
+                self.max_connections_per_client, self.max_connections
+            ));
         }
         if self.config_source.is_some() && self.runs(ServiceKind::Admin) {
             return Err(

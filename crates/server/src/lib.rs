@@ -13,12 +13,20 @@
 //! - [`roles`]: one builder per role (admin, ingest, assign, results):
 //!   what each builds, which tasks it starts, which services it mounts.
 //! - [`layers`]: tower layers of the gRPC server (RPC metrics); the
-//!   timeout, load shedding and concurrency limit come from tonic and tower.
-//! - [`http`]: the HTTP port: liveness and readiness.
+//!   timeout comes from tonic.
+//! - [`admission`]: what a gRPC call must show before it takes one of the
+//!   concurrency slots: its whole request, within the read timeout and its
+//!   service's size limit; undecodable requests answered INVALID_ARGUMENT.
+//! - [`connections`]: both ports' connections, bounded in total and per
+//!   client, each closed if it sends nothing within the read timeout; the
+//!   open-file limit.
+//! - [`http`]: the HTTP port: its server, liveness and readiness.
 //! - [`telemetry`]: `tracing` output and optional OTLP export of traces and
 //!   metrics.
 
+pub mod admission;
 pub mod config;
+pub mod connections;
 pub mod http;
 pub mod layers;
 pub mod roles;

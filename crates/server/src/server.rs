@@ -23,14 +23,14 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{
     ServiceBuilder,
     layer::util::{Identity, Stack},
-    limit::GlobalConcurrencyLimitLayer,
-    load_shed::LoadShedLayer,
 };
 use tracing::{info, warn};
 
 use crate::{
     Config,
+    admission::AdmissionLayer,
     config::ServiceKind,
+    connections::{Connections, FILES_RESERVED, raise_open_file_limit},
     layers::RpcMetricsLayer,
     roles::{self, AdminRole, AssignRole, Context, ExposureDestination, IngestRole},
 };
@@ -80,6 +80,7 @@ pub async fn serve(
         None => Authenticator::open(),
         Some(path) => Authenticator::from_file(path).map_err(ServeError::Config)?,
     };
+    let connections = connections_for(&config);
     std::fs::create_dir_all(&config.data_dir).map_err(|err| {
         ServeError::Config(format!("--data-dir {}: {err}", config.data_dir.display()))
     })?;
@@ -177,11 +178,15 @@ pub async fn serve(
                 .map(|ingest| data_plane(ingest.event_service(&context), &context.auth)),
         )
         .add_optional_service(results_service)
-        .serve_with_incoming_shutdown(incoming(grpc), context.shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            connections.incoming(grpc),
+            context.shutdown.clone().cancelled_owned(),
+        );
     let mut routes = crate::http::router(crate::http::Readiness {
         shutting_down: context.shutdown.clone(),
         assignment: assign.as_ref().map(|assign| assign.cell.clone()),
         store: store.as_ref().map(|store| store.health()),
+        connections: connections.clone(),
     });
     let (follower, feed) = match assign {
         Some(assign) => {
@@ -194,9 +199,13 @@ pub async fn serve(
         }
         None => (None, None),
     };
-    let http_server = axum::serve(http, routes)
-        .with_graceful_shutdown(context.shutdown.clone().cancelled_owned())
-        .into_future();
+    let http_server = crate::http::serve(
+        http,
+        connections.clone(),
+        routes,
+        config.read_timeout,
+        context.shutdown.clone(),
+    );
 
     info!(
         grpc = %grpc_local,
@@ -435,11 +444,10 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// The layers every gRPC call passes: RPC metrics, then load shedding in
-/// front of a global concurrency limit, so a call beyond the limit is
-/// refused at once with RESOURCE_EXHAUSTED instead of queueing.
-pub type GrpcLayers =
-    Stack<GlobalConcurrencyLimitLayer, Stack<LoadShedLayer, Stack<RpcMetricsLayer, Identity>>>;
+/// The layers every gRPC call passes: RPC metrics, then admission (the
+/// whole request read within `--read-timeout` and its size limit, then a
+/// concurrency slot or RESOURCE_EXHAUSTED at once).
+pub type GrpcLayers = Stack<AdmissionLayer, Stack<RpcMetricsLayer, Identity>>;
 
 /// The gRPC server builder with `config`'s timeout, keepalives, tracing
 /// span per call and [`GrpcLayers`]; services are added by the caller.
@@ -448,9 +456,9 @@ pub fn grpc_server_builder(
 ) -> tonic::transport::Server<Stack<GrpcLayers, Identity>> {
     let layers = ServiceBuilder::new()
         .layer(RpcMetricsLayer::new())
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::new(
+        .layer(AdmissionLayer::new(
             config.max_concurrent_requests as usize,
+            config.read_timeout,
         ))
         .into_inner();
     tonic::transport::Server::builder()
@@ -462,14 +470,34 @@ pub fn grpc_server_builder(
         .layer(layers)
 }
 
-/// Accepted connections of `listener`, with the socket options tonic
-/// applies only to listeners it binds itself: no Nagle delay (a small
-/// unary answer would otherwise wait ~40 ms for a delayed ACK) and TCP
-/// keepalive, so half-open peers are reaped.
-pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)))
+/// The connection table of both ports: `--max-connections` (lowered to
+/// fit the open-file limit, raised first to its hard limit) and
+/// `--max-connections-per-client`.
+pub fn connections_for(config: &Config) -> Connections {
+    let wanted = u64::from(config.max_connections);
+    let total = match raise_open_file_limit() {
+        Ok(files) => {
+            let fits = files.saturating_sub(FILES_RESERVED).max(files / 2);
+            if fits < wanted {
+                warn!(
+                    wanted,
+                    allowed = fits,
+                    open_file_limit = files,
+                    "--max-connections lowered to fit the open-file limit"
+                );
+            }
+            wanted.min(fits)
+        }
+        Err(err) => {
+            warn!(error = %err, "could not read or raise the open-file limit");
+            wanted
+        }
+    };
+    Connections::new(
+        total,
+        u64::from(config.max_connections_per_client).min(total),
+        config.read_timeout,
+    )
 }
 
 fn load_schema(path: &std::path::Path) -> Result<ParamSchema, ServeError> {

@@ -35,7 +35,7 @@ async fn serve_slow(flags: &[&str]) -> ResultsServiceClient<Channel> {
     let addr = listener.local_addr().expect("addr");
     let server = grpc_server_builder(&config)
         .add_service(ResultsServiceServer::new(Slow))
-        .serve_with_incoming(expd::server::incoming(listener));
+        .serve_with_incoming(expd::server::connections_for(&config).incoming(listener));
     tokio::spawn(server);
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
