@@ -129,11 +129,20 @@ async fn assignment_and_config_delivery_need_a_data_plane_token_on_both_ports() 
         ),
         Code::PermissionDenied
     );
-    let answer = assign
-        .assign(with_token(ymal_request("u-1", "s-1"), DATA_PLANE_TOKEN))
-        .await
-        .expect("a data-plane token assigns")
-        .into_inner();
+    // Assignment follows the admin's config a moment after the start
+    // is answered: wait for the started revision (config version 2).
+    let mut answer = v1::AssignResponse::default();
+    for _ in 0..100 {
+        answer = assign
+            .assign(with_token(ymal_request("u-1", "s-1"), DATA_PLANE_TOKEN))
+            .await
+            .expect("a data-plane token assigns")
+            .into_inner();
+        if answer.config_version >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(!answer.variant.is_empty(), "{answer:?}");
     let mut config = ConfigServiceClient::new(server.channel().await);
     assert_eq!(
