@@ -436,6 +436,7 @@ cat >"$TOKENS_FILE" <<EOF
   {"token": "$VIEWER_TOKEN", "identity": "$VIEWER_ID", "role": "viewer"}
 ]}
 EOF
+chmod 600 "$TOKENS_FILE"
 start_expd --tokens-file "$TOKENS_FILE"
 echo "# expd restarted on $ADDR with a tokens file"
 AS_EDITOR=(-H "authorization: Bearer $EDITOR_TOKEN")

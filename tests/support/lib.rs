@@ -150,6 +150,9 @@ pub fn write_tokens_file(dir: &Path) -> (String, &'static str, &'static str) {
         .to_string(),
     )
     .expect("write tokens");
+    // Tokens are secrets: expd refuses a file other users can read.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600");
     (path.to_str().expect("utf-8").to_owned(), editor, viewer)
 }
 

@@ -138,6 +138,10 @@ impl Authenticator {
 
     /// Reads a tokens file; problems name the file and the entry.
     pub fn from_file(path: &Path) -> Result<Self, String> {
+        let metadata = std::fs::metadata(path)
+            .map_err(|err| format!("--tokens-file {}: {err}", path.display()))?;
+        check_private(&metadata)
+            .map_err(|problem| format!("--tokens-file {}: {problem}", path.display()))?;
         let text = std::fs::read_to_string(path)
             .map_err(|err| format!("--tokens-file {}: {err}", path.display()))?;
         Self::from_json(&text).map_err(|violations| {
@@ -266,6 +270,44 @@ impl Authenticator {
         }
         Ok(principal.clone())
     }
+}
+
+/// A tokens file holds secrets: no other user may read it. Readable by
+/// every user is refused; readable by a group only when that group is one
+/// of this process's own (a Kubernetes secret mounted with `defaultMode:
+/// 0440` and the pod's `fsGroup`).
+fn check_private(metadata: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = metadata.mode() & 0o777;
+    if mode & 0o004 != 0 {
+        return Err(format!(
+            "readable by every user (mode {mode:o}): tokens are secrets; \
+             `chmod 600` it (or 640 for a group of this process)"
+        ));
+    }
+    if mode & 0o040 != 0 && !own_groups().contains(&metadata.gid()) {
+        return Err(format!(
+            "readable by group {} (mode {mode:o}), which this process is not in: \
+             `chmod 600` it, or give it this process's group",
+            metadata.gid()
+        ));
+    }
+    Ok(())
+}
+
+/// The groups of this process: effective, real and supplementary.
+fn own_groups() -> Vec<u32> {
+    let mut groups = vec![
+        rustix::process::getegid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    ];
+    groups.extend(
+        rustix::process::getgroups()
+            .unwrap_or_default()
+            .into_iter()
+            .map(rustix::process::Gid::as_raw),
+    );
+    groups
 }
 
 #[cfg(test)]
@@ -404,6 +446,58 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    fn tokens_file(mode: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("tokens.json");
+        std::fs::write(
+            &path,
+            r#"{"tokens": [{"token": "editor-token-7d9f2c41e8a64b0f", "identity": "a", "role": "editor"}]}"#,
+        )
+        .expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        (dir, path)
+    }
+
+    #[test]
+    fn a_tokens_file_other_users_can_read_is_refused() {
+        let (_dir, private) = tokens_file(0o600);
+        Authenticator::from_file(&private).expect("owner only");
+        let (_dir, own_group) = tokens_file(0o640);
+        Authenticator::from_file(&own_group).expect("a group of this process");
+        let (_dir, everyone) = tokens_file(0o644);
+        let refused = Authenticator::from_file(&everyone).expect_err("world-readable");
+        assert!(
+            refused.contains("readable by every user (mode 644)"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_tokens_file_readable_by_a_group_of_other_users_is_refused() {
+        let (_dir, path) = tokens_file(0o640);
+        // A group this process is not in: only root may give the file one.
+        let foreign = (60_000..65_000)
+            .find(|gid| !own_groups().contains(gid))
+            .expect("a foreign group id");
+        let given = std::process::Command::new("chgrp")
+            .arg(foreign.to_string())
+            .arg(&path)
+            .status()
+            .is_ok_and(|status| status.success());
+        if given {
+            let refused = Authenticator::from_file(&path).expect_err("a foreign group");
+            assert!(
+                refused.contains(&format!("readable by group {foreign}")),
+                "{refused}"
+            );
+        } else {
+            // Not root: this process cannot give a file a foreign group,
+            // so neither can the file be refused for one.
+            Authenticator::from_file(&path).expect("its own group");
+        }
     }
 
     #[test]

@@ -155,6 +155,8 @@ fn a_bad_tokens_file_stops_startup_naming_the_entry() {
         r#"{"tokens": [{"token": "short", "identity": "a", "role": "editor"}]}"#,
     )
     .expect("write");
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600");
     let output = Command::new(env!("CARGO_BIN_EXE_expd"))
         .args(["--data-dir", data.path().to_str().expect("utf-8")])
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
