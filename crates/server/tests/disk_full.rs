@@ -81,6 +81,16 @@ async fn connect(addr: SocketAddr) -> EventServiceClient<Channel> {
     panic!("expd did not come up on {addr}");
 }
 
+/// A running `expd`, killed if a test fails before stopping it.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `expd` with `flags`, its soft file-size limit `limit_blocks` (1024-byte
 /// blocks, `None` for none), SIGXFSZ ignored, stderr into `expd.log` of
 /// `data`.
@@ -90,7 +100,7 @@ fn spawn_expd(
     grpc: SocketAddr,
     http: SocketAddr,
     flags: &[&str],
-) -> std::process::Child {
+) -> Running {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -99,7 +109,7 @@ fn spawn_expd(
     let limit = limit_blocks.map_or_else(|| "unlimited".to_owned(), |blocks| blocks.to_string());
     // `trap '' XFSZ` is inherited through exec: a write past the limit
     // fails with EFBIG instead of killing the process.
-    Command::new("bash")
+    let child = Command::new("bash")
         .arg("-c")
         .arg(format!(
             "trap '' XFSZ; ulimit -S -f {limit}; exec \"$0\" \"$@\""
@@ -113,7 +123,8 @@ fn spawn_expd(
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("spawn expd under a file-size limit")
+        .expect("spawn expd under a file-size limit");
+    Running(child)
 }
 
 /// Lifts the file-size limit of the running process `pid`: space returns.
@@ -125,7 +136,7 @@ fn lift_limit(pid: u32) {
     assert!(lifted.success());
 }
 
-fn stop(child: &mut std::process::Child, data: &std::path::Path) {
+fn stop(Running(child): &mut Running, data: &std::path::Path) {
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -186,7 +197,7 @@ async fn a_full_disk_refuses_new_events_keeps_acked_ones_and_recovers_when_space
         .expect_err("still full");
     assert_eq!(again.code(), Code::Unavailable);
 
-    lift_limit(child.id());
+    lift_limit(child.0.id());
     let answer = client
         .log_outcomes(v1::LogOutcomesRequest {
             outcomes: refused.clone(),
@@ -386,7 +397,7 @@ async fn an_admin_change_the_disk_refused_is_never_served_and_the_next_lands_whe
     assert!(before.4 > 100, "most users are in: {before:?}");
 
     // The disk fills up: the change taking everyone out is refused.
-    fill_disk(child.id());
+    fill_disk(child.0.id());
     let mut everyone_out = current.clone();
     everyone_out.traffic_percent = 0;
     everyone_out.description = "the change the disk refused".into();
@@ -437,7 +448,7 @@ async fn an_admin_change_the_disk_refused_is_never_served_and_the_next_lands_whe
     );
 
     // Space returns: the store writes again without a restart.
-    lift_limit(child.id());
+    lift_limit(child.0.id());
     let mut ready = readyz(http).await;
     for _ in 0..100 {
         if ready.0 == 200 {
