@@ -14,8 +14,8 @@
 //! INVALID_ARGUMENT, a request over its method's limit OUT_OF_RANGE.
 
 use std::{
-    net::{SocketAddr, TcpListener},
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -37,21 +37,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const PER_CLIENT: usize = 256;
 
-struct Expd(Child);
+mod common;
 
-impl Drop for Expd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-}
+use common::{Running, free_addr, http_get};
 
 async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
@@ -138,21 +126,6 @@ async fn stall_http(addr: SocketAddr, answers: &mut JoinSet<Option<u16>>) {
     }
 }
 
-async fn healthz(addr: SocketAddr) -> u16 {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.expect("read");
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("status line")
-}
-
 /// `Assign` and `GetExperiment` on `channel`: how long both took.
 async fn honest_calls(channel: Channel, id: &str) -> Duration {
     let started = Instant::now();
@@ -183,9 +156,9 @@ async fn honest_calls(channel: Channel, id: &str) -> Duration {
 
 /// `expd` on free ports with the test's timeouts and per-client share;
 /// its gRPC and HTTP addresses and a channel to it.
-async fn start(data: &std::path::Path) -> (Expd, SocketAddr, SocketAddr, Channel) {
+async fn start(data: &std::path::Path) -> (Running, SocketAddr, SocketAddr, Channel) {
     let (grpc, http) = (free_addr(), free_addr());
-    let expd = Expd(
+    let expd = Running(
         Command::new(env!("CARGO_BIN_EXE_expd"))
             .arg("--data-dir")
             .arg(data)
@@ -305,7 +278,11 @@ async fn stalled_calls_and_connections_of_one_client_do_not_keep_another_from_be
     while attack_opened.elapsed() < READ_TIMEOUT * 2 {
         slowest = slowest.max(honest_calls(before.clone(), &id).await);
         slowest = slowest.max(honest_calls(channel(grpc).await, &id).await);
-        assert_eq!(healthz(http).await, 200, "GET /healthz during the attack");
+        assert_eq!(
+            http_get(http, "/healthz").await.0,
+            200,
+            "GET /healthz during the attack"
+        );
         calls += 2;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

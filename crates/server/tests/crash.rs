@@ -5,14 +5,17 @@
 //! writing until the last kill. At the end every acknowledged id is in the
 //! Parquet files exactly once.
 
+mod common;
+
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
+use common::free_addr;
 use exp_core::event::EventKind;
 use exp_ingest::parquet;
 use exp_proto::v1::{self, event_service_client::EventServiceClient};
@@ -20,11 +23,6 @@ use tonic::transport::Endpoint;
 
 const BATCH: usize = 200;
 const KILLS: usize = 5;
-
-fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
-}
 
 fn start_expd(data_dir: &Path, log: &Path) -> (Child, SocketAddr) {
     let grpc = free_addr();

@@ -14,12 +14,15 @@
 //!   returns the next change lands without a restart; after a restart the
 //!   refused change is absent.
 
+mod common;
+
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     process::{Command, Stdio},
     time::{Duration, SystemTime},
 };
 
+use common::{Running, free_addr, http_get};
 use exp_core::event::EventKind;
 use exp_ingest::parquet;
 use exp_proto::v1::{
@@ -33,11 +36,6 @@ const BATCH: usize = 2_000;
 /// The soft file-size limit, in the 1024-byte blocks of bash's `ulimit -f`
 /// (soft, so the process may have it lifted again).
 const LIMIT_BLOCKS: u32 = 6 * 1024;
-
-fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
-}
 
 fn batch(number: usize) -> Vec<v1::Outcome> {
     (0..BATCH)
@@ -79,16 +77,6 @@ async fn connect(addr: SocketAddr) -> EventServiceClient<Channel> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("expd did not come up on {addr}");
-}
-
-/// A running `expd`, killed if a test fails before stopping it.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `expd` with `flags`, its soft file-size limit `limit_blocks` (1024-byte
@@ -262,28 +250,6 @@ async fn channel(addr: SocketAddr) -> Channel {
     panic!("expd did not come up on {addr}");
 }
 
-/// `GET /readyz`: the status code and the body.
-async fn readyz(http: SocketAddr) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(http).await.expect("connect");
-    stream
-        .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.expect("read");
-    let code = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("status line");
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (code, body)
-}
-
 /// What every reader serves of experiment `id`: (revision, traffic) from
 /// GetExperiment, the newest listed revision, the config snapshot's
 /// revision, and how many of 200 users `Assign` puts in the experiment.
@@ -422,7 +388,7 @@ async fn an_admin_change_the_disk_refused_is_never_served_and_the_next_lands_whe
             unchanged,
             "a refused change is served"
         );
-        let (code, body) = readyz(http).await;
+        let (code, body) = http_get(http, "/readyz").await;
         assert_eq!(code, 503, "{body}");
         assert!(body.contains("config store cannot write"), "{body}");
         assert_eq!(
@@ -449,13 +415,13 @@ async fn an_admin_change_the_disk_refused_is_never_served_and_the_next_lands_whe
 
     // Space returns: the store writes again without a restart.
     lift_limit(child.0.id());
-    let mut ready = readyz(http).await;
+    let mut ready = http_get(http, "/readyz").await;
     for _ in 0..100 {
         if ready.0 == 200 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        ready = readyz(http).await;
+        ready = http_get(http, "/readyz").await;
     }
     assert_eq!(ready.0, 200, "ready again once space returned: {}", ready.1);
     let mut after = current.clone();

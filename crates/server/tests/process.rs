@@ -8,6 +8,9 @@ use std::{
     time::Duration,
 };
 
+mod common;
+
+use common::http_get;
 use exp_proto::v1::{
     CreateExperimentRequest, GetExperimentRequest, UpdateExperimentRequest,
     admin_service_client::AdminServiceClient,
@@ -333,19 +336,7 @@ async fn a_sidecar_that_never_had_a_config_reports_not_serving() {
 }
 
 async fn readyz_status(expd: &Expd) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(&expd.http)
+    http_get(expd.http.parse().expect("address"), "/readyz")
         .await
-        .expect("connect");
-    stream
-        .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.expect("read");
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("status line")
+        .0
 }
