@@ -123,13 +123,17 @@ async fn assign(State(assigner): State<Assigner>, body: Bytes) -> Response {
 
 /// The request of `body`; a bad one names the field at fault by its path
 /// (`context.attributes.app_version`), or `body` when the JSON itself is
-/// malformed.
+/// malformed or not an object.
 fn parse(body: &[u8]) -> Result<AssignBody, Error> {
     let mut json = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut json).map_err(|failed| {
         let path = failed.path().to_string();
         let inner = failed.into_inner();
-        let field = if path == "." || inner.is_syntax() || inner.is_eof() {
+        // serde reads a struct from an array too, field by field in
+        // order: a bad array would be named by position (`[0]`), which
+        // names nothing of the request.
+        let whole = path == "." || path.starts_with('[');
+        let field = if whole || inner.is_syntax() || inner.is_eof() {
             "body".to_owned()
         } else {
             path
@@ -169,6 +173,9 @@ mod tests {
         assert_eq!(field_of(r#"{"defer_exposure": "yes"}"#), "defer_exposure");
         assert_eq!(field_of(r#"{"user_id": "u-1""#), "body");
         assert_eq!(field_of(r#""just a string""#), "body");
+        // Found by the fuzz suite: an array was named by position.
+        assert_eq!(field_of("[null]"), "body");
+        assert_eq!(field_of(r#"["u-1", "s-1", 7]"#), "body");
         assert!(parse(br#"{"user_id": "u-1", "unknown": true}"#).is_ok());
     }
 }
