@@ -127,6 +127,26 @@ fn everything_survives_reopening_the_store() {
 }
 
 #[test]
+fn a_float_parameter_is_stored_to_the_last_bit() {
+    // Found by the fuzz suite: a weight of 0.0013529642262784059 came back
+    // from the store as 0.001352964226278406, one unit in the last place
+    // off what was validated and answered.
+    let f = fixture();
+    let mut proposed = seed_experiment();
+    proposed.variants[1].params.insert(
+        "rerank_weight_price".into(),
+        serde_json::json!(0.0013529642262784059),
+    );
+    let created = f.admin.create(&proposed, &alice(), "").expect("created");
+    let stored = f.admin.get(&created.id).expect("read back");
+    assert_eq!(stored, created);
+    assert_eq!(
+        stored.variants[1].params["rerank_weight_price"].as_f64(),
+        Some(0.0013529642262784059)
+    );
+}
+
+#[test]
 fn lifecycle_calls_refuse_a_stale_expected_revision() {
     let f = fixture();
     let created = f

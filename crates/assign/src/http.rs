@@ -11,14 +11,15 @@
 //! "assignments": [...], "unit_type": "user", "config_version": 42}`;
 //! numbers stay numbers. Bad input: 400 with `{"error": {"code":
 //! "INVALID_ARGUMENT", "message": ..., "field_violations": [{"field",
-//! "description"}]}}`.
+//! "description"}]}}`; a body over the 2 MB limit: 413 with code
+//! `OUT_OF_RANGE`.
 
 use std::collections::HashMap;
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::State,
+    extract::{State, rejection::BytesRejection},
     response::{IntoResponse, Response},
     routing::post,
 };
@@ -67,7 +68,25 @@ struct AssignmentBody {
 
 // The body is parsed whatever its Content-Type says: rec services in the
 // field send JSON without always labelling it.
-async fn assign(State(assigner): State<Assigner>, body: Bytes) -> Response {
+async fn assign(State(assigner): State<Assigner>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        // Over axum's body limit, or cut off: the error table's answer
+        // (OUT_OF_RANGE 413, or INVALID_ARGUMENT naming `body`), not
+        // axum's plain text.
+        Err(rejection) => {
+            return error(
+                &if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::TooLarge(format!(
+                        "the body is over the limit: {}",
+                        rejection.body_text()
+                    ))
+                } else {
+                    Error::invalid("body", rejection.body_text())
+                },
+            );
+        }
+    };
     let body: AssignBody = match parse(&body) {
         Ok(body) => body,
         Err(invalid) => return error(&invalid),
@@ -123,13 +142,17 @@ async fn assign(State(assigner): State<Assigner>, body: Bytes) -> Response {
 
 /// The request of `body`; a bad one names the field at fault by its path
 /// (`context.attributes.app_version`), or `body` when the JSON itself is
-/// malformed.
+/// malformed or not an object.
 fn parse(body: &[u8]) -> Result<AssignBody, Error> {
     let mut json = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut json).map_err(|failed| {
         let path = failed.path().to_string();
         let inner = failed.into_inner();
-        let field = if path == "." || inner.is_syntax() || inner.is_eof() {
+        // serde reads a struct from an array too, field by field in
+        // order: a bad array would be named by position (`[0]`), which
+        // names nothing of the request.
+        let whole = path == "." || path.starts_with('[');
+        let field = if whole || inner.is_syntax() || inner.is_eof() {
             "body".to_owned()
         } else {
             path
@@ -169,6 +192,46 @@ mod tests {
         assert_eq!(field_of(r#"{"defer_exposure": "yes"}"#), "defer_exposure");
         assert_eq!(field_of(r#"{"user_id": "u-1""#), "body");
         assert_eq!(field_of(r#""just a string""#), "body");
+        // Found by the fuzz suite: an array was named by position.
+        assert_eq!(field_of("[null]"), "body");
+        assert_eq!(field_of(r#"["u-1", "s-1", 7]"#), "body");
         assert!(parse(br#"{"user_id": "u-1", "unknown": true}"#).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_answered_413_out_of_range_in_the_json_error() {
+        // Found by the fuzz suite: axum's own rejection answered in plain
+        // text, which a caller reading the error body cannot parse.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (queue, _records) = crate::ExposureQueue::bounded(1);
+        let clock = std::sync::Arc::new(exp_core::SystemClock);
+        let assigner = Assigner::new(crate::SnapshotCell::new(), queue, clock);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, router(assigner)).await });
+        let body = vec![b' '; 2 * 1024 * 1024 + 1];
+        let head = format!(
+            "POST /experiments/assign HTTP/1.1\r\nHost: localhost\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut reader, mut writer) = stream.into_split();
+        // The server may answer before it has read all it was sent.
+        let sending = tokio::spawn(async move {
+            let _ = writer.write_all(head.as_bytes()).await;
+            let _ = writer.write_all(&body).await;
+            writer
+        });
+        let mut answer = Vec::new();
+        reader.read_to_end(&mut answer).await.expect("answer");
+        drop(sending.await);
+        let answer = String::from_utf8(answer).expect("utf-8");
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        let (_, body) = answer.split_once("\r\n\r\n").expect("a body");
+        let body: Value = serde_json::from_str(body).expect("a JSON error");
+        assert_eq!(body["error"]["code"], "OUT_OF_RANGE");
     }
 }

@@ -15,6 +15,7 @@ use std::{sync::Arc, time::Duration};
 
 use exp_core::{Clock, Error, event::Event};
 use exp_proto::{
+    status::{MAX_DESCRIPTION_CHARS, MAX_FIELD_CHARS, bounded},
     to_status,
     v1::{self, event_service_server::EventService},
 };
@@ -87,10 +88,12 @@ impl EventGrpc {
         for (index, event) in events.into_iter().enumerate() {
             match check(event) {
                 Ok(event) => valid.push(event),
+                // Cut as an error's field violations are: an answer lists
+                // up to MAX_BATCH rejections, whatever their events echo.
                 Err(rejection) => rejections.push(v1::EventRejection {
                     index: index as u32,
-                    field: rejection.field,
-                    reason: rejection.reason,
+                    field: bounded(&rejection.field, MAX_FIELD_CHARS),
+                    reason: bounded(&rejection.reason, MAX_DESCRIPTION_CHARS),
                 }),
             }
         }
@@ -158,5 +161,92 @@ impl EventService for EventGrpc {
             rejections: logged.rejections,
             position: logged.position,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, time::SystemTime};
+
+    use exp_core::ManualClock;
+
+    use super::*;
+    use crate::{Catalog, EventLog, LogOptions};
+
+    #[tokio::test]
+    async fn a_rejection_stays_bounded_whatever_its_event_echoes() {
+        // Found by the fuzz suite: rejections carried their events'
+        // strings whole (Debug-escaped, so a control character took six
+        // characters), and a number's whole decimal expansion (-7.6e-172
+        // in 190 digits).
+        let dir = tempfile::tempdir().expect("dir");
+        let log = EventLog::open(LogOptions {
+            dir: dir.path().to_owned(),
+            flush_interval: Duration::from_secs(3600),
+            max_pending_events: 10_000,
+            dedup_window: Duration::from_secs(24 * 3600),
+        })
+        .expect("open");
+        let slot = LogSlot::default();
+        slot.set(Arc::new(log));
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let catalog = Arc::new(arc_swap::ArcSwap::from_pointee(Catalog::new([])));
+        let service = EventGrpc::new(slot, catalog, Arc::new(ManualClock::new(now)));
+        let exposure = v1::Exposure {
+            event_id: "e-1".into(),
+            experiment_id: "\u{1}".repeat(70_000),
+            variant: "control".into(),
+            session_id: "s-1".into(),
+            timestamp: Some(now.into()),
+            ..Default::default()
+        };
+        let outcome = v1::Outcome {
+            event_id: "o-1".into(),
+            r#type: v1::OutcomeType::Impression as i32,
+            session_id: "s-1".into(),
+            item_ids: vec!["sku-1".into()],
+            timestamp: Some(now.into()),
+            ..Default::default()
+        };
+        let tiny_negative = v1::Outcome {
+            value: -7.634569775093599e-172,
+            ..outcome.clone()
+        };
+        let long_key = v1::Outcome {
+            attributes: HashMap::from([("k".repeat(70_000), String::new())]),
+            ..outcome
+        };
+        let exposures = service
+            .log_exposures(Request::new(v1::LogExposuresRequest {
+                exposures: vec![exposure],
+            }))
+            .await
+            .expect("answered")
+            .into_inner();
+        let outcomes = service
+            .log_outcomes(Request::new(v1::LogOutcomesRequest {
+                outcomes: vec![tiny_negative, long_key],
+            }))
+            .await
+            .expect("answered")
+            .into_inner();
+        let rejections: Vec<_> = exposures
+            .rejections
+            .iter()
+            .chain(&outcomes.rejections)
+            .collect();
+        let fields: Vec<&str> = rejections
+            .iter()
+            .map(|r| r.field.split('[').next().unwrap_or_default())
+            .collect();
+        assert_eq!(fields, ["experiment_id", "value", "attributes"]);
+        for rejection in rejections {
+            let (field, reason) = (&rejection.field, &rejection.reason);
+            assert!(field.chars().count() <= MAX_FIELD_CHARS + 40, "{field}");
+            assert!(
+                reason.chars().count() <= MAX_DESCRIPTION_CHARS + 40,
+                "{reason}"
+            );
+        }
     }
 }

@@ -143,8 +143,9 @@ pub const MAX_FIELD_CHARS: usize = 100;
 pub const MAX_DESCRIPTION_CHARS: usize = 160;
 /// Longest message carried, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 512;
-/// `text`, cut to `max` characters with a note of what was cut.
-fn bounded(text: &str, max: usize) -> String {
+/// `text`, cut to `max` characters with a note of what was cut: how an
+/// answer carries what a request echoes.
+pub fn bounded(text: &str, max: usize) -> String {
     let length = text.chars().count();
     if length <= max {
         return text.to_owned();
