@@ -1,4 +1,9 @@
-//! Tower layers of the gRPC server that tonic and tower do not provide.
+//! Tower layers of the gRPC server that tonic and tower do not provide,
+//! and the span of each call, both after the OpenTelemetry RPC semantic
+//! conventions: span `{rpc.service}/{rpc.method}` (kind server), with
+//! `rpc.system`, `rpc.service`, `rpc.method` and `rpc.grpc.status_code`,
+//! a child of the caller's span when the request carries W3C trace
+//! context (`traceparent`).
 
 use std::{
     future::Future,
@@ -10,9 +15,61 @@ use std::{
 use opentelemetry::{KeyValue, metrics::Histogram};
 use tower::{Layer, Service};
 
-/// Records `rpc.server.duration` (seconds, by `rpc.method`) and counts
-/// errors answered in headers (`rpc.grpc.status_code`) through the global
-/// OpenTelemetry meter. Without a configured exporter the meter is a no-op.
+/// The service and method of a gRPC path (`/pkg.Service/Method`).
+pub fn rpc_names(path: &str) -> (&str, &str) {
+    path.trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""))
+}
+
+/// The span of one gRPC call: named `{service}/{method}`, with the RPC
+/// semantic-convention attributes, its parent taken from the request's
+/// trace context. [`RpcMetrics`] records its status code.
+pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let (service, method) = rpc_names(request.uri().path());
+    let span = tracing::info_span!(
+        "grpc",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(request.headers()))
+    });
+    // Without a trace in the headers the span starts its own trace.
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// Reads trace context from request headers.
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// gRPC codes that are the server's failure (OpenTelemetry's rule for
+/// server spans): UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+/// UNAVAILABLE, DATA_LOSS.
+fn is_server_error(code: i64) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
+/// Records `rpc.server.duration` (seconds, by `rpc.system`, `rpc.service`,
+/// `rpc.method` and `rpc.grpc.status_code`) through the global
+/// OpenTelemetry meter, and the status code on the call's span. Without a
+/// configured exporter the meter is a no-op.
 #[derive(Debug, Clone)]
 pub struct RpcMetricsLayer {
     duration: Histogram<f64>,
@@ -70,7 +127,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request.uri().path().to_owned();
+        let (service, method) = rpc_names(request.uri().path());
+        let (service, method) = (service.to_owned(), method.to_owned());
         let started = Instant::now();
         let response = self.inner.call(request);
         let duration = self.duration.clone();
@@ -78,23 +136,45 @@ where
             let response = response.await;
             // Errors answered before any message carry grpc-status in the
             // headers (trailers-only); successes carry it in trailers.
-            let status = match &response {
+            let code = match &response {
                 Ok(response) => response
                     .headers()
                     .get("grpc-status")
                     .and_then(|value| value.to_str().ok())
-                    .unwrap_or("0")
-                    .to_owned(),
-                Err(_) => "transport_error".to_owned(),
+                    .and_then(|value| value.parse().ok())
+                    .unwrap_or(0),
+                // The connection failed: UNKNOWN.
+                Err(_) => 2,
             };
+            let span = tracing::Span::current();
+            span.record("rpc.grpc.status_code", code);
+            if is_server_error(code) {
+                span.record("otel.status_code", "ERROR");
+            }
             duration.record(
                 started.elapsed().as_secs_f64(),
                 &[
+                    KeyValue::new("rpc.system", "grpc"),
+                    KeyValue::new("rpc.service", service),
                     KeyValue::new("rpc.method", method),
-                    KeyValue::new("rpc.grpc.status_code", status),
+                    KeyValue::new("rpc.grpc.status_code", code),
                 ],
             );
             response
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grpc_path_is_its_service_and_method() {
+        assert_eq!(
+            rpc_names("/experiments.v1.AssignmentService/Assign"),
+            ("experiments.v1.AssignmentService", "Assign")
+        );
+        assert_eq!(rpc_names("/odd"), ("/odd", ""));
     }
 }

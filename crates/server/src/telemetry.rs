@@ -53,6 +53,11 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<TelemetryG
         LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
     };
     let mut guard = TelemetryGuard::default();
+    // Incoming W3C trace context (`traceparent`) continues the caller's
+    // trace.
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
     let otel_layer = match otlp_endpoint {
         None => None,
         Some(endpoint) => {
