@@ -294,3 +294,24 @@ async fn a_sidecar_with_a_token_follows_its_admin_and_sends_it_exposures() {
         .expect_err("no config");
     assert_eq!(status.code(), Code::Unavailable);
 }
+
+#[tokio::test]
+async fn metrics_need_a_token_that_may_read() {
+    let (server, _tokens, editor, viewer) = guarded().await;
+    let get = |token: Option<&'static str>| {
+        let header = token.map(|token| format!("Bearer {token}"));
+        async move {
+            let headers: Vec<(&str, &str)> = header
+                .as_deref()
+                .map(|value| vec![("authorization", value)])
+                .unwrap_or_default();
+            exp_e2e::http_get_with(server.http_addr, "/metrics", &headers)
+                .await
+                .0
+        }
+    };
+    assert_eq!(get(None).await, 401);
+    assert_eq!(get(Some(DATA_PLANE_TOKEN)).await, 403);
+    assert_eq!(get(Some(viewer)).await, 200);
+    assert_eq!(get(Some(editor)).await, 200);
+}

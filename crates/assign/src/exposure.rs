@@ -150,6 +150,34 @@ impl ExposureQueue {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// The counters alone, for metrics: unlike the queue, they do not
+    /// keep it open.
+    pub fn counters(&self) -> QueueCounters {
+        QueueCounters {
+            offered: self.offered.clone(),
+            dropped: self.dropped.clone(),
+        }
+    }
+}
+
+/// The counters of an [`ExposureQueue`].
+#[derive(Debug, Clone)]
+pub struct QueueCounters {
+    offered: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl QueueCounters {
+    /// Records offered so far.
+    pub fn offered(&self) -> u64 {
+        self.offered.load(Ordering::Relaxed)
+    }
+
+    /// Records dropped because the queue was full or closed.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
 }
 
 /// Lets through the first exposure of a unit to a variant per

@@ -33,6 +33,11 @@ impl Assigner {
         }
     }
 
+    /// The exposure queue's counters.
+    pub fn exposure_counters(&self) -> crate::exposure::QueueCounters {
+        self.exposures.counters()
+    }
+
     /// Assigns one request; logs exposures of bucketed assignments unless
     /// `defer_exposure`. `UNAVAILABLE` before any config has arrived.
     pub fn assign(

@@ -21,5 +21,5 @@ pub mod grpc;
 pub mod http;
 
 pub use exp_client::SnapshotCell;
-pub use exposure::{ExposureQueue, ExposureRecord, RepeatFilter};
+pub use exposure::{ExposureQueue, ExposureRecord, QueueCounters, RepeatFilter};
 pub use grpc::{AssignError, AssignGrpc, Assigner};

@@ -47,12 +47,29 @@ pub struct Readiness {
     pub connections: Connections,
 }
 
-/// The HTTP routes.
+/// The HTTP routes of every process: health, readiness, metrics.
 pub fn router(readiness: Readiness) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(readiness)
+}
+
+/// `GET /metrics`: every instrument of [`crate::metrics`] and the RPC
+/// histogram, in the Prometheus text format.
+pub async fn metrics() -> Response {
+    let families = prometheus::gather();
+    match prometheus::TextEncoder::new().encode_to_string(&families) {
+        Ok(text) => (
+            [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+            text,
+        )
+            .into_response(),
+        Err(err) => {
+            warn!(error = %err, "encoding metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 async fn ready(State(readiness): State<Readiness>) -> (StatusCode, String) {

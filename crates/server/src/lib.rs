@@ -20,7 +20,10 @@
 //! - [`connections`]: both ports' connections, bounded in total and per
 //!   client, each closed if it sends nothing within the read timeout; the
 //!   open-file limit.
-//! - [`http`]: the HTTP port: its server, liveness and readiness.
+//! - [`http`]: the HTTP port: its server, liveness, readiness and
+//!   `/metrics`.
+//! - [`metrics`]: the service's own signals as OpenTelemetry instruments,
+//!   observed from the counters it keeps.
 //! - [`telemetry`]: `tracing` output and optional OTLP export of traces and
 //!   metrics.
 
@@ -29,6 +32,7 @@ pub mod config;
 pub mod connections;
 pub mod http;
 pub mod layers;
+pub mod metrics;
 pub mod roles;
 pub mod server;
 pub mod telemetry;

@@ -188,6 +188,21 @@ pub async fn serve(
         store: store.as_ref().map(|store| store.health()),
         connections: connections.clone(),
     });
+    crate::metrics::register(crate::metrics::Sources {
+        exposures: assign
+            .as_ref()
+            .map(|assign| (assign.assigner.exposure_counters(), assign.feed.clone())),
+        assignment: assign.as_ref().map(|assign| assign.cell.clone()),
+        store: store.clone(),
+        connections: connections.clone(),
+    });
+    routes = routes.route(
+        "/metrics",
+        axum::routing::get(crate::http::metrics).layer(axum::middleware::from_fn_with_state(
+            (context.auth.clone(), Access::Read, "GET /metrics"),
+            require_token,
+        )),
+    );
     let (follower, feed) = match assign {
         Some(assign) => {
             // The router takes the last copy of the assigner (and of the
@@ -306,11 +321,30 @@ async fn require_data_plane(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    require_token(
+        axum::extract::State((auth, Access::DataPlane, "POST /experiments/assign")),
+        request,
+        next,
+    )
+    .await
+}
+
+/// An HTTP route behind a token that may `access` (when tokens are
+/// configured), answered from the one error table.
+async fn require_token(
+    axum::extract::State((auth, access, what)): axum::extract::State<(
+        Authenticator,
+        Access,
+        &'static str,
+    )>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let header = request
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    match auth.authorize_header(header, Access::DataPlane, "POST /experiments/assign") {
+    match auth.authorize_header(header, access, what) {
         Ok(_) => next.run(request).await,
         Err(error) => {
             let (status, body) = exp_proto::to_http(&error);

@@ -1,6 +1,8 @@
-//! Logs through `tracing`, and, when `--otlp-endpoint` is set, traces and
-//! metrics exported over OTLP/gRPC. Export never blocks or fails serving:
-//! an unreachable collector only costs dropped telemetry.
+//! Logs through `tracing`; metrics read by `GET /metrics` (Prometheus text
+//! format, from the default `prometheus` registry); and, when
+//! `--otlp-endpoint` is set, traces and the same metrics exported over
+//! OTLP/gRPC. Export never blocks or fails serving: an unreachable
+//! collector only costs dropped telemetry.
 //!
 //! OpenTelemetry's batch processors export from their own OS threads, while
 //! the tonic exporter needs a Tokio reactor; [`OnRuntime`] runs each export
@@ -58,6 +60,14 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<TelemetryG
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
+    let resource = Resource::builder().with_service_name("expd").build();
+    let prometheus = opentelemetry_prometheus::exporter()
+        .with_registry(prometheus::default_registry().clone())
+        .build()
+        .map_err(|err| format!("the Prometheus exporter: {err}"))?;
+    let mut meters = SdkMeterProvider::builder()
+        .with_resource(resource.clone())
+        .with_reader(prometheus);
     let otel_layer = match otlp_endpoint {
         None => None,
         Some(endpoint) => {
@@ -69,7 +79,6 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<TelemetryG
                     .build()
                     .map_err(|err| format!("starting the OTLP export runtime: {err}"))?,
             );
-            let resource = Resource::builder().with_service_name("expd").build();
             let spans = {
                 let _entered = runtime.enter();
                 opentelemetry_otlp::SpanExporter::builder()
@@ -87,22 +96,21 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<TelemetryG
                     .map_err(|err| format!("--otlp-endpoint {endpoint}: {err}"))?
             };
             let tracer_provider = SdkTracerProvider::builder()
-                .with_resource(resource.clone())
+                .with_resource(resource)
                 .with_batch_exporter(OnRuntime::new(spans, runtime.clone()))
                 .build();
-            let meter_provider = SdkMeterProvider::builder()
-                .with_resource(resource)
-                // The push interval is the SDK's: OTEL_METRIC_EXPORT_INTERVAL
-                // in milliseconds, 60 s by default.
-                .with_reader(PeriodicReader::builder(OnRuntime::new(metrics, runtime)).build())
-                .build();
-            opentelemetry::global::set_meter_provider(meter_provider.clone());
+            // The push interval is the SDK's: OTEL_METRIC_EXPORT_INTERVAL in
+            // milliseconds, 60 s by default.
+            meters = meters
+                .with_reader(PeriodicReader::builder(OnRuntime::new(metrics, runtime)).build());
             let tracer = tracer_provider.tracer("expd");
             guard.tracer_provider = Some(tracer_provider);
-            guard.meter_provider = Some(meter_provider);
             Some(tracing_opentelemetry::layer().with_tracer(tracer))
         }
     };
+    let meter_provider = meters.build();
+    opentelemetry::global::set_meter_provider(meter_provider.clone());
+    guard.meter_provider = Some(meter_provider);
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)

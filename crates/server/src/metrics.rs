@@ -1,0 +1,120 @@
+//! The service's own signals, as OpenTelemetry instruments on the global
+//! meter: scraped from `GET /metrics` (Prometheus text format) and pushed
+//! over OTLP with `--otlp-endpoint`. Each is observed from counters the
+//! service keeps anyway, when a reader collects, so serving pays nothing
+//! for them between scrapes.
+//!
+//! | instrument | Prometheus | what |
+//! |---|---|---|
+//! | `expd.exposures.offered` | `expd_exposures_offered_total` | exposure records `Assign` offered to the exposure queue |
+//! | `expd.exposures.dropped` | `expd_exposures_dropped_total` | records dropped because the queue was full |
+//! | `expd.exposures.handed_on` | `expd_exposures_handed_on_total` | first exposures handed to the event log or the admin |
+//! | `expd.exposures.refused` | `expd_exposures_refused_total` | exposures the log or the admin handed back |
+//! | `expd.config.version` | `expd_config_version` | the config version this process holds (store or followed admin) |
+//! | `expd.store.writable` | `expd_store_writable` | 1 while the config store writes, 0 while it cannot |
+//! | `expd.connections.open` | `expd_connections_open` | connections open, both ports |
+//! | `expd.connections.refused` | `expd_connections_refused_total` | connections closed at once at a limit |
+//! | `expd.build.info` | `expd_build_info` | 1, with the version as `version` |
+//! | `rpc.server.duration` | `rpc_server_duration_seconds` | gRPC calls by service, method and code ([`crate::layers`]) |
+
+use std::sync::Arc;
+
+use exp_assign::{QueueCounters, SnapshotCell, feed::FeedStats};
+use exp_store::{Store, StoreHealth};
+use opentelemetry::KeyValue;
+
+use crate::connections::Connections;
+
+/// What the instruments read.
+#[derive(Debug)]
+pub struct Sources {
+    /// The exposure queue of assignment, and its feed.
+    pub exposures: Option<(QueueCounters, Arc<FeedStats>)>,
+    /// The snapshot assignment serves (its version).
+    pub assignment: Option<SnapshotCell>,
+    /// The config store.
+    pub store: Option<Arc<Store>>,
+    /// Both ports' connections.
+    pub connections: Connections,
+}
+
+/// Registers the instruments on the global meter `expd`. They live as
+/// long as the meter provider.
+pub fn register(sources: Sources) {
+    let meter = opentelemetry::global::meter("expd");
+    if let Some((queue, feed)) = sources.exposures {
+        let offered = queue.clone();
+        meter
+            .u64_observable_counter("expd.exposures.offered")
+            .with_description("Exposure records Assign offered to the exposure queue")
+            .with_callback(move |observer| observer.observe(offered.offered(), &[]))
+            .build();
+        meter
+            .u64_observable_counter("expd.exposures.dropped")
+            .with_description("Exposure records dropped because the exposure queue was full")
+            .with_callback(move |observer| observer.observe(queue.dropped(), &[]))
+            .build();
+        let handed_on = feed.clone();
+        meter
+            .u64_observable_counter("expd.exposures.handed_on")
+            .with_description("First exposures handed to the event log or the admin")
+            .with_callback(move |observer| {
+                observer.observe(
+                    handed_on.logged.load(std::sync::atomic::Ordering::Relaxed),
+                    &[],
+                );
+            })
+            .build();
+        meter
+            .u64_observable_counter("expd.exposures.refused")
+            .with_description("Exposures the event log or the admin handed back")
+            .with_callback(move |observer| {
+                observer.observe(feed.dropped.load(std::sync::atomic::Ordering::Relaxed), &[]);
+            })
+            .build();
+    }
+    let (assignment, store) = (sources.assignment, sources.store.clone());
+    meter
+        .u64_observable_gauge("expd.config.version")
+        .with_description("The config version this process holds")
+        .with_callback(move |observer| {
+            let held = assignment
+                .as_ref()
+                .and_then(|cell| cell.load().map(|snapshot| snapshot.version()))
+                .or_else(|| store.as_ref().map(|store| store.config_version()));
+            if let Some(version) = held {
+                observer.observe(version, &[]);
+            }
+        })
+        .build();
+    if let Some(store) = sources.store {
+        let health = store.health();
+        meter
+            .u64_observable_gauge("expd.store.writable")
+            .with_description("1 while the config store writes, 0 while it cannot")
+            .with_callback(move |observer| {
+                let writable = matches!(*health.borrow(), StoreHealth::Writable);
+                observer.observe(u64::from(writable), &[]);
+            })
+            .build();
+    }
+    let open = sources.connections.clone();
+    meter
+        .u64_observable_gauge("expd.connections.open")
+        .with_description("Connections open, both ports")
+        .with_callback(move |observer| observer.observe(open.open(), &[]))
+        .build();
+    let refused = sources.connections;
+    meter
+        .u64_observable_counter("expd.connections.refused")
+        .with_description("Connections closed at once at a connection limit")
+        .with_callback(move |observer| observer.observe(refused.refused(), &[]))
+        .build();
+    meter
+        .u64_observable_gauge("expd.build.info")
+        .with_description("1, labelled with the version of this build")
+        .with_callback(|observer| {
+            observer.observe(1, &[KeyValue::new("version", env!("CARGO_PKG_VERSION"))]);
+        })
+        .build();
+}

@@ -1,0 +1,181 @@
+//! `GET /metrics` of a real `expd`: the Prometheus text format, with
+//! counters that moved by exactly what the test did.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{Running, free_addr, http_get};
+use exp_proto::v1::{
+    self, admin_service_client::AdminServiceClient,
+    assignment_service_client::AssignmentServiceClient,
+};
+use tonic::transport::Channel;
+
+const USERS: u64 = 50;
+
+/// The value of the sample `name` (with exactly these `labels`, in the
+/// order the exporter writes them) in a scrape.
+fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        if metric != name {
+            return None;
+        }
+        let matches = labels
+            .iter()
+            .all(|(key, wanted)| rest.contains(&format!("{key}=\"{wanted}\"")));
+        matches.then(|| value.parse().ok()).flatten()
+    })
+}
+
+async fn start(data: &std::path::Path) -> (Running, SocketAddr, Channel) {
+    let (grpc, http) = (free_addr(), free_addr());
+    let expd = Running(
+        Command::new(env!("CARGO_BIN_EXE_expd"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--grpc-addr", &grpc.to_string()])
+            .args(["--http-addr", &http.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn expd"),
+    );
+    for _ in 0..100 {
+        if let Ok(channel) = Channel::from_shared(format!("http://{grpc}"))
+            .expect("uri")
+            .connect()
+            .await
+        {
+            return (expd, http, channel);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("expd did not come up");
+}
+
+#[tokio::test]
+async fn assign_calls_for_new_units_move_the_exposure_and_rpc_counters_by_as_many() {
+    let data = tempfile::tempdir().expect("dir");
+    let (_expd, http, channel) = start(data.path()).await;
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let mut seed = exp_core::examples::seed_experiment();
+    seed.traffic_percent = 100;
+    let id = seed.id.clone();
+    admin
+        .create_experiment(v1::CreateExperimentRequest {
+            experiment: Some(exp_proto::convert::experiment_to_proto(&seed)),
+            reason: String::new(),
+        })
+        .await
+        .expect("create");
+    admin
+        .start_experiment(v1::StartExperimentRequest {
+            id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("start");
+    let mut assignment = AssignmentServiceClient::new(channel);
+    // Assignment follows the started revision a moment later.
+    let started = Instant::now();
+    loop {
+        let answer = assignment
+            .assign(v1::AssignRequest {
+                user_id: "warm-up".into(),
+                defer_exposure: true,
+                context: Some(v1::RequestContext {
+                    placement: "you_may_also_like".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("assign")
+            .into_inner();
+        if !answer.assignments.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, before) = http_get(http, "/metrics").await;
+    assert_eq!(code, 200);
+    let offered_before = sample(&before, "expd_exposures_offered_total", &[]).unwrap_or(0.0);
+    let assigns_before = sample(
+        &before,
+        "rpc_server_duration_seconds_count",
+        &[("rpc_method", "Assign"), ("rpc_grpc_status_code", "0")],
+    )
+    .expect("the warm-up calls are counted");
+
+    for user in 0..USERS {
+        let answer = assignment
+            .assign(v1::AssignRequest {
+                user_id: format!("metrics-user-{user}"),
+                context: Some(v1::RequestContext {
+                    placement: "you_may_also_like".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("assign")
+            .into_inner();
+        assert_eq!(answer.assignments.len(), 1, "{answer:?}");
+    }
+
+    // The feed hands exposures on within its linger: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let scrape = loop {
+        let (_, scrape) = http_get(http, "/metrics").await;
+        if sample(&scrape, "expd_exposures_handed_on_total", &[]) == Some(USERS as f64) {
+            break scrape;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exposures not handed on:\n{scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let offered = sample(&scrape, "expd_exposures_offered_total", &[]).expect("offered");
+    assert_eq!(
+        offered - offered_before,
+        USERS as f64,
+        "one exposure per new unit"
+    );
+    assert_eq!(
+        sample(&scrape, "expd_exposures_dropped_total", &[]),
+        Some(0.0)
+    );
+    let assigns = sample(
+        &scrape,
+        "rpc_server_duration_seconds_count",
+        &[
+            ("rpc_system", "grpc"),
+            ("rpc_service", "experiments.v1.AssignmentService"),
+            ("rpc_method", "Assign"),
+            ("rpc_grpc_status_code", "0"),
+        ],
+    )
+    .expect("Assign calls counted");
+    assert_eq!(assigns - assigns_before, USERS as f64);
+    // Create and start: config version 2.
+    assert_eq!(sample(&scrape, "expd_config_version", &[]), Some(2.0));
+    assert_eq!(sample(&scrape, "expd_store_writable", &[]), Some(1.0));
+    assert!(
+        sample(
+            &scrape,
+            "expd_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ) == Some(1.0),
+        "{scrape}"
+    );
+    assert!(sample(&scrape, "expd_connections_open", &[]).is_some_and(|open| open >= 1.0));
+}
