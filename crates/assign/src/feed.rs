@@ -24,7 +24,7 @@ use std::{
 use exp_core::event::Exposure;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::{ExposureRecord, RepeatFilter};
 
@@ -124,7 +124,8 @@ pub async fn forward_exposures(
 
 /// A replica's or sidecar's sink: the SDK's sender to its admin's
 /// `EventService` (batches, retries with the same ids, sends what it
-/// holds when closed).
+/// holds when closed, and with a spool keeps on disk what the admin
+/// could not take); its counters are logged when it closes.
 #[derive(Debug)]
 pub struct RemoteSink {
     sender: exp_client::EventSender,
@@ -155,7 +156,17 @@ impl ExposureSink for RemoteSink {
     }
 
     async fn close(self) {
-        self.sender.close(self.close_within).await;
+        let stats = self.sender.close(self.close_within).await;
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        info!(
+            accepted = count(&stats.accepted),
+            duplicates = count(&stats.duplicates),
+            rejected = count(&stats.rejected),
+            dropped = count(&stats.dropped),
+            spooled = count(&stats.spooled),
+            spool_dropped = count(&stats.spool_dropped),
+            "exposure sender closed"
+        );
     }
 }
 

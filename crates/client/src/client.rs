@@ -29,6 +29,16 @@ pub enum ClientError {
     /// `wait_for_config` gave up.
     #[error("no experiment config within {0:?}")]
     Timeout(Duration),
+    /// The event sender's spool directory cannot be opened: not
+    /// creatable, unreadable, or held by another sender.
+    #[error("event spool {}: {source}", dir.display())]
+    Spool {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The SDK: follows the service's config and assigns locally.

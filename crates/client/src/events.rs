@@ -1,15 +1,44 @@
 //! Sends exposures and outcomes to `EventService` in the background:
-//! batched, retried with exponential backoff, flushed on shutdown.
+//! batched, retried with exponential backoff, flushed on shutdown, and
+//! (with a spool) kept on disk while the service cannot take them.
 //!
 //! [`EventSender::log_exposure`] and [`EventSender::log_outcome`] never
 //! wait: they put the event on a bounded queue (or answer
-//! [`QueueFull`]). A task sends what is queued every `flush_interval`, or
-//! as soon as `max_batch` events are waiting. A batch the service could
-//! not take (unreachable, `UNAVAILABLE`, `RESOURCE_EXHAUSTED`, a timeout) is
-//! sent again, unchanged, after a growing delay: the event ids make the
-//! retry harmless, so an event is counted once even when the first answer
-//! was lost. Events the service refuses as invalid are counted and
-//! dropped, never retried. [`EventSender::close`] sends everything queued.
+//! [`QueueFull`]). A task sends what is queued within `flush_interval` of
+//! the first event, or as soon as `max_batch` events are waiting. A batch
+//! the service could not take (unreachable, `UNAVAILABLE`,
+//! `RESOURCE_EXHAUSTED`, a timeout) is sent again, unchanged, after a
+//! growing delay: the event ids make the retry harmless, so an event is
+//! counted once even when the first answer was lost. Events the service
+//! refuses as invalid are counted and dropped, never retried.
+//! [`EventSender::close`] sends everything queued.
+//!
+//! Without a spool, a batch being retried holds up the queue: what is
+//! queued meanwhile waits in memory, `log_*` answers [`QueueFull`] once
+//! the queue is full, and what `close` cannot send is dropped (counted).
+//!
+//! With a spool ([`SpoolOptions`]), a batch whose call failed is written
+//! to a file (fsynced) before it is retried; while the service stays
+//! unreachable, the queue keeps being drained into the spool, a batch
+//! every `flush_interval`; `close` writes whatever is still unsent to it.
+//! A sender started on the same directory sends the spooled batches
+//! first, oldest first, and deletes each file once the service has
+//! answered its batch (or refused it for good). While a backlog drains,
+//! each spooled batch is followed by what was queued meanwhile, so a long
+//! backlog does not fill the queue; the service does not depend on the
+//! order events arrive in. So what was queued survives a restart, and a
+//! kill loses only what was queued in the last `flush_interval` (or the
+//! call timeout, while a call to an address that does not answer is
+//! pending). The spool takes at most `max_bytes`; batches that do not fit
+//! are dropped and counted ([`SenderStats::spool_dropped`]).
+//!
+//! # Layout
+//!
+//! - [`spool`]: the spool files, their format and their bound.
+//! - `delivery`: the sending task: gathering, retries, the backlog.
+
+mod delivery;
+pub mod spool;
 
 use std::{
     sync::{
@@ -21,10 +50,13 @@ use std::{
 
 use exp_proto::v1::{self, event_service_client::EventServiceClient};
 use tokio::sync::{mpsc, oneshot};
-use tonic::{Code, transport::Endpoint};
-use tracing::warn;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+pub use spool::{Batch, SpoolOptions, read_spool};
 
 use crate::{ClientError, token::Bearer};
+use delivery::{Backlog, Courier, Item, Timing};
 
 /// Largest batch the service takes (`EventService` refuses more).
 pub const MAX_BATCH: usize = 5_000;
@@ -50,6 +82,9 @@ pub struct EventSenderOptions {
     /// The token to present (`authorization: Bearer`), when the service
     /// has a tokens file: a `data_plane` token.
     pub token: Option<String>,
+    /// Where unsent batches wait on disk, so they survive a restart.
+    /// `None` (the default): in memory only.
+    pub spool: Option<SpoolOptions>,
 }
 
 impl Default for EventSenderOptions {
@@ -63,6 +98,7 @@ impl Default for EventSenderOptions {
             max_backoff: Duration::from_secs(10),
             call_timeout: Duration::from_secs(10),
             token: None,
+            spool: None,
         }
     }
 }
@@ -81,22 +117,22 @@ pub struct SenderStats {
     /// Events the service wrote.
     pub accepted: AtomicU64,
     /// Events the service already had (a retry whose first answer was
-    /// lost).
+    /// lost, or a spooled batch sent again after a restart).
     pub duplicates: AtomicU64,
     /// Events the service refused as invalid (logged, not retried).
     pub rejected: AtomicU64,
     /// Calls that failed and were retried.
     pub retries: AtomicU64,
-    /// Events dropped: refused for a reason a retry cannot fix, or left
-    /// unsent when `close` gave up.
+    /// Events dropped: refused for a reason a retry cannot fix, or
+    /// (without a spool) left unsent when `close` gave up.
     pub dropped: AtomicU64,
-}
-
-#[derive(Debug)]
-enum Item {
-    Exposure(v1::Exposure),
-    Outcome(v1::Outcome),
-    Flush(oneshot::Sender<()>),
+    /// Events written to the spool, to be sent later by this sender or,
+    /// after a restart, by the next one on the same directory.
+    pub spooled: AtomicU64,
+    /// Events dropped because the spool could not take them: it was full
+    /// ([`SpoolOptions::max_bytes`]) or a write failed. Warned once per
+    /// episode.
+    pub spool_dropped: AtomicU64,
 }
 
 /// Batches events to `EventService` in the background.
@@ -105,12 +141,16 @@ pub struct EventSender {
     queue: mpsc::Sender<Item>,
     stats: Arc<SenderStats>,
     ids: IdSource,
+    /// Cancelled when `close` gives up: the task then spools (or drops)
+    /// what it holds and ends.
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl EventSender {
     /// Starts the sender. Must be called inside a Tokio runtime; connects
-    /// lazily, so the service may be down at start.
+    /// lazily, so the service may be down at start. With a spool, opens
+    /// (creates, locks) its directory now.
     pub fn start(options: EventSenderOptions) -> Result<Self, ClientError> {
         if options.max_batch == 0 || options.max_batch > MAX_BATCH {
             return Err(ClientError::Options(format!(
@@ -123,19 +163,45 @@ impl EventSender {
                 "queue_capacity: must be at least 1".into(),
             ));
         }
-        Bearer::new(options.token.as_deref()).map_err(ClientError::Options)?;
+        let bearer = Bearer::new(options.token.as_deref()).map_err(ClientError::Options)?;
         let endpoint = Endpoint::from_shared(options.endpoint.clone())
             .map_err(|err| ClientError::Options(format!("endpoint {:?}: {err}", options.endpoint)))?
             .timeout(options.call_timeout)
             .connect_timeout(options.call_timeout);
-        let client = EventServiceClient::new(endpoint.connect_lazy());
-        let (queue, receiver) = mpsc::channel(options.queue_capacity);
+        let backlog = match &options.spool {
+            None => Backlog::memory(),
+            Some(spool) if spool.max_bytes == 0 => {
+                return Err(ClientError::Options(
+                    "spool.max_bytes: must be at least 1".into(),
+                ));
+            }
+            Some(spool) => spool::Spool::open(spool)
+                .map(Backlog::Spool)
+                .map_err(|source| ClientError::Spool {
+                    dir: spool.dir.clone(),
+                    source,
+                })?,
+        };
         let stats = Arc::new(SenderStats::default());
-        let task = tokio::spawn(run(receiver, client, options, stats.clone()));
+        let courier = Courier::new(
+            EventServiceClient::new(endpoint.connect_lazy()),
+            bearer,
+            stats.clone(),
+        );
+        let (queue, receiver) = mpsc::channel(options.queue_capacity);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(delivery::run(
+            receiver,
+            courier,
+            backlog,
+            Timing::from(&options),
+            stop.clone(),
+        ));
         Ok(Self {
             queue,
             stats,
             ids: IdSource::new(),
+            stop,
             task,
         })
     }
@@ -167,8 +233,9 @@ impl EventSender {
         Ok(())
     }
 
-    /// Waits until every event queued before this call has been answered
-    /// by the service (retrying as long as it takes).
+    /// Waits until every event queued before this call (and every batch
+    /// a spool held when the sender started) has been answered by the
+    /// service, retrying as long as it takes.
     pub async fn flush(&self) {
         let (reply, done) = oneshot::channel();
         if self.queue.send(Item::Flush(reply)).await.is_ok() {
@@ -177,25 +244,23 @@ impl EventSender {
     }
 
     /// Sends everything queued, waiting at most `deadline`, and stops.
-    /// Events still unsent after it are counted as dropped.
+    /// What is still unsent then is written to the spool, if there is one
+    /// (and counted in [`SenderStats::spooled`]), else counted as
+    /// dropped.
     pub async fn close(self, deadline: Duration) -> Arc<SenderStats> {
         let flushed = tokio::time::timeout(deadline, self.flush()).await.is_ok();
         let Self {
-            queue, stats, task, ..
+            queue,
+            stats,
+            stop,
+            task,
+            ..
         } = self;
         drop(queue);
         if !flushed {
-            task.abort();
+            stop.cancel();
         }
         let _ = task.await;
-        if !flushed {
-            let unsent = unsent(&stats);
-            stats.dropped.fetch_add(unsent, Ordering::Relaxed);
-            warn!(
-                unsent,
-                "event sender closed before the service took every event"
-            );
-        }
         stats
     }
 
@@ -203,23 +268,6 @@ impl EventSender {
     pub fn stats(&self) -> &SenderStats {
         &self.stats
     }
-}
-
-/// Events queued and not answered by the service.
-fn unsent(stats: &SenderStats) -> u64 {
-    let answered = [
-        &stats.accepted,
-        &stats.duplicates,
-        &stats.rejected,
-        &stats.dropped,
-    ]
-    .iter()
-    .map(|counter| counter.load(Ordering::Relaxed))
-    .sum::<u64>();
-    stats
-        .queued
-        .load(Ordering::Relaxed)
-        .saturating_sub(answered)
 }
 
 /// Unique event ids for this process: a per-sender prefix from the clock
@@ -248,168 +296,4 @@ impl IdSource {
             self.counter.fetch_add(1, Ordering::Relaxed)
         )
     }
-}
-
-async fn run(
-    mut receiver: mpsc::Receiver<Item>,
-    mut client: EventServiceClient<tonic::transport::Channel>,
-    options: EventSenderOptions,
-    stats: Arc<SenderStats>,
-) {
-    let mut exposures = Vec::new();
-    let mut outcomes = Vec::new();
-    let mut flushes = Vec::new();
-    loop {
-        let deadline = tokio::time::Instant::now() + options.flush_interval;
-        let mut closed = false;
-        // Gather until the interval ends, a batch is full, or a flush asks.
-        while exposures.len() < options.max_batch
-            && outcomes.len() < options.max_batch
-            && flushes.is_empty()
-        {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(Item::Exposure(exposure))) => exposures.push(exposure),
-                Ok(Some(Item::Outcome(outcome))) => outcomes.push(outcome),
-                Ok(Some(Item::Flush(reply))) => flushes.push(reply),
-                Ok(None) => {
-                    closed = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        while !exposures.is_empty() {
-            let take = exposures.len().min(options.max_batch);
-            let batch: Vec<v1::Exposure> = exposures.drain(..take).collect();
-            send(&mut client, &options, &stats, Batch::Exposures(batch)).await;
-        }
-        while !outcomes.is_empty() {
-            let take = outcomes.len().min(options.max_batch);
-            let batch: Vec<v1::Outcome> = outcomes.drain(..take).collect();
-            send(&mut client, &options, &stats, Batch::Outcomes(batch)).await;
-        }
-        for reply in flushes.drain(..) {
-            let _ = reply.send(());
-        }
-        if closed {
-            return;
-        }
-    }
-}
-
-enum Batch {
-    Exposures(Vec<v1::Exposure>),
-    Outcomes(Vec<v1::Outcome>),
-}
-
-/// What `LogExposures` and `LogOutcomes` both answer.
-struct Answer {
-    accepted: u32,
-    duplicates: u32,
-    rejections: Vec<v1::EventRejection>,
-}
-
-impl From<v1::LogExposuresResponse> for Answer {
-    fn from(answer: v1::LogExposuresResponse) -> Self {
-        Self {
-            accepted: answer.accepted_count,
-            duplicates: answer.duplicate_count,
-            rejections: answer.rejections,
-        }
-    }
-}
-
-impl From<v1::LogOutcomesResponse> for Answer {
-    fn from(answer: v1::LogOutcomesResponse) -> Self {
-        Self {
-            accepted: answer.accepted_count,
-            duplicates: answer.duplicate_count,
-            rejections: answer.rejections,
-        }
-    }
-}
-
-/// Sends one batch until the service answers it (or refuses it for good).
-async fn send(
-    client: &mut EventServiceClient<tonic::transport::Channel>,
-    options: &EventSenderOptions,
-    stats: &SenderStats,
-    batch: Batch,
-) {
-    let size = match &batch {
-        Batch::Exposures(events) => events.len(),
-        Batch::Outcomes(events) => events.len(),
-    } as u64;
-    let mut backoff = options.min_backoff;
-    // Checked when the sender started.
-    let bearer = Bearer::new(options.token.as_deref()).unwrap_or_default();
-    loop {
-        let answer = match &batch {
-            Batch::Exposures(exposures) => client
-                .log_exposures(bearer.request(v1::LogExposuresRequest {
-                    exposures: exposures.clone(),
-                }))
-                .await
-                .map(|answer| Answer::from(answer.into_inner())),
-            Batch::Outcomes(outcomes) => client
-                .log_outcomes(bearer.request(v1::LogOutcomesRequest {
-                    outcomes: outcomes.clone(),
-                }))
-                .await
-                .map(|answer| Answer::from(answer.into_inner())),
-        };
-        match answer {
-            Ok(Answer {
-                accepted,
-                duplicates,
-                rejections,
-            }) => {
-                stats
-                    .accepted
-                    .fetch_add(u64::from(accepted), Ordering::Relaxed);
-                stats
-                    .duplicates
-                    .fetch_add(u64::from(duplicates), Ordering::Relaxed);
-                if !rejections.is_empty() {
-                    stats
-                        .rejected
-                        .fetch_add(rejections.len() as u64, Ordering::Relaxed);
-                    let first = &rejections[0];
-                    warn!(
-                        rejected = rejections.len(),
-                        index = first.index,
-                        field = %first.field,
-                        reason = %first.reason,
-                        "the event service refused invalid events"
-                    );
-                }
-                return;
-            }
-            Err(status) if retryable(status.code()) => {
-                stats.retries.fetch_add(1, Ordering::Relaxed);
-                warn!(code = ?status.code(), message = status.message(), retry_in = ?backoff, "sending events failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(options.max_backoff);
-            }
-            Err(status) => {
-                stats.dropped.fetch_add(size, Ordering::Relaxed);
-                warn!(code = ?status.code(), message = status.message(), events = size, "the event service refused a batch; dropped");
-                return;
-            }
-        }
-    }
-}
-
-/// Codes after which the same batch may succeed later.
-fn retryable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::ResourceExhausted
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Aborted
-            | Code::Unknown
-            | Code::Internal
-    )
 }

@@ -16,7 +16,7 @@
 //! - [`client`]: [`Client`], local evaluation on the followed config.
 //! - [`events`]: [`EventSender`], exposures and outcomes batched to
 //!   `EventService` in the background, retried with backoff, flushed on
-//!   close.
+//!   close, optionally spooled to disk so a restart does not lose them.
 //!
 //! # Example
 //!
@@ -54,6 +54,6 @@ pub mod snapshot;
 mod token;
 
 pub use client::{Client, ClientError, ClientOptions};
-pub use events::{EventSender, EventSenderOptions, QueueFull};
+pub use events::{EventSender, EventSenderOptions, QueueFull, SpoolOptions};
 pub use follower::{ConfigFollower, FollowerOptions};
 pub use snapshot::SnapshotCell;

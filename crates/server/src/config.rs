@@ -141,6 +141,13 @@ pub struct Config {
     #[arg(long, env = "EXPD_EXPOSURE_QUEUE", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub exposure_queue: u32,
 
+    /// Most MiB a replica's or sidecar's unsent exposures may take on
+    /// disk (`<data-dir>/spool/exposures`) while its `--config-source`
+    /// cannot take them; beyond it new ones are dropped and counted. 0: no
+    /// spool (unsent exposures are held in memory and lost at a restart).
+    #[arg(long, env = "EXPD_EXPOSURE_SPOOL_MIB", default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub exposure_spool_mib: u32,
+
     /// Longest time an acknowledged event waits before it is rolled into
     /// a Parquet file under `<data-dir>/events`, e.g. `30s` (at most 1h).
     #[arg(long, env = "EXPD_EVENTS_FLUSH_INTERVAL", default_value = "30s", value_parser = parse_flush_interval)]
@@ -494,6 +501,26 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(err.contains("at least 24h"), "{err}");
+    }
+
+    #[test]
+    fn the_exposure_spool_is_bounded_in_mib_and_zero_turns_it_off() {
+        assert_eq!(parse(&[]).expect("defaults").exposure_spool_mib, 128);
+        assert_eq!(
+            parse(&["--exposure-spool-mib", "0"])
+                .expect("parses")
+                .exposure_spool_mib,
+            0
+        );
+        for bad in ["-1", "2000000", "1GiB"] {
+            let err = parse(&[&format!("--exposure-spool-mib={bad}")])
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                err.contains("--exposure-spool-mib") && err.contains(bad),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

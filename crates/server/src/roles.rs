@@ -10,7 +10,9 @@ use exp_assign::{
     AssignGrpc, Assigner, ExposureQueue, ExposureRecord, RepeatFilter, SnapshotCell,
     feed::{self, FeedStats, RemoteSink},
 };
-use exp_client::{ConfigFollower, EventSender, EventSenderOptions, FollowerOptions};
+use exp_client::{
+    ClientError, ConfigFollower, EventSender, EventSenderOptions, FollowerOptions, SpoolOptions,
+};
 use exp_core::{Clock, ParamSchema, serving::ServingConfig};
 use exp_ingest::{
     Catalog, CatalogExperiment, EventGrpc, EventLog, LogOptions, LogSink, LogSlot, SharedCatalog,
@@ -54,7 +56,8 @@ const RECOVER_MAX: Duration = Duration::from_secs(30);
 /// How long a log that failed to open waits before it is tried again.
 const REOPEN_DELAY: Duration = Duration::from_secs(5);
 /// How long a replica's sender may take, at shutdown, to send what it
-/// holds.
+/// holds (at most half of `--shutdown-grace`, so that what it cannot
+/// send has time to reach its spool).
 const SEND_AT_CLOSE: Duration = Duration::from_secs(5);
 
 // === admin ===
@@ -364,15 +367,27 @@ fn spawn_remote_feed(
     filter: RepeatFilter,
     stats: Arc<FeedStats>,
 ) -> Result<(), ServeError> {
+    let config = &context.config;
+    // Exposures the admin cannot take yet wait on disk, so that a restart
+    // during its outage does not lose them.
+    let spool = (config.exposure_spool_mib > 0).then(|| SpoolOptions {
+        dir: config.data_dir.join("spool").join("exposures"),
+        max_bytes: u64::from(config.exposure_spool_mib) << 20,
+    });
     let sender = EventSender::start(EventSenderOptions {
         endpoint: endpoint.to_owned(),
         token: context.source_token.clone(),
+        spool,
         ..EventSenderOptions::default()
     })
-    .map_err(|err| ServeError::Config(format!("--config-source: {err}")))?;
+    .map_err(|err| match err {
+        ClientError::Spool { .. } => ServeError::Config(format!("--data-dir: {err}")),
+        err => ServeError::Config(format!("--config-source: {err}")),
+    })?;
+    let send_at_close = SEND_AT_CLOSE.min(config.shutdown_grace / 2);
     context.tasks.spawn(feed::forward_exposures(
         records,
-        RemoteSink::new(sender, SEND_AT_CLOSE),
+        RemoteSink::new(sender, send_at_close),
         filter,
         stats,
         context.requests_drained.clone(),

@@ -59,7 +59,11 @@ async fn from_attacker(addr: SocketAddr) -> std::io::Result<TcpStream> {
 
 /// Opens `STALLED_CALLS` `Assign` calls over HTTP/2 that never send their
 /// body; each task answers the call's grpc-status and when it came.
-async fn stall_grpc(addr: SocketAddr, answers: &mut JoinSet<Option<(String, Duration)>>) -> usize {
+/// How a stalled call ended: its grpc-status, or the stream reset by the
+/// server (either frees it), and after how long.
+type Ended = (Result<String, String>, Duration);
+
+async fn stall_grpc(addr: SocketAddr, answers: &mut JoinSet<Ended>) -> usize {
     let mut opened = 0;
     let started = Instant::now();
     let mut held = Vec::new();
@@ -81,14 +85,16 @@ async fn stall_grpc(addr: SocketAddr, answers: &mut JoinSet<Option<(String, Dura
             held.push(body);
             opened += 1;
             answers.spawn(async move {
-                let response = response.await.ok()?;
-                let status = response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|status| status.to_str().ok())
-                    .unwrap_or("none")
-                    .to_owned();
-                Some((status, started.elapsed()))
+                let ended = match response.await {
+                    Ok(response) => Ok(response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|status| status.to_str().ok())
+                        .unwrap_or("none")
+                        .to_owned()),
+                    Err(error) => Err(error.to_string()),
+                };
+                (ended, started.elapsed())
             });
         }
     }
@@ -295,20 +301,36 @@ async fn stalled_calls_and_connections_of_one_client_do_not_keep_another_from_be
 
     // The stalled calls were answered DEADLINE_EXCEEDED once the read
     // timeout passed, well within the request timeout.
-    let mut answered = 0;
-    while let Some(answer) = tokio::time::timeout(REQUEST_TIMEOUT, grpc_answers.join_next())
+    let (mut answered, mut reset) = (0, Vec::new());
+    while let Some(ended) = tokio::time::timeout(REQUEST_TIMEOUT, grpc_answers.join_next())
         .await
-        .expect("every stalled call is answered")
+        .expect("every stalled call ends")
     {
-        let (status, after) = answer.expect("task").expect("an answer");
-        assert_eq!(status, "4", "a stalled call is DEADLINE_EXCEEDED");
+        let (how, after) = ended.expect("task");
         assert!(
             after < REQUEST_TIMEOUT + READ_TIMEOUT,
-            "answered after {after:?}"
+            "ended after {after:?}"
         );
-        answered += 1;
+        match how {
+            Ok(status) => {
+                assert_eq!(status, "4", "a stalled call is DEADLINE_EXCEEDED");
+                answered += 1;
+            }
+            // The server may reset a stream whose request never ended
+            // right after answering it; the client can see the reset first.
+            Err(error) => reset.push(error),
+        }
     }
-    assert_eq!(answered, STALLED_CALLS);
+    println!(
+        "stalled calls: {answered} answered DEADLINE_EXCEEDED, {} reset {:?}",
+        reset.len(),
+        reset.first()
+    );
+    assert_eq!(answered + reset.len(), STALLED_CALLS);
+    assert!(
+        reset.len() * 100 <= STALLED_CALLS,
+        "most are answered, not reset"
+    );
 
     // HTTP: past the client's share closed at once, the rest answered 408.
     let (mut timed_out, mut closed) = (0, 0);

@@ -1,79 +1,18 @@
 //! The `expd` binary as operators run it: durable across `kill -9`,
 //! refusing unsafe binds, draining on SIGTERM.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 mod common;
 
-use common::http_get;
+use common::{Expd, http_get, wait_until};
 use exp_proto::v1::{
     CreateExperimentRequest, GetExperimentRequest, UpdateExperimentRequest,
     admin_service_client::AdminServiceClient,
 };
 
-/// A running `expd` child process and the addresses it logged.
-struct Expd {
-    child: Child,
-    grpc: String,
-    http: String,
-    logs: mpsc::Receiver<String>,
-}
-
-impl Drop for Expd {
-    fn drop(&mut self) {
-        // A failed test must not leave a server running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spawn(data_dir: &std::path::Path, extra: &[&str]) -> Expd {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_expd"))
-        .args(["--data-dir", data_dir.to_str().expect("utf-8")])
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn expd");
-    let stdout = child.stdout.take().expect("stdout");
-    let (lines, logs) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (grpc, http) = loop {
-        let line = logs
-            .recv_timeout(Duration::from_secs(20))
-            .expect("expd logs that it serves");
-        let entry: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-        if entry["fields"]["message"] == "expd serving" {
-            let address =
-                |field: &str| entry["fields"][field].as_str().expect("address").to_owned();
-            break (address("grpc"), address("http"));
-        }
-    };
-    Expd {
-        child,
-        grpc,
-        http,
-        logs,
-    }
+    Expd::start(data_dir, "127.0.0.1:0", extra)
 }
 
 async fn client(expd: &Expd) -> AdminServiceClient<tonic::transport::Channel> {
@@ -229,14 +168,10 @@ async fn assignment_health(expd: &Expd) -> i32 {
         .status
 }
 
-async fn eventually<T>(mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..200 {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not met within 10 s");
+async fn eventually<T>(probe: impl AsyncFnMut() -> Option<T>) -> T {
+    wait_until(Duration::from_secs(10), probe)
+        .await
+        .expect("condition met within 10 s")
 }
 
 #[tokio::test]

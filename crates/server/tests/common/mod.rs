@@ -5,8 +5,12 @@
 #![allow(dead_code)]
 
 use std::{
+    io::{BufRead, BufReader},
     net::{SocketAddr, TcpListener},
-    process::Child,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
 };
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,4 +56,107 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     (code, body)
+}
+
+/// A running `expd` child, its addresses as it logged them and the rest
+/// of its log lines (JSON); killed if its test ends before stopping it.
+pub struct Expd {
+    pub child: Child,
+    pub grpc: String,
+    pub http: String,
+    pub logs: mpsc::Receiver<String>,
+}
+
+impl Drop for Expd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Expd {
+    /// Starts `expd` on `data_dir` with gRPC on `grpc_addr` (`127.0.0.1:0`
+    /// for any port) and `extra` flags; returns once it logs that it
+    /// serves.
+    pub fn start(data_dir: &Path, grpc_addr: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_expd"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--grpc-addr", grpc_addr, "--http-addr", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn expd");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // Keep draining even when no one listens, so the child
+                // never blocks on a full pipe.
+                let _ = lines.send(line);
+            }
+        });
+        let (grpc, http) = loop {
+            let line = logs
+                .recv_timeout(Duration::from_secs(20))
+                .expect("expd logs that it serves");
+            let entry: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+            if entry["fields"]["message"] == "expd serving" {
+                let address =
+                    |field: &str| entry["fields"][field].as_str().expect("address").to_owned();
+                break (address("grpc"), address("http"));
+            }
+        };
+        Self {
+            child,
+            grpc,
+            http,
+            logs,
+        }
+    }
+
+    /// A channel to its gRPC port.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(format!("http://{}", self.grpc))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(mut self) {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(term.success());
+        let status = self.child.wait().expect("exit");
+        assert!(status.success(), "expd stopped with {status}");
+    }
+
+    /// SIGKILL.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+/// Asks `probe` every 50 ms until it answers, for at most `within`.
+pub async fn wait_until<T>(
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
