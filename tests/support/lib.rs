@@ -365,3 +365,57 @@ pub fn python_packages(name: &str, modules: &str, packages: &[&str]) -> String {
     );
     target
 }
+
+/// Assigns `users` users and returns each one's variant.
+pub async fn assign_users(channel: Channel, prefix: &str, users: usize) -> Vec<(String, String)> {
+    let mut assign =
+        exp_proto::v1::assignment_service_client::AssignmentServiceClient::new(channel);
+    let mut assigned = Vec::new();
+    for index in 0..users {
+        let user = format!("{prefix}-{index}");
+        let answer = assign
+            .assign(ymal_request(&user, &format!("s-{user}")))
+            .await
+            .expect("assign")
+            .into_inner();
+        if !answer.variant.is_empty() {
+            assigned.push((user, answer.variant));
+        }
+    }
+    assigned
+}
+
+/// An outcome of `user` on the seed's placement, just after now;
+/// `index` tells a user's outcomes of one type apart.
+pub fn outcome(user: &str, outcome_type: v1::OutcomeType, index: usize) -> v1::Outcome {
+    v1::Outcome {
+        event_id: format!("{user}-{}-{index}", outcome_type.as_str_name()),
+        r#type: outcome_type as i32,
+        user_id: user.into(),
+        session_id: format!("s-{user}"),
+        placement: "you_may_also_like".into(),
+        page_type: "product_detail".into(),
+        item_id: "sku-1".into(),
+        from_recommendation: true,
+        quantity: 1,
+        timestamp: Some(
+            (std::time::SystemTime::now() + std::time::Duration::from_millis(5)).into(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Logs `outcomes` in batches of 1,000; every one must be accepted.
+pub async fn log_outcomes(channel: Channel, outcomes: Vec<v1::Outcome>) {
+    let mut events = exp_proto::v1::event_service_client::EventServiceClient::new(channel);
+    for batch in outcomes.chunks(1000) {
+        let answer = events
+            .log_outcomes(v1::LogOutcomesRequest {
+                outcomes: batch.to_vec(),
+            })
+            .await
+            .expect("log outcomes")
+            .into_inner();
+        assert!(answer.rejections.is_empty(), "{:?}", answer.rejections);
+    }
+}

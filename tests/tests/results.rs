@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use exp_e2e::{
-    TestServer, create_and_start, launch_seed_everywhere, seed_experiment,
-    wait_until_assign_is_current, ymal_request,
+    TestServer, assign_users, create_and_start, launch_seed_everywhere, log_outcomes, outcome,
+    seed_experiment, wait_until_assign_is_current, ymal_request,
 };
 use exp_proto::v1::{
     self, assignment_service_client::AssignmentServiceClient,
@@ -55,54 +55,6 @@ async fn get_results_refuses_bad_requests_naming_the_field() {
         .await
         .expect_err("unknown");
     assert_eq!(unknown.code(), Code::NotFound);
-}
-
-/// Assigns `users` users and returns each one's variant.
-async fn assign_users(channel: Channel, prefix: &str, users: usize) -> Vec<(String, String)> {
-    let mut assign = AssignmentServiceClient::new(channel);
-    let mut assigned = Vec::new();
-    for index in 0..users {
-        let user = format!("{prefix}-{index}");
-        let answer = assign
-            .assign(ymal_request(&user, &format!("s-{user}")))
-            .await
-            .expect("assign")
-            .into_inner();
-        if !answer.variant.is_empty() {
-            assigned.push((user, answer.variant));
-        }
-    }
-    assigned
-}
-
-fn outcome(user: &str, outcome_type: v1::OutcomeType, index: usize) -> v1::Outcome {
-    v1::Outcome {
-        event_id: format!("{user}-{}-{index}", outcome_type.as_str_name()),
-        r#type: outcome_type as i32,
-        user_id: user.into(),
-        session_id: format!("s-{user}"),
-        placement: "you_may_also_like".into(),
-        page_type: "product_detail".into(),
-        item_id: "sku-1".into(),
-        from_recommendation: true,
-        quantity: 1,
-        timestamp: Some((SystemTime::now() + Duration::from_millis(5)).into()),
-        ..Default::default()
-    }
-}
-
-async fn log_outcomes(channel: Channel, outcomes: Vec<v1::Outcome>) {
-    let mut events = EventServiceClient::new(channel);
-    for batch in outcomes.chunks(1000) {
-        let answer = events
-            .log_outcomes(v1::LogOutcomesRequest {
-                outcomes: batch.to_vec(),
-            })
-            .await
-            .expect("log outcomes")
-            .into_inner();
-        assert!(answer.rejections.is_empty(), "{:?}", answer.rejections);
-    }
 }
 
 /// Exposed units and units with an add-to-cart (the primary metric's

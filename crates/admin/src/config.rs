@@ -180,8 +180,23 @@ pub struct ConfigGrpc {
     // Open streams outlive the request's concurrency permit; this bounds
     // them (and the snapshots their queues may hold).
     watchers: Arc<Semaphore>,
+    max_watchers: usize,
     by_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
     stall: Duration,
+}
+
+/// The number of open WatchConfigs streams of a [`ConfigGrpc`].
+#[derive(Debug, Clone)]
+pub struct OpenWatchers {
+    places: Arc<Semaphore>,
+    max: usize,
+}
+
+impl OpenWatchers {
+    /// Streams open now.
+    pub fn count(&self) -> usize {
+        self.max.saturating_sub(self.places.available_permits())
+    }
 }
 
 /// A client's place among the watchers, given back when its stream ends.
@@ -240,8 +255,17 @@ impl ConfigGrpc {
             heartbeat,
             shutdown,
             watchers: Arc::new(Semaphore::new(max_watchers)),
+            max_watchers,
             by_client: Arc::default(),
             stall: WATCHER_STALL,
+        }
+    }
+
+    /// How many WatchConfigs streams are open, for metrics.
+    pub fn open_watchers(&self) -> OpenWatchers {
+        OpenWatchers {
+            places: self.watchers.clone(),
+            max: self.max_watchers,
         }
     }
 

@@ -1,9 +1,6 @@
 //! `experiments.v1.ResultsService`.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{sync::Arc, time::Duration};
 
 use exp_admin::{Access, Admin, Authenticator};
 use exp_core::Error;
@@ -126,22 +123,7 @@ impl ResultsGrpc {
     }
 
     fn lag(&self, counted: Position) -> Lag {
-        let behind = self
-            .shared
-            .log
-            .get()
-            .map(|log| log.behind(counted))
-            .unwrap_or_default();
-        Lag {
-            counted_position: counted.as_u64(),
-            pending_events: behind.events,
-            lag_seconds: behind.since.map_or(0.0, |since| {
-                SystemTime::now()
-                    .duration_since(since)
-                    .unwrap_or_default()
-                    .as_secs_f64()
-            }),
-        }
+        self.shared.lag(counted)
     }
 }
 

@@ -74,6 +74,26 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// How far `counted` is behind the log's tip: events and the age of
+    /// the oldest of them.
+    pub(crate) fn lag(&self, counted: Position) -> convert::Lag {
+        let behind = self
+            .log
+            .get()
+            .map(|log| log.behind(counted))
+            .unwrap_or_default();
+        convert::Lag {
+            counted_position: counted.as_u64(),
+            pending_events: behind.events,
+            lag_seconds: behind.since.map_or(0.0, |since| {
+                std::time::SystemTime::now()
+                    .duration_since(since)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            }),
+        }
+    }
 }
 
 /// The results side of `expd`.
@@ -113,6 +133,12 @@ impl Results {
             shutdown,
         ));
         Self { shared }
+    }
+
+    /// How far the analysis is behind the event log now.
+    pub fn lag(&self) -> convert::Lag {
+        let counted = self.shared.progress.borrow().counted;
+        self.shared.lag(counted)
     }
 
     /// The `ResultsService` over this state; a call waiting for a position

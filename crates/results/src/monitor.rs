@@ -3,11 +3,15 @@
 //! action (pause or stop) through the admin's own transition, as a new
 //! revision by [`GUARDRAIL_AUTHOR`] whose reason carries the evidence.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use exp_admin::{Admin, Principal};
 use exp_analysis::{GuardrailState, Report, report};
 use exp_core::{GuardrailAction, Status as ExperimentStatus, lifecycle::Transition};
+use opentelemetry::{KeyValue, metrics::Counter};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -37,6 +41,30 @@ pub(crate) async fn run(
     }
 }
 
+/// `expd.guardrail.looks`: judgements of an experiment's guardrails.
+fn looks() -> &'static Counter<u64> {
+    static LOOKS: OnceLock<Counter<u64>> = OnceLock::new();
+    LOOKS.get_or_init(|| {
+        opentelemetry::global::meter("expd")
+            .u64_counter("expd.guardrail.looks")
+            .with_description("Judgements of a running experiment's guardrails, by experiment")
+            .build()
+    })
+}
+
+/// `expd.guardrail.actions`: pauses and stops the monitor applied.
+fn actions() -> &'static Counter<u64> {
+    static ACTIONS: OnceLock<Counter<u64>> = OnceLock::new();
+    ACTIONS.get_or_init(|| {
+        opentelemetry::global::meter("expd")
+            .u64_counter("expd.guardrail.actions")
+            .with_description(
+                "Pauses and stops applied by the guardrail monitor, by experiment and action",
+            )
+            .build()
+    })
+}
+
 /// One look of the monitor at every running experiment with guardrails.
 fn judge_all(shared: &Shared, admin: &Admin) {
     let ids = shared.analysis().analyzer.experiment_ids();
@@ -57,6 +85,7 @@ fn judge_all(shared: &Shared, admin: &Admin) {
         if report.revision != experiment.revision {
             continue;
         }
+        looks().add(1, &[KeyValue::new("experiment", id.clone())]);
         let Some((transition, reason)) = breach_action(&report) else {
             continue;
         };
@@ -67,14 +96,30 @@ fn judge_all(shared: &Shared, admin: &Admin) {
             &Principal::system(GUARDRAIL_AUTHOR),
             &reason,
         ) {
-            Ok(next) => warn!(
+            Ok(next) => {
+                actions().add(
+                    1,
+                    &[
+                        KeyValue::new("experiment", next.id.clone()),
+                        KeyValue::new(
+                            "action",
+                            if next.status == ExperimentStatus::Paused {
+                                "pause"
+                            } else {
+                                "stop"
+                            },
+                        ),
+                    ],
+                );
+                warn!(
                 experiment = %next.id,
                 status = ?next.status,
                 revision = next.revision,
                 reason = %next.status_reason,
                 "guardrail breached; experiment {}",
-                if next.status == ExperimentStatus::Paused { "paused" } else { "stopped" }
-            ),
+                    if next.status == ExperimentStatus::Paused { "paused" } else { "stopped" }
+                );
+            }
             // Changed meanwhile (by a person, or the schedule): the next
             // look judges the new revision.
             Err(error) => warn!(experiment = %id, %error, "guardrail action not applied"),

@@ -15,11 +15,24 @@
 //! | `expd.connections.open` | `expd_connections_open` | connections open, both ports |
 //! | `expd.connections.refused` | `expd_connections_refused_total` | connections closed at once at a limit |
 //! | `expd.build.info` | `expd_build_info` | 1, with the version as `version` |
+//! | `expd.watchers.open` | `expd_watchers_open` | WatchConfigs streams open |
+//! | `expd.events.written` | `expd_events_written_total` | events written to the event log |
+//! | `expd.events.duplicates` | `expd_events_duplicates_total` | events answered as duplicates |
+//! | `expd.events.fsyncs` | `expd_events_fsyncs_total` | group commits of the event log |
+//! | `expd.events.write_failures` | `expd_events_write_failures_total` | group writes the disk refused |
+//! | `expd.events.segments_rolled` | `expd_events_segments_rolled_total` | log segments rolled into Parquet |
+//! | `expd.results.lag.events` | `expd_results_lag_events` | events in the log the results have not counted |
+//! | `expd.results.lag` | `expd_results_lag_seconds` | how long the oldest of them has waited |
+//! | `expd.guardrail.looks` | `expd_guardrail_looks_total` | guardrail judgements, by `experiment` ([`exp_results::monitor`]) |
+//! | `expd.guardrail.actions` | `expd_guardrail_actions_total` | pauses and stops the monitor applied, by `experiment` and `action` |
 //! | `rpc.server.duration` | `rpc_server_duration_seconds` | gRPC calls by service, method and code ([`crate::layers`]) |
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::Ordering};
 
+use exp_admin::config::OpenWatchers;
 use exp_assign::{QueueCounters, SnapshotCell, feed::FeedStats};
+use exp_ingest::{LogSlot, log::LogStats};
+use exp_results::Results;
 use exp_store::{Store, StoreHealth};
 use opentelemetry::KeyValue;
 
@@ -36,6 +49,12 @@ pub struct Sources {
     pub store: Option<Arc<Store>>,
     /// Both ports' connections.
     pub connections: Connections,
+    /// Open WatchConfigs streams.
+    pub watchers: Option<OpenWatchers>,
+    /// The event log (once open).
+    pub log: Option<LogSlot>,
+    /// The results' analysis.
+    pub results: Option<Results>,
 }
 
 /// Registers the instruments on the global meter `expd`. They live as
@@ -59,17 +78,14 @@ pub fn register(sources: Sources) {
             .u64_observable_counter("expd.exposures.handed_on")
             .with_description("First exposures handed to the event log or the admin")
             .with_callback(move |observer| {
-                observer.observe(
-                    handed_on.logged.load(std::sync::atomic::Ordering::Relaxed),
-                    &[],
-                );
+                observer.observe(handed_on.logged.load(Ordering::Relaxed), &[]);
             })
             .build();
         meter
             .u64_observable_counter("expd.exposures.refused")
             .with_description("Exposures the event log or the admin handed back")
             .with_callback(move |observer| {
-                observer.observe(feed.dropped.load(std::sync::atomic::Ordering::Relaxed), &[]);
+                observer.observe(feed.dropped.load(Ordering::Relaxed), &[]);
             })
             .build();
     }
@@ -110,6 +126,67 @@ pub fn register(sources: Sources) {
         .with_description("Connections closed at once at a connection limit")
         .with_callback(move |observer| observer.observe(refused.refused(), &[]))
         .build();
+    if let Some(watchers) = sources.watchers {
+        meter
+            .u64_observable_gauge("expd.watchers.open")
+            .with_description("WatchConfigs streams open")
+            .with_callback(move |observer| observer.observe(watchers.count() as u64, &[]))
+            .build();
+    }
+    if let Some(slot) = sources.log {
+        let log_counter =
+            |name: &'static str, description: &'static str, read: fn(&LogStats) -> u64| {
+                let slot = slot.clone();
+                meter
+                    .u64_observable_counter(name)
+                    .with_description(description)
+                    .with_callback(move |observer| {
+                        if let Some(log) = slot.get() {
+                            observer.observe(read(log.stats()), &[]);
+                        }
+                    })
+                    .build();
+            };
+        log_counter(
+            "expd.events.written",
+            "Events written to the event log",
+            |stats| stats.written.load(Ordering::Relaxed),
+        );
+        log_counter(
+            "expd.events.duplicates",
+            "Events answered as duplicates",
+            |stats| stats.duplicates.load(Ordering::Relaxed),
+        );
+        log_counter(
+            "expd.events.fsyncs",
+            "Group commits (fsyncs) of the event log",
+            |stats| stats.groups.load(Ordering::Relaxed),
+        );
+        log_counter(
+            "expd.events.write_failures",
+            "Group writes of the event log the disk refused",
+            |stats| stats.write_failures.load(Ordering::Relaxed),
+        );
+        log_counter(
+            "expd.events.segments_rolled",
+            "Event log segments rolled into Parquet",
+            |stats| stats.segments_rolled.load(Ordering::Relaxed),
+        );
+    }
+    if let Some(results) = sources.results {
+        let events = results.clone();
+        meter
+            .u64_observable_gauge("expd.results.lag.events")
+            .with_description("Events in the log the results have not counted yet")
+            .with_callback(move |observer| observer.observe(events.lag().pending_events, &[]))
+            .build();
+        meter
+            .f64_observable_gauge("expd.results.lag")
+            .with_unit("s")
+            .with_description("How long the oldest event the results have not counted has waited")
+            .with_callback(move |observer| observer.observe(results.lag().lag_seconds, &[]))
+            .build();
+    }
     meter
         .u64_observable_gauge("expd.build.info")
         .with_description("1, labelled with the version of this build")

@@ -109,11 +109,8 @@ impl AdminRole {
         AdminGrpc::new(self.admin.clone(), context.auth.clone()).into_server()
     }
 
-    /// `ConfigService`.
-    pub fn config_service(
-        &self,
-        context: &Context,
-    ) -> v1::config_service_server::ConfigServiceServer<ConfigGrpc> {
+    /// `ConfigService` (mounted with `into_server`).
+    pub fn config_service(&self, context: &Context) -> ConfigGrpc {
         ConfigGrpc::new(
             self.publisher.clone(),
             context.clock.clone(),
@@ -121,7 +118,6 @@ impl AdminRole {
             context.shutdown.clone(),
             context.config.max_watchers as usize,
         )
-        .into_server()
     }
 }
 

@@ -161,6 +161,8 @@ pub async fn serve(
         ));
     }
     let (admin_service, config_service) = admin_services.unzip();
+    let watchers = config_service.as_ref().map(ConfigGrpc::open_watchers);
+    let config_service = config_service.map(ConfigGrpc::into_server);
     let grpc_server = grpc_server_builder(&config)
         .add_service(health_service)
         .add_service(reflection_v1()?)
@@ -195,6 +197,9 @@ pub async fn serve(
         assignment: assign.as_ref().map(|assign| assign.cell.clone()),
         store: store.clone(),
         connections: connections.clone(),
+        watchers,
+        log: ingest.as_ref().map(|ingest| ingest.slot.clone()),
+        results: results.clone(),
     });
     routes = routes.route(
         "/metrics",
