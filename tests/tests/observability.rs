@@ -17,8 +17,8 @@ use exp_e2e::{
 };
 use exp_proto::v1;
 
-/// Every metric name a PromQL expression reads (`expd_*` and the RPC
-/// histogram's series).
+/// Every metric name a PromQL expression reads (`expd_*` and the RPC and
+/// HTTP histograms' series).
 fn metric_names(expr: &str) -> BTreeSet<String> {
     let name = regex::Regex::new(
         r"\b(expd_[a-z_]+|rpc_server_duration_seconds(?:_bucket|_count|_sum)?)\b",
@@ -127,6 +127,15 @@ async fn a_guardrail_stop_shows_in_metrics_and_every_metric_the_dashboard_and_al
         "{scrape}"
     );
 
+    // Once more: the scrapes before are in this one's HTTP histogram.
+    let (_, scrape) = exp_e2e::http_get_with(server.http_addr, "/metrics", &[]).await;
+    assert!(
+        scrape.lines().any(
+            |line| line.starts_with("http_server_request_duration_seconds_count")
+                && line.contains(r#"http_route="/metrics""#)
+        ),
+        "{scrape}"
+    );
     let scraped = scraped_names(&scrape);
     let queried: BTreeSet<String> = dashboard_exprs()
         .iter()

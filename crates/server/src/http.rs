@@ -162,10 +162,12 @@ pub async fn serve(
     read_timeout: Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        read_timeout,
-        read_whole_body,
-    ));
+    let router = router
+        .route_layer(axum::middleware::from_fn(crate::layers::http_metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            read_timeout,
+            read_whole_body,
+        ));
     let service = hyper_util::service::TowerToHyperService::new(router);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1

@@ -26,7 +26,6 @@ pub fn rpc_names(path: &str) -> (&str, &str) {
 /// semantic-convention attributes, its parent taken from the request's
 /// trace context. [`RpcMetrics`] records its status code.
 pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
     let (service, method) = rpc_names(request.uri().path());
     let span = tracing::info_span!(
         "grpc",
@@ -38,12 +37,75 @@ pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
         rpc.method = %method,
         rpc.grpc.status_code = tracing::field::Empty,
     );
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(request.headers()))
-    });
-    // Without a trace in the headers the span starts its own trace.
-    let _ = span.set_parent(parent);
+    continue_trace(&span, request.headers());
     span
+}
+
+/// Makes `span` a child of the caller's span when `headers` carry W3C
+/// trace context; without it the span starts its own trace.
+fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(headers))
+    });
+    let _ = span.set_parent(parent);
+}
+
+/// The HTTP port's counterpart, after the OpenTelemetry HTTP semantic
+/// conventions (an axum route layer): a server span named
+/// `{method} {route}` with `http.request.method`, `http.route` and
+/// `http.response.status_code`, continuing the caller's trace, and the
+/// `http.server.request.duration` histogram by the same three.
+pub async fn http_metrics(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(
+            || request.uri().path().to_owned(),
+            |path| path.as_str().to_owned(),
+        );
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    continue_trace(&span, request.headers());
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    http_duration().record(
+        started.elapsed().as_secs_f64(),
+        &[
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("http.route", route),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+        ],
+    );
+    response
+}
+
+fn http_duration() -> &'static Histogram<f64> {
+    static DURATION: std::sync::OnceLock<Histogram<f64>> = std::sync::OnceLock::new();
+    DURATION.get_or_init(|| {
+        opentelemetry::global::meter("expd")
+            .f64_histogram("http.server.request.duration")
+            .with_unit("s")
+            .with_description("Time until the response, per HTTP route")
+            .build()
+    })
 }
 
 /// Reads trace context from request headers.

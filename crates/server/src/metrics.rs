@@ -9,6 +9,7 @@
 //! | `expd.exposures.offered` | `expd_exposures_offered_total` | exposure records `Assign` offered to the exposure queue |
 //! | `expd.exposures.dropped` | `expd_exposures_dropped_total` | records dropped because the queue was full |
 //! | `expd.exposures.handed_on` | `expd_exposures_handed_on_total` | first exposures handed to the event log or the admin |
+//! | `expd.exposures.repeated` | `expd_exposures_repeated_total` | exposures not handed on: the unit saw that variant within the repeat window |
 //! | `expd.exposures.refused` | `expd_exposures_refused_total` | exposures the log or the admin handed back |
 //! | `expd.config.version` | `expd_config_version` | the config version this process holds (store or followed admin) |
 //! | `expd.store.writable` | `expd_store_writable` | 1 while the config store writes, 0 while it cannot |
@@ -26,11 +27,12 @@
 //! | `expd.guardrail.looks` | `expd_guardrail_looks_total` | guardrail judgements, by `experiment` ([`exp_results::monitor`]) |
 //! | `expd.guardrail.actions` | `expd_guardrail_actions_total` | pauses and stops the monitor applied, by `experiment` and `action` |
 //! | `rpc.server.duration` | `rpc_server_duration_seconds` | gRPC calls by service, method and code ([`crate::layers`]) |
+//! | `http.server.request.duration` | `http_server_request_duration_seconds` | HTTP requests by method, route and status ([`crate::layers::http_metrics`]) |
 
 use std::sync::{Arc, atomic::Ordering};
 
 use exp_admin::config::OpenWatchers;
-use exp_assign::{QueueCounters, SnapshotCell, feed::FeedStats};
+use exp_assign::{QueueCounters, RepeatFilter, SnapshotCell, feed::FeedStats};
 use exp_ingest::{LogSlot, log::LogStats};
 use exp_results::Results;
 use exp_store::{Store, StoreHealth};
@@ -41,8 +43,8 @@ use crate::connections::Connections;
 /// What the instruments read.
 #[derive(Debug)]
 pub struct Sources {
-    /// The exposure queue of assignment, and its feed.
-    pub exposures: Option<(QueueCounters, Arc<FeedStats>)>,
+    /// The exposure queue of assignment, its feed and its repeat filter.
+    pub exposures: Option<(QueueCounters, Arc<FeedStats>, RepeatFilter)>,
     /// The snapshot assignment serves (its version).
     pub assignment: Option<SnapshotCell>,
     /// The config store.
@@ -61,7 +63,14 @@ pub struct Sources {
 /// long as the meter provider.
 pub fn register(sources: Sources) {
     let meter = opentelemetry::global::meter("expd");
-    if let Some((queue, feed)) = sources.exposures {
+    if let Some((queue, feed, repeats)) = sources.exposures {
+        meter
+            .u64_observable_counter("expd.exposures.repeated")
+            .with_description(
+                "Exposures not handed on: the unit saw the same variant within the repeat window",
+            )
+            .with_callback(move |observer| observer.observe(repeats.repeats(), &[]))
+            .build();
         let offered = queue.clone();
         meter
             .u64_observable_counter("expd.exposures.offered")

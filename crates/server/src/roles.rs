@@ -264,6 +264,8 @@ pub struct AssignRole {
     pub follower: Option<ConfigFollower>,
     /// Counters of the exposure feed.
     pub feed: Arc<FeedStats>,
+    /// The feed's repeat filter (its count of repeats).
+    pub repeats: RepeatFilter,
 }
 
 /// Where assignment's exposures go.
@@ -316,6 +318,7 @@ impl AssignRole {
         cell.follow(configs);
         let feed = Arc::new(FeedStats::default());
         let filter = RepeatFilter::default();
+        let repeats = filter.clone();
         match destination {
             ExposureDestination::Log(slot) => {
                 context.tasks.spawn(feed::forward_exposures(
@@ -345,6 +348,7 @@ impl AssignRole {
             assigner,
             follower,
             feed,
+            repeats,
         })
     }
 

@@ -191,9 +191,13 @@ pub async fn serve(
         connections: connections.clone(),
     });
     crate::metrics::register(crate::metrics::Sources {
-        exposures: assign
-            .as_ref()
-            .map(|assign| (assign.assigner.exposure_counters(), assign.feed.clone())),
+        exposures: assign.as_ref().map(|assign| {
+            (
+                assign.assigner.exposure_counters(),
+                assign.feed.clone(),
+                assign.repeats.clone(),
+            )
+        }),
         assignment: assign.as_ref().map(|assign| assign.cell.clone()),
         store: store.clone(),
         connections: connections.clone(),

@@ -34,7 +34,7 @@ fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-async fn start(data: &std::path::Path) -> (Running, SocketAddr, Channel) {
+async fn start(data: &std::path::Path, flags: &[&str]) -> (Running, SocketAddr, Channel) {
     let (grpc, http) = (free_addr(), free_addr());
     let expd = Running(
         Command::new(env!("CARGO_BIN_EXE_expd"))
@@ -42,6 +42,7 @@ async fn start(data: &std::path::Path) -> (Running, SocketAddr, Channel) {
             .arg(data)
             .args(["--grpc-addr", &grpc.to_string()])
             .args(["--http-addr", &http.to_string()])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -60,14 +61,12 @@ async fn start(data: &std::path::Path) -> (Running, SocketAddr, Channel) {
     panic!("expd did not come up");
 }
 
-#[tokio::test]
-async fn assign_calls_for_new_units_move_the_exposure_and_rpc_counters_by_as_many() {
-    let data = tempfile::tempdir().expect("dir");
-    let (_expd, http, channel) = start(data.path()).await;
+/// Creates and starts the seed at 100% of traffic; answers an assignment
+/// client once assignment serves it.
+async fn launch_seed(channel: Channel) -> AssignmentServiceClient<Channel> {
     let mut admin = AdminServiceClient::new(channel.clone());
     let mut seed = exp_core::examples::seed_experiment();
     seed.traffic_percent = 100;
-    let id = seed.id.clone();
     admin
         .create_experiment(v1::CreateExperimentRequest {
             experiment: Some(exp_proto::convert::experiment_to_proto(&seed)),
@@ -77,7 +76,7 @@ async fn assign_calls_for_new_units_move_the_exposure_and_rpc_counters_by_as_man
         .expect("create");
     admin
         .start_experiment(v1::StartExperimentRequest {
-            id: id.clone(),
+            id: seed.id.clone(),
             ..Default::default()
         })
         .await
@@ -87,24 +86,89 @@ async fn assign_calls_for_new_units_move_the_exposure_and_rpc_counters_by_as_man
     let started = Instant::now();
     loop {
         let answer = assignment
-            .assign(v1::AssignRequest {
-                user_id: "warm-up".into(),
-                defer_exposure: true,
-                context: Some(v1::RequestContext {
-                    placement: "you_may_also_like".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+            .assign(request("warm-up", true))
             .await
             .expect("assign")
             .into_inner();
         if !answer.assignments.is_empty() {
-            break;
+            return assignment;
         }
         assert!(started.elapsed() < Duration::from_secs(10), "never served");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn request(user: &str, defer_exposure: bool) -> v1::AssignRequest {
+    v1::AssignRequest {
+        user_id: user.into(),
+        defer_exposure,
+        context: Some(v1::RequestContext {
+            placement: "you_may_also_like".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_exposure_queue_shows_its_drops_and_every_exposure_is_accounted_for() {
+    const CALLERS: u64 = 100;
+    const EACH: u64 = 100;
+    let data = tempfile::tempdir().expect("dir");
+    // One record fits in the queue: a burst overflows it.
+    let (_expd, http, channel) = start(data.path(), &["--exposure-queue", "1"]).await;
+    let mut assignment = launch_seed(channel.clone()).await;
+    // A repeat: the same unit to the same variant twice.
+    for _ in 0..2 {
+        assignment
+            .assign(request("repeat-user", false))
+            .await
+            .expect("assign");
+    }
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..CALLERS {
+        let mut assignment = AssignmentServiceClient::new(channel.clone());
+        callers.spawn(async move {
+            for index in 0..EACH {
+                assignment
+                    .assign(request(&format!("burst-{caller}-{index}"), false))
+                    .await
+                    .expect("assign");
+            }
+        });
+    }
+    while let Some(done) = callers.join_next().await {
+        done.expect("caller");
+    }
+    let offered = (CALLERS * EACH + 2) as f64;
+    // Once the feed is idle, every offered exposure is handed on,
+    // dropped, a repeat or refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let scrape = loop {
+        let (_, scrape) = http_get(http, "/metrics").await;
+        let count = |name: &str| sample(&scrape, name, &[]).unwrap_or(0.0);
+        let accounted = count("expd_exposures_handed_on_total")
+            + count("expd_exposures_dropped_total")
+            + count("expd_exposures_repeated_total")
+            + count("expd_exposures_refused_total");
+        if count("expd_exposures_offered_total") == offered && accounted == offered {
+            break scrape;
+        }
+        assert!(Instant::now() < deadline, "not accounted for:\n{scrape}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let dropped = sample(&scrape, "expd_exposures_dropped_total", &[]).expect("dropped");
+    let repeated = sample(&scrape, "expd_exposures_repeated_total", &[]).expect("repeated");
+    println!("{offered} offered: {dropped} dropped by the full queue, {repeated} repeats");
+    assert!(dropped > 0.0, "a queue of one overflowed by a burst drops");
+    assert!(repeated >= 1.0, "the repeat is counted");
+}
+
+#[tokio::test]
+async fn assign_calls_for_new_units_move_the_exposure_and_rpc_counters_by_as_many() {
+    let data = tempfile::tempdir().expect("dir");
+    let (_expd, http, channel) = start(data.path(), &[]).await;
+    let mut assignment = launch_seed(channel).await;
     let (code, before) = http_get(http, "/metrics").await;
     assert_eq!(code, 200);
     let offered_before = sample(&before, "expd_exposures_offered_total", &[]).unwrap_or(0.0);
@@ -117,14 +181,7 @@ async fn assign_calls_for_new_units_move_the_exposure_and_rpc_counters_by_as_man
 
     for user in 0..USERS {
         let answer = assignment
-            .assign(v1::AssignRequest {
-                user_id: format!("metrics-user-{user}"),
-                context: Some(v1::RequestContext {
-                    placement: "you_may_also_like".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+            .assign(request(&format!("metrics-user-{user}"), false))
             .await
             .expect("assign")
             .into_inner();
