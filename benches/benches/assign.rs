@@ -18,9 +18,14 @@
 //!    the pairs' ratios with a 90% confidence interval. Latencies are
 //!    printed too, but on these shared machines only the CPU is a measure.
 //!
+//! 4. What `GET /metrics` costs: pairs of the same runs with and without
+//!    a scraper reading it every second, and the server's CPU per scrape
+//!    measured alone (`ASSIGN_ONLY=scrape`).
+//!
 //! Run: `cargo build --release -p expd && cargo bench -p exp-benches
 //! --bench assign` (`ASSIGN_RPS` sets the rate, `ASSIGN_PAIRS` the pairs,
-//! default 4; `ASSIGN_ONLY=in-process` runs 1 alone, `builds` 3 alone).
+//! default 4; `ASSIGN_ONLY=in-process` runs 1 alone, `builds` 3 alone,
+//! `scrape` 4 alone).
 
 use std::{
     path::PathBuf,
@@ -164,8 +169,14 @@ const QUIET_AFTER_RUN: Duration = Duration::from_secs(5);
 /// `--events-flush-interval` of the measured servers.
 const FLUSH_INTERVAL: &str = "3s";
 
-/// One ten-second run against a fresh `expd` from `binary`.
-async fn run_build(binary: &std::path::Path, rate: u64, run: u64) -> RunCost {
+/// One ten-second run against a fresh `expd` from `binary`, with
+/// `GET /metrics` every `scrape` during it when given.
+async fn run_build(
+    binary: &std::path::Path,
+    rate: u64,
+    run: u64,
+    scrape: Option<Duration>,
+) -> RunCost {
     const SECONDS: u64 = 10;
     let server = ReleaseExpd::start(
         binary,
@@ -185,11 +196,25 @@ async fn run_build(binary: &std::path::Path, rate: u64, run: u64) -> RunCost {
     // segment.
     exp_benches::drive_assign(server.grpc, rate, 1, run * 2 + 1_000_000).await;
     tokio::time::sleep(QUIET_AFTER_RUN).await;
+    let scraper = scrape.map(|interval| {
+        let http = server.http;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            loop {
+                ticks.tick().await;
+                let (status, _) = exp_e2e::http_get_with(http, "/metrics", &[]).await;
+                assert_eq!(status, 200, "GET /metrics");
+            }
+        })
+    });
     let before = server.cpu_seconds();
     let (latencies, errors, elapsed) =
         exp_benches::drive_assign(server.grpc, rate, SECONDS, run * 2).await;
     tokio::time::sleep(QUIET_AFTER_RUN).await;
     let used = server.cpu_seconds() - before;
+    if let Some(scraper) = scraper {
+        scraper.abort();
+    }
     let requests = latencies.len() as f64;
     RunCost {
         cpu_per_request: used / requests,
@@ -250,7 +275,7 @@ fn compare_builds(rate: u64) {
         for offset in 0..builds.len() {
             let index = (round + offset) % builds.len();
             run += 1;
-            let cost = runtime.block_on(run_build(&builds[index].1, rate, run));
+            let cost = runtime.block_on(run_build(&builds[index].1, rate, run, None));
             println!(
                 "  round {round}, {}: {:.1} us of expd CPU per request; achieved {:.0}/s, {} errors; p50 {:.0} us, p99 {:.0} us",
                 builds[index].0,
@@ -290,6 +315,110 @@ fn compare_builds(rate: u64) {
         }
         println!();
     }
+}
+
+/// How often the scraping runs of [`compare_scrape`] read `/metrics`:
+/// fifteen times Prometheus's default interval.
+const SCRAPE_EVERY: Duration = Duration::from_secs(1);
+
+/// What `GET /metrics` costs the server: pairs of runs of the release
+/// build at `rate`, with and without a scraper, the order alternating;
+/// then the server's CPU per scrape, read alone after a loaded run.
+fn compare_scrape(rate: u64) {
+    let Some(binary) = ReleaseExpd::binary() else {
+        return;
+    };
+    let pairs: usize = std::env::var("ASSIGN_PAIRS")
+        .ok()
+        .map(|pairs| pairs.parse().expect("ASSIGN_PAIRS: a whole number"))
+        .unwrap_or(4);
+    assert!(pairs >= 2, "ASSIGN_PAIRS: at least 2, for an interval");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "gRPC Assign at {rate}/s with and without GET /metrics every {SCRAPE_EVERY:?}; {pairs} pairs of 10-s runs, each in a fresh expd, the order alternating:"
+    );
+    let mut ratios = Vec::new();
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        let mut costs = [0.0; 2];
+        for order in 0..2 {
+            let scraped = (pair + order) % 2 == 0;
+            let run = (pair * 2 + order) as u64 + 1;
+            let cost = runtime.block_on(run_build(
+                &binary,
+                rate,
+                run,
+                scraped.then_some(SCRAPE_EVERY),
+            ));
+            println!(
+                "  pair {pair}, {}: {:.1} us of expd CPU per request; achieved {:.0}/s, {} errors",
+                if scraped { "scraped" } else { "not scraped" },
+                cost.cpu_per_request * 1e6,
+                cost.achieved,
+                cost.errors,
+            );
+            costs[usize::from(scraped)] = cost.cpu_per_request;
+        }
+        without.push(costs[0] * 1e6);
+        with.push(costs[1] * 1e6);
+        ratios.push(costs[1] / costs[0]);
+    }
+    let ratio = Interval::geometric(&ratios, 0.90);
+    let (with, without) = (
+        Interval::arithmetic(&with, 0.90),
+        Interval::arithmetic(&without, 0.90),
+    );
+    println!(
+        "  CPU per request scraped {:.1} us, not scraped {:.1} us; scraped / not scraped {:.3} (90% CI {:.3} to {:.3})",
+        with.estimate, without.estimate, ratio.estimate, ratio.low, ratio.high
+    );
+    runtime.block_on(cpu_per_scrape(&binary, rate));
+}
+
+/// The server's CPU per scrape, measured alone: after a loaded run (so
+/// every series exists), 300 scrapes back to back against the quiet
+/// server, its CPU over them divided by their number; and that cost as a
+/// share of the server's CPU at `rate` with one scrape per
+/// [`SCRAPE_EVERY`].
+async fn cpu_per_scrape(binary: &std::path::Path, rate: u64) {
+    const SCRAPES: u32 = 300;
+    let server = ReleaseExpd::start(binary, &["--exposure-queue", "1000000"]).await;
+    let channel = exp_e2e::connect(server.grpc).await;
+    exp_e2e::launch_seed_everywhere(&mut AdminServiceClient::new(channel.clone())).await;
+    let version = exp_e2e::current_config_version(channel.clone()).await;
+    exp_e2e::wait_for_assign_version(channel, version).await;
+    let loaded_before = server.cpu_seconds();
+    let (latencies, _, elapsed) = exp_benches::drive_assign(server.grpc, rate, 5, 9_000).await;
+    let loaded_cpu_per_second = (server.cpu_seconds() - loaded_before) / elapsed;
+    let requests = latencies.len();
+    tokio::time::sleep(QUIET_AFTER_RUN).await;
+    let (_, sample) = exp_e2e::http_get_with(server.http, "/metrics", &[]).await;
+    let quiet_before = server.cpu_seconds();
+    let quiet = Duration::from_secs(2);
+    tokio::time::sleep(quiet).await;
+    let idle_per_second = (server.cpu_seconds() - quiet_before) / quiet.as_secs_f64();
+    let before = server.cpu_seconds();
+    let started = Instant::now();
+    for _ in 0..SCRAPES {
+        let (status, _) = exp_e2e::http_get_with(server.http, "/metrics", &[]).await;
+        assert_eq!(status, 200);
+    }
+    let took = started.elapsed().as_secs_f64();
+    let used = server.cpu_seconds() - before - idle_per_second * took;
+    let per_scrape = used / f64::from(SCRAPES);
+    println!(
+        "  one scrape ({} bytes, {} lines, after {requests} requests): {:.0} us of expd CPU; at {rate}/s expd uses {:.2} CPU s per s, so one scrape every {SCRAPE_EVERY:?} is {:.3}% of it",
+        sample.len(),
+        sample.lines().count(),
+        per_scrape * 1e6,
+        loaded_cpu_per_second,
+        100.0 * per_scrape / SCRAPE_EVERY.as_secs_f64() / loaded_cpu_per_second,
+    );
+    server.stop();
 }
 
 fn http_assign(addr: std::net::SocketAddr) {
@@ -410,8 +539,9 @@ fn main() {
     let only = std::env::var("ASSIGN_ONLY");
     match only.as_deref() {
         Ok("builds") => return compare_builds(rate),
+        Ok("scrape") => return compare_scrape(rate),
         Ok("in-process") | Err(_) => {}
-        Ok(other) => panic!("ASSIGN_ONLY={other}: expected in-process or builds"),
+        Ok(other) => panic!("ASSIGN_ONLY={other}: expected in-process, builds or scrape"),
     }
     evaluation(10);
     evaluation(10_000);
@@ -449,4 +579,5 @@ fn main() {
     drop(client_runtime);
     drop(server_runtime);
     compare_builds(rate);
+    compare_scrape(rate);
 }
