@@ -307,6 +307,28 @@ fn delta(
     }
 }
 
+/// `expd.watchers.messages`: WatchConfigs messages sent, by `kind`
+/// (snapshot, delta, heartbeat).
+fn count_message(message: &v1::WatchConfigsResponse) {
+    static MESSAGES: std::sync::OnceLock<opentelemetry::metrics::Counter<u64>> =
+        std::sync::OnceLock::new();
+    let kind = match message.payload {
+        Some(Payload::Snapshot(_)) => "snapshot",
+        Some(Payload::Delta(_)) => "delta",
+        Some(Payload::Heartbeat(_)) | None => "heartbeat",
+    };
+    MESSAGES
+        .get_or_init(|| {
+            opentelemetry::global::meter("expd")
+                .u64_counter("expd.watchers.messages")
+                .with_description(
+                    "WatchConfigs messages sent, by kind (snapshot, delta, heartbeat)",
+                )
+                .build()
+        })
+        .add(1, &[opentelemetry::KeyValue::new("kind", kind)]);
+}
+
 fn heartbeat(version: u64, now: std::time::SystemTime) -> v1::WatchConfigsResponse {
     v1::WatchConfigsResponse {
         config_version: version,
@@ -365,6 +387,7 @@ impl ConfigService for ConfigGrpc {
         tokio::spawn(async move {
             let _places = (permit, share);
             debug!(client, version = current.version, "watcher connected");
+            count_message(&first);
             if tx.send_timeout(Ok(first), stall).await.is_err() {
                 return;
             }
@@ -390,6 +413,7 @@ impl ConfigService for ConfigGrpc {
                     _ = tx.closed() => return,
                 };
                 held = held.max(message.config_version);
+                count_message(&message);
                 if let Err(err) = tx.send_timeout(Ok(message), stall).await {
                     if matches!(err, mpsc::error::SendTimeoutError::Timeout(_)) {
                         debug!(

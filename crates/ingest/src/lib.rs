@@ -27,6 +27,7 @@ pub mod cursor;
 pub mod dedup;
 pub mod grpc;
 pub mod log;
+mod metrics;
 pub mod parquet;
 pub mod position;
 mod roller;

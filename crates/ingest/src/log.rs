@@ -488,6 +488,30 @@ impl EventLog {
         Behind { events, since }
     }
 
+    /// Events accepted and waiting for the writer.
+    pub fn pending_events(&self) -> usize {
+        self.max_pending - self.pending.available_permits()
+    }
+
+    /// Bytes of the log's directory on disk: held segments and Parquet
+    /// files (a walk of the directory).
+    pub fn disk_bytes(&self) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(metadata) if metadata.is_dir() => walk(&entry.path()),
+                    Ok(metadata) => metadata.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(self.dir())
+    }
+
     /// Counters since the log opened.
     pub fn stats(&self) -> &LogStats {
         &self.shared.stats

@@ -76,6 +76,18 @@ fn roll_queued(queue: &mut VecDeque<u64>, shared: &Shared) {
         match roll_segment(*seq, shared) {
             Ok(()) => {
                 shared.stats.segments_rolled.fetch_add(1, Ordering::Relaxed);
+                if let Some(opened_ms) = shared
+                    .state()
+                    .segments
+                    .get(seq)
+                    .map(|entry| entry.id.opened_ms)
+                {
+                    let opened = std::time::UNIX_EPOCH + Duration::from_millis(opened_ms);
+                    let lag = std::time::SystemTime::now()
+                        .duration_since(opened)
+                        .unwrap_or_default();
+                    crate::metrics::roll_lag().record(lag.as_secs_f64(), &[]);
+                }
                 queue.pop_front();
             }
             Err(error) => {

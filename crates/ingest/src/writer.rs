@@ -148,7 +148,10 @@ impl Writer {
         let written = if fresh_events == 0 {
             Ok(self.shared.tip.borrow().position)
         } else {
-            self.write(now, fresh_events)
+            let started = Instant::now();
+            let written = self.write(now, fresh_events);
+            crate::metrics::commit_duration().record(started.elapsed().as_secs_f64(), &[]);
+            written
         };
         match written {
             Ok(position) => {

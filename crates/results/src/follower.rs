@@ -38,6 +38,20 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest wait after failed reads.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// `expd.results.rebuild.duration`: a build of the analysis from the
+/// start of the log (after a start, or when metrics change).
+fn rebuild_duration() -> &'static opentelemetry::metrics::Histogram<f64> {
+    static REBUILD: std::sync::OnceLock<opentelemetry::metrics::Histogram<f64>> =
+        std::sync::OnceLock::new();
+    REBUILD.get_or_init(|| {
+        opentelemetry::global::meter("expd")
+            .f64_histogram("expd.results.rebuild.duration")
+            .with_unit("s")
+            .with_description("Time to build the analysis from the start of the event log")
+            .build()
+    })
+}
+
 /// Experiment definitions for the analyzer, from the admin's store.
 pub fn catalog(admin: &Admin) -> Catalog {
     let admin = admin.clone();
@@ -276,9 +290,11 @@ fn publish(build: Build, readers: &mut Readers, context: &Context) {
         analysis.counted = counted;
         analysis.analyzer.refresh()
     };
+    let took = build.started.elapsed();
+    rebuild_duration().record(took.as_secs_f64(), &[]);
     info!(
         events = build.events,
-        elapsed_ms = build.started.elapsed().as_millis() as u64,
+        elapsed_ms = took.as_millis() as u64,
         %counted,
         "results built from the event log"
     );

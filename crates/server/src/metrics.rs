@@ -22,6 +22,12 @@
 //! | `expd.events.fsyncs` | `expd_events_fsyncs_total` | group commits of the event log |
 //! | `expd.events.write_failures` | `expd_events_write_failures_total` | group writes the disk refused |
 //! | `expd.events.segments_rolled` | `expd_events_segments_rolled_total` | log segments rolled into Parquet |
+//! | `expd.events.pending` | `expd_events_pending` | events accepted and waiting for the writer |
+//! | `expd.events.disk` | `expd_events_disk_bytes` | bytes of the event log's directory (a walk at collection) |
+//! | `expd.events.commit.duration` | `expd_events_commit_duration_seconds` | one group's write and fsync ([`exp_ingest`]) |
+//! | `expd.events.roll.lag` | `expd_events_roll_lag_seconds` | from a segment's opening until it is in Parquet |
+//! | `expd.results.rebuild.duration` | `expd_results_rebuild_duration_seconds` | a build of the analysis from the start of the log |
+//! | `expd.watchers.messages` | `expd_watchers_messages_total` | WatchConfigs messages sent, by `kind` |
 //! | `expd.results.lag.events` | `expd_results_lag_events` | events in the log the results have not counted |
 //! | `expd.results.lag` | `expd_results_lag_seconds` | how long the oldest of them has waited |
 //! | `expd.guardrail.looks` | `expd_guardrail_looks_total` | guardrail judgements, by `experiment` ([`exp_results::monitor`]) |
@@ -156,6 +162,27 @@ pub fn register(sources: Sources) {
                     })
                     .build();
             };
+        let pending = slot.clone();
+        meter
+            .u64_observable_gauge("expd.events.pending")
+            .with_description("Events accepted and waiting for the event log's writer")
+            .with_callback(move |observer| {
+                if let Some(log) = pending.get() {
+                    observer.observe(log.pending_events() as u64, &[]);
+                }
+            })
+            .build();
+        let on_disk = slot.clone();
+        meter
+            .u64_observable_gauge("expd.events.disk")
+            .with_unit("By")
+            .with_description("Bytes of the event log's directory: held segments and Parquet files")
+            .with_callback(move |observer| {
+                if let Some(log) = on_disk.get() {
+                    observer.observe(log.disk_bytes(), &[]);
+                }
+            })
+            .build();
         log_counter(
             "expd.events.written",
             "Events written to the event log",
