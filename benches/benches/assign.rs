@@ -115,6 +115,31 @@ fn exposure_costs() {
         queue.offer(record(format!("user-{next}")));
     })
     .print_ns("offer an exposure (request path)");
+    // What counting an assignment costs the request path, with the SDK's
+    // meter installed as `expd` installs it (one series per experiment
+    // and reason, as in production).
+    let meters = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(opentelemetry_sdk::metrics::ManualReader::builder().build())
+        .build();
+    opentelemetry::global::set_meter_provider(meters);
+    let snapshot = CompiledSnapshot::compile(&ServingConfig::build(
+        1,
+        &[running("reco_ymal_v1", "you_may_also_like")],
+        &[],
+        now(),
+    ));
+    let context = RequestContext {
+        placement: "you_may_also_like".into(),
+        ..RequestContext::default()
+    };
+    let evaluation = snapshot
+        .evaluate("user-1", "s", &context, now())
+        .expect("evaluates");
+    let assignment = evaluation.assignments.first().expect("assigned").clone();
+    time_batched(100, 10_000, || {
+        exp_assign::grpc::count_assignment(std::hint::black_box(&assignment));
+    })
+    .print_ns("count an assignment by experiment and reason (request path)");
     let filter = exp_assign::RepeatFilter::default();
     let mut records = Vec::new();
     while let Ok(record) = receiver.try_recv() {

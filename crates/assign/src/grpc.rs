@@ -52,6 +52,9 @@ impl Assigner {
         let evaluation = snapshot
             .evaluate(user_id, session_id, context, now)
             .map_err(AssignError::Invalid)?;
+        for assignment in &evaluation.assignments {
+            count_assignment(assignment);
+        }
         if !defer_exposure {
             for assignment in &evaluation.assignments {
                 if assignment.reason == AssignmentReason::Bucketed {
@@ -71,6 +74,36 @@ impl Assigner {
         }
         Ok(evaluation)
     }
+}
+
+/// `expd.assignments`: assignments answered, by `experiment` and `reason`
+/// (`bucketed`, `override`, `shipped`). One counter add per assignment
+/// (its cost per call is in `benches/RESULTS.md`).
+pub fn count_assignment(assignment: &exp_core::evaluate::Assignment) {
+    static ASSIGNMENTS: std::sync::OnceLock<opentelemetry::metrics::Counter<u64>> =
+        std::sync::OnceLock::new();
+    let reason = match assignment.reason {
+        AssignmentReason::Bucketed => "bucketed",
+        AssignmentReason::Override => "override",
+        AssignmentReason::Shipped => "shipped",
+    };
+    ASSIGNMENTS
+        .get_or_init(|| {
+            opentelemetry::global::meter("expd")
+                .u64_counter("expd.assignments")
+                .with_description("Assignments answered, by experiment and reason")
+                .build()
+        })
+        .add(
+            1,
+            &[
+                opentelemetry::KeyValue::new(
+                    "experiment",
+                    opentelemetry::StringValue::from(assignment.experiment_id.clone()),
+                ),
+                opentelemetry::KeyValue::new("reason", reason),
+            ],
+        );
 }
 
 /// Why a request got no answer.

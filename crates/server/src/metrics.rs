@@ -6,6 +6,7 @@
 //!
 //! | instrument | Prometheus | what |
 //! |---|---|---|
+//! | `expd.assignments` | `expd_assignments_total` | assignments answered, by `experiment` and `reason` ([`exp_assign::grpc::count_assignment`]) |
 //! | `expd.exposures.offered` | `expd_exposures_offered_total` | exposure records `Assign` offered to the exposure queue |
 //! | `expd.exposures.dropped` | `expd_exposures_dropped_total` | records dropped because the queue was full |
 //! | `expd.exposures.handed_on` | `expd_exposures_handed_on_total` | first exposures handed to the event log or the admin |

@@ -172,6 +172,9 @@ async fn assign_calls_for_new_units_move_the_exposure_and_rpc_counters_by_as_man
     let (code, before) = http_get(http, "/metrics").await;
     assert_eq!(code, 200);
     let offered_before = sample(&before, "expd_exposures_offered_total", &[]).unwrap_or(0.0);
+    let bucketed = [("experiment", "reco_ymal_v1"), ("reason", "bucketed")];
+    let assigned_before = sample(&before, "expd_assignments_total", &bucketed)
+        .expect("the warm-up assignments are counted");
     let assigns_before = sample(
         &before,
         "rpc_server_duration_seconds_count",
@@ -210,6 +213,12 @@ async fn assign_calls_for_new_units_move_the_exposure_and_rpc_counters_by_as_man
     assert_eq!(
         sample(&scrape, "expd_exposures_dropped_total", &[]),
         Some(0.0)
+    );
+    let assigned = sample(&scrape, "expd_assignments_total", &bucketed).expect("assignments");
+    assert_eq!(
+        assigned - assigned_before,
+        USERS as f64,
+        "one assignment per call"
     );
     let assigns = sample(
         &scrape,
