@@ -183,19 +183,62 @@ pub struct ConfigGrpc {
     max_watchers: usize,
     by_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
     stall: Duration,
+    // The config version each open stream was last sent, by stream.
+    held: Arc<Mutex<HashMap<u64, u64>>>,
+    next_stream: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// The number of open WatchConfigs streams of a [`ConfigGrpc`].
+/// The open WatchConfigs streams of a [`ConfigGrpc`], for metrics.
 #[derive(Debug, Clone)]
 pub struct OpenWatchers {
     places: Arc<Semaphore>,
     max: usize,
+    held: Arc<Mutex<HashMap<u64, u64>>>,
+    publisher: Arc<ConfigPublisher>,
 }
 
 impl OpenWatchers {
     /// Streams open now.
     pub fn count(&self) -> usize {
         self.max.saturating_sub(self.places.available_permits())
+    }
+
+    /// Config versions the furthest-behind open stream has not been sent
+    /// (0 when every stream holds the current config, or none is open).
+    pub fn most_behind(&self) -> u64 {
+        let current = self.publisher.current().version;
+        let oldest = self
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .min()
+            .copied();
+        oldest.map_or(0, |oldest| current.saturating_sub(oldest))
+    }
+}
+
+/// A stream's entry in the held versions, removed when the stream ends.
+struct HeldVersion {
+    held: Arc<Mutex<HashMap<u64, u64>>>,
+    stream: u64,
+}
+
+impl HeldVersion {
+    fn set(&self, version: u64) {
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(self.stream, version);
+    }
+}
+
+impl Drop for HeldVersion {
+    fn drop(&mut self) {
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.stream);
     }
 }
 
@@ -258,6 +301,8 @@ impl ConfigGrpc {
             max_watchers,
             by_client: Arc::default(),
             stall: WATCHER_STALL,
+            held: Arc::default(),
+            next_stream: Arc::default(),
         }
     }
 
@@ -266,6 +311,8 @@ impl ConfigGrpc {
         OpenWatchers {
             places: self.watchers.clone(),
             max: self.max_watchers,
+            held: self.held.clone(),
+            publisher: self.publisher.clone(),
         }
     }
 
@@ -384,6 +431,15 @@ impl ConfigService for ConfigGrpc {
         let placements = request.placements;
         let client = request.client_id;
         let stall = self.stall;
+        let sent = HeldVersion {
+            held: self.held.clone(),
+            stream: self
+                .next_stream
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        // Until its first message is taken, a new stream holds what it
+        // asked for.
+        sent.set(request.known_version);
         tokio::spawn(async move {
             let _places = (permit, share);
             debug!(client, version = current.version, "watcher connected");
@@ -392,6 +448,7 @@ impl ConfigService for ConfigGrpc {
                 return;
             }
             let mut held = current.version;
+            sent.set(held);
             let mut beat = tokio::time::interval(service.heartbeat);
             beat.tick().await;
             loop {
@@ -424,6 +481,7 @@ impl ConfigService for ConfigGrpc {
                     }
                     return;
                 }
+                sent.set(held);
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use exp_admin::{ConfigGrpc, ConfigPublisher, config::MAX_WATCHERS_PER_CLIENT};
+use exp_admin::{
+    Admin, ConfigGrpc, ConfigPublisher, Principal,
+    config::{MAX_WATCHERS_PER_CLIENT, OpenWatchers},
+};
 use exp_core::SystemClock;
 use exp_proto::v1::{self, config_service_client::ConfigServiceClient};
 use exp_store::Store;
@@ -22,12 +25,19 @@ use tonic::{Code, transport::Channel};
 const HEARTBEAT: Duration = Duration::from_millis(50);
 const STALL: Duration = Duration::from_millis(300);
 
-/// A ConfigService of at most `max_watchers` streams on an ephemeral port.
-async fn serve(max_watchers: usize, dir: &std::path::Path) -> SocketAddr {
+/// A ConfigService of at most `max_watchers` streams on an ephemeral port,
+/// dropping a stuck stream after `stall`; its address, store and open
+/// streams.
+async fn serve_with(
+    max_watchers: usize,
+    stall: Duration,
+    dir: &std::path::Path,
+) -> (SocketAddr, Arc<Store>, OpenWatchers) {
     let store = Arc::new(Store::open(dir).expect("store"));
     let shutdown = CancellationToken::new();
     let (publisher, publishing) =
-        ConfigPublisher::start(store, Arc::new(SystemClock), shutdown.clone()).expect("publisher");
+        ConfigPublisher::start(store.clone(), Arc::new(SystemClock), shutdown.clone())
+            .expect("publisher");
     tokio::spawn(publishing);
     let service = ConfigGrpc::new(
         publisher,
@@ -36,8 +46,9 @@ async fn serve(max_watchers: usize, dir: &std::path::Path) -> SocketAddr {
         shutdown,
         max_watchers,
     )
-    .with_stall(STALL)
-    .into_server();
+    .with_stall(stall);
+    let open = service.open_watchers();
+    let service = service.into_server();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(
@@ -45,7 +56,11 @@ async fn serve(max_watchers: usize, dir: &std::path::Path) -> SocketAddr {
             .add_service(service)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    addr
+    (addr, store, open)
+}
+
+async fn serve(max_watchers: usize, dir: &std::path::Path) -> SocketAddr {
+    serve_with(max_watchers, STALL, dir).await.0
 }
 
 /// A WatchConfigs stream from `from` over raw HTTP/2 that grants the
@@ -164,4 +179,37 @@ async fn one_client_holds_at_most_its_share_and_another_client_still_gets_a_stre
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(reopened.is_some(), "a closed stream gives its place back");
+}
+
+#[tokio::test]
+async fn a_stuck_watcher_shows_how_many_versions_behind_it_is() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (addr, store, open) = serve_with(10, Duration::from_secs(60), dir.path()).await;
+    let (status, _stuck) = raw_watch(addr, "127.0.0.1:0", 0).await;
+    assert_eq!(status, None);
+    assert_eq!(open.count(), 1);
+    // Its queue fills with heartbeats; then a change cannot reach it.
+    tokio::time::sleep(HEARTBEAT * 20).await;
+    assert_eq!(open.most_behind(), 0, "nothing changed yet");
+    let admin = Admin::new(
+        store,
+        Arc::new(exp_core::ParamSchema::builtin()),
+        Arc::new(SystemClock),
+    );
+    admin
+        .create(
+            &exp_core::examples::seed_experiment(),
+            &Principal::system("qa@example.com"),
+            "",
+        )
+        .expect("create");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open.most_behind() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stuck watcher never fell behind"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(open.most_behind(), 1, "one change it was not sent");
 }

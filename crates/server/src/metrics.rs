@@ -18,6 +18,7 @@
 //! | `expd.connections.refused` | `expd_connections_refused_total` | connections closed at once at a limit |
 //! | `expd.build.info` | `expd_build_info` | 1, with the version as `version` |
 //! | `expd.watchers.open` | `expd_watchers_open` | WatchConfigs streams open |
+//! | `expd.watchers.behind` | `expd_watchers_behind` | config versions the furthest-behind stream has not been sent |
 //! | `expd.events.written` | `expd_events_written_total` | events written to the event log |
 //! | `expd.events.duplicates` | `expd_events_duplicates_total` | events answered as duplicates |
 //! | `expd.events.fsyncs` | `expd_events_fsyncs_total` | group commits of the event log |
@@ -146,7 +147,17 @@ pub fn register(sources: Sources) {
         meter
             .u64_observable_gauge("expd.watchers.open")
             .with_description("WatchConfigs streams open")
-            .with_callback(move |observer| observer.observe(watchers.count() as u64, &[]))
+            .with_callback({
+                let watchers = watchers.clone();
+                move |observer| observer.observe(watchers.count() as u64, &[])
+            })
+            .build();
+        meter
+            .u64_observable_gauge("expd.watchers.behind")
+            .with_description(
+                "Config versions the furthest-behind WatchConfigs stream has not been sent",
+            )
+            .with_callback(move |observer| observer.observe(watchers.most_behind(), &[]))
             .build();
     }
     if let Some(slot) = sources.log {
