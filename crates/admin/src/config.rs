@@ -35,8 +35,9 @@ const HISTORY: usize = 64;
 const BROADCAST_CAPACITY: usize = 256;
 /// Messages queued per watcher connection.
 const WATCHER_QUEUE: usize = 8;
-/// Most WatchConfigs streams one client address holds: its streams, stuck
-/// or not, never lock other clients out of the watcher limit.
+/// Most WatchConfigs streams one client address holds by default: its
+/// streams, stuck or not, never lock other clients out of the watcher
+/// limit.
 pub const MAX_WATCHERS_PER_CLIENT: usize = 64;
 /// How long a watcher's queue may stay full (its reader takes nothing)
 /// before the stream is dropped and its place freed.
@@ -182,6 +183,7 @@ pub struct ConfigGrpc {
     watchers: Arc<Semaphore>,
     max_watchers: usize,
     by_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_client: usize,
     stall: Duration,
     // The config version each open stream was last sent, by stream.
     held: Arc<Mutex<HashMap<u64, u64>>>,
@@ -249,13 +251,17 @@ struct ClientShare {
 }
 
 impl ClientShare {
-    /// A place for `client`, or `None` when it holds its share already.
-    fn take(by_client: &Arc<Mutex<HashMap<IpAddr, usize>>>, client: IpAddr) -> Option<Self> {
+    /// A place for `client`, or `None` when it holds its `share` already.
+    fn take(
+        by_client: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        client: IpAddr,
+        share: usize,
+    ) -> Option<Self> {
         let mut counts = by_client
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = counts.entry(client).or_default();
-        if *count >= MAX_WATCHERS_PER_CLIENT {
+        if *count >= share {
             return None;
         }
         *count += 1;
@@ -300,6 +306,7 @@ impl ConfigGrpc {
             watchers: Arc::new(Semaphore::new(max_watchers)),
             max_watchers,
             by_client: Arc::default(),
+            per_client: MAX_WATCHERS_PER_CLIENT,
             stall: WATCHER_STALL,
             held: Arc::default(),
             next_stream: Arc::default(),
@@ -314,6 +321,13 @@ impl ConfigGrpc {
             held: self.held.clone(),
             publisher: self.publisher.clone(),
         }
+    }
+
+    /// The same service, one client address holding at most `per_client`
+    /// streams (0: no per-address limit).
+    pub fn with_per_client(mut self, per_client: usize) -> Self {
+        self.per_client = per_client;
+        self
     }
 
     /// The same service, dropping a watcher whose queue stays full for
@@ -396,13 +410,16 @@ impl ConfigService for ConfigGrpc {
         let client = request.remote_addr().map(|addr| addr.ip());
         let request = request.into_inner();
         check_placements(&request.placements)?;
-        let share = match client {
-            Some(client) => Some(ClientShare::take(&self.by_client, client).ok_or_else(|| {
-                Status::resource_exhausted(format!(
-                    "this client holds {MAX_WATCHERS_PER_CLIENT} WatchConfigs streams already; \
-                     close one, or retry with backoff"
-                ))
-            })?),
+        let per_client = self.per_client;
+        let share = match client.filter(|_| per_client > 0) {
+            Some(client) => Some(
+                ClientShare::take(&self.by_client, client, per_client).ok_or_else(|| {
+                    Status::resource_exhausted(format!(
+                        "this client holds {per_client} WatchConfigs streams already; \
+                         close one, or retry with backoff"
+                    ))
+                })?,
+            ),
             None => None,
         };
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {

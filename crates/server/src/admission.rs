@@ -5,8 +5,11 @@
 //! never does holds a stream of its own connection, never a slot others
 //! need, and is answered DEADLINE_EXCEEDED when the read timeout passes.
 //!
-//! A request the service cannot decode is answered INVALID_ARGUMENT from
-//! the error table (tonic answers INTERNAL).
+//! The bytes of all request bodies held at once are bounded too
+//! ([`BODY_BUDGET`], 256 MiB): past it a call is refused
+//! RESOURCE_EXHAUSTED, so many stalled or large bodies cannot grow memory
+//! without bound. A request the service cannot decode is answered
+//! INVALID_ARGUMENT from the error table (tonic answers INTERNAL).
 //!
 //! | service | largest request | takes a slot |
 //! |---|---|---|
@@ -26,7 +29,7 @@ use std::{
 
 use exp_core::Error;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service, ServiceExt};
 
 /// The largest request of `AdminService` and `EventService`.
@@ -37,6 +40,11 @@ pub const ASSIGN_REQUEST: usize = 256 << 10;
 pub const SMALL_REQUEST: usize = 64 << 10;
 /// The largest health check.
 pub const HEALTH_REQUEST: usize = 4 << 10;
+/// Bytes of request bodies being read or served at once, over every
+/// connection: past it a call is refused RESOURCE_EXHAUSTED instead of
+/// growing memory (the stalled bodies of many clients each stay under
+/// their method's limit, not under this).
+pub const BODY_BUDGET: usize = 256 << 20;
 /// How long a refused call should wait before it retries.
 const RETRY_AFTER: Duration = Duration::from_millis(100);
 /// The message prost's decode errors begin with (tonic-prost answers them
@@ -83,6 +91,7 @@ fn rule(path: &str) -> Rule {
 #[derive(Debug, Clone)]
 pub struct AdmissionLayer {
     slots: Arc<Semaphore>,
+    budget: Arc<Semaphore>,
     read_timeout: Duration,
 }
 
@@ -92,6 +101,7 @@ impl AdmissionLayer {
     pub fn new(max_concurrent: usize, read_timeout: Duration) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(max_concurrent)),
+            budget: Arc::new(Semaphore::new(BODY_BUDGET)),
             read_timeout,
         }
     }
@@ -104,6 +114,7 @@ impl<S> Layer<S> for AdmissionLayer {
         Admission {
             inner,
             slots: self.slots.clone(),
+            budget: self.budget.clone(),
             read_timeout: self.read_timeout,
         }
     }
@@ -114,7 +125,53 @@ impl<S> Layer<S> for AdmissionLayer {
 pub struct Admission<S> {
     inner: S,
     slots: Arc<Semaphore>,
+    budget: Arc<Semaphore>,
     read_timeout: Duration,
+}
+
+/// Why a request body was not read.
+enum Unread {
+    /// Over its method's limit.
+    TooLarge,
+    /// Every byte of [`BODY_BUDGET`] is held by other requests.
+    OverBudget,
+    /// The stream broke.
+    Broken(String),
+}
+
+/// Reads `body` whole, at most `limit` bytes, each byte taken from
+/// `budget` (held until the returned permit is dropped).
+async fn read_body(
+    body: Body,
+    limit: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<(axum::body::Bytes, Option<OwnedSemaphorePermit>), Unread> {
+    let mut body = std::pin::pin!(Limited::new(body, limit));
+    let mut buffer = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            if error.is::<LengthLimitError>() {
+                Unread::TooLarge
+            } else {
+                Unread::Broken(error.to_string())
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let wanted = u32::try_from(data.len()).map_err(|_| Unread::TooLarge)?;
+        let permit = budget
+            .clone()
+            .try_acquire_many_owned(wanted)
+            .map_err(|_| Unread::OverBudget)?;
+        match held.as_mut() {
+            Some(held) => held.merge(permit),
+            None => held = Some(permit),
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok((buffer.into(), held))
 }
 
 type Body = tonic::body::Body;
@@ -138,34 +195,40 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let inner = self.inner.clone();
         let (slots, read_timeout) = (self.slots.clone(), self.read_timeout);
+        let budget = self.budget.clone();
         Box::pin(async move {
             let Rule::Read { limit, slot } = rule(request.uri().path()) else {
                 return inner.oneshot(request).await;
             };
             let (parts, body) = request.into_parts();
-            let bytes =
-                match tokio::time::timeout(read_timeout, Limited::new(body, limit).collect()).await
-                {
-                    Ok(Ok(collected)) => collected.to_bytes(),
-                    Ok(Err(error)) if error.is::<LengthLimitError>() => {
-                        return Ok(refusal(Error::TooLarge(format!(
-                            "the request is over the {limit} bytes {} takes",
-                            parts.uri.path()
-                        ))));
-                    }
-                    // The client reset the stream: no one reads an answer.
-                    Ok(Err(error)) => {
-                        return Ok(tonic::Status::cancelled(format!(
-                            "the request body broke off: {error}"
-                        ))
-                        .into_http());
-                    }
-                    Err(_) => {
-                        return Ok(refusal(Error::RequestTimeout(format!(
-                            "the request did not arrive within the {read_timeout:?} read timeout"
-                        ))));
-                    }
-                };
+            let read = tokio::time::timeout(read_timeout, read_body(body, limit, &budget)).await;
+            let (bytes, _budget) = match read {
+                Ok(Ok(read)) => read,
+                Ok(Err(Unread::TooLarge)) => {
+                    return Ok(refusal(Error::TooLarge(format!(
+                        "the request is over the {limit} bytes {} takes",
+                        parts.uri.path()
+                    ))));
+                }
+                Ok(Err(Unread::OverBudget)) => {
+                    return Ok(refusal(Error::Overloaded {
+                        message: "too many request bytes are being read; retry with backoff".into(),
+                        retry_after: RETRY_AFTER,
+                    }));
+                }
+                // The client reset the stream: no one reads an answer.
+                Ok(Err(Unread::Broken(error))) => {
+                    return Ok(tonic::Status::cancelled(format!(
+                        "the request body broke off: {error}"
+                    ))
+                    .into_http());
+                }
+                Err(_) => {
+                    return Ok(refusal(Error::RequestTimeout(format!(
+                        "the request did not arrive within the {read_timeout:?} read timeout"
+                    ))));
+                }
+            };
             let _slot = match slot.then(|| slots.try_acquire_owned()) {
                 Some(Err(_)) => {
                     return Ok(refusal(Error::Overloaded {

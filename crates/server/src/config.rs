@@ -92,8 +92,10 @@ pub struct Config {
     pub max_connections: u32,
 
     /// Open connections from one client address, both ports together;
-    /// beyond it its new ones are closed at once.
-    #[arg(long, env = "EXPD_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// beyond it its new ones are closed at once. `0`: no per-address
+    /// limit (behind a service mesh or a proxy that rewrites source
+    /// addresses every client arrives from one address).
+    #[arg(long, env = "EXPD_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub max_connections_per_client: u32,
 
     /// RPCs in flight at once; beyond it calls get RESOURCE_EXHAUSTED.
@@ -130,6 +132,12 @@ pub struct Config {
     /// Interval of WatchConfigs heartbeats, e.g. `10s`.
     #[arg(long, env = "EXPD_CONFIG_HEARTBEAT", default_value = "10s", value_parser = parse_positive_duration)]
     pub config_heartbeat: Duration,
+
+    /// Most WatchConfigs streams one client address holds; more are
+    /// refused with RESOURCE_EXHAUSTED. `0`: no per-address limit (as for
+    /// `--max-connections-per-client`).
+    #[arg(long, env = "EXPD_MAX_WATCHERS_PER_CLIENT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_watchers_per_client: u32,
 
     /// Most WatchConfigs streams open at once; more are refused with
     /// RESOURCE_EXHAUSTED.

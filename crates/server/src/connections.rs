@@ -1,8 +1,8 @@
 //! Connections of both ports, bounded: at most `--max-connections` open
 //! in total and `--max-connections-per-client` from one address; a
 //! connection beyond either is closed as soon as it is accepted. A
-//! connection must send its first bytes within `--read-timeout`, or it is
-//! closed. So one client cannot use up the file descriptors or the
+//! connection must send its first 24 bytes (the HTTP/2 preface) within
+//! `--read-timeout`, or it is closed. So one client cannot use up the file descriptors or the
 //! connection slots the others need.
 //!
 //! At start the open-file limit is raised to its hard limit and the total
@@ -135,6 +135,7 @@ impl Connections {
             stream,
             _slot: slot,
             first_bytes: Some(Box::pin(tokio::time::sleep(self.shared.first_bytes))),
+            received: 0,
         })
     }
 
@@ -183,14 +184,20 @@ impl Drop for Slot {
     }
 }
 
+/// How many bytes a connection must send before its deadline: the HTTP/2
+/// connection preface (an HTTP/1 request line is longer), so one byte
+/// does not buy a connection forever.
+const FIRST_BYTES: usize = 24;
+
 /// An admitted connection: its slot is held while it is open, and it
-/// fails its reads with `TimedOut` if nothing arrives before the first
-/// bytes' deadline.
+/// fails its reads with `TimedOut` if its first [`FIRST_BYTES`] have not
+/// arrived by the deadline.
 #[derive(Debug)]
 pub struct Guarded {
     stream: TcpStream,
     _slot: Slot,
     first_bytes: Option<Pin<Box<Sleep>>>,
+    received: usize,
 }
 
 impl AsyncRead for Guarded {
@@ -202,7 +209,12 @@ impl AsyncRead for Guarded {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.stream).poll_read(cx, buf);
         match &read {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => self.first_bytes = None,
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.received += buf.filled().len() - before;
+                if self.received >= FIRST_BYTES {
+                    self.first_bytes = None;
+                }
+            }
             Poll::Pending => {
                 if let Some(deadline) = self.first_bytes.as_mut()
                     && deadline.as_mut().poll(cx).is_ready()

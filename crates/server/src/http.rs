@@ -1,8 +1,10 @@
 //! The HTTP port: `GET /healthz` (alive) and `GET /readyz` (ready to
-//! serve: 503 while shutting down, while the config store cannot write,
+//! serve: 503 while shutting down, with fewer than 64 descriptors left,
 //! and, in a process that assigns, until it has an experiment config), for
 //! load balancers and probes that do not speak gRPC health. `/readyz`
-//! agrees with `grpc.health.v1`, and reports the open-file headroom.
+//! agrees with `grpc.health.v1`; its body also reports a config store that
+//! cannot write (AdminService is NOT_SERVING then), the open-file headroom
+//! and the connections.
 //!
 //! [`serve`] is the port's server: HTTP/1.1 on hyper, with the connection
 //! limits of [`Connections`], a read timeout for headers
@@ -58,15 +60,24 @@ pub fn router(readiness: Readiness) -> Router {
 /// `GET /metrics`: every instrument of [`crate::metrics`] and the RPC
 /// histogram, in the Prometheus text format.
 pub async fn metrics() -> Response {
-    let families = prometheus::gather();
-    match prometheus::TextEncoder::new().encode_to_string(&families) {
-        Ok(text) => (
+    // Collection runs the instruments' callbacks, one of which walks the
+    // event log's directory: off the async workers.
+    let encoded = tokio::task::spawn_blocking(|| {
+        prometheus::TextEncoder::new().encode_to_string(&prometheus::gather())
+    })
+    .await;
+    match encoded {
+        Ok(Ok(text)) => (
             [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
             text,
         )
             .into_response(),
-        Err(err) => {
+        Ok(Err(err)) => {
             warn!(error = %err, "encoding metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Err(err) => {
+            warn!(error = %err, "collecting metrics");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
@@ -81,12 +92,20 @@ async fn ready(State(readiness): State<Readiness>) -> (StatusCode, String) {
         .map_or((StatusCode::OK, "ready\n".to_owned()), |reason| {
             (StatusCode::SERVICE_UNAVAILABLE, reason)
         });
+    // A store that cannot write is reported, not a reason to be taken out
+    // of rotation: reads, assignment and config delivery still serve.
+    let store = match readiness.store.as_ref().map(|store| store.borrow().clone()) {
+        Some(StoreHealth::CannotWrite { reason }) => {
+            format!("the config store cannot write (admin changes are refused): {reason}\n")
+        }
+        _ => String::new(),
+    };
     let connections = format!(
         "connections: {} open, {} refused at a limit\n",
         readiness.connections.open(),
         readiness.connections.refused()
     );
-    (status, format!("{reason}{headroom}{connections}"))
+    (status, format!("{reason}{store}{headroom}{connections}"))
 }
 
 fn not_ready(readiness: &Readiness, files: Option<(u64, u64)>) -> Option<String> {
@@ -99,11 +118,6 @@ fn not_ready(readiness: &Readiness, files: Option<(u64, u64)>) -> Option<String>
         .is_some_and(|cell| cell.load().is_none())
     {
         return Some("no experiment config yet\n".into());
-    }
-    if let Some(StoreHealth::CannotWrite { reason }) =
-        readiness.store.as_ref().map(|store| store.borrow().clone())
-    {
-        return Some(format!("the config store cannot write: {reason}\n"));
     }
     if let Some((open, limit)) = files.filter(|(open, limit)| open + MIN_FILE_HEADROOM > *limit) {
         return Some(format!(

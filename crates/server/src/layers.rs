@@ -121,6 +121,10 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     }
 }
 
+/// The name of services and methods the server does not have, in metrics
+/// (the OpenTelemetry conventions' `_OTHER`).
+const OTHER: &str = "_OTHER";
+
 /// gRPC codes that are the server's failure (OpenTelemetry's rule for
 /// server spans): UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
 /// UNAVAILABLE, DATA_LOSS.
@@ -207,6 +211,13 @@ where
                     .unwrap_or(0),
                 // The connection failed: UNKNOWN.
                 Err(_) => 2,
+            };
+            // A path no service serves (UNIMPLEMENTED) comes from the
+            // caller: its names would let anyone add series.
+            let (service, method) = if code == 12 {
+                (OTHER.to_owned(), OTHER.to_owned())
+            } else {
+                (service, method)
             };
             let span = tracing::Span::current();
             span.record("rpc.grpc.status_code", code);

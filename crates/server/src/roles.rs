@@ -118,6 +118,7 @@ impl AdminRole {
             context.shutdown.clone(),
             context.config.max_watchers as usize,
         )
+        .with_per_client(context.config.max_watchers_per_client as usize)
     }
 }
 

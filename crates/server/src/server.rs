@@ -55,6 +55,8 @@ pub enum ServeError {
 /// How often HTTP/2 pings probe idle connections, so half-open ones are
 /// reaped.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// Calls open at once on one HTTP/2 connection (more wait in the client).
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// How long a ping may go unanswered before the connection is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -508,6 +510,7 @@ pub fn grpc_server_builder(
         .timeout(config.request_timeout)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .tcp_keepalive(Some(Duration::from_secs(60)))
         .trace_fn(crate::layers::rpc_span)
         .layer(layers)
@@ -536,11 +539,11 @@ pub fn connections_for(config: &Config) -> Connections {
             wanted
         }
     };
-    Connections::new(
-        total,
-        u64::from(config.max_connections_per_client).min(total),
-        config.read_timeout,
-    )
+    let per_client = match u64::from(config.max_connections_per_client) {
+        0 => total,
+        limit => limit.min(total),
+    };
+    Connections::new(total, per_client, config.read_timeout)
 }
 
 fn load_schema(path: &std::path::Path) -> Result<ParamSchema, ServeError> {

@@ -349,7 +349,8 @@ impl Store {
 
     fn reopen(&self, refused: Option<&Encoded>) -> Result<(), Error> {
         // Opening sled writes: while the disk takes no write, the old
-        // handles stay, so revision history still reads.
+        // handles stay, so revision history still reads. Past the probe,
+        // history answers UNAVAILABLE until the reopen succeeds.
         probe_disk(&self.path)?;
         // sled cannot write again after a failed flush: drop it (readers of
         // revision history wait for the new handles) and open it afresh.
