@@ -73,17 +73,26 @@ pub(super) async fn run(
     loop {
         // What the backlog holds is older than anything queued: its
         // oldest batch goes first, once its retry is due.
-        if !backlog.is_empty()
-            && Outage::due(outage)
-            && let Some(batch) = backlog.oldest().await
-        {
-            match courier.attempt(&batch, &stop).await {
-                Attempt::Done => {
-                    backlog.remove_oldest().await;
-                    outage = None;
+        if !backlog.is_empty() && Outage::due(outage) {
+            match backlog.oldest().await {
+                Ok(Some(batch)) => match courier.attempt(&batch, &stop).await {
+                    Attempt::Done => {
+                        backlog.remove_oldest().await;
+                        outage = None;
+                    }
+                    Attempt::Retry(status) => {
+                        outage = Some(Outage::next(outage, &timing, &status));
+                    }
+                    Attempt::Stopped => break,
+                },
+                Ok(None) => {}
+                // The spool could not be read now: tried again after the
+                // same backoff as a failed call.
+                Err(reason) => {
+                    let status =
+                        tonic::Status::unavailable(format!("reading the event spool: {reason}"));
+                    outage = Some(Outage::next(outage, &timing, &status));
                 }
-                Attempt::Retry(status) => outage = Some(Outage::next(outage, &timing, &status)),
-                Attempt::Stopped => break,
             }
         }
         answer_flushes(&mut flushes, &backlog);
@@ -363,10 +372,10 @@ impl Backlog {
     }
 
     /// The oldest batch (read back from its file, with a spool).
-    async fn oldest(&mut self) -> Option<Batch> {
+    async fn oldest(&mut self) -> Result<Option<Batch>, String> {
         match self {
-            Self::Memory { batches, .. } => batches.front().map(|(_, batch)| batch.clone()),
-            Self::Spool(spool) => spool.read_oldest().await.map(|(_, batch)| batch),
+            Self::Memory { batches, .. } => Ok(batches.front().map(|(_, batch)| batch.clone())),
+            Self::Spool(spool) => Ok(spool.read_oldest().await?.map(|(_, batch)| batch)),
         }
     }
 

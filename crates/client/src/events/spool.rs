@@ -320,18 +320,24 @@ impl Spool {
         }
     }
 
-    /// Reads the oldest batch. A file that does not read back whole is
-    /// set aside as `*.corrupt` (warned about) and the next one read.
-    pub(crate) async fn read_oldest(&mut self) -> Option<(SpoolFile, Batch)> {
+    /// Reads the oldest batch. A file that does not decode (torn, or not
+    /// a batch) is set aside as `*.corrupt` (warned about) and the next
+    /// one read; a file the disk cannot read now (too many open files, an
+    /// I/O error) stays, and the error is answered so the caller retries
+    /// later.
+    pub(crate) async fn read_oldest(&mut self) -> Result<Option<(SpoolFile, Batch)>, String> {
         while let Some(file) = self.oldest() {
             let path = self.path(file.seq);
             let reading = path.clone();
             let read = tokio::task::spawn_blocking(move || read_file(&reading))
                 .await
-                .unwrap_or_else(|err| Err(err.to_string()));
+                .unwrap_or_else(|err| Err(Unreadable::Io(err.to_string())));
             match read {
-                Ok(batch) => return Some((file, batch)),
-                Err(reason) => {
+                Ok(batch) => return Ok(Some((file, batch))),
+                Err(Unreadable::Io(reason)) => {
+                    return Err(format!("{}: {reason}", path.display()));
+                }
+                Err(Unreadable::Corrupt(reason)) => {
                     let aside = path.with_extension(format!("{EXTENSION}.corrupt"));
                     let moved = {
                         let (from, to) = (path.clone(), aside.clone());
@@ -348,7 +354,7 @@ impl Spool {
                 }
             }
         }
-        None
+        Ok(None)
     }
 
     /// Deletes the oldest file: its batch was answered. A file that cannot
@@ -418,13 +424,25 @@ fn write_files(dir: &Path, files: &[(u64, u64, Vec<u8>)]) -> (usize, Option<io::
     (written, None)
 }
 
-fn read_file(path: &Path) -> Result<Batch, String> {
-    let size = fs::metadata(path).map_err(|err| err.to_string())?.len();
+/// Why a spool file was not read.
+enum Unreadable {
+    /// The disk did not give its bytes: worth another try.
+    Io(String),
+    /// Its bytes are not a batch: never worth another try.
+    Corrupt(String),
+}
+
+fn read_file(path: &Path) -> Result<Batch, Unreadable> {
+    let size = fs::metadata(path)
+        .map_err(|err| Unreadable::Io(err.to_string()))?
+        .len();
     if size > MAX_FILE_BYTES {
-        return Err(format!("{size} bytes: larger than any batch"));
+        return Err(Unreadable::Corrupt(format!(
+            "{size} bytes: larger than any batch"
+        )));
     }
-    let bytes = fs::read(path).map_err(|err| err.to_string())?;
-    Batch::decode(&bytes)
+    let bytes = fs::read(path).map_err(|err| Unreadable::Io(err.to_string()))?;
+    Batch::decode(&bytes).map_err(Unreadable::Corrupt)
 }
 
 /// The batches a spool directory holds, oldest first, for a look at what
@@ -534,7 +552,7 @@ mod tests {
         let third = exposures(&["e-3"]);
         reopened.append(vec![third.clone()]).await;
         let mut sent = Vec::new();
-        while let Some((_, batch)) = reopened.read_oldest().await {
+        while let Some((_, batch)) = reopened.read_oldest().await.expect("readable") {
             sent.push(batch);
             reopened.remove_oldest().await;
         }
@@ -560,7 +578,11 @@ mod tests {
         fs::write(dir.path().join("00000000000000000002.batch.tmp"), b"half").expect("tmp");
 
         let mut reopened = Spool::open(&options(dir.path(), 1 << 20)).expect("reopen");
-        let (file, batch) = reopened.read_oldest().await.expect("a whole batch");
+        let (file, batch) = reopened
+            .read_oldest()
+            .await
+            .expect("readable")
+            .expect("a whole batch");
         assert_eq!((file.seq, batch), (1, kept));
         assert_eq!(
             files(dir.path()),
@@ -574,6 +596,38 @@ mod tests {
             file.bytes,
             "the torn file is out of the bound"
         );
+    }
+
+    #[tokio::test]
+    async fn a_file_the_disk_cannot_read_now_is_kept_and_read_once_it_can() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut spool = Spool::open(&options(dir.path(), 1 << 20)).expect("open");
+        let batch = exposures(&["e-1"]);
+        spool.append(vec![batch.clone()]).await;
+        // Its bytes out of reach for a while (a directory in its place:
+        // reading it fails as an I/O error would).
+        let path = dir.path().join(file_name(0));
+        let bytes = fs::read(&path).expect("read");
+        fs::remove_file(&path).expect("remove");
+        fs::create_dir(&path).expect("in its place");
+        let failed = spool.read_oldest().await.expect_err("not readable now");
+        assert!(failed.contains(&file_name(0)), "{failed}");
+        assert!(!spool.is_empty(), "still held");
+        assert!(
+            !files(dir.path())
+                .iter()
+                .any(|name| name.ends_with(".corrupt")),
+            "{:?}",
+            files(dir.path())
+        );
+        fs::remove_dir(&path).expect("remove");
+        fs::write(&path, bytes).expect("back");
+        let (_, read) = spool
+            .read_oldest()
+            .await
+            .expect("readable again")
+            .expect("the batch");
+        assert_eq!(read, batch);
     }
 
     #[tokio::test]
@@ -602,7 +656,11 @@ mod tests {
         assert_eq!(full.dropped, 1);
         assert_eq!(spool.refusing, Some(4));
 
-        spool.read_oldest().await.expect("oldest");
+        spool
+            .read_oldest()
+            .await
+            .expect("readable")
+            .expect("oldest");
         spool.remove_oldest().await;
         let again = spool.append(vec![exposures(&["e-7"])]).await;
         assert_eq!(again.spooled, 1);
