@@ -15,7 +15,6 @@
 
 use std::{
     net::SocketAddr,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -39,7 +38,7 @@ const PER_CLIENT: usize = 256;
 
 mod common;
 
-use common::{Running, free_addr, http_get};
+use common::{Running, http_get, start_quiet};
 
 async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
@@ -163,35 +162,18 @@ async fn honest_calls(channel: Channel, id: &str) -> Duration {
 /// `expd` on free ports with the test's timeouts and per-client share;
 /// its gRPC and HTTP addresses and a channel to it.
 async fn start(data: &std::path::Path) -> (Running, SocketAddr, SocketAddr, Channel) {
-    let (grpc, http) = (free_addr(), free_addr());
-    let expd = Running(
-        Command::new(env!("CARGO_BIN_EXE_expd"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--grpc-addr", &grpc.to_string()])
-            .args(["--http-addr", &http.to_string()])
-            .args(["--read-timeout", &format!("{}s", READ_TIMEOUT.as_secs())])
-            .args([
-                "--request-timeout",
-                &format!("{}s", REQUEST_TIMEOUT.as_secs()),
-            ])
-            .args(["--max-connections-per-client", &PER_CLIENT.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn expd"),
-    );
-    for _ in 0..100 {
-        if let Ok(channel) = Channel::from_shared(format!("http://{grpc}"))
-            .expect("uri")
-            .connect()
-            .await
-        {
-            return (expd, grpc, http, channel);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("expd did not come up");
+    start_quiet(
+        data,
+        &[
+            "--read-timeout",
+            &format!("{}s", READ_TIMEOUT.as_secs()),
+            "--request-timeout",
+            &format!("{}s", REQUEST_TIMEOUT.as_secs()),
+            "--max-connections-per-client",
+            &PER_CLIENT.to_string(),
+        ],
+    )
+    .await
 }
 
 /// One unary call of `path` whose request body is the gRPC frame of

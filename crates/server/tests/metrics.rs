@@ -3,13 +3,9 @@
 
 mod common;
 
-use std::{
-    net::SocketAddr,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::{Running, free_addr, http_get};
+use common::{http_get, start_quiet};
 use exp_proto::v1::{
     self, admin_service_client::AdminServiceClient,
     assignment_service_client::AssignmentServiceClient,
@@ -32,33 +28,6 @@ fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             .all(|(key, wanted)| rest.contains(&format!("{key}=\"{wanted}\"")));
         matches.then(|| value.parse().ok()).flatten()
     })
-}
-
-async fn start(data: &std::path::Path, flags: &[&str]) -> (Running, SocketAddr, Channel) {
-    let (grpc, http) = (free_addr(), free_addr());
-    let expd = Running(
-        Command::new(env!("CARGO_BIN_EXE_expd"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--grpc-addr", &grpc.to_string()])
-            .args(["--http-addr", &http.to_string()])
-            .args(flags)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn expd"),
-    );
-    for _ in 0..100 {
-        if let Ok(channel) = Channel::from_shared(format!("http://{grpc}"))
-            .expect("uri")
-            .connect()
-            .await
-        {
-            return (expd, http, channel);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("expd did not come up");
 }
 
 /// Creates and starts the seed at 100% of traffic; answers an assignment
@@ -116,7 +85,7 @@ async fn a_full_exposure_queue_shows_its_drops_and_every_exposure_is_accounted_f
     const EACH: u64 = 100;
     let data = tempfile::tempdir().expect("dir");
     // One record fits in the queue: a burst overflows it.
-    let (_expd, http, channel) = start(data.path(), &["--exposure-queue", "1"]).await;
+    let (_expd, _, http, channel) = start_quiet(data.path(), &["--exposure-queue", "1"]).await;
     let mut assignment = launch_seed(channel.clone()).await;
     // A repeat: the same unit to the same variant twice.
     for _ in 0..2 {
@@ -167,7 +136,7 @@ async fn a_full_exposure_queue_shows_its_drops_and_every_exposure_is_accounted_f
 #[tokio::test]
 async fn assign_calls_for_new_units_move_the_exposure_and_rpc_counters_by_as_many() {
     let data = tempfile::tempdir().expect("dir");
-    let (_expd, http, channel) = start(data.path(), &[]).await;
+    let (_expd, _, http, channel) = start_quiet(data.path(), &[]).await;
     let mut assignment = launch_seed(channel).await;
     let (code, before) = http_get(http, "/metrics").await;
     assert_eq!(code, 200);

@@ -6,7 +6,7 @@
 //! `PROPTEST_CASES` sets the number of cases per property (256 by
 //! default); each property prints how its cases ended.
 
-use std::{cell::RefCell, collections::BTreeMap, time::SystemTime};
+use std::time::SystemTime;
 
 use exp_core::{
     Eligibility, Error, Experiment, ParamSchema, QaOverride, Status, UnitType, allocation,
@@ -15,10 +15,7 @@ use exp_core::{
     serving::ServingConfig,
     validate,
 };
-use proptest::{
-    prelude::*,
-    test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner},
-};
+use proptest::{prelude::*, test_runner::TestCaseError};
 
 mod specs;
 
@@ -26,38 +23,10 @@ use specs::*;
 
 // === runner ===
 
-/// Runs `property` on `PROPTEST_CASES` values of `strategy` and prints
-/// how many cases ended each way (the outcome the property returns).
-fn check<S: Strategy>(
-    name: &str,
-    strategy: S,
-    property: impl Fn(S::Value) -> Result<&'static str, TestCaseError>,
-) {
-    let mut runner = TestRunner::new(Config {
-        source_file: Some(file!()),
-        // Beside this file: a tests/ file has no src/ to mirror.
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        ..Config::default()
-    });
-    let outcomes = RefCell::new(BTreeMap::<&str, u32>::new());
-    let result = runner.run(&strategy, |value| {
-        let outcome = property(value)?;
-        *outcomes.borrow_mut().entry(outcome).or_default() += 1;
-        Ok(())
-    });
-    if let Err(failure) = result {
-        panic!("{name}: {failure}");
-    }
-    let outcomes = outcomes.into_inner();
-    let described: Vec<String> = outcomes.iter().map(|(o, n)| format!("{n} {o}")).collect();
-    println!(
-        "property {name}: {} cases ({})",
-        outcomes.values().sum::<u32>(),
-        described.join(", ")
-    );
-}
+#[path = "../../../../tests/support/fuzz_check.rs"]
+mod fuzz_check;
+
+use fuzz_check::check;
 
 // === properties ===
 

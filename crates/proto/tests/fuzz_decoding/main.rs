@@ -7,11 +7,7 @@
 //! `PROPTEST_CASES` sets the number of cases per property (256 by
 //! default); each property prints how its cases ended.
 
-use std::{
-    cell::RefCell,
-    collections::BTreeMap,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use exp_core::{
     Error, ParamSchema, UnitType,
@@ -27,10 +23,7 @@ use exp_proto::{
     status::{MAX_DESCRIPTION_CHARS, MAX_FIELD_CHARS, MAX_MESSAGE_CHARS, MAX_VIOLATIONS},
     to_status, v1,
 };
-use proptest::{
-    prelude::*,
-    test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner},
-};
+use proptest::{prelude::*, test_runner::TestCaseError};
 use prost::Message;
 use tonic_types::StatusExt;
 
@@ -40,38 +33,10 @@ use edges::{admin_edges, data_plane_edges};
 
 // === runner ===
 
-/// Runs `property` on `PROPTEST_CASES` values of `strategy` and prints
-/// how many cases ended each way (the outcome the property returns).
-fn check<S: Strategy>(
-    name: &str,
-    strategy: S,
-    property: impl Fn(S::Value) -> Result<&'static str, TestCaseError>,
-) {
-    let mut runner = TestRunner::new(Config {
-        source_file: Some(file!()),
-        // Beside this file: a tests/ file has no src/ to mirror.
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        ..Config::default()
-    });
-    let outcomes = RefCell::new(BTreeMap::<&str, u32>::new());
-    let result = runner.run(&strategy, |value| {
-        let outcome = property(value)?;
-        *outcomes.borrow_mut().entry(outcome).or_default() += 1;
-        Ok(())
-    });
-    if let Err(failure) = result {
-        panic!("{name}: {failure}");
-    }
-    let outcomes = outcomes.into_inner();
-    let described: Vec<String> = outcomes.iter().map(|(o, n)| format!("{n} {o}")).collect();
-    println!(
-        "property {name}: {} cases ({})",
-        outcomes.values().sum::<u32>(),
-        described.join(", ")
-    );
-}
+#[path = "../../../../tests/support/fuzz_check.rs"]
+mod fuzz_check;
+
+use fuzz_check::check;
 
 // === bytes ===
 

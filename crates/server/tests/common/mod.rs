@@ -160,3 +160,36 @@ pub async fn wait_until<T>(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `expd` with `flags` on free ports and `data`, its output discarded:
+/// the child, its gRPC and HTTP addresses and a channel, once it accepts
+/// connections.
+pub async fn start_quiet(
+    data: &Path,
+    flags: &[&str],
+) -> (Running, SocketAddr, SocketAddr, tonic::transport::Channel) {
+    let (grpc, http) = (free_addr(), free_addr());
+    let expd = Running(
+        Command::new(env!("CARGO_BIN_EXE_expd"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--grpc-addr", &grpc.to_string()])
+            .args(["--http-addr", &http.to_string()])
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn expd"),
+    );
+    for _ in 0..100 {
+        if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+            .expect("uri")
+            .connect()
+            .await
+        {
+            return (expd, grpc, http, channel);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("expd did not come up on {grpc}");
+}
