@@ -38,7 +38,7 @@ const PER_CLIENT: usize = 256;
 
 mod common;
 
-use common::{Running, http_get, start_quiet};
+use common::{Running, http_get, start_quiet, wait_until_assigned};
 
 async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
@@ -251,6 +251,7 @@ async fn stalled_calls_and_connections_of_one_client_do_not_keep_another_from_be
         })
         .await
         .expect("start");
+    wait_until_assigned(&before, &id).await;
     honest_calls(before.clone(), &id).await;
 
     // The attack.

@@ -23,7 +23,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use common::{Running, free_addr, http_get};
+use common::{Running, free_addr, http_get, wait_until_assigned};
 use exp_core::event::EventKind;
 use exp_ingest::parquet;
 use exp_proto::v1::{
@@ -360,6 +360,7 @@ async fn an_admin_change_the_disk_refused_is_never_served_and_the_next_lands_whe
         .expect("experiment");
     assert_eq!(current.traffic_percent, 100, "the seed takes everyone");
 
+    wait_until_assigned(&channel, &current.id).await;
     let before = served(&channel, &current.id).await;
     assert!(before.4 > 100, "most users are in: {before:?}");
 

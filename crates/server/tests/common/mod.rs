@@ -193,3 +193,33 @@ pub async fn start_quiet(
     }
     panic!("expd did not come up on {grpc}");
 }
+
+/// Waits until `Assign` on `channel` puts a user in experiment `id`:
+/// assignment follows a change a moment after the admin answers it.
+pub async fn wait_until_assigned(channel: &tonic::transport::Channel, id: &str) {
+    use exp_proto::v1;
+    let mut assignment =
+        v1::assignment_service_client::AssignmentServiceClient::new(channel.clone());
+    let assigned = wait_until(Duration::from_secs(10), async || {
+        let answer = assignment
+            .assign(v1::AssignRequest {
+                user_id: "wait-until-assigned".into(),
+                defer_exposure: true,
+                context: Some(v1::RequestContext {
+                    placement: "you_may_also_like".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner();
+        answer
+            .assignments
+            .iter()
+            .any(|assignment| assignment.experiment_id == id)
+            .then_some(())
+    })
+    .await;
+    assert!(assigned.is_some(), "assignment never served {id}");
+}
