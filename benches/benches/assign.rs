@@ -274,6 +274,26 @@ fn builds() -> Vec<(String, PathBuf)> {
     }
 }
 
+/// `ASSIGN_PAIRS`: rounds of runs compared (default 4, at least 2 for an
+/// interval).
+fn pairs() -> usize {
+    let pairs = std::env::var("ASSIGN_PAIRS")
+        .ok()
+        .map(|pairs| pairs.parse().expect("ASSIGN_PAIRS: a whole number"))
+        .unwrap_or(4);
+    assert!(pairs >= 2, "ASSIGN_PAIRS: at least 2, for an interval");
+    pairs
+}
+
+/// The runtime the load generator runs on: two workers, as the machine.
+fn load_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// gRPC `Assign` against every build, in pairs of runs (see the module
 /// doc).
 fn compare_builds(rate: u64) {
@@ -281,16 +301,7 @@ fn compare_builds(rate: u64) {
     if builds.is_empty() {
         return;
     }
-    let pairs: usize = std::env::var("ASSIGN_PAIRS")
-        .ok()
-        .map(|pairs| pairs.parse().expect("ASSIGN_PAIRS: a whole number"))
-        .unwrap_or(4);
-    assert!(pairs >= 2, "ASSIGN_PAIRS: at least 2, for an interval");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (pairs, runtime) = (pairs(), load_runtime());
     println!(
         "gRPC Assign at {rate}/s, every request a new unit with its exposure logged; {pairs} rounds of a 10-s run per build, each in a fresh expd, the order rotating:"
     );
@@ -353,16 +364,7 @@ fn compare_scrape(rate: u64) {
     let Some(binary) = ReleaseExpd::binary() else {
         return;
     };
-    let pairs: usize = std::env::var("ASSIGN_PAIRS")
-        .ok()
-        .map(|pairs| pairs.parse().expect("ASSIGN_PAIRS: a whole number"))
-        .unwrap_or(4);
-    assert!(pairs >= 2, "ASSIGN_PAIRS: at least 2, for an interval");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (pairs, runtime) = (pairs(), load_runtime());
     println!(
         "gRPC Assign at {rate}/s with and without GET /metrics every {SCRAPE_EVERY:?}; {pairs} pairs of 10-s runs, each in a fresh expd, the order alternating:"
     );
@@ -585,11 +587,7 @@ fn main() {
         "1000000",
     ]));
     let (grpc_addr, http_addr) = (server.grpc_addr, server.http_addr);
-    let client_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let client_runtime = load_runtime();
     client_runtime.block_on(async {
         exp_e2e::launch_seed_everywhere(&mut AdminServiceClient::new(
             exp_e2e::connect(grpc_addr).await,

@@ -419,3 +419,35 @@ pub async fn log_outcomes(channel: Channel, outcomes: Vec<v1::Outcome>) {
         assert!(answer.rejections.is_empty(), "{:?}", answer.rejections);
     }
 }
+
+/// The seed at 100% of traffic with a bounce-rate guardrail (5%) that
+/// stops it.
+pub fn bounce_guarded_seed() -> v1::Experiment {
+    let mut experiment = seed_experiment();
+    experiment.traffic_percent = 100;
+    experiment.metrics = Some(v1::MetricsConfig {
+        primary_metric: "add_to_cart_rate".into(),
+        guardrails: vec![v1::Guardrail {
+            metric: "bounce_rate".into(),
+            threshold: 0.05,
+            action: v1::GuardrailAction::Stop as i32,
+        }],
+        ..Default::default()
+    });
+    experiment
+}
+
+/// Page views of `assigned` users in which treatment bounces far more
+/// often: one page view for 8 in 10 of its users, for 3 in 10 of
+/// control's; three for the rest.
+pub fn treatment_bounces(assigned: &[(String, String)]) -> Vec<v1::Outcome> {
+    let mut outcomes = Vec::new();
+    for (index, (user, variant)) in assigned.iter().enumerate() {
+        let bounce_share = if variant == "treatment" { 8 } else { 3 };
+        let pages = if index % 10 < bounce_share { 1 } else { 3 };
+        for page in 0..pages {
+            outcomes.push(outcome(user, v1::OutcomeType::PageView, page));
+        }
+    }
+    outcomes
+}

@@ -12,8 +12,8 @@ use std::{
 };
 
 use exp_e2e::{
-    TestServer, assign_users, create_and_start, log_outcomes, outcome, seed_experiment,
-    wait_until_assign_is_current,
+    TestServer, assign_users, bounce_guarded_seed, create_and_start, log_outcomes,
+    treatment_bounces, wait_until_assign_is_current,
 };
 use exp_proto::v1::{self, config_service_client::ConfigServiceClient};
 
@@ -85,18 +85,7 @@ async fn a_guardrail_stop_shows_in_metrics_and_every_metric_the_dashboard_and_al
     .await;
     let channel = server.channel().await;
     let mut admin = server.admin().await;
-    let mut experiment = seed_experiment();
-    experiment.traffic_percent = 100;
-    experiment.metrics = Some(v1::MetricsConfig {
-        primary_metric: "add_to_cart_rate".into(),
-        guardrails: vec![v1::Guardrail {
-            metric: "bounce_rate".into(),
-            threshold: 0.05,
-            action: v1::GuardrailAction::Stop as i32,
-        }],
-        ..Default::default()
-    });
-    create_and_start(&mut admin, experiment).await;
+    create_and_start(&mut admin, bounce_guarded_seed()).await;
     wait_until_assign_is_current(channel.clone()).await;
     // A replica's stream: its snapshot is counted.
     let mut watching = ConfigServiceClient::new(channel.clone())
@@ -107,15 +96,7 @@ async fn a_guardrail_stop_shows_in_metrics_and_every_metric_the_dashboard_and_al
     watching.message().await.expect("ok").expect("snapshot");
     // Treatment bounces far more often: the monitor stops the experiment.
     let assigned = assign_users(channel.clone(), "o", 1200).await;
-    let mut outcomes = Vec::new();
-    for (index, (user, variant)) in assigned.iter().enumerate() {
-        let bounce_share = if variant == "treatment" { 8 } else { 3 };
-        let pages = if index % 10 < bounce_share { 1 } else { 3 };
-        for page in 0..pages {
-            outcomes.push(outcome(user, v1::OutcomeType::PageView, page));
-        }
-    }
-    log_outcomes(channel.clone(), outcomes).await;
+    log_outcomes(channel.clone(), treatment_bounces(&assigned)).await;
 
     let action = r#"expd_guardrail_actions_total{action="stop",experiment="reco_ymal_v1""#;
     let deadline = Instant::now() + Duration::from_secs(30);

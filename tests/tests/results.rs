@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use exp_e2e::{
-    TestServer, assign_users, create_and_start, launch_seed_everywhere, log_outcomes, outcome,
-    seed_experiment, wait_until_assign_is_current, ymal_request,
+    TestServer, assign_users, bounce_guarded_seed, create_and_start, launch_seed_everywhere,
+    log_outcomes, outcome, treatment_bounces, wait_until_assign_is_current, ymal_request,
 };
 use exp_proto::v1::{
     self, assignment_service_client::AssignmentServiceClient,
@@ -156,32 +156,13 @@ async fn a_guardrail_breach_stops_the_experiment_and_changes_assign_answers_with
     let server = TestServer::start_with(&["--guardrail-interval", "1s"]).await;
     let channel = server.channel().await;
     let mut admin = server.admin().await;
-    let mut experiment = seed_experiment();
-    experiment.traffic_percent = 100;
-    experiment.metrics = Some(v1::MetricsConfig {
-        primary_metric: "add_to_cart_rate".into(),
-        guardrails: vec![v1::Guardrail {
-            metric: "bounce_rate".into(),
-            threshold: 0.05,
-            action: v1::GuardrailAction::Stop as i32,
-        }],
-        ..Default::default()
-    });
-    create_and_start(&mut admin, experiment).await;
+    create_and_start(&mut admin, bounce_guarded_seed()).await;
     wait_until_assign_is_current(channel.clone()).await;
 
     // Treatment bounces twice as often: one page view for most of its
     // users, two or more for most of control's.
     let assigned = assign_users(channel.clone(), "g", 1200).await;
-    let mut outcomes = Vec::new();
-    for (index, (user, variant)) in assigned.iter().enumerate() {
-        let bounce_share = if variant == "treatment" { 8 } else { 3 };
-        let pages = if index % 10 < bounce_share { 1 } else { 3 };
-        for page in 0..pages {
-            outcomes.push(outcome(user, v1::OutcomeType::PageView, page));
-        }
-    }
-    log_outcomes(channel.clone(), outcomes).await;
+    log_outcomes(channel.clone(), treatment_bounces(&assigned)).await;
 
     // Nobody calls the admin from here on: the monitor stops it.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -41,10 +41,10 @@ use std::sync::{Arc, atomic::Ordering};
 
 use exp_admin::config::OpenWatchers;
 use exp_assign::{QueueCounters, RepeatFilter, SnapshotCell, feed::FeedStats};
-use exp_ingest::{LogSlot, log::LogStats};
+use exp_ingest::{EventLog, LogSlot};
 use exp_results::Results;
 use exp_store::{Store, StoreHealth};
-use opentelemetry::KeyValue;
+use opentelemetry::{KeyValue, metrics::Meter};
 
 use crate::connections::Connections;
 
@@ -67,167 +67,198 @@ pub struct Sources {
     pub results: Option<Results>,
 }
 
+/// A counter of the event log: its name, description and how to read it.
+type LogCounter = (&'static str, &'static str, fn(&EventLog) -> u64);
+
+/// An observable counter reading `read` at each collection (`None`: no
+/// value yet, e.g. the event log still opening).
+fn counter(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    read: impl Fn() -> Option<u64> + Send + Sync + 'static,
+) {
+    meter
+        .u64_observable_counter(name)
+        .with_description(description)
+        .with_callback(move |observer| {
+            if let Some(value) = read() {
+                observer.observe(value, &[]);
+            }
+        })
+        .build();
+}
+
+/// An observable gauge reading `read` at each collection (`None`: no
+/// value yet).
+fn gauge(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    read: impl Fn() -> Option<u64> + Send + Sync + 'static,
+) {
+    meter
+        .u64_observable_gauge(name)
+        .with_description(description)
+        .with_callback(move |observer| {
+            if let Some(value) = read() {
+                observer.observe(value, &[]);
+            }
+        })
+        .build();
+}
+
 /// Registers the instruments on the global meter `expd`. They live as
 /// long as the meter provider.
 pub fn register(sources: Sources) {
     let meter = opentelemetry::global::meter("expd");
     if let Some((queue, feed, repeats)) = sources.exposures {
-        meter
-            .u64_observable_counter("expd.exposures.repeated")
-            .with_description(
-                "Exposures not handed on: the unit saw the same variant within the repeat window",
-            )
-            .with_callback(move |observer| observer.observe(repeats.repeats(), &[]))
-            .build();
+        counter(
+            &meter,
+            "expd.exposures.repeated",
+            "Exposures not handed on: the unit saw the same variant within the repeat window",
+            move || Some(repeats.repeats()),
+        );
         let offered = queue.clone();
-        meter
-            .u64_observable_counter("expd.exposures.offered")
-            .with_description("Exposure records Assign offered to the exposure queue")
-            .with_callback(move |observer| observer.observe(offered.offered(), &[]))
-            .build();
-        meter
-            .u64_observable_counter("expd.exposures.dropped")
-            .with_description("Exposure records dropped because the exposure queue was full")
-            .with_callback(move |observer| observer.observe(queue.dropped(), &[]))
-            .build();
+        counter(
+            &meter,
+            "expd.exposures.offered",
+            "Exposure records Assign offered to the exposure queue",
+            move || Some(offered.offered()),
+        );
+        counter(
+            &meter,
+            "expd.exposures.dropped",
+            "Exposure records dropped because the exposure queue was full",
+            move || Some(queue.dropped()),
+        );
         let handed_on = feed.clone();
-        meter
-            .u64_observable_counter("expd.exposures.handed_on")
-            .with_description("First exposures handed to the event log or the admin")
-            .with_callback(move |observer| {
-                observer.observe(handed_on.logged.load(Ordering::Relaxed), &[]);
-            })
-            .build();
-        meter
-            .u64_observable_counter("expd.exposures.refused")
-            .with_description("Exposures the event log or the admin handed back")
-            .with_callback(move |observer| {
-                observer.observe(feed.dropped.load(Ordering::Relaxed), &[]);
-            })
-            .build();
+        counter(
+            &meter,
+            "expd.exposures.handed_on",
+            "First exposures handed to the event log or the admin",
+            move || Some(handed_on.logged.load(Ordering::Relaxed)),
+        );
+        counter(
+            &meter,
+            "expd.exposures.refused",
+            "Exposures the event log or the admin handed back",
+            move || Some(feed.dropped.load(Ordering::Relaxed)),
+        );
     }
     let (assignment, store) = (sources.assignment, sources.store.clone());
-    meter
-        .u64_observable_gauge("expd.config.version")
-        .with_description("The config version this process holds")
-        .with_callback(move |observer| {
-            let held = assignment
+    gauge(
+        &meter,
+        "expd.config.version",
+        "The config version this process holds",
+        move || {
+            assignment
                 .as_ref()
                 .and_then(|cell| cell.load().map(|snapshot| snapshot.version()))
-                .or_else(|| store.as_ref().map(|store| store.config_version()));
-            if let Some(version) = held {
-                observer.observe(version, &[]);
-            }
-        })
-        .build();
+                .or_else(|| store.as_ref().map(|store| store.config_version()))
+        },
+    );
     if let Some(store) = sources.store {
         let health = store.health();
-        meter
-            .u64_observable_gauge("expd.store.writable")
-            .with_description("1 while the config store writes, 0 while it cannot")
-            .with_callback(move |observer| {
-                let writable = matches!(*health.borrow(), StoreHealth::Writable);
-                observer.observe(u64::from(writable), &[]);
-            })
-            .build();
+        gauge(
+            &meter,
+            "expd.store.writable",
+            "1 while the config store writes, 0 while it cannot",
+            move || Some(u64::from(matches!(*health.borrow(), StoreHealth::Writable))),
+        );
     }
     let open = sources.connections.clone();
-    meter
-        .u64_observable_gauge("expd.connections.open")
-        .with_description("Connections open, both ports")
-        .with_callback(move |observer| observer.observe(open.open(), &[]))
-        .build();
+    gauge(
+        &meter,
+        "expd.connections.open",
+        "Connections open, both ports",
+        move || Some(open.open()),
+    );
     let refused = sources.connections;
-    meter
-        .u64_observable_counter("expd.connections.refused")
-        .with_description("Connections closed at once at a connection limit")
-        .with_callback(move |observer| observer.observe(refused.refused(), &[]))
-        .build();
+    counter(
+        &meter,
+        "expd.connections.refused",
+        "Connections closed at once at a connection limit",
+        move || Some(refused.refused()),
+    );
     if let Some(watchers) = sources.watchers {
-        meter
-            .u64_observable_gauge("expd.watchers.open")
-            .with_description("WatchConfigs streams open")
-            .with_callback({
-                let watchers = watchers.clone();
-                move |observer| observer.observe(watchers.count() as u64, &[])
-            })
-            .build();
-        meter
-            .u64_observable_gauge("expd.watchers.behind")
-            .with_description(
-                "Config versions the furthest-behind WatchConfigs stream has not been sent",
-            )
-            .with_callback(move |observer| observer.observe(watchers.most_behind(), &[]))
-            .build();
+        let open = watchers.clone();
+        gauge(
+            &meter,
+            "expd.watchers.open",
+            "WatchConfigs streams open",
+            move || Some(open.count() as u64),
+        );
+        gauge(
+            &meter,
+            "expd.watchers.behind",
+            "Config versions the furthest-behind WatchConfigs stream has not been sent",
+            move || Some(watchers.most_behind()),
+        );
     }
     if let Some(slot) = sources.log {
-        let log_counter =
-            |name: &'static str, description: &'static str, read: fn(&LogStats) -> u64| {
-                let slot = slot.clone();
-                meter
-                    .u64_observable_counter(name)
-                    .with_description(description)
-                    .with_callback(move |observer| {
-                        if let Some(log) = slot.get() {
-                            observer.observe(read(log.stats()), &[]);
-                        }
-                    })
-                    .build();
-            };
-        let pending = slot.clone();
-        meter
-            .u64_observable_gauge("expd.events.pending")
-            .with_description("Events accepted and waiting for the event log's writer")
-            .with_callback(move |observer| {
-                if let Some(log) = pending.get() {
-                    observer.observe(log.pending_events() as u64, &[]);
-                }
-            })
-            .build();
-        let on_disk = slot.clone();
+        let from_log = |read: fn(&EventLog) -> u64| {
+            let slot = slot.clone();
+            move || slot.get().map(|log| read(&log))
+        };
+        gauge(
+            &meter,
+            "expd.events.pending",
+            "Events accepted and waiting for the event log's writer",
+            from_log(|log| log.pending_events() as u64),
+        );
         meter
             .u64_observable_gauge("expd.events.disk")
             .with_unit("By")
             .with_description("Bytes of the event log's directory: held segments and Parquet files")
-            .with_callback(move |observer| {
-                if let Some(log) = on_disk.get() {
-                    observer.observe(log.disk_bytes(), &[]);
+            .with_callback({
+                let disk = from_log(EventLog::disk_bytes);
+                move |observer| {
+                    if let Some(bytes) = disk() {
+                        observer.observe(bytes, &[]);
+                    }
                 }
             })
             .build();
-        log_counter(
-            "expd.events.written",
-            "Events written to the event log",
-            |stats| stats.written.load(Ordering::Relaxed),
-        );
-        log_counter(
-            "expd.events.duplicates",
-            "Events answered as duplicates",
-            |stats| stats.duplicates.load(Ordering::Relaxed),
-        );
-        log_counter(
-            "expd.events.fsyncs",
-            "Group commits (fsyncs) of the event log",
-            |stats| stats.groups.load(Ordering::Relaxed),
-        );
-        log_counter(
-            "expd.events.write_failures",
-            "Group writes of the event log the disk refused",
-            |stats| stats.write_failures.load(Ordering::Relaxed),
-        );
-        log_counter(
-            "expd.events.segments_rolled",
-            "Event log segments rolled into Parquet",
-            |stats| stats.segments_rolled.load(Ordering::Relaxed),
-        );
+        let stats: [LogCounter; 5] = [
+            (
+                "expd.events.written",
+                "Events written to the event log",
+                |log| log.stats().written.load(Ordering::Relaxed),
+            ),
+            (
+                "expd.events.duplicates",
+                "Events answered as duplicates",
+                |log| log.stats().duplicates.load(Ordering::Relaxed),
+            ),
+            (
+                "expd.events.fsyncs",
+                "Group commits (fsyncs) of the event log",
+                |log| log.stats().groups.load(Ordering::Relaxed),
+            ),
+            (
+                "expd.events.write_failures",
+                "Group writes of the event log the disk refused",
+                |log| log.stats().write_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "expd.events.segments_rolled",
+                "Event log segments rolled into Parquet",
+                |log| log.stats().segments_rolled.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, description, read) in stats {
+            counter(&meter, name, description, from_log(read));
+        }
     }
     if let Some(results) = sources.results {
         let events = results.clone();
-        meter
-            .u64_observable_gauge("expd.results.lag.events")
-            .with_description("Events in the log the results have not counted yet")
-            .with_callback(move |observer| observer.observe(events.lag().pending_events, &[]))
-            .build();
+        gauge(
+            &meter,
+            "expd.results.lag.events",
+            "Events in the log the results have not counted yet",
+            move || Some(events.lag().pending_events),
+        );
         meter
             .f64_observable_gauge("expd.results.lag")
             .with_unit("s")

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{http_get, start_quiet};
+use common::{http_get, start_quiet, wait_until_assigned};
 use exp_proto::v1::{
     self, admin_service_client::AdminServiceClient,
     assignment_service_client::AssignmentServiceClient,
@@ -50,21 +50,8 @@ async fn launch_seed(channel: Channel) -> AssignmentServiceClient<Channel> {
         })
         .await
         .expect("start");
-    let mut assignment = AssignmentServiceClient::new(channel);
-    // Assignment follows the started revision a moment later.
-    let started = Instant::now();
-    loop {
-        let answer = assignment
-            .assign(request("warm-up", true))
-            .await
-            .expect("assign")
-            .into_inner();
-        if !answer.assignments.is_empty() {
-            return assignment;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "never served");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_assigned(&channel, &seed.id).await;
+    AssignmentServiceClient::new(channel)
 }
 
 fn request(user: &str, defer_exposure: bool) -> v1::AssignRequest {
