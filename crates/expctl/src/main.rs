@@ -3,8 +3,8 @@
 //! # Layout
 //!
 //! - `main` (this file): the commands and their calls.
-//! - [`file`]: experiment files (YAML or JSON, the protobuf JSON mapping)
-//!   and YAML output.
+//! - [`exp_proto::file`]: experiment files (YAML or JSON, the protobuf
+//!   JSON mapping) and YAML output, shared with the console's YAML pane.
 //! - [`table`]: `GetResults` as a readable table.
 //! - [`demo`]: `expctl demo`, the whole product in a minute on a private,
 //!   in-process `expd`.
@@ -15,12 +15,12 @@
 //! and exits with status 1.
 
 mod demo;
-mod file;
 mod table;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use exp_proto::file;
 use exp_proto::v1::{
     self, admin_service_client::AdminServiceClient, results_service_client::ResultsServiceClient,
 };

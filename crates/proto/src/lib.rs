@@ -10,6 +10,9 @@
 //!   for `grpc.reflection`.
 //! - [`convert`]: proto <-> domain conversions; input conversions report
 //!   bad fields as [`exp_core::FieldViolation`]s.
+//! - [`file`]: experiment files and printed resources as YAML or JSON in
+//!   the protobuf JSON mapping with proto field names: `expctl`'s format,
+//!   and the console's YAML pane.
 //! - [`events`]: exposures and outcomes between the wire and the domain,
 //!   and their wire encoding as the event log's record format.
 //! - [`serving`]: conversions of the serving config and of assignment
@@ -20,6 +23,7 @@
 
 pub mod convert;
 pub mod events;
+pub mod file;
 pub mod serving;
 pub mod status;
 

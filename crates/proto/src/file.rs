@@ -6,14 +6,14 @@
 
 use std::{path::Path, sync::OnceLock};
 
-use exp_proto::v1;
+use crate::v1;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
 
 fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        DescriptorPool::decode(exp_proto::FILE_DESCRIPTOR_SET)
+        DescriptorPool::decode(crate::FILE_DESCRIPTOR_SET)
             .expect("the embedded descriptors of experiments.v1 decode")
     })
 }
@@ -61,6 +61,19 @@ pub fn to_yaml<M: Message>(name: &str, message: &M) -> String {
         .serialize_with_options(&mut serializer, &options)
         .expect("a dynamic message serializes");
     String::from_utf8(out).expect("YAML is UTF-8")
+}
+
+/// `message` (of proto type `name`) as a JSON value with proto field
+/// names and every field, defaults included (what the console diffs).
+pub fn to_json_value<M: Message>(name: &str, message: &M) -> serde_json::Value {
+    let dynamic = DynamicMessage::decode(descriptor(name), message.encode_to_vec().as_slice())
+        .expect("a message re-decodes with its own descriptor");
+    let options = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .skip_default_fields(false);
+    dynamic
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .expect("a dynamic message serializes")
 }
 
 #[cfg(test)]
