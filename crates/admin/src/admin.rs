@@ -63,6 +63,16 @@ impl Admin {
         &self.store
     }
 
+    /// The parameter schema variants are checked against.
+    pub fn schema(&self) -> &Arc<ParamSchema> {
+        &self.schema
+    }
+
+    /// The clock changes are stamped with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// Creates a draft at revision 1.
     pub fn create(
         &self,

@@ -69,7 +69,8 @@ impl Role {
         )
     }
 
-    fn name(self) -> &'static str {
+    /// The role's name in the tokens file.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Viewer => "viewer",
             Self::Editor => "editor",

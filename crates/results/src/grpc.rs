@@ -13,10 +13,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use exp_analysis::timeline::Granularity;
 
-use crate::{
-    DEFAULT_ALPHA, Progress, Shared,
-    convert::{Lag, report_to_proto, timeline_to_proto},
-};
+use crate::{DEFAULT_ALPHA, Progress, Shared};
 
 /// The tonic implementation of `ResultsService`.
 #[derive(Debug, Clone)]
@@ -121,10 +118,6 @@ impl ResultsGrpc {
             }
         }
     }
-
-    fn lag(&self, counted: Position) -> Lag {
-        self.shared.lag(counted)
-    }
 }
 
 /// The significance level of a request (0 means the default).
@@ -184,30 +177,9 @@ impl ResultsService for ResultsGrpc {
         self.counted_through(Position::from_u64(request.min_position), &metadata)
             .await?;
         let shared = self.shared.clone();
-        let id = experiment.id.clone();
-        let (report, counted) = tokio::task::spawn_blocking(move || {
-            let mut analysis = shared.analysis();
-            let report = analysis.analyzer.report(&id, alpha);
-            (report, analysis.counted)
-        })
-        .await
-        .map_err(|error| Status::internal(error.to_string()))?;
-        let lag = self.lag(counted);
-        let mut response = match report {
-            Some(report) => report_to_proto(&report, lag),
-            None => v1::GetResultsResponse {
-                experiment_id: experiment.id.clone(),
-                alpha,
-                multiple_comparison_correction: "holm".into(),
-                counted_position: lag.counted_position,
-                pending_events: lag.pending_events,
-                lag_seconds: lag.lag_seconds,
-                ..Default::default()
-            },
-        };
-        if response.revision == 0 {
-            response.revision = experiment.revision;
-        }
+        let response = tokio::task::spawn_blocking(move || shared.results(&experiment, alpha))
+            .await
+            .map_err(|error| Status::internal(error.to_string()))?;
         Ok(Response::new(response))
     }
 
@@ -237,22 +209,11 @@ impl ResultsService for ResultsGrpc {
             .await?;
         self.counted_through(Position::ZERO, &metadata).await?;
         let shared = self.shared.clone();
-        let id = experiment.id.clone();
-        let (timeline, counted) = tokio::task::spawn_blocking(move || {
-            let analysis = shared.analysis();
-            let timeline = analysis.analyzer.timeline(&id, granularity, alpha);
-            (timeline, analysis.counted)
-        })
-        .await
-        .map_err(|error| Status::internal(error.to_string()))?;
-        Ok(Response::new(v1::GetResultsTimelineResponse {
-            experiment_id: experiment.id,
-            alpha,
-            points: timeline
-                .map(|timeline| timeline_to_proto(&timeline))
-                .unwrap_or_default(),
-            counted_position: counted.as_u64(),
-        }))
+        let response =
+            tokio::task::spawn_blocking(move || shared.timeline(&experiment, granularity, alpha))
+                .await
+                .map_err(|error| Status::internal(error.to_string()))?;
+        Ok(Response::new(response))
     }
 }
 

@@ -13,6 +13,9 @@
 //! - [`grpc`]: `GetResults`, which reads your writes (it waits for a position),
 //!   and `GetResultsTimeline`.
 //! - [`convert`]: reports to their proto form.
+//! - [`view`]: the newest results and timeline of an experiment kept for
+//!   people (the console), so a page answers without a pass over its
+//!   units; refreshed off the request when the analysis has counted more.
 //!
 //! The analyzer is behind one lock, held by the follower for one chunk of
 //! events at a time and by a report for one pass over an experiment's
@@ -23,6 +26,7 @@ pub mod convert;
 pub mod follower;
 pub mod grpc;
 pub mod monitor;
+pub mod view;
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
@@ -30,12 +34,15 @@ use std::{
 };
 
 use exp_admin::{Admin, Authenticator};
-use exp_analysis::Analyzer;
+use exp_analysis::{Analyzer, timeline::Granularity};
+use exp_core::Experiment;
 use exp_ingest::{LogSlot, Position};
+use exp_proto::v1;
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use grpc::ResultsGrpc;
+pub use view::ResultsView;
 
 /// Significance level of GetResults when the request names none, and of
 /// the guardrail monitor.
@@ -66,6 +73,9 @@ pub(crate) struct Shared {
     analysis: Mutex<Analysis>,
     pub(crate) progress: watch::Sender<Progress>,
     pub(crate) log: LogSlot,
+    pub(crate) views: view::Views,
+    /// Where background refreshes of the views run.
+    pub(crate) tasks: TaskTracker,
 }
 
 impl Shared {
@@ -73,6 +83,58 @@ impl Shared {
         self.analysis
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `experiment`'s results at significance `alpha`, as `GetResults`
+    /// answers them: one pass over its units (blocking).
+    pub(crate) fn results(&self, experiment: &Experiment, alpha: f64) -> v1::GetResultsResponse {
+        let (report, counted) = {
+            let mut analysis = self.analysis();
+            let report = analysis.analyzer.report(&experiment.id, alpha);
+            (report, analysis.counted)
+        };
+        let lag = self.lag(counted);
+        let mut response = match report {
+            Some(report) => convert::report_to_proto(&report, lag),
+            None => v1::GetResultsResponse {
+                experiment_id: experiment.id.clone(),
+                alpha,
+                multiple_comparison_correction: "holm".into(),
+                counted_position: lag.counted_position,
+                pending_events: lag.pending_events,
+                lag_seconds: lag.lag_seconds,
+                ..Default::default()
+            },
+        };
+        if response.revision == 0 {
+            response.revision = experiment.revision;
+        }
+        response
+    }
+
+    /// `experiment`'s timeline, as `GetResultsTimeline` answers it
+    /// (blocking).
+    pub(crate) fn timeline(
+        &self,
+        experiment: &Experiment,
+        granularity: Granularity,
+        alpha: f64,
+    ) -> v1::GetResultsTimelineResponse {
+        let (timeline, counted) = {
+            let analysis = self.analysis();
+            let timeline = analysis
+                .analyzer
+                .timeline(&experiment.id, granularity, alpha);
+            (timeline, analysis.counted)
+        };
+        v1::GetResultsTimelineResponse {
+            experiment_id: experiment.id.clone(),
+            alpha,
+            points: timeline
+                .map(|timeline| convert::timeline_to_proto(&timeline))
+                .unwrap_or_default(),
+            counted_position: counted.as_u64(),
+        }
     }
 
     /// How far `counted` is behind the log's tip: events and the age of
@@ -120,6 +182,8 @@ impl Results {
             }),
             progress: watch::Sender::new(Progress::default()),
             log: slot,
+            views: view::Views::default(),
+            tasks: tasks.clone(),
         });
         tasks.spawn(follower::follow(
             shared.clone(),

@@ -255,6 +255,13 @@ pub fn normal_critical(alpha: f64) -> f64 {
     standard_normal().inverse_cdf(1.0 - alpha / 2.0)
 }
 
+/// The smallest true difference that a two-sided test at `alpha` finds
+/// significant with probability `power`, when the difference's estimate
+/// has `standard_error`: `(z(1 - alpha/2) + z(power)) * standard_error`.
+pub fn minimum_detectable_effect(standard_error: f64, alpha: f64, power: f64) -> f64 {
+    (normal_critical(alpha) + normal_critical(2.0 * (1.0 - power))) * standard_error
+}
+
 /// Two-sided p-value of a standard normal statistic.
 pub fn normal_p_value(z: f64) -> f64 {
     2.0 * standard_normal().sf(z.abs())
@@ -392,6 +399,15 @@ pub fn chi_square_goodness_of_fit(observed: &[u64], weights: &[f64]) -> Option<(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_minimum_detectable_effect_at_5_percent_and_80_percent_power_is_2_8_standard_errors() {
+        // z(0.975) + z(0.8) = 1.959964 + 0.841621 (scipy.stats.norm.ppf).
+        let mde = super::minimum_detectable_effect(0.01, 0.05, 0.8);
+        assert!((mde - 0.028_015_85).abs() < 1e-7, "{mde}");
+        let stricter = super::minimum_detectable_effect(0.01, 0.01, 0.9);
+        assert!((stricter - 0.038_573_81).abs() < 1e-7, "{stricter}");
+    }
+
     use super::*;
 
     #[test]

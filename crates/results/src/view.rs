@@ -1,0 +1,124 @@
+//! Results for people: the newest results and timeline of each
+//! experiment a page has asked for, kept.
+//!
+//! A report is one pass over the experiment's units (54 ms at a million
+//! units, `benches/RESULTS.md`), and so is the timeline's "now" point. A
+//! page must answer faster than that, so it reads the view kept from the
+//! last pass, which says the log position it counted through. When the
+//! analysis has counted further since (or the experiment has a new
+//! revision), the page still gets the kept view at once and one refresh
+//! runs off the request; only the first look at an experiment computes
+//! while the caller waits.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard},
+    time::SystemTime,
+};
+
+use exp_analysis::timeline::Granularity;
+use exp_core::{Error, Experiment};
+use exp_proto::v1;
+
+use crate::{DEFAULT_ALPHA, Progress, Results, Shared};
+
+/// An experiment's results and timeline from one look, at
+/// [`DEFAULT_ALPHA`], hourly.
+#[derive(Debug, Clone)]
+pub struct ResultsView {
+    /// What `GetResults` answered then.
+    pub results: v1::GetResultsResponse,
+    /// What `GetResultsTimeline` (hourly) answered then.
+    pub timeline: v1::GetResultsTimelineResponse,
+    /// When the look was taken.
+    pub computed_at: SystemTime,
+}
+
+impl ResultsView {
+    /// Whether it shows everything counted for `experiment` as it is now.
+    fn is_current(&self, experiment: &Experiment, progress: Progress) -> bool {
+        self.results.revision == experiment.revision
+            && self.results.counted_position >= progress.counted.as_u64()
+    }
+}
+
+/// The kept views and the refreshes under way.
+#[derive(Debug, Default)]
+pub(crate) struct Views {
+    kept: Mutex<HashMap<String, Arc<ResultsView>>>,
+    refreshing: Mutex<HashSet<String>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    /// A new look at `experiment`, kept (blocking: two passes over its
+    /// units).
+    fn look(&self, experiment: &Experiment) -> Arc<ResultsView> {
+        let view = Arc::new(ResultsView {
+            results: self.results(experiment, DEFAULT_ALPHA),
+            timeline: self.timeline(experiment, Granularity::Hour, DEFAULT_ALPHA),
+            computed_at: SystemTime::now(),
+        });
+        locked(&self.views.kept).insert(experiment.id.clone(), view.clone());
+        view
+    }
+}
+
+impl Results {
+    /// How far the analysis has counted.
+    pub fn progress(&self) -> Progress {
+        *self.shared.progress.borrow()
+    }
+
+    /// The view of `experiment`: the kept one, refreshed in the background
+    /// when it is behind; computed now when there is none yet.
+    /// `UNAVAILABLE` while the first read of the log is under way.
+    pub async fn view(&self, experiment: &Experiment) -> Result<Arc<ResultsView>, Error> {
+        if !self.progress().ready {
+            return Err(Error::Unavailable(
+                "results are loading: the event log is still being read; retry shortly".into(),
+            ));
+        }
+        if let Some(kept) = self.kept_view(experiment) {
+            return Ok(kept);
+        }
+        let shared = self.shared.clone();
+        let experiment = experiment.clone();
+        tokio::task::spawn_blocking(move || shared.look(&experiment))
+            .await
+            .map_err(|error| Error::Unavailable(format!("the results task failed: {error}")))
+    }
+
+    /// The view kept for `experiment`, if a page has asked for it before;
+    /// when it is behind, one refresh starts in the background.
+    pub fn kept_view(&self, experiment: &Experiment) -> Option<Arc<ResultsView>> {
+        let kept = locked(&self.shared.views.kept)
+            .get(&experiment.id)
+            .cloned()?;
+        if !kept.is_current(experiment, self.progress()) {
+            self.refresh(experiment);
+        }
+        Some(kept)
+    }
+
+    /// Takes a new look at `experiment` in the background, unless one is
+    /// under way.
+    pub fn refresh(&self, experiment: &Experiment) {
+        if !self.progress().ready
+            || !locked(&self.shared.views.refreshing).insert(experiment.id.clone())
+        {
+            return;
+        }
+        let shared = self.shared.clone();
+        let experiment = experiment.clone();
+        self.shared.tasks.spawn_blocking(move || {
+            shared.look(&experiment);
+            locked(&shared.views.refreshing).remove(&experiment.id);
+        });
+    }
+}
