@@ -214,6 +214,14 @@ pub async fn serve(
             require_token,
         )),
     );
+    // The console: pages for people, on the admin's and results' own use
+    // cases, wherever the admin runs.
+    if let Some(admin) = admin.as_ref().filter(|_| runs_admin) {
+        routes = routes.merge(
+            exp_console::Console::new(admin.admin.clone(), results.clone(), context.auth.clone())
+                .router(),
+        );
+    }
     let (follower, feed) = match assign {
         Some(assign) => {
             // The router takes the last copy of the assigner (and of the

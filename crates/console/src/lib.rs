@@ -1,0 +1,132 @@
+//! The console: pages on `expd`'s HTTP port where PMs create, launch,
+//! monitor and roll back experiments, and analysts read results. Pages are
+//! rendered on the server (maud templates, compiled with the binary); the
+//! browser gets HTML, a stylesheet, htmx for partial updates and uPlot for
+//! the charts, all embedded: nothing is fetched from elsewhere.
+//!
+//! Every page calls the same use cases as the gRPC services ([`Admin`],
+//! [`Results`]): one implementation of every rule, and the same words.
+//!
+//! # Layout
+//!
+//! - [`session`]: who is asking. With a tokens file, a sign-in page takes a
+//!   viewer or editor token and keeps it in an `HttpOnly`, `SameSite=Strict`
+//!   cookie; every form carries a CSRF token (an HMAC of the session); a
+//!   change needs an editor, whose identity becomes the revision's author.
+//! - [`layout`]: the page shell, messages, and how values are written.
+//! - [`list`]: every experiment, with filters and health badges.
+//! - [`experiment`]: one experiment, its status moves, its history with a
+//!   field-by-field diff, and rollback with a preview.
+//! - [`edit`]: the create and edit form (inputs from the parameter schema),
+//!   its YAML pane in `expctl`'s file format, validation by field path, and
+//!   stale edits explained.
+//! - [`overrides`]: QA overrides.
+//! - [`results`]: the metric table with intervals, the sanity checks and
+//!   guardrails, lift over time with its band, and the minimum detectable
+//!   effect.
+//! - [`diff`]: two experiments compared field by field.
+//! - [`assets`]: the embedded stylesheet, script and vendored libraries.
+
+pub mod assets;
+pub mod diff;
+pub mod edit;
+pub mod experiment;
+pub mod layout;
+pub mod list;
+pub mod overrides;
+pub mod results;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    response::Redirect,
+    routing::{get, post},
+};
+use exp_admin::{Admin, Authenticator};
+use exp_core::Error;
+use exp_results::Results;
+
+/// What every page handler shares.
+#[derive(Debug, Clone)]
+pub struct Console {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    admin: Admin,
+    results: Option<Results>,
+    auth: Authenticator,
+    csrf: session::CsrfKey,
+}
+
+impl Console {
+    /// A console over `admin` (and `results`, when this process has them),
+    /// with callers checked by `auth`.
+    pub fn new(admin: Admin, results: Option<Results>, auth: Authenticator) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                admin,
+                results,
+                auth,
+                csrf: session::CsrfKey::generate(),
+            }),
+        }
+    }
+
+    fn admin(&self) -> &Admin {
+        &self.inner.admin
+    }
+
+    fn results(&self) -> Option<&Results> {
+        self.inner.results.as_ref()
+    }
+
+    /// Runs a use case off the async workers (the store's writes wait for
+    /// the disk).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Admin) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let admin = self.inner.admin.clone();
+        tokio::task::spawn_blocking(move || work(&admin))
+            .await
+            .map_err(|error| Error::Unavailable(format!("the request's task failed: {error}")))?
+    }
+
+    /// The console's routes.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/", get(|| async { Redirect::to("/experiments") }))
+            .route(
+                "/sign-in",
+                get(session::sign_in_page).post(session::sign_in),
+            )
+            .route("/sign-out", post(session::sign_out))
+            .route("/assets/{file}", get(assets::serve))
+            .route("/experiments", get(list::page))
+            .route("/experiments/new", get(edit::new_page).post(edit::create))
+            .route("/experiments/{id}", get(experiment::page))
+            .route(
+                "/experiments/{id}/edit",
+                get(edit::edit_page).post(edit::update),
+            )
+            .route(
+                "/experiments/{id}/rollback/{revision}",
+                get(experiment::rollback_preview).post(experiment::rollback),
+            )
+            .route(
+                "/experiments/{id}/overrides",
+                get(overrides::page).post(overrides::add),
+            )
+            .route(
+                "/experiments/{id}/overrides/delete",
+                post(overrides::delete),
+            )
+            .route("/experiments/{id}/results", get(results::page))
+            .route("/experiments/{id}/{action}", post(experiment::act))
+            .with_state(self)
+    }
+}
