@@ -34,7 +34,7 @@ use std::{
 };
 
 use exp_admin::{Admin, Authenticator};
-use exp_analysis::{Analyzer, timeline::Granularity};
+use exp_analysis::{Analyzer, Report, timeline::Granularity};
 use exp_core::Experiment;
 use exp_ingest::{LogSlot, Position};
 use exp_proto::v1;
@@ -88,14 +88,29 @@ impl Shared {
     /// `experiment`'s results at significance `alpha`, as `GetResults`
     /// answers them: one pass over its units (blocking).
     pub(crate) fn results(&self, experiment: &Experiment, alpha: f64) -> v1::GetResultsResponse {
-        let (report, counted) = {
-            let mut analysis = self.analysis();
-            let report = analysis.analyzer.report(&experiment.id, alpha);
-            (report, analysis.counted)
-        };
+        let (report, counted) = self.report(experiment, alpha);
+        self.results_of(experiment, report.as_ref(), counted, alpha)
+    }
+
+    /// `experiment`'s report and the position it counted through: one
+    /// pass over its units (blocking).
+    pub(crate) fn report(&self, experiment: &Experiment, alpha: f64) -> (Option<Report>, Position) {
+        let mut analysis = self.analysis();
+        let report = analysis.analyzer.report(&experiment.id, alpha);
+        (report, analysis.counted)
+    }
+
+    /// A report in `GetResults`' form, with how far behind it is.
+    pub(crate) fn results_of(
+        &self,
+        experiment: &Experiment,
+        report: Option<&Report>,
+        counted: Position,
+        alpha: f64,
+    ) -> v1::GetResultsResponse {
         let lag = self.lag(counted);
         let mut response = match report {
-            Some(report) => convert::report_to_proto(&report, lag),
+            Some(report) => convert::report_to_proto(report, lag),
             None => v1::GetResultsResponse {
                 experiment_id: experiment.id.clone(),
                 alpha,

@@ -1,5 +1,6 @@
-//! The guardrail monitor: every `--guardrail-interval`, each running
-//! experiment with guardrails is judged; a breach applies the guardrail's
+//! The guardrail monitor: every `--guardrail-interval`, each running or
+//! paused experiment's results view is kept for the console, and each
+//! running experiment with guardrails is judged; a breach applies the guardrail's
 //! action (pause or stop) through the admin's own transition, as a new
 //! revision by [`GUARDRAIL_AUTHOR`] whose reason carries the evidence.
 
@@ -65,19 +66,29 @@ fn actions() -> &'static Counter<u64> {
     })
 }
 
-/// One look of the monitor at every running experiment with guardrails.
+/// One look of the monitor at every running or paused experiment: its
+/// view is kept for the console's pages, and a running one's guardrails
+/// are judged on the same report.
 fn judge_all(shared: &Shared, admin: &Admin) {
     let ids = shared.analysis().analyzer.experiment_ids();
     for id in ids {
         let Ok(experiment) = admin.get(&id) else {
             continue;
         };
+        if !matches!(
+            experiment.status,
+            ExperimentStatus::Running | ExperimentStatus::Paused
+        ) {
+            continue;
+        }
+        let (report, counted) = shared.report(&experiment, DEFAULT_ALPHA);
+        shared.keep(&experiment, report.as_ref(), counted);
         if experiment.status != ExperimentStatus::Running
             || experiment.metrics.guardrails.is_empty()
         {
             continue;
         }
-        let Some(report) = shared.analysis().analyzer.report(&id, DEFAULT_ALPHA) else {
+        let Some(report) = report else {
             continue;
         };
         // The analyzer takes new definitions as they are written; a look

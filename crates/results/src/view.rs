@@ -7,8 +7,9 @@
 //! last pass, which says the log position it counted through. When the
 //! analysis has counted further since (or the experiment has a new
 //! revision), the page still gets the kept view at once and one refresh
-//! runs off the request; only the first look at an experiment computes
-//! while the caller waits.
+//! runs off the request. The guardrail monitor keeps a view of every
+//! running or paused experiment at each of its looks, so only an
+//! experiment no look has reached yet is computed while the caller waits.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -16,8 +17,9 @@ use std::{
     time::SystemTime,
 };
 
-use exp_analysis::timeline::Granularity;
+use exp_analysis::{Report, timeline::Granularity};
 use exp_core::{Error, Experiment};
+use exp_ingest::Position;
 use exp_proto::v1;
 
 use crate::{DEFAULT_ALPHA, Progress, Results, Shared};
@@ -59,8 +61,20 @@ impl Shared {
     /// A new look at `experiment`, kept (blocking: two passes over its
     /// units).
     fn look(&self, experiment: &Experiment) -> Arc<ResultsView> {
+        let (report, counted) = self.report(experiment, DEFAULT_ALPHA);
+        self.keep(experiment, report.as_ref(), counted)
+    }
+
+    /// Keeps the view of `report` (at [`DEFAULT_ALPHA`], counted through
+    /// `counted`) with a new timeline (blocking: one pass over the units).
+    pub(crate) fn keep(
+        &self,
+        experiment: &Experiment,
+        report: Option<&Report>,
+        counted: Position,
+    ) -> Arc<ResultsView> {
         let view = Arc::new(ResultsView {
-            results: self.results(experiment, DEFAULT_ALPHA),
+            results: self.results_of(experiment, report, counted, DEFAULT_ALPHA),
             timeline: self.timeline(experiment, Granularity::Hour, DEFAULT_ALPHA),
             computed_at: SystemTime::now(),
         });
