@@ -21,7 +21,7 @@ use axum::{
 };
 use exp_admin::{Access, Principal, Role};
 use exp_core::Error;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use maud::html;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
