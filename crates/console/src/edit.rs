@@ -324,8 +324,24 @@ struct Outcome {
 
 /// The violations of exactly `path`, shown next to its input.
 fn violations_at(violations: &[FieldViolation], path: &str) -> Markup {
+    violations_where(violations, |field| field == path)
+}
+
+/// Whether `field` is `path` or one item of it (`path[2]`): a
+/// comma-separated input is a list, and validation names each bad item
+/// (`eligibility.countries[0]`), which belongs next to that input too.
+fn is_item_of(field: &str, path: &str) -> bool {
+    field == path
+        || field
+            .strip_prefix(path)
+            .and_then(|rest| rest.strip_prefix('['))
+            .and_then(|rest| rest.strip_suffix(']'))
+            .is_some_and(|index| !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn violations_where(violations: &[FieldViolation], shown: impl Fn(&str) -> bool) -> Markup {
     html! {
-        @for violation in violations.iter().filter(|violation| violation.field == path) {
+        @for violation in violations.iter().filter(|violation| shown(&violation.field)) {
             span.violation data-field=(violation.field) { (violation.description) }
         }
     }
@@ -342,7 +358,7 @@ fn text_input(
         label for=(path) { (label) }
         div.input {
             input id=(path) name=(path) value=(form.get(path)) placeholder=(hint);
-            (violations_at(violations, path))
+            (violations_where(violations, |field| is_item_of(field, path)))
         }
     }
 }
@@ -455,7 +471,11 @@ fn form_page(
             }
         }
         @if outcome.valid { div #valid { "Valid: saving would be accepted." } }
-        form #experiment-form.grid method="post" action=(action) {
+        // `novalidate`: the server checks every field and shows each
+        // violation by its input; the browser's own check (of `min`,
+        // `max`) would stop the form at the first one, with no way to
+        // Validate the rest.
+        form #experiment-form.grid method="post" action=(action) novalidate {
             (csrf(session))
             input type="hidden" name="revision" value=(form.get("revision"));
             @if current.is_some() {
@@ -835,6 +855,38 @@ mod tests {
         let (read, violations) = experiment_from_fields(&form, seed.clone(), &schema);
         assert!(violations.is_empty(), "{violations:?}");
         assert_eq!(read, seed);
+    }
+
+    #[test]
+    fn a_list_input_shows_the_violations_of_its_items_and_no_other() {
+        assert!(is_item_of("eligibility.countries", "eligibility.countries"));
+        assert!(is_item_of(
+            "eligibility.countries[12]",
+            "eligibility.countries"
+        ));
+        assert!(!is_item_of(
+            "eligibility.countries[]",
+            "eligibility.countries"
+        ));
+        assert!(!is_item_of(
+            "eligibility.countries[0].x",
+            "eligibility.countries"
+        ));
+        assert!(!is_item_of(
+            "eligibility.countries_x",
+            "eligibility.countries"
+        ));
+        let found = [
+            FieldViolation::new("eligibility.countries[0]", "\"usa\" is not a code"),
+            FieldViolation::new("variants[1].weight", "too heavy"),
+        ];
+        let shown = violations_where(&found, |field| is_item_of(field, "eligibility.countries"));
+        assert!(
+            shown
+                .into_string()
+                .contains(r#"data-field="eligibility.countries[0]""#)
+        );
+        assert!(violations_at(&found, "variants").into_string().is_empty());
     }
 
     #[test]

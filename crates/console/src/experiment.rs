@@ -232,8 +232,12 @@ fn moves(experiment: &Experiment, session: &Session) -> Markup {
         section #moves {
             h2 { "Change status" }
             @for (action, label) in MOVES.iter().filter(|(action, _)| allowed(action, experiment.status)) {
+                // Only stop and archive ask first: an empty `data-confirm`
+                // would still make console.js ask, with no question.
+                @let confirm = matches!(*action, "stop" | "archive")
+                    .then(|| format!("{label} {}?", experiment.id));
                 form.move data-action=(action) method="post" action={ (base) "/" (action) }
-                    data-confirm=@if matches!(*action, "stop" | "archive") { (label) " " (experiment.id) "?" } {
+                    data-confirm=[confirm] {
                     (csrf(session))
                     input type="hidden" name="expected_revision" value=(experiment.revision);
                     @if *action == "ramp" {
