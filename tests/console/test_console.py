@@ -815,7 +815,19 @@ def skewed_split(browser, api):
     badge = browser.all(f'tr[data-experiment="{SKEWED}"] td.health span.badge[data-health="srm"]')
     check(badge, f"the list shows no srm badge for {SKEWED}")
     browser.screenshot("list")
-    return f"{SKEWED} with exposed units {counts} shows #srm-banner (and an srm badge); {EXPERIMENT} does not"
+    # htmx: typing in the search box swaps in the matching rows without
+    # leaving the page (a marker set on the window survives), and the
+    # address follows the filter.
+    browser.driver.execute_script("window.__same_page = true")
+    browser.find('#filters input[name="q"]').send_keys("upsell")
+    browser.wait(lambda driver: [row.get_attribute("data-experiment")
+                                 for row in driver.find_elements(By.CSS_SELECTOR, "#experiments tr[data-experiment]")]
+                 == [SKEWED], "typing 'upsell' in the search box leaves only the upsell experiment")
+    check(browser.driver.execute_script("return window.__same_page === true"),
+          "the search reloaded the whole page instead of swapping the table")
+    check("q=upsell" in browser.driver.current_url, f"the address does not follow the search: {browser.driver.current_url}")
+    return (f"{SKEWED} with exposed units {counts} shows #srm-banner (and an srm badge); {EXPERIMENT} does not; "
+            "the list filters as one types")
 
 
 def viewer(browser, api):
@@ -840,6 +852,10 @@ def viewer(browser, api):
     check(after.revision == before.revision and after.status == before.status,
           f"the forged POSTs changed {EXPERIMENT}: revision {before.revision} -> {after.revision}, "
           f"status {before.status} -> {after.status}")
+    for path in ("/experiments/new", f"/experiments/{EXPERIMENT}/edit"):
+        browser.open(path)
+        browser.absent("#experiment-form", f"a viewer is shown the form of {path}")
+        check("only an editor" in browser.text("#error"), f"{path} does not tell a viewer why: {browser.text('main')[:200]}")
     browser.open(f"/experiments/{EXPERIMENT}/overrides")
     browser.absent("#override-form", "a viewer cannot add overrides")
     browser.absent("form.delete-override", "a viewer cannot delete overrides")

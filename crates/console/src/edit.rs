@@ -339,6 +339,15 @@ fn is_item_of(field: &str, path: &str) -> bool {
             .is_some_and(|index| !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// `aria-invalid` of the input at `path`: set when a violation names it
+/// or one of its items.
+fn invalid(violations: &[FieldViolation], path: &str) -> Option<&'static str> {
+    violations
+        .iter()
+        .any(|violation| is_item_of(&violation.field, path))
+        .then_some("true")
+}
+
 fn violations_where(violations: &[FieldViolation], shown: impl Fn(&str) -> bool) -> Markup {
     html! {
         @for violation in violations.iter().filter(|violation| shown(&violation.field)) {
@@ -357,7 +366,8 @@ fn text_input(
     html! {
         label for=(path) { (label) }
         div.input {
-            input id=(path) name=(path) value=(form.get(path)) placeholder=(hint);
+            input id=(path) name=(path) value=(form.get(path)) placeholder=(hint)
+                aria-invalid=[invalid(violations, path)];
             (violations_where(violations, |field| is_item_of(field, path)))
         }
     }
@@ -374,7 +384,7 @@ fn select_input(
     html! {
         label for=(path) { (label) }
         div.input {
-            select id=(path) name=(path) {
+            select id=(path) name=(path) aria-invalid=[invalid(violations, path)] {
                 option value="" selected[chosen.is_empty()] { "—" }
                 @for option in options {
                     option value=(option) selected[chosen == *option] { (option) }
@@ -392,11 +402,12 @@ fn param_input(
     spec: Option<&ParamSpec>,
 ) -> Markup {
     let value = form.get(path);
+    let invalid = invalid(violations, path);
     html! {
         div.input {
             @match spec {
                 Some(ParamSpec::Enum { values }) => {
-                    select id=(path) name=(path) {
+                    select id=(path) name=(path) aria-invalid=[invalid] {
                         option value="" selected[value.is_empty()] { "(not set)" }
                         @for option in values {
                             option value=(option) selected[value == option] { (option) }
@@ -404,21 +415,21 @@ fn param_input(
                     }
                 }
                 Some(ParamSpec::Boolean) => {
-                    select id=(path) name=(path) {
+                    select id=(path) name=(path) aria-invalid=[invalid] {
                         option value="" selected[value.is_empty()] { "(not set)" }
                         option value="true" selected[value == "true"] { "true" }
                         option value="false" selected[value == "false"] { "false" }
                     }
                 }
                 Some(ParamSpec::Number { min, max }) => {
-                    input id=(path) name=(path) type="number" step="any" value=(value)
+                    input id=(path) name=(path) type="number" step="any" value=(value) aria-invalid=[invalid]
                         min=[min] max=[max];
                 }
                 Some(ParamSpec::Integer { min, max }) => {
-                    input id=(path) name=(path) type="number" step="1" value=(value)
+                    input id=(path) name=(path) type="number" step="1" value=(value) aria-invalid=[invalid]
                         min=[min] max=[max];
                 }
-                _ => { input id=(path) name=(path) value=(value); }
+                _ => { input id=(path) name=(path) value=(value) aria-invalid=[invalid]; }
             }
             (violations_at(violations, path))
         }
@@ -488,7 +499,9 @@ fn form_page(
             (text_input(form, violations, "owner", "Owner", "alice@example.com"))
             label for="hypothesis" { "Hypothesis" }
             div.input {
-                textarea #hypothesis name="hypothesis" rows="2" { (form.get("hypothesis")) }
+                textarea #hypothesis name="hypothesis" rows="2" aria-invalid=[invalid(violations, "hypothesis")] {
+                    (form.get("hypothesis"))
+                }
                 (violations_at(violations, "hypothesis"))
             }
             (text_input(form, violations, "description", "Description", ""))
@@ -496,6 +509,7 @@ fn form_page(
             label for="traffic_percent" { "Traffic %" }
             div.input {
                 input #traffic_percent name="traffic_percent" type="number" min="0" max="100"
+                    aria-invalid=[invalid(violations, "traffic_percent")]
                     value=(form.get("traffic_percent"));
                 (violations_at(violations, "traffic_percent"))
             }
@@ -587,6 +601,9 @@ fn with_spare_rows(form: Form, variant_rows: usize) -> Form {
 
 /// `GET /experiments/new`.
 pub async fn new_page(State(console): State<Console>, session: Session) -> Response {
+    if let Some(refused) = session.editor_only() {
+        return refused;
+    }
     let blank = v1::Experiment {
         traffic_percent: 10,
         control_variant: "control".into(),
@@ -614,6 +631,9 @@ pub async fn edit_page(
     session: Session,
     Path(id): Path<String>,
 ) -> Response {
+    if let Some(refused) = session.editor_only() {
+        return refused;
+    }
     let current = match console.blocking(move |admin| admin.get(&id)).await {
         Ok(current) => current,
         Err(error) => return layout::error_page(Some(&session), &error),

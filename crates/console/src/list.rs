@@ -217,7 +217,13 @@ pub async fn page(State(console): State<Console>, session: Session, uri: Uri) ->
         .collect();
     let body = html! {
         h1 { "Experiments" }
-        form #filters method="get" action="/experiments" {
+        // htmx: the table follows the filters as they are typed (the page
+        // itself is fetched, and only its table swapped in); without
+        // scripts, the button submits the form.
+        form #filters method="get" action="/experiments"
+            hx-get="/experiments" hx-trigger="input changed delay:300ms, change"
+            hx-target="#experiment-list" hx-select="#experiment-list" hx-swap="outerHTML"
+            hx-push-url="true" {
             label { "Status "
                 select name="status" {
                     option value="" selected[query.status.is_empty()] { "all but archived" }
@@ -234,6 +240,7 @@ pub async fn page(State(console): State<Console>, session: Session, uri: Uri) ->
         @if session.may_change() {
             p { a #new-experiment.button href="/experiments/new" { "New experiment" } }
         }
+        div #experiment-list {
         table #experiments {
             thead { tr {
                 th { "Experiment" } th { "Owner" } th { "Status" } th { "Layer" } th { "Placements" }
@@ -267,6 +274,7 @@ pub async fn page(State(console): State<Console>, session: Session, uri: Uri) ->
             }
         }
         @if rows.is_empty() { p #empty { "No experiment matches." } }
+        }
     };
     layout::page(Some(&session), "Experiments", body).into_response()
 }

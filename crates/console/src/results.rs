@@ -41,6 +41,15 @@ fn exact(value: f64) -> String {
     format!("{value}")
 }
 
+/// A p-value for reading: four decimals, or "< 0.0001".
+fn p_value(p: f64) -> String {
+    if p < 1e-4 {
+        "< 0.0001".to_owned()
+    } else {
+        format!("{p:.4}")
+    }
+}
+
 /// The interval of a difference as a bar against zero; `scale` is the
 /// largest absolute bound of the metric across variants.
 fn interval_bar(estimate: f64, interval: &v1::ConfidenceInterval, scale: f64) -> Markup {
@@ -337,10 +346,10 @@ fn metric_row(
                 } @else if is_computed && metric.relative_undefined { "undefined (control is 0)" }
             }
             td.p data-value=(if is_computed { exact(metric.p_value) } else { String::new() }) {
-                @if is_computed { (format!("{:.4}", metric.p_value)) }
+                @if is_computed { (p_value(metric.p_value)) }
             }
             td.p-adjusted data-value=(if is_computed { exact(metric.adjusted_p_value) } else { String::new() }) {
-                @if is_computed { (format!("{:.4}", metric.adjusted_p_value)) }
+                @if is_computed { (p_value(metric.adjusted_p_value)) }
             }
             td.significant { @if is_computed { @if metric.significant { strong { "yes" } } @else { "no" } } }
         }
@@ -418,7 +427,7 @@ fn guardrails(view: &ResultsView, actions: &[(u64, RevisionAction, String)]) -> 
                     strong { (guardrail.metric) } " in " (guardrail.variant) ": " (state)
                     "; observed " (layout::percent(guardrail.relative_difference, 2))
                     " against a threshold of " (layout::percent(guardrail.threshold, 2))
-                    "; always-valid p = " (format!("{:.4}", guardrail.always_valid_p_value))
+                    "; always-valid p " (p_value(guardrail.always_valid_p_value))
                 }
             }
         }

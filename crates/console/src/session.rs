@@ -99,6 +99,21 @@ impl Session {
         self.principal.role.may(Access::Change)
     }
 
+    /// The page refusing a viewer a page that only serves to change
+    /// something (the create and edit forms); `None` for an editor.
+    pub fn editor_only(&self) -> Option<Response> {
+        (!self.may_change()).then(|| {
+            layout::error_page(
+                Some(self),
+                &Error::PermissionDenied(format!(
+                    "{} has the {} role: only an editor may create or edit experiments",
+                    self.principal.identity,
+                    self.principal.role.name()
+                )),
+            )
+        })
+    }
+
     /// Checks a form posted to change something: the CSRF token, the
     /// origin and the role. `Some` is the refusal's page.
     pub fn refusal(&self, console: &Console, form: &Form) -> Option<Response> {
