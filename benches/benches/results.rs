@@ -2,9 +2,11 @@
 //!
 //! 1. in process: feeding the analyzer (exposures and outcomes per second)
 //!    and `Analyzer::report` over the per-unit state, with its memory;
-//! 2. over gRPC: `GetResults` against a real `expd` whose event log holds
-//!    the same traffic, logged through `EventService` (so the analyzer was
-//!    fed by the log's subscription, as in production).
+//! 2. over gRPC: `GetResults` and `GetResultsTimeline` against a real
+//!    `expd` whose event log holds the same traffic, logged through
+//!    `EventService` (so the analyzer was fed by the log's subscription, as
+//!    in production);
+//! 3. over HTTP: every console page of that experiment.
 //!
 //! The experiment is the seed's with every catalogue metric: add-to-cart
 //! rate (primary), CTR, conversion, revenue per session (secondary), bounce
@@ -392,7 +394,82 @@ async fn over_grpc(units: usize) {
         assert_eq!(answer.into_inner().variants.len(), 2);
     }
     Summary::of(samples).print(&format!("GetResults over gRPC, {units} units, 7 metrics"));
+    let mut timelines =
+        ResultsServiceClient::new(server.channel().await).max_decoding_message_size(64 << 20);
+    let mut samples = Vec::new();
+    for _ in 0..7 {
+        let sent = Instant::now();
+        let answer = timelines
+            .get_results_timeline(v1::GetResultsTimelineRequest {
+                experiment_id: "reco_ymal_v1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("timeline");
+        samples.push(sent.elapsed());
+        assert!(!answer.into_inner().points.is_empty());
+    }
+    Summary::of(samples).print(&format!(
+        "GetResultsTimeline over gRPC, {units} units (what a first look at a results page adds)"
+    ));
+    console_pages(&server, units).await;
     server.stop().await;
+}
+
+/// The console's pages over HTTP for the experiment with `units` units,
+/// once its results page shows everything counted (the view a page reads
+/// is refreshed in the background after the traffic; a page never waits
+/// for it).
+async fn console_pages(server: &exp_e2e::TestServer, units: usize) {
+    let results_page = "/experiments/reco_ymal_v1/results";
+    let waiting = Instant::now();
+    loop {
+        let (status, body) = exp_e2e::http_get_with(server.http_addr, results_page, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        if units_on_page(&body) == units as u64 {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(120),
+            "the results page never showed every unit"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for page in [
+        "/experiments",
+        "/experiments/reco_ymal_v1",
+        results_page,
+        "/experiments/reco_ymal_v1/edit",
+        "/experiments/reco_ymal_v1/overrides",
+        "/experiments/new",
+    ] {
+        let mut samples = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..21 {
+            let sent = Instant::now();
+            let (status, body) = exp_e2e::http_get_with(server.http_addr, page, &[]).await;
+            samples.push(sent.elapsed());
+            assert_eq!(status, 200, "{page}: {body}");
+            bytes = body.len();
+        }
+        Summary::of(samples).print(&format!(
+            "console GET {page}, {units} units ({} KB)",
+            bytes / 1024
+        ));
+    }
+}
+
+/// Exposed units the results page lists, summed over its variants (the
+/// primary metric's rows).
+fn units_on_page(body: &str) -> u64 {
+    body.split(r#"data-metric="add_to_cart_rate""#)
+        .skip(1)
+        .filter_map(|row| {
+            let at =
+                row.find(r#"class="units" data-value=""#)? + r#"class="units" data-value=""#.len();
+            row[at..].split('"').next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 fn main() {
