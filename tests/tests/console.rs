@@ -7,24 +7,11 @@
 
 use std::net::SocketAddr;
 
-use exp_e2e::{DATA_PLANE_TOKEN, TestServer, seed_experiment, with_token, write_tokens_file};
+use exp_e2e::{
+    DATA_PLANE_TOKEN, HttpAnswer, TestServer, http_request, seed_experiment, with_token,
+    write_tokens_file,
+};
 use exp_proto::v1;
-
-/// An HTTP answer: status, headers (lower-case names), body.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(known, _)| known == name)
-            .map(|(_, value)| value.as_str())
-    }
-}
 
 async fn send(
     addr: SocketAddr,
@@ -32,40 +19,13 @@ async fn send(
     path: &str,
     headers: &[(&str, &str)],
     form: &[(&str, &str)],
-) -> Answer {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+) -> HttpAnswer {
     let body: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
-    let extra: String = headers
-        .iter()
-        .map(|(name, value)| format!("{name}: {value}\r\n"))
-        .collect();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         {extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.expect("read");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .expect("status line");
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_owned()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    all.extend_from_slice(headers);
+    http_request(addr, method, path, &all, &body).await
 }
 
 /// Signs in with `token`; the cookie header to send afterwards.

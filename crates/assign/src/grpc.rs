@@ -1,10 +1,10 @@
 //! `experiments.v1.AssignmentService/Assign`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
 
 use exp_core::{
     Clock, Error,
-    evaluate::{AssignmentReason, Evaluation, RequestContext},
+    evaluate::{Assignment, AssignmentReason, CompiledSnapshot, Evaluation, RequestContext},
 };
 use exp_proto::{
     serving::{evaluation_to_proto, request_context_from_proto},
@@ -47,33 +47,73 @@ impl Assigner {
         context: &RequestContext,
         defer_exposure: bool,
     ) -> Result<Evaluation, AssignError> {
-        let snapshot = self.cell.load().ok_or(AssignError::NoConfig)?;
-        let now = self.clock.now();
-        let evaluation = snapshot
-            .evaluate(user_id, session_id, context, now)
-            .map_err(AssignError::Invalid)?;
-        for assignment in &evaluation.assignments {
+        let evaluated = self.evaluate(user_id, session_id, context)?;
+        for assignment in &evaluated.evaluation.assignments {
             count_assignment(assignment);
-        }
-        if !defer_exposure {
-            for assignment in &evaluation.assignments {
-                if assignment.reason == AssignmentReason::Bucketed {
-                    self.exposures.offer(ExposureRecord {
-                        experiment_id: assignment.experiment_id.clone(),
-                        variant: assignment.variant.clone(),
-                        user_id: user_id.to_owned(),
-                        session_id: session_id.to_owned(),
-                        unit_type: assignment.unit_type,
-                        placement: context.placement.clone(),
-                        page_type: context.page_type.clone(),
-                        revision: assignment.revision,
-                        timestamp: now,
-                    });
-                }
+            if !defer_exposure {
+                self.expose(assignment, user_id, session_id, context, evaluated.at);
             }
         }
-        Ok(evaluation)
+        Ok(evaluated.evaluation)
     }
+
+    /// Evaluates one request and logs nothing; the answer keeps the
+    /// snapshot and the time it was evaluated with.
+    pub fn evaluate(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        context: &RequestContext,
+    ) -> Result<Evaluated, AssignError> {
+        let snapshot = self.cell.load().ok_or(AssignError::NoConfig)?;
+        let at = self.clock.now();
+        let evaluation = snapshot
+            .evaluate(user_id, session_id, context, at)
+            .map_err(AssignError::Invalid)?;
+        Ok(Evaluated {
+            evaluation,
+            snapshot,
+            at,
+        })
+    }
+
+    /// Offers the exposure of `assignment` (of the request of `user_id`,
+    /// `session_id` and `context`, evaluated at `at`) when it was bucketed:
+    /// overrides and shipped variants measure nothing.
+    pub fn expose(
+        &self,
+        assignment: &Assignment,
+        user_id: &str,
+        session_id: &str,
+        context: &RequestContext,
+        at: SystemTime,
+    ) {
+        if assignment.reason != AssignmentReason::Bucketed {
+            return;
+        }
+        self.exposures.offer(ExposureRecord {
+            experiment_id: assignment.experiment_id.clone(),
+            variant: assignment.variant.clone(),
+            user_id: user_id.to_owned(),
+            session_id: session_id.to_owned(),
+            unit_type: assignment.unit_type,
+            placement: context.placement.clone(),
+            page_type: context.page_type.clone(),
+            revision: assignment.revision,
+            timestamp: at,
+        });
+    }
+}
+
+/// An evaluation with what it was evaluated on.
+#[derive(Debug)]
+pub struct Evaluated {
+    /// The answer.
+    pub evaluation: Evaluation,
+    /// The snapshot that gave it.
+    pub snapshot: Arc<CompiledSnapshot>,
+    /// The time it was evaluated at.
+    pub at: SystemTime,
 }
 
 /// `expd.assignments`: assignments answered, by `experiment` and `reason`

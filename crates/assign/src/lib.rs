@@ -14,12 +14,15 @@
 //!   admin's `EventService`).
 //! - [`grpc`]: the `AssignmentService/Assign` RPC.
 //! - [`http`]: the seed's JSON API, `POST /experiments/assign`.
+//! - [`ofrep`]: OpenFeature's Remote Evaluation Protocol: one experiment
+//!   or all for a context, for any OpenFeature SDK's OFREP provider.
 
 pub mod exposure;
 pub mod feed;
 pub mod grpc;
 pub mod http;
+pub mod ofrep;
 
 pub use exp_client::SnapshotCell;
 pub use exposure::{ExposureQueue, ExposureRecord, QueueCounters, RepeatFilter};
-pub use grpc::{AssignError, AssignGrpc, Assigner};
+pub use grpc::{AssignError, AssignGrpc, Assigner, Evaluated};

@@ -85,6 +85,23 @@ pub struct Assignment {
     pub unit_type: UnitType,
 }
 
+/// An experiment of a snapshot, as a flag's answer describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServingState {
+    /// Experiment id.
+    pub id: Arc<str>,
+    /// Its layer.
+    pub layer: Arc<str>,
+    /// Revision compiled.
+    pub revision: u64,
+    /// Its status.
+    pub status: Status,
+    /// Whether it hands out variants now: running (or scheduled) inside
+    /// its schedule, or stopped with a shipped variant. Otherwise (paused,
+    /// a draft, before or after its schedule) only QA overrides answer.
+    pub live: bool,
+}
+
 /// The answer to one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
@@ -256,6 +273,24 @@ impl CompiledSnapshot {
     /// Whether no experiment is compiled.
     pub fn is_empty(&self) -> bool {
         self.experiments.is_empty()
+    }
+
+    /// What the snapshot holds of experiment `id` at `now`; `None` when it
+    /// serves nothing (not in the serving config).
+    pub fn experiment(&self, id: &str, now: SystemTime) -> Option<ServingState> {
+        let experiment = self.experiments.iter().find(|e| *e.id == *id)?;
+        let live = match experiment.status {
+            Status::Stopped => experiment.shipped.is_some(),
+            Status::Running | Status::Scheduled => experiment.in_schedule(now),
+            _ => false,
+        };
+        Some(ServingState {
+            id: experiment.id.clone(),
+            layer: experiment.layer.clone(),
+            revision: experiment.revision,
+            status: experiment.status,
+            live,
+        })
     }
 
     /// Assigns the unit of a request at `now`. `INVALID_ARGUMENT` when both

@@ -677,3 +677,24 @@ fn oversized_request_fields_are_refused_with_their_path() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+#[test]
+fn a_snapshot_says_whether_an_experiment_hands_out_variants_now() {
+    let live = running("live_one", "", 100, &[50, 50], &[]);
+    let mut paused = running("paused_one", "other", 100, &[50, 50], &[]);
+    paused.status = Status::Paused;
+    let mut ended = running("ended_one", "third", 100, &[50, 50], &[]);
+    ended.schedule.end_time = Some(now() - Duration::from_secs(60));
+    let snapshot = snapshot(&[live.clone(), paused, ended], &[]);
+
+    let state = snapshot.experiment("live_one", now()).expect("held");
+    assert!(state.live);
+    assert_eq!(state.revision, live.revision);
+    assert_eq!(
+        &*state.layer, "live_one",
+        "a layer of its own is named by the id"
+    );
+    assert!(!snapshot.experiment("paused_one", now()).expect("held").live);
+    assert!(!snapshot.experiment("ended_one", now()).expect("held").live);
+    assert_eq!(snapshot.experiment("never_heard_of", now()), None);
+}

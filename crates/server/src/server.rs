@@ -226,6 +226,16 @@ pub async fn serve(
         Some(assign) => {
             // The router takes the last copy of the assigner (and of the
             // exposure queue's sender) this function held.
+            // OFREP: the same data-plane check, inside CORS so a browser's
+            // preflight (which carries no token) is answered.
+            routes = routes.merge(
+                exp_assign::ofrep::router(assign.assigner.clone())
+                    .layer(axum::middleware::from_fn_with_state(
+                        (context.auth.clone(), Access::DataPlane, "OFREP evaluation"),
+                        require_token,
+                    ))
+                    .layer(ofrep_cors()),
+            );
             routes = routes.merge(exp_assign::http::router(assign.assigner).layer(
                 axum::middleware::from_fn_with_state(context.auth.clone(), require_data_plane),
             ));
@@ -331,6 +341,23 @@ fn data_plane<S>(
             Ok(request)
         },
     )
+}
+
+/// CORS of the OFREP routes: any origin may evaluate (the caller proves
+/// itself with its bearer token, never a cookie), reading the `ETag` a
+/// bulk answer carries; preflights are cached for an hour.
+fn ofrep_cors() -> tower_http::cors::CorsLayer {
+    use http::{Method, header};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+        ])
+        .expose_headers([header::ETAG])
+        .max_age(Duration::from_secs(3600))
 }
 
 /// The same check on the HTTP assignment route (an axum middleware),
