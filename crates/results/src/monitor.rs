@@ -38,7 +38,8 @@ pub(crate) async fn run(
         }
         let (shared, admin) = (shared.clone(), admin.clone());
         // Reports and store reads block: off the runtime's workers.
-        let _ = tokio::task::spawn_blocking(move || judge_all(&shared, &admin)).await;
+        let stop = shutdown.clone();
+        let _ = tokio::task::spawn_blocking(move || judge_all(&shared, &admin, &stop)).await;
     }
 }
 
@@ -66,12 +67,17 @@ fn actions() -> &'static Counter<u64> {
     })
 }
 
-/// One look of the monitor at every running or paused experiment: its
-/// view is kept for the console's pages, and a running one's guardrails
-/// are judged on the same report.
-fn judge_all(shared: &Shared, admin: &Admin) {
+/// One look of the monitor at every running or paused experiment: a
+/// running one's guardrails are judged, then every view is kept for the
+/// console's pages (judging first, so a breach never waits for the
+/// timelines of the others). Stops early when the process shuts down.
+fn judge_all(shared: &Shared, admin: &Admin, shutdown: &CancellationToken) {
     let ids = shared.analysis().analyzer.experiment_ids();
+    let mut looked = Vec::new();
     for id in ids {
+        if shutdown.is_cancelled() {
+            return;
+        }
         let Ok(experiment) = admin.get(&id) else {
             continue;
         };
@@ -82,59 +88,70 @@ fn judge_all(shared: &Shared, admin: &Admin) {
             continue;
         }
         let (report, counted) = shared.report(&experiment, DEFAULT_ALPHA);
+        judge(&experiment, report.as_ref(), admin);
+        looked.push((experiment, report, counted));
+    }
+    for (experiment, report, counted) in looked {
+        if shutdown.is_cancelled() {
+            return;
+        }
         shared.keep(&experiment, report.as_ref(), counted);
-        if experiment.status != ExperimentStatus::Running
-            || experiment.metrics.guardrails.is_empty()
-        {
-            continue;
+    }
+}
+
+/// Judges a running experiment's guardrails on `report`, pausing or
+/// stopping it on a breach.
+fn judge(experiment: &exp_core::Experiment, report: Option<&Report>, admin: &Admin) {
+    let id = &experiment.id;
+    if experiment.status != ExperimentStatus::Running || experiment.metrics.guardrails.is_empty() {
+        return;
+    }
+    let Some(report) = report else {
+        return;
+    };
+    // The analyzer takes new definitions as they are written; a look
+    // at an older revision's thresholds waits for the next tick.
+    if report.revision != experiment.revision {
+        return;
+    }
+    looks().add(1, &[KeyValue::new("experiment", id.clone())]);
+    let Some((transition, reason)) = breach_action(report) else {
+        return;
+    };
+    match admin.transition(
+        id,
+        &transition,
+        Some(experiment.revision),
+        &Principal::system(GUARDRAIL_AUTHOR),
+        &reason,
+    ) {
+        Ok(next) => {
+            actions().add(
+                1,
+                &[
+                    KeyValue::new("experiment", next.id.clone()),
+                    KeyValue::new(
+                        "action",
+                        if next.status == ExperimentStatus::Paused {
+                            "pause"
+                        } else {
+                            "stop"
+                        },
+                    ),
+                ],
+            );
+            warn!(
+            experiment = %next.id,
+            status = ?next.status,
+            revision = next.revision,
+            reason = %next.status_reason,
+            "guardrail breached; experiment {}",
+                if next.status == ExperimentStatus::Paused { "paused" } else { "stopped" }
+            );
         }
-        let Some(report) = report else {
-            continue;
-        };
-        // The analyzer takes new definitions as they are written; a look
-        // at an older revision's thresholds waits for the next tick.
-        if report.revision != experiment.revision {
-            continue;
-        }
-        looks().add(1, &[KeyValue::new("experiment", id.clone())]);
-        let Some((transition, reason)) = breach_action(&report) else {
-            continue;
-        };
-        match admin.transition(
-            &id,
-            &transition,
-            Some(experiment.revision),
-            &Principal::system(GUARDRAIL_AUTHOR),
-            &reason,
-        ) {
-            Ok(next) => {
-                actions().add(
-                    1,
-                    &[
-                        KeyValue::new("experiment", next.id.clone()),
-                        KeyValue::new(
-                            "action",
-                            if next.status == ExperimentStatus::Paused {
-                                "pause"
-                            } else {
-                                "stop"
-                            },
-                        ),
-                    ],
-                );
-                warn!(
-                experiment = %next.id,
-                status = ?next.status,
-                revision = next.revision,
-                reason = %next.status_reason,
-                "guardrail breached; experiment {}",
-                    if next.status == ExperimentStatus::Paused { "paused" } else { "stopped" }
-                );
-            }
-            // Changed meanwhile (by a person, or the schedule): the next
-            // look judges the new revision.
-            Err(error) => warn!(experiment = %id, %error, "guardrail action not applied"),
-        }
+        // Changed meanwhile (by a person, or the schedule): the next
+        // look judges the new revision.
+        Err(error) => warn!(experiment = %id, %error, "guardrail action not applied"),
     }
 }
 

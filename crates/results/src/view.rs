@@ -14,7 +14,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use exp_analysis::{Report, timeline::Granularity};
@@ -23,6 +23,11 @@ use exp_ingest::Position;
 use exp_proto::v1;
 
 use crate::{DEFAULT_ALPHA, Progress, Results, Shared};
+
+/// Youngest a kept view may be and still be refreshed: the analysis
+/// counts continuously under traffic, so without it every page would
+/// start a look (two passes over the units).
+pub const REFRESH_AFTER: Duration = Duration::from_secs(1);
 
 /// An experiment's results and timeline from one look, at
 /// [`DEFAULT_ALPHA`], hourly.
@@ -66,7 +71,9 @@ impl Shared {
     }
 
     /// Keeps the view of `report` (at [`DEFAULT_ALPHA`], counted through
-    /// `counted`) with a new timeline (blocking: one pass over the units).
+    /// `counted`) with a new timeline (blocking: one pass over the units),
+    /// unless a newer look was kept meanwhile (the monitor's and a page's
+    /// refresh may cross); returns the view kept.
     pub(crate) fn keep(
         &self,
         experiment: &Experiment,
@@ -78,8 +85,28 @@ impl Shared {
             timeline: self.timeline(experiment, Granularity::Hour, DEFAULT_ALPHA),
             computed_at: SystemTime::now(),
         });
-        locked(&self.views.kept).insert(experiment.id.clone(), view.clone());
+        let mut kept = locked(&self.views.kept);
+        if let Some(newer) = kept.get(&experiment.id).filter(|old| {
+            (old.results.revision, old.results.counted_position)
+                > (view.results.revision, view.results.counted_position)
+        }) {
+            return newer.clone();
+        }
+        kept.insert(experiment.id.clone(), view.clone());
         view
+    }
+}
+
+/// Marks a refresh of one experiment under way; unmarks it when dropped,
+/// even if the look panicked, so the next page can start another.
+struct Refreshing<'a> {
+    views: &'a Views,
+    id: String,
+}
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        locked(&self.views.refreshing).remove(&self.id);
     }
 }
 
@@ -103,18 +130,25 @@ impl Results {
         }
         let shared = self.shared.clone();
         let experiment = experiment.clone();
-        tokio::task::spawn_blocking(move || shared.look(&experiment))
+        self.shared
+            .tasks
+            .spawn_blocking(move || shared.look(&experiment))
             .await
             .map_err(|error| Error::Unavailable(format!("the results task failed: {error}")))
     }
 
     /// The view kept for `experiment`, if a page has asked for it before;
-    /// when it is behind, one refresh starts in the background.
+    /// when it is behind and at least [`REFRESH_AFTER`] old, one refresh
+    /// starts in the background.
     pub fn kept_view(&self, experiment: &Experiment) -> Option<Arc<ResultsView>> {
         let kept = locked(&self.shared.views.kept)
             .get(&experiment.id)
             .cloned()?;
-        if !kept.is_current(experiment, self.progress()) {
+        let old_enough = kept
+            .computed_at
+            .elapsed()
+            .is_ok_and(|age| age >= REFRESH_AFTER);
+        if old_enough && !kept.is_current(experiment, self.progress()) {
             self.refresh(experiment);
         }
         Some(kept)
@@ -131,8 +165,11 @@ impl Results {
         let shared = self.shared.clone();
         let experiment = experiment.clone();
         self.shared.tasks.spawn_blocking(move || {
+            let _marked = Refreshing {
+                views: &shared.views,
+                id: experiment.id.clone(),
+            };
             shared.look(&experiment);
-            locked(&shared.views.refreshing).remove(&experiment.id);
         });
     }
 }

@@ -1,0 +1,339 @@
+//! The form as fields and back: an experiment's inputs, named by their
+//! field paths, and the `v1::Experiment` a posted form describes, with
+//! every input that could not be read named by its path.
+
+use std::time::SystemTime;
+
+use exp_core::{FieldViolation, ParamSchema, params::ParamSpec};
+use exp_proto::{
+    convert::{json_to_struct, struct_to_json},
+    v1,
+};
+use serde_json::{Map, Value};
+
+use crate::{layout, session::Form};
+
+/// Most variant (or guardrail) rows a posted form may carry.
+pub const MAX_ROWS: usize = 100;
+
+pub(super) const BUCKETING_UNITS: [(v1::BucketingUnit, &str); 3] = [
+    (v1::BucketingUnit::UserOrSession, "user_or_session"),
+    (v1::BucketingUnit::User, "user"),
+    (v1::BucketingUnit::Session, "session"),
+];
+
+pub(super) const LOGGED_IN: [(v1::LoggedInRequirement, &str); 3] = [
+    (v1::LoggedInRequirement::Any, "any"),
+    (v1::LoggedInRequirement::LoggedIn, "logged_in"),
+    (v1::LoggedInRequirement::Anonymous, "anonymous"),
+];
+
+pub(super) const GUARDRAIL_ACTIONS: [(v1::GuardrailAction, &str); 2] = [
+    (v1::GuardrailAction::Pause, "pause"),
+    (v1::GuardrailAction::Stop, "stop"),
+];
+
+/// The form's fields of `experiment`, as its inputs show them.
+pub fn fields_of(experiment: &v1::Experiment) -> Form {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut put = |name: String, value: String| fields.push((name, value));
+    put("id".into(), experiment.id.clone());
+    put("name".into(), experiment.name.clone());
+    put("owner".into(), experiment.owner.clone());
+    put("description".into(), experiment.description.clone());
+    put("hypothesis".into(), experiment.hypothesis.clone());
+    put("layer".into(), experiment.layer.clone());
+    put(
+        "traffic_percent".into(),
+        experiment.traffic_percent.to_string(),
+    );
+    put("control_variant".into(), experiment.control_variant.clone());
+    put("revision".into(), experiment.revision.to_string());
+    let unit = BUCKETING_UNITS
+        .iter()
+        .find(|(unit, _)| *unit as i32 == experiment.bucketing_unit)
+        .map_or("", |(_, name)| name);
+    put("bucketing_unit".into(), unit.into());
+    let eligibility = experiment.eligibility.clone().unwrap_or_default();
+    put(
+        "eligibility.placements".into(),
+        eligibility.placements.join(", "),
+    );
+    put(
+        "eligibility.countries".into(),
+        eligibility.countries.join(", "),
+    );
+    put("eligibility.devices".into(), eligibility.devices.join(", "));
+    let logged_in = LOGGED_IN
+        .iter()
+        .find(|(requirement, _)| *requirement as i32 == eligibility.logged_in)
+        .map_or("", |(_, name)| name);
+    put("eligibility.logged_in".into(), logged_in.into());
+    let schedule = experiment.schedule.unwrap_or_default();
+    let time = |at: Option<prost_types::Timestamp>| {
+        at.and_then(|at| SystemTime::try_from(at).ok())
+            .map_or_else(String::new, layout::time)
+    };
+    put("schedule.start_time".into(), time(schedule.start_time));
+    put("schedule.end_time".into(), time(schedule.end_time));
+    let metrics = experiment.metrics.clone().unwrap_or_default();
+    put(
+        "metrics.primary_metric".into(),
+        metrics.primary_metric.clone(),
+    );
+    put(
+        "metrics.secondary_metrics".into(),
+        metrics.secondary_metrics.join(", "),
+    );
+    for (index, guardrail) in metrics.guardrails.iter().enumerate() {
+        let path = format!("metrics.guardrails[{index}]");
+        put(format!("{path}.metric"), guardrail.metric.clone());
+        put(format!("{path}.threshold"), guardrail.threshold.to_string());
+        let action = GUARDRAIL_ACTIONS
+            .iter()
+            .find(|(action, _)| *action as i32 == guardrail.action)
+            .map_or("", |(_, name)| name);
+        put(format!("{path}.action"), action.into());
+    }
+    for (index, variant) in experiment.variants.iter().enumerate() {
+        let path = format!("variants[{index}]");
+        put(format!("{path}.name"), variant.name.clone());
+        put(format!("{path}.weight"), variant.weight.to_string());
+        put(format!("{path}.description"), variant.description.clone());
+        let mut ignored = Vec::new();
+        let params = variant
+            .params
+            .as_ref()
+            .map(|params| struct_to_json(params, &path, &mut ignored))
+            .unwrap_or_default();
+        for (key, value) in params {
+            let text = match value {
+                Value::String(text) => text,
+                other => other.to_string(),
+            };
+            put(format!("{path}.params.{key}"), text);
+        }
+    }
+    Form::from_fields(fields)
+}
+
+fn comma_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The experiment a posted form describes, on top of `base` (the current
+/// experiment when editing, so fields the form does not show are kept),
+/// and every input that could not be read, by its field path.
+pub fn experiment_from_fields(
+    form: &Form,
+    base: v1::Experiment,
+    schema: &ParamSchema,
+) -> (v1::Experiment, Vec<FieldViolation>) {
+    let mut violations = Vec::new();
+    let mut experiment = base;
+    experiment.id = form.get("id").to_owned();
+    experiment.name = form.get("name").to_owned();
+    experiment.owner = form.get("owner").to_owned();
+    experiment.description = form.get("description").to_owned();
+    experiment.hypothesis = form.get("hypothesis").to_owned();
+    experiment.layer = form.get("layer").to_owned();
+    experiment.control_variant = form.get("control_variant").to_owned();
+    experiment.traffic_percent = whole(form, "traffic_percent", &mut violations);
+    let revision = form.get("revision");
+    if !revision.is_empty() {
+        match revision.parse() {
+            Ok(revision) => experiment.revision = revision,
+            Err(_) => violations.push(FieldViolation::new(
+                "revision",
+                format!("{revision:?} is not a revision number"),
+            )),
+        }
+    }
+    experiment.bucketing_unit = BUCKETING_UNITS
+        .iter()
+        .find(|(_, name)| *name == form.get("bucketing_unit"))
+        .map_or(0, |(unit, _)| *unit as i32);
+    let mut eligibility = experiment.eligibility.take().unwrap_or_default();
+    eligibility.placements = comma_list(form.get("eligibility.placements"));
+    eligibility.countries = comma_list(form.get("eligibility.countries"));
+    eligibility.devices = comma_list(form.get("eligibility.devices"));
+    eligibility.logged_in = LOGGED_IN
+        .iter()
+        .find(|(_, name)| *name == form.get("eligibility.logged_in"))
+        .map_or(0, |(requirement, _)| *requirement as i32);
+    experiment.eligibility = Some(eligibility);
+    experiment.schedule = Some(v1::Schedule {
+        start_time: timestamp(form, "schedule.start_time", &mut violations),
+        end_time: timestamp(form, "schedule.end_time", &mut violations),
+    });
+    let mut metrics = experiment.metrics.take().unwrap_or_default();
+    metrics.primary_metric = form.get("metrics.primary_metric").to_owned();
+    metrics.secondary_metrics = comma_list(form.get("metrics.secondary_metrics"));
+    metrics.guardrails = (0..MAX_ROWS)
+        .map(|index| format!("metrics.guardrails[{index}]"))
+        .take_while(|path| form.has(&format!("{path}.metric")))
+        .filter(|path| !form.get(&format!("{path}.metric")).is_empty())
+        .map(|path| {
+            let threshold_path = format!("{path}.threshold");
+            let threshold = form.get(&threshold_path);
+            let threshold = threshold.parse::<f64>().unwrap_or_else(|_| {
+                violations.push(FieldViolation::new(
+                    threshold_path,
+                    format!("{threshold:?} is not a number (a relative change, 0.05 for 5%)"),
+                ));
+                0.0
+            });
+            v1::Guardrail {
+                metric: form.get(&format!("{path}.metric")).to_owned(),
+                threshold,
+                action: GUARDRAIL_ACTIONS
+                    .iter()
+                    .find(|(_, name)| *name == form.get(&format!("{path}.action")))
+                    .map_or(0, |(action, _)| *action as i32),
+            }
+        })
+        .collect();
+    experiment.metrics = Some(metrics);
+    experiment.variants = (0..MAX_ROWS)
+        .map(|index| format!("variants[{index}]"))
+        .take_while(|path| form.has(&format!("{path}.name")))
+        .filter(|path| !form.get(&format!("{path}.name")).is_empty())
+        .map(|path| {
+            let mut params = Map::new();
+            for key in schema.keys() {
+                let param_path = format!("{path}.params.{key}");
+                let text = form.get(&param_path);
+                if text.is_empty() {
+                    continue;
+                }
+                match param_value(schema.spec(key), text) {
+                    Ok(value) => {
+                        params.insert(key.to_owned(), value);
+                    }
+                    Err(reason) => violations.push(FieldViolation::new(param_path, reason)),
+                }
+            }
+            v1::Variant {
+                name: form.get(&format!("{path}.name")).to_owned(),
+                description: form.get(&format!("{path}.description")).to_owned(),
+                weight: whole(form, &format!("{path}.weight"), &mut violations),
+                params: Some(json_to_struct(&params)),
+            }
+        })
+        .collect();
+    (experiment, violations)
+}
+
+fn whole(form: &Form, path: &str, violations: &mut Vec<FieldViolation>) -> u32 {
+    let text = form.get(path);
+    text.parse().unwrap_or_else(|_| {
+        violations.push(FieldViolation::new(
+            path,
+            format!("{text:?} is not a whole number from 0 to 100"),
+        ));
+        0
+    })
+}
+
+fn timestamp(
+    form: &Form,
+    path: &str,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<prost_types::Timestamp> {
+    let text = form.get(path);
+    if text.is_empty() {
+        return None;
+    }
+    match humantime::parse_rfc3339_weak(text) {
+        Ok(at) => Some(at.into()),
+        Err(_) => {
+            violations.push(FieldViolation::new(
+                path,
+                format!("{text:?} is not a time: write it as 2026-12-01T09:00:00Z (UTC)"),
+            ));
+            None
+        }
+    }
+}
+
+/// A parameter's input read by its type in the schema (the range is
+/// checked by validation, with the rest).
+fn param_value(spec: Option<&ParamSpec>, text: &str) -> Result<Value, String> {
+    match spec {
+        Some(ParamSpec::Number { .. }) => text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{text:?} is not a number")),
+        Some(ParamSpec::Integer { .. }) => text
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| format!("{text:?} is not a whole number")),
+        Some(ParamSpec::Boolean) => match text {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(format!("{text:?} is not true or false")),
+        },
+        _ => Ok(Value::String(text.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use exp_proto::convert::experiment_to_proto;
+
+    #[test]
+    fn an_experiment_survives_the_form_both_ways() {
+        let schema = ParamSchema::builtin();
+        let mut seed = experiment_to_proto(&exp_core::examples::seed_experiment());
+        seed.schedule = Some(v1::Schedule {
+            start_time: Some(prost_types::Timestamp {
+                seconds: 1_796_000_000,
+                nanos: 0,
+            }),
+            end_time: None,
+        });
+        let form = fields_of(&seed);
+        let (read, violations) = experiment_from_fields(&form, seed.clone(), &schema);
+        assert!(violations.is_empty(), "{violations:?}");
+        assert_eq!(read, seed);
+    }
+
+    #[test]
+    fn inputs_that_cannot_be_read_are_named_by_their_field_paths() {
+        let schema = ParamSchema::builtin();
+        let seed = experiment_to_proto(&exp_core::examples::seed_experiment());
+        let mut fields = fields_of(&seed).fields().to_vec();
+        for (name, value) in &mut fields {
+            match name.as_str() {
+                "traffic_percent" => *value = "lots".into(),
+                "variants[1].weight" => *value = "half".into(),
+                "schedule.end_time" => *value = "next tuesday".into(),
+                _ => {}
+            }
+        }
+        fields.push((
+            "variants[0].params.rerank_weight_style".into(),
+            "heavy".into(),
+        ));
+        let form = Form::from_fields(fields);
+        let (_, violations) = experiment_from_fields(&form, seed, &schema);
+        let named: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            named,
+            [
+                "traffic_percent",
+                "schedule.end_time",
+                "variants[0].params.rerank_weight_style",
+                "variants[1].weight"
+            ],
+            "{violations:?}"
+        );
+    }
+}
