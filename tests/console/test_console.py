@@ -65,6 +65,7 @@ DATA_PLANE = ("console-dataplane-token-9c0d5e1f", "rec-service", "data_plane")
 
 EXPERIMENT = "ymal_style_rerank"
 SKEWED = "cart_upsell_srm"
+ROUND_TRIP = "home_pool_round_trip"
 PLACEMENT = "you_may_also_like"
 SKEWED_PLACEMENT = "cart_upsell"
 
@@ -820,12 +821,13 @@ def skewed_split(browser, api):
     # address follows the filter.
     browser.driver.execute_script("window.__same_page = true")
     browser.find('#filters input[name="q"]').send_keys("upsell")
-    browser.wait(lambda driver: [row.get_attribute("data-experiment")
-                                 for row in driver.find_elements(By.CSS_SELECTOR, "#experiments tr[data-experiment]")]
-                 == [SKEWED], "typing 'upsell' in the search box leaves only the upsell experiment")
+    browser.wait(lambda driver: "q=upsell" in driver.current_url
+                 and [row.get_attribute("data-experiment")
+                      for row in driver.find_elements(By.CSS_SELECTOR, "#experiments tr[data-experiment]")]
+                 == [SKEWED], "typing 'upsell' in the search box leaves only the upsell experiment, "
+                 "and the address follows the search")
     check(browser.driver.execute_script("return window.__same_page === true"),
           "the search reloaded the whole page instead of swapping the table")
-    check("q=upsell" in browser.driver.current_url, f"the address does not follow the search: {browser.driver.current_url}")
     return (f"{SKEWED} with exposed units {counts} shows #srm-banner (and an srm badge); {EXPERIMENT} does not; "
             "the list filters as one types")
 
@@ -901,6 +903,57 @@ def stale_edit(browser, api):
     return f"stale edit based on revision {based_on} (now {written.revision}): #stale lists {changed}, nothing written"
 
 
+def unchanged_edit(browser, api):
+    """An experiment made over gRPC with what the form has no catalogue
+    entry for (its own metric definition, used as a guardrail) and a start
+    time to the nanosecond, saved from the edit page as it is: nothing
+    changes."""
+    pb = api.pb
+    custom = "clicks_per_session"
+    experiment = pb.Experiment(
+        id=ROUND_TRIP, name="Home pool: round trip", owner=EDITOR[1],
+        hypothesis="A wider pool keeps clicks per session",
+        variants=[pb.Variant(name="control", weight=50), pb.Variant(name="treatment", weight=50)],
+        control_variant="control", traffic_percent=30,
+        bucketing_unit=pb.BUCKETING_UNIT_USER_OR_SESSION,
+        eligibility=pb.Eligibility(placements=["home_feed"], countries=["US", "DE"]),
+        metrics=pb.MetricsConfig(
+            primary_metric="add_to_cart_rate",
+            guardrails=[pb.Guardrail(metric=custom, threshold=0.1, action=pb.GUARDRAIL_ACTION_PAUSE)],
+            definitions=[pb.MetricDefinition(
+                name=custom, description="clicks per session", kind=pb.METRIC_KIND_MEAN,
+                numerator=pb.Measure(outcome_type=pb.OUTCOME_TYPE_CLICK, aggregate=pb.MEASURE_AGGREGATE_COUNT),
+                higher_is_better=True)],
+        ),
+    )
+    # An editor's own session without the form's CSRF token changes nothing.
+    before = api.get(EXPERIMENT)
+    answer = browser.driver.execute_async_script(
+        FORGED_POST, f"/experiments/{EXPERIMENT}/pause",
+        {"reason": "forged", "expected_revision": str(before.revision)})
+    check(answer["status"] == 403, f"an editor's POST without a CSRF token answered {answer['status']}, not 403")
+    check(api.get(EXPERIMENT).revision == before.revision, "a POST without a CSRF token changed the experiment")
+    start = datetime.now(timezone.utc) + timedelta(days=3)
+    experiment.schedule.start_time.seconds = int(start.timestamp())
+    experiment.schedule.start_time.nanos = 123_456_789
+    created = api.admin.CreateExperiment(
+        api.admin_pb.CreateExperimentRequest(experiment=experiment, reason="made over gRPC"),
+        metadata=api.auth(EDITOR[0]), timeout=10).experiment
+    browser.open(f"/experiments/{ROUND_TRIP}/edit")
+    browser.fill("reason", "saved unchanged")
+    browser.submit(browser.find("#save"))
+    browser.absent("#error", f"saving unchanged was refused: {browser.text('main')[:400]}")
+    top = history_top(browser)
+    check(top["revision"] == created.revision + 1, f"the save wrote revision {top['revision']}")
+    check(top["fields"] == [], f"saving the edit page unchanged changed {top['fields']}")
+    after = api.get(ROUND_TRIP)
+    check([g.metric for g in after.metrics.guardrails] == [custom],
+          f"the guardrail on the experiment's own metric was lost: {after.metrics.guardrails}")
+    check(after.schedule.start_time.nanos == 123_456_789, "the start time lost its fraction of a second")
+    return (f"an editor's POST without a CSRF token is refused; {ROUND_TRIP} saved from its edit page "
+            f"unchanged: revision {top['revision']} changes no field")
+
+
 SCENARIOS = [
     ("create through the form", create_with_mistakes),
     ("status moves", lifecycle),
@@ -910,6 +963,7 @@ SCENARIOS = [
     ("sample ratio mismatch banner", skewed_split),
     ("viewer", viewer),
     ("stale edit", stale_edit),
+    ("an edit saved unchanged changes nothing", unchanged_edit),
 ]
 
 

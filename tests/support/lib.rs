@@ -233,8 +233,8 @@ impl HttpAnswer {
     }
 }
 
-/// One HTTP/1.1 request with `headers` (a `Host` and the body's length
-/// are added) on its own connection.
+/// One HTTP/1.1 request with `headers` (the body's length, and a `Host`
+/// unless `headers` name one, are added) on its own connection.
 pub async fn http_request(
     addr: SocketAddr,
     method: &str,
@@ -248,8 +248,16 @@ pub async fn http_request(
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
+    let host = if headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        String::new()
+    } else {
+        format!("Host: {addr}\r\n")
+    };
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\n{host}{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.expect("write");

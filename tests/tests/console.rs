@@ -298,3 +298,80 @@ async fn the_pages_fetch_nothing_from_elsewhere_and_their_assets_are_embedded() 
         404
     );
 }
+
+#[tokio::test]
+async fn pages_forbid_framing_and_foreign_scripts_and_answer_only_loopback_names_without_tokens() {
+    let server = TestServer::start().await;
+    let addr = server.http_addr;
+    let page = send(addr, "GET", "/experiments", &[], &[]).await;
+    assert_eq!(page.status, 200);
+    let policy = page.header("content-security-policy").unwrap_or_default();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+
+    // A page of another site whose name now resolves to 127.0.0.1 (DNS
+    // rebinding) is refused: without tokens, only loopback names answer.
+    let rebound = http_request(
+        addr,
+        "GET",
+        "/experiments",
+        &[("Host", "attacker.example:8080")],
+        "",
+    )
+    .await;
+    assert_eq!(rebound.status, 403, "{}", rebound.body);
+    let by_name = http_request(addr, "GET", "/experiments", &[("Host", "localhost")], "").await;
+    assert_eq!(by_name.status, 200);
+}
+
+#[tokio::test]
+async fn a_notice_someone_else_wrote_into_a_link_is_not_shown() {
+    let server = TestServer::start().await;
+    server
+        .admin()
+        .await
+        .create_experiment(v1::CreateExperimentRequest {
+            experiment: Some(seed_experiment()),
+            reason: String::new(),
+        })
+        .await
+        .expect("created");
+    let addr = server.http_addr;
+    let page = send(addr, "GET", "/experiments/reco_ymal_v1", &[], &[]).await;
+    let csrf = csrf_of(&page.body);
+    let started = send(
+        addr,
+        "POST",
+        "/experiments/reco_ymal_v1/start",
+        &[],
+        &[
+            ("csrf", &csrf),
+            ("reason", "launch"),
+            ("expected_revision", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(started.status, 303);
+    let back = started.header("location").expect("a redirect").to_owned();
+    let shown = send(addr, "GET", &back, &[], &[]).await;
+    assert!(
+        shown.body.contains(r#"id="notice""#),
+        "the console's own notice shows"
+    );
+    let forged = send(
+        addr,
+        "GET",
+        "/experiments/reco_ymal_v1?notice=Session+expired%3A+paste+your+token+at+evil.example&sig=00",
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(forged.status, 200);
+    assert!(
+        !forged.body.contains("evil.example"),
+        "a forged notice is not shown"
+    );
+}

@@ -251,6 +251,17 @@ impl Admin {
         })
     }
 
+    /// Revision `revision` of `id`.
+    pub fn revision(&self, id: &str, revision: u64) -> Result<Revision, Error> {
+        require_id("id", id)?;
+        self.store
+            .revision(id, revision)?
+            .ok_or_else(|| Error::NotFound {
+                kind: "revision",
+                id: format!("{id}@{revision}"),
+            })
+    }
+
     /// Makes the configuration of revision `to_revision` current as a new
     /// revision; `rerandomize` as in an update.
     #[allow(clippy::too_many_arguments)]
@@ -268,29 +279,16 @@ impl Admin {
         self.store.write(|txn| {
             let current = current(txn, id)?;
             check_expected(&current, expected_revision)?;
-            if to_revision == 0 || to_revision >= current.revision {
-                return Err(Error::invalid(
-                    "to_revision",
-                    format!(
-                        "must be an earlier revision, from 1 to {}",
-                        current.revision.saturating_sub(1)
-                    ),
-                ));
-            }
-            let target = txn
-                .revision(id, to_revision)?
-                .ok_or_else(|| Error::NotFound {
-                    kind: "revision",
-                    id: format!("{id}@{to_revision}"),
-                })?;
-            let mut next = lifecycle::rollback(
+            let target = txn.revision(id, to_revision)?;
+            let next = rolled_back(
                 &current,
-                &target.experiment,
+                target,
+                to_revision,
                 rerandomize,
                 &self.schema,
                 change,
+                &txn.experiments()?,
             )?;
-            place(&mut next, &current, &txn.experiments()?)?;
             put(
                 txn,
                 &next,
@@ -301,6 +299,29 @@ impl Admin {
             );
             Ok(next)
         })
+    }
+
+    /// What [`Admin::rollback`] would make current now, by the same rules,
+    /// without writing anything: the preview before the button.
+    pub fn plan_rollback(
+        &self,
+        id: &str,
+        to_revision: u64,
+        rerandomize: bool,
+        author: &Principal,
+    ) -> Result<Experiment, Error> {
+        require_id("id", id)?;
+        let current = self.store.experiment(id)?.ok_or_else(|| not_found(id))?;
+        let target = self.store.revision(id, to_revision)?;
+        rolled_back(
+            &current,
+            target,
+            to_revision,
+            rerandomize,
+            &self.schema,
+            self.change(author, "preview"),
+            &self.store.experiments()?,
+        )
     }
 
     /// Creates or replaces a QA override; its creation time is now.
@@ -431,6 +452,35 @@ fn put(
 /// Fits `next` among the other experiments: its buckets in the layer (as
 /// far as possible the ones `current` held), and no parameter shared with
 /// a serving experiment of another layer on a common placement.
+/// `current` with the configuration of `target` (revision `to_revision`)
+/// placed among `all`: the rule of a rollback and of its preview.
+fn rolled_back(
+    current: &Experiment,
+    target: Option<Revision>,
+    to_revision: u64,
+    rerandomize: bool,
+    schema: &ParamSchema,
+    change: Change<'_>,
+    all: &[Experiment],
+) -> Result<Experiment, Error> {
+    if to_revision == 0 || to_revision >= current.revision {
+        return Err(Error::invalid(
+            "to_revision",
+            format!(
+                "must be an earlier revision, from 1 to {}",
+                current.revision.saturating_sub(1)
+            ),
+        ));
+    }
+    let target = target.ok_or_else(|| Error::NotFound {
+        kind: "revision",
+        id: format!("{}@{to_revision}", current.id),
+    })?;
+    let mut next = lifecycle::rollback(current, &target.experiment, rerandomize, schema, change)?;
+    place(&mut next, current, all)?;
+    Ok(next)
+}
+
 fn place(next: &mut Experiment, current: &Experiment, all: &[Experiment]) -> Result<(), Error> {
     allocation::allocate(next, Some(current), all)?;
     lifecycle::check_param_conflicts(next, all)

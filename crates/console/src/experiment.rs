@@ -8,12 +8,13 @@ use std::collections::BTreeSet;
 use axum::{
     extract::{Path, State},
     http::Uri,
-    response::{IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
 };
 use exp_core::{
-    Error, Experiment, Revision, Status,
-    lifecycle::{self, Change, Transition, Update},
+    Error, Experiment, GuardrailAction, Revision, RevisionAction, Status,
+    lifecycle::{Transition, Update},
 };
+use exp_proto::v1;
 use maud::{Markup, html};
 
 use crate::{
@@ -55,22 +56,6 @@ fn allowed(action: &str, status: Status) -> bool {
     transition.allowed_from().contains(&status)
 }
 
-/// The message query of a redirect back to the experiment.
-fn back(id: &str, notice: &str) -> Response {
-    Redirect::to(&format!(
-        "/experiments/{}?notice={}",
-        url_part(id),
-        url_part(notice)
-    ))
-    .into_response()
-}
-
-fn notice_of(uri: &Uri) -> Option<String> {
-    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .find(|(name, _)| name == "notice")
-        .map(|(_, value)| value.into_owned())
-}
-
 /// Every revision of `id`, newest first, up to [`HISTORY_LIMIT`].
 fn history(admin: &exp_admin::Admin, id: &str) -> Result<Vec<Revision>, Error> {
     let mut revisions = Vec::new();
@@ -102,7 +87,7 @@ pub async fn page(
         Err(error) => return layout::error_page(Some(&session), &error),
     };
     let body = html! {
-        (layout::notice(notice_of(&uri).as_deref()))
+        (layout::notice(console.notice_of(&uri).as_deref()))
         (summary(&experiment))
         (links(&experiment, &session))
         @if session.may_change() { (moves(&experiment, &session)) }
@@ -144,6 +129,7 @@ pub fn summary(experiment: &Experiment) -> Markup {
         .flat_map(|variant| variant.params.keys().map(String::as_str))
         .collect();
     let metrics = &experiment.metrics;
+    let proto_eligibility = exp_proto::convert::eligibility_to_proto(eligibility);
     html! {
         h1 { (experiment.name) }
         dl.summary {
@@ -162,10 +148,10 @@ pub fn summary(experiment: &Experiment) -> Markup {
                 "; countries " (any(&eligibility.countries))
                 "; devices " (any(&eligibility.devices))
                 "; page types " (any(&eligibility.page_types))
-                "; logged in: " (format!("{:?}", eligibility.logged_in).to_lowercase())
-                @for rule in &eligibility.attribute_rules {
+                "; logged in: " (layout::enum_name(v1::LoggedInRequirement::try_from(proto_eligibility.logged_in).map(|v| v.as_str_name()), "LOGGED_IN_REQUIREMENT_"))
+                @for rule in &proto_eligibility.attribute_rules {
                     "; " (rule.attribute) " "
-                    (rule.operator.map_or_else(String::new, |op| format!("{op:?}").to_lowercase()))
+                    (layout::enum_name(v1::AttributeOperator::try_from(rule.operator).map(|v| v.as_str_name()), "ATTRIBUTE_OPERATOR_"))
                     " " (rule.values.join(", "))
                 }
             }
@@ -180,7 +166,9 @@ pub fn summary(experiment: &Experiment) -> Markup {
                 }
                 @for guardrail in &metrics.guardrails {
                     "; guardrail " (guardrail.metric) " (threshold " (guardrail.threshold)
-                    @if let Some(action) = guardrail.action { ", " (format!("{action:?}").to_lowercase()) }
+                    @if let Some(action) = guardrail.action {
+                        ", " (match action { GuardrailAction::Pause => "pause", GuardrailAction::Stop => "stop" })
+                    }
                     ")"
                 }
             }
@@ -281,7 +269,8 @@ fn history_table(experiment: &Experiment, revisions: &[Revision], session: &Sess
                         td.diff {
                             @match revisions.get(index + 1) {
                                 Some(before) => (diff::render(&diff::experiments(&before.experiment, &revision.experiment))),
-                                None => "created",
+                                None if revision.action == RevisionAction::Create => "created",
+                                None => "(the revision before is past the history shown)",
                             }
                         }
                         td {
@@ -385,8 +374,8 @@ pub async fn act(
         }
     };
     match written {
-        Ok(experiment) => back(
-            &experiment.id,
+        Ok(experiment) => console.redirect_with_notice(
+            &format!("/experiments/{}", url_part(&experiment.id)),
             &format!(
                 "{}: now {} at {}% (revision {})",
                 action,
@@ -399,29 +388,6 @@ pub async fn act(
     }
 }
 
-/// The current experiment and revision `revision` of it.
-async fn with_revision(
-    console: &Console,
-    id: String,
-    revision: u64,
-) -> Result<(Experiment, Revision), Error> {
-    console
-        .blocking(move |admin| {
-            let current = admin.get(&id)?;
-            let target = admin
-                .revisions(&id, 1, &(revision + 1).to_string())?
-                .items
-                .into_iter()
-                .find(|found| found.number() == revision)
-                .ok_or_else(|| Error::NotFound {
-                    kind: "revision",
-                    id: format!("{id}@{revision}"),
-                })?;
-            Ok((current, target))
-        })
-        .await
-}
-
 /// `GET /experiments/{id}/rollback/{revision}`: what rolling back would
 /// change, computed by the same rule the write applies, and the form that
 /// writes it.
@@ -430,17 +396,20 @@ pub async fn rollback_preview(
     session: Session,
     Path((id, revision)): Path<(String, u64)>,
 ) -> Response {
-    let (current, target) = match with_revision(&console, id, revision).await {
-        Ok(found) => found,
+    let principal = session.principal.clone();
+    let planned = console
+        .blocking(move |admin| {
+            let current = admin.get(&id)?;
+            let target = admin.revision(&id, revision)?;
+            // The rule the write applies, with nothing written.
+            let preview = admin.plan_rollback(&id, revision, false, &principal);
+            Ok((current, target, preview))
+        })
+        .await;
+    let (current, target, preview) = match planned {
+        Ok(planned) => planned,
         Err(error) => return layout::error_page(Some(&session), &error),
     };
-    let change = Change {
-        now: console.admin().clock().now(),
-        author: &session.principal.identity,
-        reason: "preview",
-    };
-    let schema = console.admin().schema().clone();
-    let preview = lifecycle::rollback(&current, &target.experiment, false, &schema, change);
     let base = format!("/experiments/{}", url_part(&current.id));
     let body = html! {
         h1 { "Roll back " (current.name) " to revision " (revision) }
@@ -487,17 +456,35 @@ pub async fn rollback(
             &Error::invalid("reason", "is required: say why, for the history"),
         );
     }
-    let expected = form.get("expected_revision").parse::<u64>().ok();
+    let expected = match form.get("expected_revision").parse::<u64>() {
+        Ok(expected) => expected,
+        Err(_) => {
+            return layout::error_page(
+                Some(&session),
+                &Error::invalid(
+                    "expected_revision",
+                    "is required: the revision the preview showed, so a change made since is not overwritten",
+                ),
+            );
+        }
+    };
     let rerandomize = form.get("rerandomize") == "true";
     let principal = session.principal.clone();
     let written = console
         .blocking(move |admin| {
-            admin.rollback(&id, revision, rerandomize, expected, &principal, &reason)
+            admin.rollback(
+                &id,
+                revision,
+                rerandomize,
+                Some(expected),
+                &principal,
+                &reason,
+            )
         })
         .await;
     match written {
-        Ok(experiment) => back(
-            &experiment.id,
+        Ok(experiment) => console.redirect_with_notice(
+            &format!("/experiments/{}", url_part(&experiment.id)),
             &format!(
                 "rolled back to revision {revision}, written as revision {}",
                 experiment.revision

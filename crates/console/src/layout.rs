@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use axum::response::{IntoResponse, Response};
 use exp_core::{Error, RevisionAction};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 
 use crate::session::{CSRF_FIELD, Session};
 
@@ -48,6 +48,36 @@ pub fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
     }
 }
 
+/// What the browser may do with a console page: run only its own scripts
+/// (every script is an embedded asset; the chart's data is JSON, never
+/// run), be framed by no one (no click-jacking of the buttons), post forms
+/// only here, tell other sites nothing of its addresses, and keep no page
+/// (they carry CSRF tokens) in shared caches.
+pub async fn protect(mut response: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+             img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
 /// The URL of an embedded asset, with its content's hash so a browser may
 /// keep it for a year and still never runs an old one.
 pub fn asset(name: &str) -> String {
@@ -59,10 +89,21 @@ pub fn csrf(session: &Session) -> Markup {
     html! { input type="hidden" name=(CSRF_FIELD) value=(session.csrf); }
 }
 
+/// The HTTP status of `error` in the one table of error codes.
+pub fn status_of(error: &Error) -> axum::http::StatusCode {
+    exp_proto::to_http(error).0
+}
+
 /// A page saying why a request was refused, with the status of the one
 /// error table.
 pub fn error_page(session: Option<&Session>, error: &Error) -> Response {
-    let (status, _) = exp_proto::to_http(error);
+    let status = status_of(error);
+    let who = session.map_or("", |session| session.principal.identity.as_str());
+    if status.is_server_error() {
+        tracing::warn!(%error, who, "console request failed");
+    } else {
+        tracing::debug!(%error, who, "console request refused");
+    }
     let body = html! {
         h1 { "Refused" }
         div #error { (error) }
@@ -85,6 +126,19 @@ pub fn time(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
+/// A time as RFC 3339, UTC, to the nanosecond when it has a fraction: what
+/// a form shows, so saving it unchanged changes nothing.
+pub fn exact_time(at: SystemTime) -> String {
+    let nanos = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    if nanos == 0 {
+        time(at)
+    } else {
+        humantime::format_rfc3339_nanos(at).to_string()
+    }
+}
+
 /// An optional time; "—" when unset.
 pub fn maybe_time(at: Option<SystemTime>) -> String {
     at.map_or_else(|| "—".to_owned(), time)
@@ -105,6 +159,16 @@ pub fn action_name(action: RevisionAction) -> &'static str {
     }
 }
 
+/// A proto enum value's name without its prefix, in lower case:
+/// `ATTRIBUTE_OPERATOR_NOT_IN` -> `not_in` (the names the contract and
+/// `expctl` files use).
+pub fn enum_name<E>(name: Result<&str, E>, prefix: &str) -> String {
+    name.map_or_else(
+        |_| "unknown".to_owned(),
+        |name| name.trim_start_matches(prefix).to_lowercase(),
+    )
+}
+
 /// A fraction as a percentage with `digits` decimals: 0.0213 -> "2.13%".
 pub fn percent(fraction: f64, digits: usize) -> String {
     format!("{:.digits$}%", fraction * 100.0)
@@ -123,11 +187,6 @@ pub fn number(value: f64) -> String {
 /// A string placed in a URL path segment or query value.
 pub fn url_part(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
-/// Inline markup from trusted, constant text (an SVG made here).
-pub fn raw(markup: String) -> Markup {
-    PreEscaped(markup)
 }
 
 #[cfg(test)]

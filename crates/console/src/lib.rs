@@ -60,18 +60,29 @@ struct Inner {
     results: Option<Results>,
     auth: Authenticator,
     csrf: session::CsrfKey,
+    any_host: bool,
 }
 
 impl Console {
     /// A console over `admin` (and `results`, when this process has them),
-    /// with callers checked by `auth`.
-    pub fn new(admin: Admin, results: Option<Results>, auth: Authenticator) -> Self {
+    /// with callers checked by `auth`. Without tokens, it answers only
+    /// requests addressed to a loopback name unless `any_host`
+    /// (`--allow-insecure-remote`): a page of another site whose name a
+    /// DNS answer points at 127.0.0.1 would otherwise be this console's
+    /// own origin to the browser, and could read its forms.
+    pub fn new(
+        admin: Admin,
+        results: Option<Results>,
+        auth: Authenticator,
+        any_host: bool,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 admin,
                 results,
                 auth,
                 csrf: session::CsrfKey::generate(),
+                any_host,
             }),
         }
     }
@@ -94,6 +105,38 @@ impl Console {
         tokio::task::spawn_blocking(move || work(&admin))
             .await
             .map_err(|error| Error::Unavailable(format!("the request's task failed: {error}")))?
+    }
+
+    /// A redirect to `path` that shows `notice` there. The notice is
+    /// signed: a link someone else made cannot put words in the console's
+    /// mouth.
+    fn redirect_with_notice(&self, path: &str, notice: &str) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let signature = self.inner.csrf.token(&format!("notice:{notice}"));
+        Redirect::to(&format!(
+            "{path}?notice={}&sig={signature}",
+            layout::url_part(notice)
+        ))
+        .into_response()
+    }
+
+    /// The notice of a page's query, if its signature holds.
+    fn notice_of(&self, uri: &axum::http::Uri) -> Option<String> {
+        let query: Vec<(String, String)> =
+            form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect();
+        let field = |name: &str| {
+            query
+                .iter()
+                .find(|(field, _)| field == name)
+                .map(|(_, value)| value.as_str())
+        };
+        let notice = field("notice")?;
+        self.inner
+            .csrf
+            .verify(&format!("notice:{notice}"), field("sig")?)
+            .then(|| notice.to_owned())
     }
 
     /// The console's routes.
@@ -127,6 +170,7 @@ impl Console {
             )
             .route("/experiments/{id}/results", get(results::page))
             .route("/experiments/{id}/{action}", post(experiment::act))
+            .layer(axum::middleware::map_response(layout::protect))
             .with_state(self)
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::{
     extract::{Path, State},
     http::Uri,
-    response::{IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
 };
 use exp_core::{Error, QaOverride, UnitType};
 use maud::html;
@@ -31,15 +31,6 @@ fn unit_type_of(text: &str) -> Result<UnitType, Error> {
     }
 }
 
-fn back(id: &str, notice: &str) -> Response {
-    Redirect::to(&format!(
-        "/experiments/{}/overrides?notice={}",
-        url_part(id),
-        url_part(notice)
-    ))
-    .into_response()
-}
-
 /// `GET /experiments/{id}/overrides`.
 pub async fn page(
     State(console): State<Console>,
@@ -54,9 +45,7 @@ pub async fn page(
         Ok(loaded) => loaded,
         Err(error) => return layout::error_page(Some(&session), &error),
     };
-    let notice = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .find(|(name, _)| name == "notice")
-        .map(|(_, value)| value.into_owned());
+    let notice = console.notice_of(&uri);
     let base = format!("/experiments/{}/overrides", url_part(&experiment.id));
     let body = html! {
         (layout::notice(notice.as_deref()))
@@ -162,8 +151,8 @@ pub async fn add(
         .blocking(move |admin| admin.set_override(qa_override))
         .await
     {
-        Ok(set) => back(
-            &id,
+        Ok(set) => console.redirect_with_notice(
+            &format!("/experiments/{}/overrides", url_part(&id)),
             &format!(
                 "{} {} now gets {}",
                 set.unit_type.as_str(),
@@ -198,7 +187,10 @@ pub async fn delete(
             .await
     };
     match deleted {
-        Ok(()) => back(&id, &format!("deleted the override of {unit_id}")),
+        Ok(()) => console.redirect_with_notice(
+            &format!("/experiments/{}/overrides", url_part(&id)),
+            &format!("deleted the override of {unit_id}"),
+        ),
         Err(error) => layout::error_page(Some(&session), &error),
     }
 }

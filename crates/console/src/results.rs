@@ -63,13 +63,15 @@ fn interval_bar(estimate: f64, interval: &v1::ConfidenceInterval, scale: f64) ->
         "interval"
     };
     let (lower, upper) = (x(interval.lower), x(interval.upper));
-    layout::raw(format!(
-        r#"<svg class="{class}" width="{INTERVAL_WIDTH}" height="{INTERVAL_HEIGHT}" viewBox="0 0 {INTERVAL_WIDTH} {INTERVAL_HEIGHT}" role="img" aria-label="interval {} to {}"><line class="zero" x1="{half}" x2="{half}" y1="0" y2="{INTERVAL_HEIGHT}"/><rect class="range" x="{lower:.1}" y="4" width="{:.1}" height="8"/><circle class="point" cx="{:.1}" cy="8" r="3"/></svg>"#,
-        interval.lower,
-        interval.upper,
-        (upper - lower).max(1.0),
-        x(estimate),
-    ))
+    let label = format!("interval {} to {}", interval.lower, interval.upper);
+    html! {
+        svg class=(class) width=(INTERVAL_WIDTH) height=(INTERVAL_HEIGHT)
+            viewBox={ "0 0 " (INTERVAL_WIDTH) " " (INTERVAL_HEIGHT) } role="img" aria-label=(label) {
+            line.zero x1=(half) x2=(half) y1="0" y2=(INTERVAL_HEIGHT) {}
+            rect.range x=(format!("{lower:.1}")) y="4" width=(format!("{:.1}", (upper - lower).max(1.0))) height="8" {}
+            circle.point cx=(format!("{:.1}", x(estimate))) cy="8" r="3" {}
+        }
+    }
 }
 
 /// The minimum detectable effect of `metric` (a treatment's primary

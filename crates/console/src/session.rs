@@ -4,10 +4,11 @@
 //!   token (the same tokens as the gRPC admin) and keeps it in the
 //!   [`TOKEN_COOKIE`] cookie: `HttpOnly` (no script reads it) and
 //!   `SameSite=Strict` (no other site's page sends it). Every page checks
-//!   it again, so a token removed from the file stops working at once.
+//!   it again, against the tokens read at start.
 //! - Without one, everyone is the editor "anonymous", as on the gRPC port
 //!   (and `expd` then listens on loopback only, unless
-//!   `--allow-insecure-remote`).
+//!   `--allow-insecure-remote`); the console then also answers only
+//!   requests addressed to a loopback name (no DNS rebinding).
 //! - Every form carries a CSRF token: an HMAC-SHA256 of the session (the
 //!   token, or "anonymous") under a key drawn when the process starts. A
 //!   change also needs an editor and, when the browser names the page's
@@ -158,6 +159,21 @@ fn same_origin(headers: &HeaderMap) -> bool {
     matches!((origin_host, host), (Some(origin), Some(host)) if origin == host)
 }
 
+/// Whether the request names a loopback host (`Host`, any port).
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    matches!(name, "127.0.0.1" | "localhost" | "::1")
+}
+
 /// The token kept in the request's cookie, if any.
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
     headers
@@ -176,6 +192,16 @@ impl FromRequestParts<Console> for Session {
     async fn from_request_parts(parts: &mut Parts, console: &Console) -> Result<Self, Response> {
         let auth = &console.inner.auth;
         let same_origin = same_origin(&parts.headers) || parts.method == Method::GET;
+        if !auth.is_enforcing() && !console.inner.any_host && !loopback_host(&parts.headers) {
+            return Err(layout::error_page(
+                None,
+                &Error::PermissionDenied(
+                    "without a tokens file this console answers only to a loopback address \
+                     (127.0.0.1, localhost, [::1]): open it by one of those"
+                        .into(),
+                ),
+            ));
+        }
         if !auth.is_enforcing() {
             let principal = auth
                 .authorize_header(None, Access::Read, "the console")
@@ -309,10 +335,11 @@ fn sign_in_form(console: &Console, error: Option<&str>, status: StatusCode) -> R
 /// `POST /sign-in`: keeps a valid viewer or editor token in the cookie.
 pub async fn sign_in(State(console): State<Console>, headers: HeaderMap, form: Form) -> Response {
     if !same_origin(&headers) {
+        let refused = Error::PermissionDenied("this sign-in did not come from this console".into());
         return sign_in_form(
             &console,
-            Some("this sign-in did not come from this console"),
-            StatusCode::FORBIDDEN,
+            Some(&refused.to_string()),
+            layout::status_of(&refused),
         );
     }
     let token = form.get("token");
@@ -382,6 +409,23 @@ mod tests {
             format!("{TOKEN_COOKIE}=zz").parse().expect("ascii"),
         );
         assert_eq!(cookie_token(&headers), None);
+    }
+
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        let host = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, value.parse().expect("ascii"));
+            loopback_host(&headers)
+        };
+        assert!(host("127.0.0.1:8080"));
+        assert!(host("localhost:8080"));
+        assert!(host("localhost"));
+        assert!(host("[::1]:8080"));
+        assert!(!host("attacker.example:8080"), "a rebound name");
+        assert!(!host("127.0.0.1.attacker.example"));
+        assert!(!host("10.0.0.7:8080"));
+        assert!(!loopback_host(&HeaderMap::new()));
     }
 
     #[test]

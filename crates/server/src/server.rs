@@ -218,8 +218,13 @@ pub async fn serve(
     // cases, wherever the admin runs.
     if let Some(admin) = admin.as_ref().filter(|_| runs_admin) {
         routes = routes.merge(
-            exp_console::Console::new(admin.admin.clone(), results.clone(), context.auth.clone())
-                .router(),
+            exp_console::Console::new(
+                admin.admin.clone(),
+                results.clone(),
+                context.auth.clone(),
+                config.allow_insecure_remote,
+            )
+            .router(),
         );
     }
     let (follower, feed) = match assign {

@@ -72,7 +72,7 @@ pub fn fields_of(experiment: &v1::Experiment) -> Form {
     let schedule = experiment.schedule.unwrap_or_default();
     let time = |at: Option<prost_types::Timestamp>| {
         at.and_then(|at| SystemTime::try_from(at).ok())
-            .map_or_else(String::new, layout::time)
+            .map_or_else(String::new, layout::exact_time)
     };
     put("schedule.start_time".into(), time(schedule.start_time));
     put("schedule.end_time".into(), time(schedule.end_time));
@@ -115,6 +115,14 @@ pub fn fields_of(experiment: &v1::Experiment) -> Form {
         }
     }
     Form::from_fields(fields)
+}
+
+/// Whether any input of the row at `path` (`variants[2]`) has a value.
+fn has_values(form: &Form, path: &str) -> bool {
+    let prefix = format!("{path}.");
+    form.fields()
+        .iter()
+        .any(|(name, value)| name.starts_with(&prefix) && !value.trim().is_empty())
 }
 
 fn comma_list(text: &str) -> Vec<String> {
@@ -176,7 +184,7 @@ pub fn experiment_from_fields(
     metrics.guardrails = (0..MAX_ROWS)
         .map(|index| format!("metrics.guardrails[{index}]"))
         .take_while(|path| form.has(&format!("{path}.metric")))
-        .filter(|path| !form.get(&format!("{path}.metric")).is_empty())
+        .filter(|path| !form.get(&format!("{path}.metric")).is_empty() || has_values(form, path))
         .map(|path| {
             let threshold_path = format!("{path}.threshold");
             let threshold = form.get(&threshold_path);
@@ -201,20 +209,25 @@ pub fn experiment_from_fields(
     experiment.variants = (0..MAX_ROWS)
         .map(|index| format!("variants[{index}]"))
         .take_while(|path| form.has(&format!("{path}.name")))
-        .filter(|path| !form.get(&format!("{path}.name")).is_empty())
+        .filter(|path| !form.get(&format!("{path}.name")).is_empty() || has_values(form, path))
         .map(|path| {
             let mut params = Map::new();
-            for key in schema.keys() {
-                let param_path = format!("{path}.params.{key}");
-                let text = form.get(&param_path);
-                if text.is_empty() {
+            // Every parameter input of the row: the schema's, and any the
+            // experiment carries that the schema no longer names (kept, so
+            // an edit does not drop them; validation says what it thinks).
+            let prefix = format!("{path}.params.");
+            for (field, text) in form.fields() {
+                let Some(key) = field.strip_prefix(&prefix) else {
+                    continue;
+                };
+                if text.trim().is_empty() || params.contains_key(key) {
                     continue;
                 }
-                match param_value(schema.spec(key), text) {
+                match param_value(schema.spec(key), text.trim()) {
                     Ok(value) => {
                         params.insert(key.to_owned(), value);
                     }
-                    Err(reason) => violations.push(FieldViolation::new(param_path, reason)),
+                    Err(reason) => violations.push(FieldViolation::new(field.clone(), reason)),
                 }
             }
             v1::Variant {
@@ -226,6 +239,52 @@ pub fn experiment_from_fields(
         })
         .collect();
     (experiment, violations)
+}
+
+/// The form with its variant and guardrail rows numbered from 0 without
+/// gaps: a row whose every input is empty is dropped, so the paths
+/// validation names are the rows the page shows. A row with values but no
+/// name (or metric) is kept, with a violation on that input.
+pub fn compact_rows(form: &Form) -> (Form, Vec<FieldViolation>) {
+    let mut violations = Vec::new();
+    let mut fields: Vec<(String, String)> = form
+        .fields()
+        .iter()
+        .filter(|(name, _)| {
+            !name.starts_with("variants[") && !name.starts_with("metrics.guardrails[")
+        })
+        .cloned()
+        .collect();
+    for (list, key) in [("variants", "name"), ("metrics.guardrails", "metric")] {
+        let mut kept = 0;
+        for index in (0..MAX_ROWS).take_while(|index| form.has(&format!("{list}[{index}].{key}"))) {
+            let prefix = format!("{list}[{index}].");
+            let row: Vec<(&str, &str)> = form
+                .fields()
+                .iter()
+                .filter_map(|(name, value)| Some((name.strip_prefix(&prefix)?, value.as_str())))
+                .collect();
+            let named = row
+                .iter()
+                .any(|(field, value)| *field == key && !value.trim().is_empty());
+            let filled = row.iter().any(|(_, value)| !value.trim().is_empty());
+            if !filled {
+                continue;
+            }
+            if !named {
+                violations.push(FieldViolation::new(
+                    format!("{list}[{kept}].{key}"),
+                    "is required: this row has other values (empty every input to drop it)",
+                ));
+            }
+            fields.extend(
+                row.into_iter()
+                    .map(|(field, value)| (format!("{list}[{kept}].{field}"), value.to_owned())),
+            );
+            kept += 1;
+        }
+    }
+    (Form::from_fields(fields), violations)
 }
 
 fn whole(form: &Form, path: &str, violations: &mut Vec<FieldViolation>) -> u32 {
@@ -261,9 +320,11 @@ fn timestamp(
 }
 
 /// A parameter's input read by its type in the schema (the range is
-/// checked by validation, with the rest).
+/// checked by validation, with the rest); one the schema does not name is
+/// read as JSON when it is JSON (a number, `true`), else as text.
 fn param_value(spec: Option<&ParamSpec>, text: &str) -> Result<Value, String> {
     match spec {
+        None => Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))),
         Some(ParamSpec::Number { .. }) => text
             .parse::<f64>()
             .ok()

@@ -166,7 +166,31 @@ pub(super) fn form_page(
     let guardrail_rows = (0..MAX_ROWS)
         .take_while(|index| form.has(&format!("metrics.guardrails[{index}].metric")))
         .count();
-    let metric_names: Vec<&str> = exp_core::metrics::names();
+    // The catalogue's metrics, the experiment's own definitions, and
+    // whatever the form holds: a select must offer the current value, or
+    // the browser would post it as "" and the save would drop it.
+    let mut metric_names: Vec<String> = exp_core::metrics::names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let definitions = current.iter().flat_map(|current| {
+        current
+            .metrics
+            .definitions
+            .iter()
+            .map(|definition| definition.name.clone())
+    });
+    let chosen = form
+        .fields()
+        .iter()
+        .filter(|(name, _)| name == "metrics.primary_metric" || name.ends_with("].metric"))
+        .map(|(_, value)| value.trim().to_owned());
+    for name in definitions.chain(chosen) {
+        if !name.is_empty() && !metric_names.contains(&name) {
+            metric_names.push(name);
+        }
+    }
+    let metric_names: Vec<&str> = metric_names.iter().map(String::as_str).collect();
     let yaml = outcome.yaml.clone().unwrap_or_else(|| {
         let (experiment, _) = experiment_from_fields(
             form,
@@ -256,6 +280,12 @@ pub(super) fn form_page(
                             label for=(param) { (key) }
                             (param_input(form, violations, &param, schema.spec(key)))
                         }
+                        // Parameters the schema no longer names stay
+                        // editable, so a save keeps them.
+                        @for (param, key) in unknown_params(form, &path, schema) {
+                            label for=(param) { (key) " (not in the schema)" }
+                            (param_input(form, violations, param, None))
+                        }
                     }
                 }
             }
@@ -289,6 +319,21 @@ pub(super) fn form_page(
 }
 
 /// Adds empty rows for variants and a guardrail to a form's fields.
+/// (input name, key) of the parameters of the row at `path` the schema
+/// does not name.
+fn unknown_params<'a>(
+    form: &'a Form,
+    path: &str,
+    schema: &exp_core::ParamSchema,
+) -> Vec<(&'a str, &'a str)> {
+    let prefix = format!("{path}.params.");
+    form.fields()
+        .iter()
+        .filter_map(|(name, _)| Some((name.as_str(), name.strip_prefix(&prefix)?)))
+        .filter(|(_, key)| schema.spec(key).is_none())
+        .collect()
+}
+
 pub(super) fn with_spare_rows(form: Form, variant_rows: usize) -> Form {
     let mut fields = form.fields().to_vec();
     let variants = (0..MAX_ROWS)

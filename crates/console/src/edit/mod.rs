@@ -17,12 +17,12 @@
 mod fields;
 mod form;
 
-pub use fields::{experiment_from_fields, fields_of};
+pub use fields::{compact_rows, experiment_from_fields, fields_of};
 
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    response::{IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
 };
 use exp_core::{Error, Experiment, FieldViolation, lifecycle::Update};
 use exp_proto::{
@@ -94,6 +94,9 @@ pub async fn edit_page(
 
 /// `POST /experiments/new`.
 pub async fn create(State(console): State<Console>, session: Session, form: Form) -> Response {
+    if let Some(refused) = session.refusal(&console, &form) {
+        return refused;
+    }
     submit(console, session, None, form).await
 }
 
@@ -104,6 +107,10 @@ pub async fn update(
     Path(id): Path<String>,
     form: Form,
 ) -> Response {
+    // A forged POST learns nothing, not even whether the id exists.
+    if let Some(refused) = session.refusal(&console, &form) {
+        return refused;
+    }
     let current = match console.blocking(move |admin| admin.get(&id)).await {
         Ok(current) => current,
         Err(error) => return layout::error_page(Some(&session), &error),
@@ -111,16 +118,14 @@ pub async fn update(
     submit(console, session, Some(current), form).await
 }
 
-/// Reads the posted form or YAML, then validates or saves it.
+/// Reads the posted form or YAML, then validates or saves it (the caller
+/// has checked the form may change anything).
 async fn submit(
     console: Console,
     session: Session,
     current: Option<Experiment>,
     form: Form,
 ) -> Response {
-    if let Some(refused) = session.refusal(&console, &form) {
-        return refused;
-    }
     let action = form.get("action").to_owned();
     let from_yaml = action.ends_with("-yaml");
     let save = action == "save" || action == "save-yaml";
@@ -139,7 +144,11 @@ async fn submit(
             Err(error) => (base.clone(), vec![FieldViolation::new("yaml", error)]),
         }
     } else {
-        experiment_from_fields(&form, base.clone(), console.admin().schema())
+        let (rows, mut found) = compact_rows(&form);
+        let (proposed, unreadable) =
+            experiment_from_fields(&rows, base.clone(), console.admin().schema());
+        found.extend(unreadable);
+        (proposed, found)
     };
     if let Some(current) = &current
         && proposed.id != current.id
@@ -155,7 +164,7 @@ async fn submit(
     } else if from_yaml {
         with_spare_rows(fields_of(&base), 0)
     } else {
-        form.clone()
+        with_spare_rows(compact_rows(&form).0, 0)
     };
     let mut outcome = Outcome {
         yaml: from_yaml.then(|| form.get("yaml").to_owned()),
@@ -196,19 +205,17 @@ async fn submit(
         })
         .await;
     match result {
-        Ok(Ok(written)) => Redirect::to(&format!(
-            "/experiments/{}?notice={}",
-            url_part(&written.id),
-            url_part(&format!("saved as revision {}", written.revision))
-        ))
-        .into_response(),
+        Ok(Ok(written)) => console.redirect_with_notice(
+            &format!("/experiments/{}", url_part(&written.id)),
+            &format!("saved as revision {}", written.revision),
+        ),
         Ok(Err(found)) => {
             outcome.valid = found.is_empty();
             outcome.violations = found;
             let status = if outcome.valid {
                 StatusCode::OK
             } else {
-                StatusCode::UNPROCESSABLE_ENTITY
+                layout::status_of(&Error::InvalidArgument(Vec::new()))
             };
             let title = if creating { "New experiment" } else { "Edit" };
             (
@@ -242,11 +249,7 @@ async fn submit(
             let theirs = console
                 .blocking(move |admin| {
                     let latest = admin.get(&id)?;
-                    let base = admin
-                        .revisions(&id, 1, &(based_on + 1).to_string())?
-                        .items
-                        .into_iter()
-                        .find(|revision| revision.number() == based_on);
+                    let base = admin.revision(&id, based_on).ok();
                     Ok((base, latest))
                 })
                 .await;
@@ -264,7 +267,10 @@ async fn submit(
                 }
             });
             (
-                StatusCode::CONFLICT,
+                layout::status_of(&Error::StaleRevision {
+                    based_on,
+                    current: now,
+                }),
                 layout::page(
                     Some(&session),
                     "Edit",
@@ -285,7 +291,7 @@ fn refused_page(
     outcome: &Outcome,
 ) -> Response {
     (
-        StatusCode::UNPROCESSABLE_ENTITY,
+        layout::status_of(&Error::InvalidArgument(Vec::new())),
         layout::page(
             Some(session),
             "Not saved",
