@@ -23,7 +23,8 @@
 //! Reasons: `SPLIT` (bucketed), `TARGETING_MATCH` (a QA override),
 //! `STATIC` (a shipped variant), `DISABLED` (the experiment serves no one
 //! now: paused, a draft, outside its schedule), `DEFAULT` with no value
-//! (the unit is not in the experiment: the caller's code default applies).
+//! (the unit is not in the experiment: the caller's code default applies;
+//! OFREP's ADR 0006). Those two carry `"variant": null`.
 //! Errors as the protocol names them: `FLAG_NOT_FOUND` (404),
 //! `PARSE_ERROR`, `INVALID_CONTEXT`, `TARGETING_KEY_MISSING` (400), with
 //! `errorDetails` naming the field.
@@ -211,6 +212,9 @@ fn unassigned(state: &ServingState, config_version: u64) -> Value {
     json!({
         "key": &*state.id,
         "reason": if state.live { "DEFAULT" } else { "DISABLED" },
+        // No variant, said explicitly: OpenFeature's Python OFREP provider
+        // (0.3) reads the key unconditionally.
+        "variant": Value::Null,
         "metadata": {
             "experiment_id": &*state.id,
             "revision": state.revision,
