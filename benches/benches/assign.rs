@@ -21,11 +21,14 @@
 //! 4. What `GET /metrics` costs: pairs of the same runs with and without
 //!    a scraper reading it every second, and the server's CPU per scrape
 //!    measured alone (`ASSIGN_ONLY=scrape`).
+//! 5. OFREP's single evaluation against `POST /experiments/assign` in
+//!    requests per second, alternating 5 s wrk runs of each, in one run
+//!    (`ASSIGN_ONLY=ofrep`).
 //!
 //! Run: `cargo build --release -p expd && cargo bench -p exp-benches
 //! --bench assign` (`ASSIGN_RPS` sets the rate, `ASSIGN_PAIRS` the pairs,
 //! default 4; `ASSIGN_ONLY=in-process` runs 1 alone, `builds` 3 alone,
-//! `scrape` 4 alone).
+//! `scrape` 4 alone, `ofrep` 5 alone).
 
 use std::{
     path::PathBuf,
@@ -448,40 +451,94 @@ async fn cpu_per_scrape(binary: &std::path::Path, rate: u64) {
     server.stop();
 }
 
-fn http_assign(addr: std::net::SocketAddr) {
-    let Ok(version) = std::process::Command::new("wrk").arg("--version").output() else {
-        println!("HTTP JSON: wrk not installed (apt-get install wrk); skipped");
-        return;
-    };
-    let _ = version;
-    let script = std::env::temp_dir().join("expd-assign.lua");
+/// A wrk run of `-c32` closed-loop connections for `seconds` against
+/// `path`, each request a new user (`body` is a Lua expression of
+/// `counter`); prints wrk's latency lines and returns requests per second.
+fn wrk(addr: std::net::SocketAddr, path: &str, body: &str, seconds: u32) -> Option<f64> {
+    if std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("HTTP: wrk not installed (apt-get install wrk); skipped");
+        return None;
+    }
+    let script = std::env::temp_dir().join(format!("expd-wrk-{}.lua", std::process::id()));
     std::fs::write(
         &script,
-        r#"wrk.method = "POST"
+        format!(
+            r#"wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 counter = 0
 request = function()
   counter = counter + 1
-  local body = '{"user_id": "user-' .. counter .. '", "session_id": "s", "context": {"placement": "you_may_also_like", "page_type": "product_detail"}}'
-  return wrk.format(nil, "/experiments/assign", nil, body)
+  local body = {body}
+  return wrk.format(nil, "{path}", nil, body)
 end
-"#,
+"#
+        ),
     )
     .expect("write script");
     let output = std::process::Command::new("wrk")
-        .args(["-t2", "-c32", "-d10s", "--latency", "-s"])
+        .args(["-t2", "-c32", &format!("-d{seconds}s"), "--latency", "-s"])
         .arg(&script)
         .arg(format!("http://{addr}"))
         .output()
         .expect("run wrk");
     let text = String::from_utf8_lossy(&output.stdout);
-    println!("HTTP JSON POST /experiments/assign (wrk -t2 -c32 -d10s, closed loop):");
+    println!("POST {path} (wrk -t2 -c32 -d{seconds}s, closed loop):");
     for line in text
         .lines()
         .filter(|l| l.contains('%') || l.contains("Requests/sec") || l.contains("Non-2xx"))
     {
         println!("  {}", line.trim());
     }
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("Requests/sec:"))
+        .and_then(|rate| rate.trim().parse().ok())
+}
+
+const ASSIGN_BODY: &str = r#"'{"user_id": "user-' .. counter .. '", "session_id": "s", "context": {"placement": "you_may_also_like", "page_type": "product_detail"}}'"#;
+const OFREP_BODY: &str = r#"'{"context": {"targetingKey": "user-' .. counter .. '", "session_id": "s", "placement": "you_may_also_like", "page_type": "product_detail"}}'"#;
+const OFREP_FLAG: &str = "/ofrep/v1/evaluate/flags/reco_ymal_v1";
+
+fn http_assign(addr: std::net::SocketAddr) {
+    wrk(addr, "/experiments/assign", ASSIGN_BODY, 10);
+}
+
+/// OFREP's single evaluation against `POST /experiments/assign`, in one
+/// run: three alternating pairs of 5 s each, so the machine's drift falls
+/// on both; the ratio of the sums is the figure.
+fn compare_ofrep() {
+    let server_runtime = expd::server::runtime().expect("runtime");
+    let server = server_runtime.block_on(exp_e2e::TestServer::start_with(&[
+        "--exposure-queue",
+        "1000000",
+    ]));
+    let client_runtime = load_runtime();
+    client_runtime.block_on(async {
+        let channel = exp_e2e::connect(server.grpc_addr).await;
+        exp_e2e::launch_seed_everywhere(&mut AdminServiceClient::new(channel.clone())).await;
+        exp_e2e::wait_until_assign_is_current(channel).await;
+    });
+    let (mut assign, mut ofrep) = (0.0, 0.0);
+    for _ in 0..3 {
+        let (Some(a), Some(o)) = (
+            wrk(server.http_addr, "/experiments/assign", ASSIGN_BODY, 5),
+            wrk(server.http_addr, OFREP_FLAG, OFREP_BODY, 5),
+        ) else {
+            return;
+        };
+        assign += a;
+        ofrep += o;
+    }
+    println!(
+        "OFREP single evaluation: {:.0} requests/s against POST /experiments/assign {:.0}: {:.2}x (target: within 1.5x)",
+        ofrep / 3.0,
+        assign / 3.0,
+        assign / ofrep
+    );
+    server_runtime.block_on(server.stop());
 }
 
 async fn propagation(addr: std::net::SocketAddr, watchers: usize, rounds: usize) {
@@ -567,8 +624,9 @@ fn main() {
     match only.as_deref() {
         Ok("builds") => return compare_builds(rate),
         Ok("scrape") => return compare_scrape(rate),
+        Ok("ofrep") => return compare_ofrep(),
         Ok("in-process") | Err(_) => {}
-        Ok(other) => panic!("ASSIGN_ONLY={other}: expected in-process, builds or scrape"),
+        Ok(other) => panic!("ASSIGN_ONLY={other}: expected in-process, builds, scrape or ofrep"),
     }
     evaluation(10);
     evaluation(10_000);

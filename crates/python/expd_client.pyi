@@ -16,7 +16,7 @@ to ``EventService`` in the background.
 """
 
 from os import PathLike
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 __version__: str
 
@@ -89,7 +89,7 @@ class Snapshot:
         page_type: str = "",
         country: str = "",
         device: str = "",
-        attributes: Optional[Mapping[str, str]] = None,
+        attributes: Optional[Dict[str, str]] = None,
         now: Optional[float] = None,
     ) -> Answer:
         """Assigns a request at ``now`` (seconds since the Unix epoch; None: now)."""
@@ -131,7 +131,7 @@ class Client:
         page_type: str = "",
         country: str = "",
         device: str = "",
-        attributes: Optional[Mapping[str, str]] = None,
+        attributes: Optional[Dict[str, str]] = None,
         defer_exposure: bool = False,
     ) -> Answer:
         """Assigns a request locally (the GIL is released while it evaluates).

@@ -188,13 +188,17 @@ async fn stream_once(
         }
         debug!(version = next.version, "config updated");
         let next = Arc::new(next);
-        sender.send_replace(Some(next.clone()));
+        // Saved first, then published: once a version is in use it is also
+        // the one a restart starts from (a few milliseconds of the file's
+        // write before a change serves, never a restart that goes back).
         if let Some(path) = options.snapshot_path.clone() {
-            let saved = tokio::task::spawn_blocking(move || save_snapshot(&path, &next)).await;
+            let saving = next.clone();
+            let saved = tokio::task::spawn_blocking(move || save_snapshot(&path, &saving)).await;
             if let Ok(Err(err)) = saved {
                 warn!(error = %err, "could not save the config snapshot");
             }
         }
+        sender.send_replace(Some(next));
     }
     Ok(())
 }

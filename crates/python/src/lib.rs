@@ -100,6 +100,8 @@ fn from_client_error(py: Python<'_>, error: ClientError) -> PyErr {
             let (field, description) = message
                 .split_once(": ")
                 .unwrap_or(("options", message.as_str()));
+            // The SDK says `endpoint "URL": ...`; Python's argument is `address`.
+            let field = field.strip_prefix("endpoint ").map_or(field, |_| "address");
             invalid(py, field, description)
         }
         other => ExpdError::new_err(other.to_string()),
@@ -602,6 +604,24 @@ impl Client {
         self.close(py, 10.0).map(|_| ())
     }
 }
+
+/// A client dropped without `close()` still sends what it queued (up to
+/// five seconds): losing exposures silently would bias results.
+impl Drop for Client {
+    fn drop(&mut self) {
+        let sender = self
+            .events
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(sender) = sender {
+            self.runtime.block_on(sender.close(DROP_FLUSH));
+        }
+    }
+}
+
+/// Longest a dropped client waits to send what it queued.
+const DROP_FLUSH: Duration = Duration::from_secs(5);
 
 impl Client {
     /// Queues the exposure of each bucketed assignment (overrides and
