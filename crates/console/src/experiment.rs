@@ -20,7 +20,7 @@ use maud::{Markup, html};
 use crate::{
     Console, diff,
     layout::{self, csrf, url_part},
-    session::{Form, Session},
+    session::{Change, Session},
 };
 
 /// Most revisions a history page shows.
@@ -291,13 +291,9 @@ fn history_table(experiment: &Experiment, revisions: &[Revision], session: &Sess
 /// archive, with a reason, based on the revision the page showed.
 pub async fn act(
     State(console): State<Console>,
-    session: Session,
     Path((id, action)): Path<(String, String)>,
-    form: Form,
+    Change { session, form }: Change,
 ) -> Response {
-    if let Some(refused) = session.refusal(&console, &form) {
-        return refused;
-    }
     let reason = form.get("reason").to_owned();
     let checked = (|| {
         if !MOVES.iter().any(|(known, _)| *known == action) {
@@ -442,13 +438,9 @@ pub async fn rollback_preview(
 /// `POST /experiments/{id}/rollback/{revision}`.
 pub async fn rollback(
     State(console): State<Console>,
-    session: Session,
     Path((id, revision)): Path<(String, u64)>,
-    form: Form,
+    Change { session, form }: Change,
 ) -> Response {
-    if let Some(refused) = session.refusal(&console, &form) {
-        return refused;
-    }
     let reason = form.get("reason").to_owned();
     if reason.is_empty() {
         return layout::error_page(

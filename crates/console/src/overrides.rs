@@ -14,7 +14,7 @@ use maud::html;
 use crate::{
     Console,
     layout::{self, csrf, url_part},
-    session::{Form, Session},
+    session::{Change, Session},
 };
 
 /// Longest expiry the form offers: a year.
@@ -107,13 +107,9 @@ pub async fn page(
 /// `POST /experiments/{id}/overrides`: adds (or replaces) one.
 pub async fn add(
     State(console): State<Console>,
-    session: Session,
     Path(id): Path<String>,
-    form: Form,
+    Change { session, form }: Change,
 ) -> Response {
-    if let Some(refused) = session.refusal(&console, &form) {
-        return refused;
-    }
     let read = (|| {
         let unit_type = unit_type_of(form.get("unit_type"))?;
         let hours = form.get("expires_in_hours");
@@ -167,13 +163,9 @@ pub async fn add(
 /// `POST /experiments/{id}/overrides/delete`.
 pub async fn delete(
     State(console): State<Console>,
-    session: Session,
     Path(id): Path<String>,
-    form: Form,
+    Change { session, form }: Change,
 ) -> Response {
-    if let Some(refused) = session.refusal(&console, &form) {
-        return refused;
-    }
     let unit_type = match unit_type_of(form.get("unit_type")) {
         Ok(unit_type) => unit_type,
         Err(error) => return layout::error_page(Some(&session), &error),

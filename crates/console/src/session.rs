@@ -16,7 +16,7 @@
 
 use axum::{
     body::Bytes,
-    extract::{FromRequestParts, State},
+    extract::{FromRequest, FromRequestParts, State},
     http::{HeaderMap, Method, StatusCode, header, request::Parts},
     response::{IntoResponse, Redirect, Response},
 };
@@ -117,7 +117,7 @@ impl Session {
 
     /// Checks a form posted to change something: the CSRF token, the
     /// origin and the role. `Some` is the refusal's page.
-    pub fn refusal(&self, console: &Console, form: &Form) -> Option<Response> {
+    fn refusal(&self, console: &Console, form: &Form) -> Option<Response> {
         let offered = form.get(CSRF_FIELD);
         if !self.same_origin || !console.inner.csrf.verify(&self.session_key, offered) {
             return Some(layout::error_page(
@@ -247,6 +247,35 @@ impl Session {
     }
 }
 
+/// A form posted to change something, already checked: its CSRF token,
+/// its origin and an editor's session. A handler that takes it cannot
+/// forget the check; a refusal is the page saying why.
+#[derive(Debug)]
+pub struct Change {
+    /// Who is changing.
+    pub session: Session,
+    /// What they posted.
+    pub form: Form,
+}
+
+impl axum::extract::FromRequest<Console> for Change {
+    type Rejection = Response;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        console: &Console,
+    ) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let session = Session::from_request_parts(&mut parts, console).await?;
+        let form =
+            Form::from_request(axum::extract::Request::from_parts(parts, body), console).await?;
+        match session.refusal(console, &form) {
+            Some(refused) => Err(refused),
+            None => Ok(Self { session, form }),
+        }
+    }
+}
+
 /// A posted form: its fields in order (a name may repeat).
 #[derive(Debug, Clone, Default)]
 pub struct Form(Vec<(String, String)>);
@@ -293,7 +322,7 @@ impl Form {
     }
 }
 
-impl<S: Send + Sync> axum::extract::FromRequest<S> for Form {
+impl<S: Send + Sync> FromRequest<S> for Form {
     type Rejection = Response;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {

@@ -34,7 +34,7 @@ use maud::html;
 use crate::{
     Console, diff,
     layout::{self, url_part},
-    session::{Form, Session},
+    session::{Change, Form, Session},
 };
 use form::{NEW_VARIANT_ROWS, Outcome, form_page, with_spare_rows};
 
@@ -93,24 +93,18 @@ pub async fn edit_page(
 }
 
 /// `POST /experiments/new`.
-pub async fn create(State(console): State<Console>, session: Session, form: Form) -> Response {
-    if let Some(refused) = session.refusal(&console, &form) {
-        return refused;
-    }
+pub async fn create(State(console): State<Console>, Change { session, form }: Change) -> Response {
     submit(console, session, None, form).await
 }
 
 /// `POST /experiments/{id}/edit`.
 pub async fn update(
     State(console): State<Console>,
-    session: Session,
     Path(id): Path<String>,
-    form: Form,
+    // Checked first: a forged POST learns nothing, not even whether the
+    // id exists.
+    Change { session, form }: Change,
 ) -> Response {
-    // A forged POST learns nothing, not even whether the id exists.
-    if let Some(refused) = session.refusal(&console, &form) {
-        return refused;
-    }
     let current = match console.blocking(move |admin| admin.get(&id)).await {
         Ok(current) => current,
         Err(error) => return layout::error_page(Some(&session), &error),
