@@ -34,14 +34,10 @@ import json
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -53,6 +49,9 @@ except ImportError:
     sys.path.insert(0, str(ROOT / "target/python-deps/grpcio"))
     import grpc
 
+sys.path.insert(0, str(ROOT / "tests/python"))
+import expd_harness
+from expd_harness import Expd, Failure, Services, check, expd_binary, generate_stubs
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -102,15 +101,6 @@ fetch(url, {method: 'POST', body: new URLSearchParams(body), credentials: 'same-
 """
 
 
-class Failure(AssertionError):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise Failure(message)
-
-
 def close(a, b):
     return a == b or abs(a - b) <= REL_TOL * max(abs(a), abs(b))
 
@@ -119,123 +109,15 @@ def utc(at):
     return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# === expd ===
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Expd:
-    def __init__(self, binary, work):
-        self.binary = binary
-        self.work = work
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        while self.http_port == self.grpc_port:
-            self.http_port = free_port()
-        self.grpc_addr = f"127.0.0.1:{self.grpc_port}"
-        self.base = f"http://127.0.0.1:{self.http_port}"
-        self.log_path = work / "expd.log"
-        self.process = None
-
-    def start(self):
-        tokens = self.work / "tokens.json"
-        tokens.write_text(
-            json.dumps(
-                {
-                    "tokens": [
-                        {"token": token, "identity": identity, "role": role}
-                        for token, identity, role in (EDITOR, VIEWER, DATA_PLANE)
-                    ]
-                }
-            )
-        )
-        tokens.chmod(0o600)
-        command = [
-            str(self.binary),
-            "--data-dir", str(self.work / "data"),
-            "--grpc-addr", self.grpc_addr,
-            "--http-addr", f"127.0.0.1:{self.http_port}",
-            "--tokens-file", str(tokens),
-        ]
-        self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            check(self.process.poll() is None, f"expd exited during start-up ({self.process.returncode})")
-            try:
-                with urllib.request.urlopen(f"{self.base}/readyz", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.1)  # polling the port: nothing to wait on
-        raise Failure(f"expd not ready at {self.base}/readyz within 60 s")
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process:
-            self.log.close()
-
-    def print_log(self):
-        if self.log_path.exists():
-            print("--- expd log ---", file=sys.stderr)
-            sys.stderr.write(self.log_path.read_text(errors="replace")[-20000:])
-            print("--- end of expd log ---", file=sys.stderr)
-
-
 # === gRPC ===
 
 
-def generate_stubs(into):
-    proto = ROOT / "proto"
-    files = sorted(str(path) for path in (proto / "experiments/v1").glob("*.proto"))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    generated = subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto}",
-         f"--python_out={into}", f"--grpc_python_out={into}", *files],
-        env=env, capture_output=True, text=True,
-    )
-    check(generated.returncode == 0, f"grpc_tools.protoc failed:\n{generated.stderr}")
-    sys.path.insert(0, str(into))
-
-
-class Api:
+class Api(Services):
     """The gRPC services, each call with the token its role needs."""
 
     def __init__(self, address):
-        from experiments.v1 import (
-            admin_service_pb2, admin_service_pb2_grpc,
-            assignment_service_pb2, assignment_service_pb2_grpc,
-            event_service_pb2, event_service_pb2_grpc,
-            experiment_pb2,
-            results_service_pb2, results_service_pb2_grpc,
-        )
-
-        self.pb = experiment_pb2
-        self.admin_pb = admin_service_pb2
-        self.assign_pb = assignment_service_pb2
-        self.event_pb = event_service_pb2
-        self.results_pb = results_service_pb2
-        self.channel = grpc.insecure_channel(address)
-        self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
-        self.assigner = assignment_service_pb2_grpc.AssignmentServiceStub(self.channel)
-        self.events = event_service_pb2_grpc.EventServiceStub(self.channel)
-        self.results = results_service_pb2_grpc.ResultsServiceStub(self.channel)
+        super().__init__(address, EDITOR[0], DATA_PLANE[0])
         self.position = 0
-
-    @staticmethod
-    def auth(token):
-        return [("authorization", f"Bearer {token}")]
 
     def get(self, experiment_id, token=EDITOR[0]):
         return self.admin.GetExperiment(
@@ -258,17 +140,7 @@ class Api:
 
     def assign_many(self, users, placement):
         """Each user's Assign answer, 250 calls in flight at a time."""
-        answers = {}
-        for start in range(0, len(users), 250):
-            futures = [
-                (user, self.assigner.Assign.future(
-                    self.assign_request(user, placement),
-                    metadata=self.auth(DATA_PLANE[0]), timeout=30))
-                for user in users[start:start + 250]
-            ]
-            for user, future in futures:
-                answers[user] = future.result()
-        return answers
+        return dict(zip(users, self.assign_all([self.assign_request(user, placement) for user in users])))
 
     def log(self, method, field, events):
         for start in range(0, len(events), 5000):
@@ -302,20 +174,9 @@ class Api:
                     raise
 
 
-def wait_until(condition, message, timeout=WAIT, interval=0.2):
+def wait_until(condition, message):
     """Polls `condition` (for what is not a page: gRPC) until it is truthy."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            value = condition()
-        except grpc.RpcError as error:
-            value, last = None, error
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise Failure(f"{message} (after {timeout} s{'; last error: ' + str(last) if last else ''})")
-        time.sleep(interval)
+    return expd_harness.wait_until(condition, message, timeout=WAIT, interval=0.2)
 
 
 # === the browser ===
@@ -789,13 +650,7 @@ def skewed_split(browser, api):
         eligibility=pb.Eligibility(placements=[SKEWED_PLACEMENT]),
         metrics=pb.MetricsConfig(primary_metric="add_to_cart_rate"),
     )
-    auth = api.auth(EDITOR[0])
-    created = api.admin.CreateExperiment(
-        api.admin_pb.CreateExperimentRequest(experiment=experiment, reason="a second experiment"),
-        metadata=auth, timeout=10).experiment
-    api.admin.StartExperiment(
-        api.admin_pb.StartExperimentRequest(id=SKEWED, revision=created.revision, reason="launch"),
-        metadata=auth, timeout=10)
+    api.create_and_start(experiment, "a second experiment")
     wait_until(lambda: bucketed(api.assign("probe-user", SKEWED_PLACEMENT), SKEWED),
                f"Assign serves {SKEWED} once it is started")
     rng = random.Random(7)
@@ -968,17 +823,14 @@ SCENARIOS = [
 
 
 def main():
-    binary = Path(os.environ.get("EXPD_BIN", "target/debug/expd"))
-    if not binary.is_absolute():
-        binary = ROOT / binary
-    if not os.access(binary, os.X_OK):
-        print(f"error: no expd binary at {binary} (cargo build -p expd, or set EXPD_BIN)", file=sys.stderr)
+    binary = expd_binary()
+    if binary is None:
         return 2
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="expd-console-") as temp:
         work = Path(temp)
         (work / "stubs").mkdir()
-        expd = Expd(binary, work)
+        expd = Expd(binary, work, (EDITOR, VIEWER, DATA_PLANE))
         browser = None
         failed = False
         number, name = 0, "start-up"
@@ -1006,9 +858,7 @@ def main():
         finally:
             if browser:
                 browser.quit()
-            expd.stop()
-            if failed:
-                expd.print_log()
+            expd.stop_after_run(failed)
     print(f"console: {'FAILED' if failed else 'all scenarios passed'} in {time.monotonic() - started:.1f} s")
     return 1 if failed else 0
 

@@ -52,19 +52,13 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
-import urllib.error
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import grpc
 from google.protobuf import json_format
 from openfeature import api as openfeature_api
 from openfeature.contrib.provider.ofrep import OFREPProvider
@@ -72,6 +66,10 @@ from openfeature.evaluation_context import EvaluationContext
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+
+sys.path.insert(0, str(ROOT / "tests/python"))
+import expd_harness
+from expd_harness import Failure, Services, check, generate_stubs, same_json, wait_until
 
 EDITOR = ("ofrep-editor-token-5e2b7c90a1d4", "alice@example.com", "editor")
 DATA_PLANE = ("ofrep-dataplane-token-8f3a61d2c4b7", "rec-service", "data_plane")
@@ -88,145 +86,19 @@ README_USER, README_SESSION = "u-18227", "s-5f1c9a"
 CODE_DEFAULT = {"source": "code default"}
 PYTHON_THREADS = 8
 NODE_IN_FLIGHT = 32
-WAIT = 30  # seconds the assigner gets to serve a change
 
 # Assign's reasons as OFREP names them.
 REASONS = {1: "SPLIT", 2: "TARGETING_MATCH", 3: "STATIC"}
 
 
-class Failure(AssertionError):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise Failure(message)
-
-
-# === expd ===
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Expd:
-    def __init__(self, binary, work):
-        self.binary = binary
-        self.work = work
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        while self.http_port == self.grpc_port:
-            self.http_port = free_port()
-        self.grpc_addr = f"127.0.0.1:{self.grpc_port}"
-        self.base = f"http://127.0.0.1:{self.http_port}"
-        self.log_path = work / "expd.log"
-        self.process = None
-
-    def start(self):
-        tokens = self.work / "tokens.json"
-        tokens.write_text(json.dumps({"tokens": [
-            {"token": token, "identity": identity, "role": role}
-            for token, identity, role in (EDITOR, DATA_PLANE)
-        ]}))
-        tokens.chmod(0o600)
-        # The built-in schema has no boolean: one more knob, so a boolean
-        # travels through Assign and both SDKs too.
-        schema = json.loads((ROOT / "crates/core/src/builtin_param_schema.json").read_text())
-        schema["params"]["exclude_seen_items"] = {
-            "type": "boolean", "description": "Drop items the user has already seen"}
-        schema_path = self.work / "param_schema.json"
-        schema_path.write_text(json.dumps(schema))
-        command = [
-            str(self.binary),
-            "--data-dir", str(self.work / "data"),
-            "--grpc-addr", self.grpc_addr,
-            "--http-addr", f"127.0.0.1:{self.http_port}",
-            "--tokens-file", str(tokens),
-            "--param-schema", str(schema_path),
-        ]
-        self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            check(self.process.poll() is None, f"expd exited during start-up ({self.process.returncode})")
-            try:
-                with urllib.request.urlopen(f"{self.base}/readyz", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.1)  # polling the port: nothing to wait on
-        raise Failure(f"expd not ready at {self.base}/readyz within 60 s")
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process:
-            self.log.close()
-
-    def print_log(self):
-        if self.log_path.exists():
-            print("--- expd log (last 20,000 characters) ---", file=sys.stderr)
-            sys.stderr.write(self.log_path.read_text(errors="replace")[-20000:])
-            print("--- end of expd log ---", file=sys.stderr)
-
-
 # === gRPC ===
 
 
-def generate_stubs(into):
-    proto = ROOT / "proto"
-    files = sorted(str(path) for path in (proto / "experiments/v1").glob("*.proto"))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    generated = subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto}",
-         f"--python_out={into}", f"--grpc_python_out={into}", *files],
-        env=env, capture_output=True, text=True,
-    )
-    check(generated.returncode == 0, f"grpc_tools.protoc failed:\n{generated.stderr}")
-    sys.path.insert(0, str(into))
-
-
-class Api:
+class Api(Services):
     """The gRPC services, each call with the token its role needs."""
 
     def __init__(self, address):
-        from experiments.v1 import (
-            admin_service_pb2, admin_service_pb2_grpc,
-            assignment_service_pb2, assignment_service_pb2_grpc,
-            config_service_pb2, config_service_pb2_grpc,
-            experiment_pb2,
-        )
-
-        self.pb = experiment_pb2
-        self.admin_pb = admin_service_pb2
-        self.assign_pb = assignment_service_pb2
-        self.config_pb = config_service_pb2
-        self.channel = grpc.insecure_channel(address)
-        self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
-        self.assigner = assignment_service_pb2_grpc.AssignmentServiceStub(self.channel)
-        self.config = config_service_pb2_grpc.ConfigServiceStub(self.channel)
-
-    @staticmethod
-    def auth(token):
-        return [("authorization", f"Bearer {token}")]
-
-    def create_and_start(self, experiment):
-        editor = self.auth(EDITOR[0])
-        created = self.admin.CreateExperiment(
-            self.admin_pb.CreateExperimentRequest(experiment=experiment, reason="OFREP agreement"),
-            metadata=editor, timeout=10).experiment
-        return self.admin.StartExperiment(
-            self.admin_pb.StartExperimentRequest(id=experiment.id, revision=created.revision, reason="launch"),
-            metadata=editor, timeout=10).experiment
+        super().__init__(address, EDITOR[0], DATA_PLANE[0])
 
     def pause(self, experiment):
         self.admin.PauseExperiment(
@@ -238,11 +110,6 @@ class Api:
         self.admin.SetOverride(self.admin_pb.SetOverrideRequest(qa_override=self.pb.QaOverride(
             experiment_id=experiment_id, unit_type=self.pb.UNIT_TYPE_USER, unit_id=user,
             variant=variant, reason="QA of the OFREP path")), metadata=self.auth(EDITOR[0]), timeout=10)
-
-    def config_version(self):
-        return self.config.GetConfigSnapshot(
-            self.config_pb.GetConfigSnapshotRequest(), metadata=self.auth(DATA_PLANE[0]), timeout=10,
-        ).snapshot.config_version
 
     def assign_request(self, context):
         """An AssignRequest for an OFREP context (the mapping of
@@ -264,36 +131,13 @@ class Api:
 
     def assign_many(self, contexts):
         """Each context's Assign answer, 250 calls in flight at a time."""
-        answers = []
-        for start in range(0, len(contexts), 250):
-            futures = [self.assigner.Assign.future(self.assign_request(context),
-                                                   metadata=self.auth(DATA_PLANE[0]), timeout=30)
-                       for context in contexts[start:start + 250]]
-            answers.extend(future.result() for future in futures)
-        return answers
+        return self.assign_all([self.assign_request(context) for context in contexts])
 
 
 def attribute_text(value):
     """An attribute as OFREP's server reads it: strings as they are,
     numbers and booleans as their JSON text."""
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def wait_until(condition, message, timeout=WAIT, interval=0.05):
-    """Polls `condition` (gRPC: Assign follows a change asynchronously)
-    until it is truthy, or fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            value = condition()
-        except grpc.RpcError as error:
-            value, last = None, error
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise Failure(f"{message} (after {timeout} s{'; last error: ' + str(last) if last else ''})")
-        time.sleep(interval)
 
 
 def assignment_of(answer, experiment_id):
@@ -537,20 +381,6 @@ def readme_snippets(api, base, where):
 # === the comparison ===
 
 
-def same_json(a, b):
-    """Deep equality of JSON values, numbers compared as numbers (an SDK
-    may turn 400.0 into 400); booleans are not numbers."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return float(a) == float(b)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same_json(a[key], b[key]) for key in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
-
-
 def expected_answer(assignment, key):
     if assignment is not None:
         return {"variant": assignment.variant, "value": json_format.MessageToDict(assignment.params),
@@ -647,9 +477,9 @@ def run(expd, work):
     # 1. the experiments, a QA override, and Assign serving them
     at = time.monotonic()
     ymal, diversity, paused = experiments(api.pb)
-    api.create_and_start(ymal)
-    api.create_and_start(diversity)
-    api.pause(api.create_and_start(paused))
+    api.create_and_start(ymal, "OFREP agreement")
+    api.create_and_start(diversity, "OFREP agreement")
+    api.pause(api.create_and_start(paused, "OFREP agreement"))
     # Assign follows each change asynchronously: wait until it serves
     # the version ConfigService publishes now.
     started = api.config_version()
@@ -728,31 +558,7 @@ def run(expd, work):
 
 
 def main():
-    binary = Path(os.environ.get("EXPD_BIN", "target/debug/expd"))
-    if not binary.is_absolute():
-        binary = ROOT / binary
-    if not os.access(binary, os.X_OK):
-        print(f"error: no expd binary at {binary} (cargo build -p expd, or set EXPD_BIN)", file=sys.stderr)
-        return 2
-    started = time.monotonic()
-    failed = False
-    with tempfile.TemporaryDirectory(prefix="expd-ofrep-") as temp:
-        work = Path(temp)
-        (work / "stubs").mkdir()
-        expd = Expd(binary, work)
-        try:
-            run(expd, work)
-        except Exception as error:  # noqa: BLE001 -- any failure ends the run, explained
-            failed = True
-            print(f"FAIL: {error}", flush=True)
-            if not isinstance(error, Failure):
-                traceback.print_exc()
-        finally:
-            expd.stop()
-            if failed:
-                expd.print_log()
-    print(f"ofrep: {'FAILED' if failed else 'Assign and both SDKs agree'} in {time.monotonic() - started:.1f} s")
-    return 1 if failed else 0
+    return expd_harness.main("ofrep", "Assign and both SDKs agree", run, (EDITOR, DATA_PLANE), boolean_param=True)
 
 
 if __name__ == "__main__":

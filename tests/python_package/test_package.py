@@ -67,15 +67,9 @@ import inspect
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -90,6 +84,10 @@ except ImportError as missing:
     print(f"error: {missing} (this test needs expd_client, grpcio, grpcio-tools and duckdb importable)",
           file=sys.stderr)
     sys.exit(2)
+
+sys.path.insert(0, str(ROOT / "tests/python"))
+import expd_harness
+from expd_harness import Failure, Services, check, free_port, generate_stubs, same_json, wait_until
 
 EDITOR = ("pypkg-editor-token-4c8e1a97b2d5", "alice@example.com", "editor")
 DATA_PLANE = ("pypkg-dataplane-token-7a2f9e03c6b1", "rec-service", "data_plane")
@@ -111,185 +109,14 @@ REASONS = {1: "bucketed", 2: "override", 3: "shipped"}
 UNIT_TYPES = {1: "user", 2: "session"}
 
 
-class Failure(AssertionError):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise Failure(message)
-
-
-def wait_until(condition, message, timeout=WAIT, interval=0.05):
-    """Polls `condition` (what has no signal of its own: Assign following
-    a change, expd's port, a file written behind) until it is truthy."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            value = condition()
-        except (grpc.RpcError, OSError) as error:
-            value, last = None, error
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise Failure(f"{message} (after {timeout} s{'; last error: ' + str(last) if last else ''})")
-        time.sleep(interval)
-
-
-def same_json(a, b):
-    """Deep equality of JSON values, numbers compared as numbers (Struct
-    has only doubles: 400.0 and 400 are one number); booleans are not
-    numbers, strings not numbers."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return float(a) == float(b)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same_json(a[key], b[key]) for key in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
-
-
-# === expd ===
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Expd:
-    """expd on fixed ports and one data directory, so a restart is the
-    same service at the same address."""
-
-    def __init__(self, binary, work):
-        self.binary = binary
-        self.work = work
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        while self.http_port == self.grpc_port:
-            self.http_port = free_port()
-        self.grpc_addr = f"127.0.0.1:{self.grpc_port}"
-        self.url = f"http://{self.grpc_addr}"
-        self.base = f"http://127.0.0.1:{self.http_port}"
-        self.data = work / "data"
-        self.log_path = work / "expd.log"
-        self.process = None
-        self.log = None
-
-    def start(self):
-        tokens = self.work / "tokens.json"
-        tokens.write_text(json.dumps({"tokens": [
-            {"token": token, "identity": identity, "role": role}
-            for token, identity, role in (EDITOR, DATA_PLANE)
-        ]}))
-        tokens.chmod(0o600)
-        # The built-in schema has no boolean: one more knob, so a boolean
-        # travels through Assign and the package too.
-        schema = json.loads((ROOT / "crates/core/src/builtin_param_schema.json").read_text())
-        schema["params"]["exclude_seen_items"] = {
-            "type": "boolean", "description": "Drop items the user has already seen"}
-        schema_path = self.work / "param_schema.json"
-        schema_path.write_text(json.dumps(schema))
-        command = [
-            str(self.binary),
-            "--data-dir", str(self.data),
-            "--grpc-addr", self.grpc_addr,
-            "--http-addr", f"127.0.0.1:{self.http_port}",
-            "--tokens-file", str(tokens),
-            "--param-schema", str(schema_path),
-            "--events-flush-interval", "1s",
-        ]
-        self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
-
-        def ready():
-            check(self.process.poll() is None, f"expd exited during start-up ({self.process.returncode})")
-            with urllib.request.urlopen(f"{self.base}/readyz", timeout=2) as answer:
-                return answer.status == 200
-
-        wait_until(ready, f"expd ready at {self.base}/readyz", timeout=60, interval=0.1)
-
-    def stop(self):
-        """SIGTERM and wait: a graceful stop (rolls the event log). Returns
-        the exit code."""
-        code = None
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                code = self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise Failure("expd did not exit within 30 s of SIGTERM (killed)") from None
-        elif self.process:
-            code = self.process.returncode
-        if self.log:
-            self.log.close()
-            self.log = None
-        return code
-
-    def print_log(self):
-        if self.log_path.exists():
-            print("--- expd log (last 20,000 characters) ---", file=sys.stderr)
-            sys.stderr.write(self.log_path.read_text(errors="replace")[-20000:])
-            print("--- end of expd log ---", file=sys.stderr)
-
-
 # === gRPC ===
 
 
-def generate_stubs(into):
-    proto = ROOT / "proto"
-    files = sorted(str(path) for path in (proto / "experiments/v1").glob("*.proto"))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    generated = subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto}",
-         f"--python_out={into}", f"--grpc_python_out={into}", *files],
-        env=env, capture_output=True, text=True,
-    )
-    check(generated.returncode == 0, f"grpc_tools.protoc failed:\n{generated.stderr}")
-    sys.path.insert(0, str(into))
-
-
-class Api:
+class Api(Services):
     """The gRPC services, each call with the token its role needs."""
 
     def __init__(self, address):
-        from experiments.v1 import (
-            admin_service_pb2, admin_service_pb2_grpc,
-            assignment_service_pb2, assignment_service_pb2_grpc,
-            config_service_pb2, config_service_pb2_grpc,
-            experiment_pb2,
-        )
-
-        self.pb = experiment_pb2
-        self.admin_pb = admin_service_pb2
-        self.assign_pb = assignment_service_pb2
-        self.config_pb = config_service_pb2
-        self.channel = grpc.insecure_channel(address)
-        self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
-        self.assigner = assignment_service_pb2_grpc.AssignmentServiceStub(self.channel)
-        self.config = config_service_pb2_grpc.ConfigServiceStub(self.channel)
-
-    def close(self):
-        self.channel.close()
-
-    @staticmethod
-    def auth(token):
-        return [("authorization", f"Bearer {token}")]
-
-    def create_and_start(self, experiment):
-        editor = self.auth(EDITOR[0])
-        created = self.admin.CreateExperiment(
-            self.admin_pb.CreateExperimentRequest(experiment=experiment, reason="Python package test"),
-            metadata=editor, timeout=10).experiment
-        return self.admin.StartExperiment(
-            self.admin_pb.StartExperimentRequest(id=experiment.id, revision=created.revision, reason="launch"),
-            metadata=editor, timeout=10).experiment
+        super().__init__(address, EDITOR[0], DATA_PLANE[0])
 
     def pause(self, experiment_id):
         return self.admin.PauseExperiment(
@@ -300,11 +127,6 @@ class Api:
         return self.admin.ResumeExperiment(
             self.admin_pb.ResumeExperimentRequest(id=experiment_id, reason="back on"),
             metadata=self.auth(EDITOR[0]), timeout=10).experiment
-
-    def config_version(self):
-        return self.config.GetConfigSnapshot(
-            self.config_pb.GetConfigSnapshotRequest(), metadata=self.auth(DATA_PLANE[0]), timeout=10,
-        ).snapshot.config_version
 
     def assign_request(self, context):
         return self.assign_pb.AssignRequest(
@@ -321,13 +143,7 @@ class Api:
 
     def assign_many(self, contexts):
         """Each context's Assign answer, 250 calls in flight at a time."""
-        answers = []
-        for start in range(0, len(contexts), 250):
-            futures = [self.assigner.Assign.future(self.assign_request(context),
-                                                   metadata=self.auth(DATA_PLANE[0]), timeout=30)
-                       for context in contexts[start:start + 250]]
-            answers.extend(future.result() for future in futures)
-        return answers
+        return self.assign_all([self.assign_request(context) for context in contexts])
 
 
 # === the experiments, the users, the answers ===
@@ -916,8 +732,8 @@ def run(expd, work):
     expd.start()
     api = Api(expd.grpc_addr)
     ranking, diversity = experiments(api.pb)
-    api.create_and_start(ranking)
-    api.create_and_start(diversity)
+    api.create_and_start(ranking, "Python package test")
+    api.create_and_start(diversity, "Python package test")
     version = api.config_version()
     wait_until(lambda: api.assign(user_context("probe", 1)).config_version >= version,
                f"Assign serves config version {version}")
@@ -938,34 +754,8 @@ def run(expd, work):
 
 
 def main():
-    binary = Path(os.environ.get("EXPD_BIN", "target/debug/expd"))
-    if not binary.is_absolute():
-        binary = ROOT / binary
-    if not os.access(binary, os.X_OK):
-        print(f"error: no expd binary at {binary} (cargo build -p expd, or set EXPD_BIN)", file=sys.stderr)
-        return 2
-    started = time.monotonic()
-    failed = False
-    with tempfile.TemporaryDirectory(prefix="expd-python-package-") as temp:
-        work = Path(temp)
-        (work / "stubs").mkdir()
-        expd = Expd(binary, work)
-        try:
-            run(expd, work)
-        except Exception as error:  # noqa: BLE001 -- any failure ends the run, explained
-            failed = True
-            print(f"FAIL: {error}", flush=True)
-            if not isinstance(error, Failure):
-                traceback.print_exc()
-        finally:
-            try:
-                expd.stop()
-            except Failure as error:
-                print(f"# {error}", file=sys.stderr)
-            if failed:
-                expd.print_log()
-    print(f"python package: {'FAILED' if failed else 'every check passed'} in {time.monotonic() - started:.1f} s")
-    return 1 if failed else 0
+    return expd_harness.main("python package", "every check passed", run, (EDITOR, DATA_PLANE),
+                             boolean_param=True, args=("--events-flush-interval", "1s"))
 
 
 if __name__ == "__main__":
