@@ -229,3 +229,38 @@ fn msprt_matches_the_closed_form_mixture_likelihood_ratio() {
         assert_close("msprt", p_value, number(&case["p_value"]));
     }
 }
+
+#[test]
+fn power_and_sample_size_match_statsmodels_normal_ind_power_and_zt_ind_solve_power() {
+    for case in reference()["power"].as_array().expect("an array") {
+        let (effect, nobs1, alpha, ratio, power) = (
+            number(&case["effect_size"]),
+            number(&case["nobs1"]),
+            number(&case["alpha"]),
+            number(&case["ratio"]),
+            number(&case["power_target"]),
+        );
+        assert_close(
+            "power",
+            stats::normal_ind_power(effect, nobs1, alpha, ratio),
+            number(&case["power"]),
+        );
+        assert_close(
+            "nobs1 for power",
+            stats::nobs1_for_power(effect, alpha, power, ratio).expect("solvable"),
+            number(&case["nobs1_for_power"]),
+        );
+        let effect_size =
+            stats::effect_size_for_power(nobs1, alpha, power, ratio).expect("solvable");
+        assert_close(
+            "effect size for power",
+            effect_size,
+            number(&case["effect_size_for_power"]),
+        );
+        assert_close(
+            "power at the effect size solved for",
+            stats::normal_ind_power(effect_size, nobs1, alpha, ratio),
+            power,
+        );
+    }
+}

@@ -11,9 +11,11 @@
 //! | several treatments | Holm step-down | `statsmodels` `multipletests(method="holm")` |
 //! | sample ratio | chi-square goodness of fit | `scipy.stats.chisquare` |
 //! | guardrail, always valid | mixture SPRT on the relative difference | numpy, closed form |
+//! | power, sample size, minimum detectable effect | two-sample z-test | `statsmodels` `NormalIndPower().power`, `zt_ind_solve_power` |
 //!
 //! The concentration estimator lives in `simpson.rs`, the mSPRT in
-//! `sequential.rs`; both are re-exported here.
+//! `sequential.rs`, power and sample size in `power.rs`; all are
+//! re-exported here.
 //!
 //! Sample (co)variances use n - 1. A comparison is computed wherever its
 //! method defines it (a positive standard error of the difference), and
@@ -23,9 +25,13 @@
 
 use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
 
+mod power;
 mod sequential;
 mod simpson;
 
+pub use power::{
+    effect_size_for_power, minimum_detectable_effect, nobs1_for_power, normal_ind_power,
+};
 pub use sequential::{msprt_mixture_p_value, msprt_p_value};
 pub use simpson::{concentration, jackknife};
 
@@ -255,13 +261,6 @@ pub fn normal_critical(alpha: f64) -> f64 {
     standard_normal().inverse_cdf(1.0 - alpha / 2.0)
 }
 
-/// The smallest true difference that a two-sided test at `alpha` finds
-/// significant with probability `power`, when the difference's estimate
-/// has `standard_error`: `(z(1 - alpha/2) + z(power)) * standard_error`.
-pub fn minimum_detectable_effect(standard_error: f64, alpha: f64, power: f64) -> f64 {
-    (normal_critical(alpha) + normal_critical(2.0 * (1.0 - power))) * standard_error
-}
-
 /// Two-sided p-value of a standard normal statistic.
 pub fn normal_p_value(z: f64) -> f64 {
     2.0 * standard_normal().sf(z.abs())
@@ -399,15 +398,6 @@ pub fn chi_square_goodness_of_fit(observed: &[u64], weights: &[f64]) -> Option<(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn the_minimum_detectable_effect_at_5_percent_and_80_percent_power_is_2_8_standard_errors() {
-        // z(0.975) + z(0.8) = 1.959964 + 0.841621 (scipy.stats.norm.ppf).
-        let mde = super::minimum_detectable_effect(0.01, 0.05, 0.8);
-        assert!((mde - 0.028_015_85).abs() < 1e-7, "{mde}");
-        let stricter = super::minimum_detectable_effect(0.01, 0.01, 0.9);
-        assert!((stricter - 0.038_573_81).abs() < 1e-7, "{stricter}");
-    }
-
     use super::*;
 
     #[test]
