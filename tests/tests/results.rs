@@ -455,3 +455,79 @@ async fn the_timeline_holds_cumulative_results_at_every_hour_end_and_is_rebuilt_
         "the hour ends, rebuilt from the log"
     );
 }
+
+#[tokio::test]
+async fn plan_experiment_gives_the_z_tests_sample_size_and_days_and_names_bad_inputs() {
+    let server = TestServer::start().await;
+    let mut results = ResultsServiceClient::new(server.channel().await);
+    let rate = |traffic_percent, weights: Vec<u32>| v1::PlanExperimentRequest {
+        baseline: Some(v1::plan_experiment_request::Baseline::BaselineRate(0.1)),
+        minimum_detectable_effect: 0.05,
+        weights,
+        traffic_percent,
+        daily_units: 10_000.0,
+        ..Default::default()
+    };
+    let planned = results
+        .plan_experiment(rate(0, Vec::new()))
+        .await
+        .expect("plan")
+        .into_inner();
+    // statsmodels: zt_ind_solve_power(effect_size=0.005 / 0.3, alpha=0.05,
+    // power=0.8) = 56511.80 control units (testdata/reference.json).
+    assert_eq!(planned.control_units, 56_512);
+    assert_eq!(planned.units_per_treatment, 56_512);
+    assert_eq!(planned.total_units, 113_024);
+    assert_eq!(planned.eligible_units, 113_024);
+    assert!(
+        (planned.days - 113_023.591_334 / 10_000.0).abs() < 1e-6,
+        "{planned:?}"
+    );
+    assert_eq!((planned.alpha, planned.power), (0.05, 0.8));
+    assert!((planned.absolute_effect - 0.005).abs() < 1e-15);
+
+    let fifth = results
+        .plan_experiment(rate(20, vec![50, 50]))
+        .await
+        .expect("plan")
+        .into_inner();
+    assert_eq!(fifth.total_units, planned.total_units);
+    assert_eq!(
+        fifth.eligible_units, 565_118,
+        "a fifth of the traffic: five times the units"
+    );
+
+    let mean = results
+        .plan_experiment(v1::PlanExperimentRequest {
+            baseline: Some(v1::plan_experiment_request::Baseline::BaselineMean(
+                v1::MeanBaseline {
+                    mean: 3.2,
+                    variance: 41.5,
+                },
+            )),
+            minimum_detectable_effect: 0.1,
+            ..Default::default()
+        })
+        .await
+        .expect("plan")
+        .into_inner();
+    assert!((mean.effect_size - 0.32 / 41.5_f64.sqrt()).abs() < 1e-12);
+    assert_eq!(mean.days, 0.0, "no daily units given: no days");
+
+    let no_baseline = results
+        .plan_experiment(v1::PlanExperimentRequest {
+            minimum_detectable_effect: 0.05,
+            ..Default::default()
+        })
+        .await
+        .expect_err("no baseline");
+    assert_eq!(no_baseline.code(), Code::InvalidArgument);
+    assert_eq!(field_of(&no_baseline), "baseline");
+    let mut too_sure = rate(0, Vec::new());
+    too_sure.power = 1.5;
+    let refused = results
+        .plan_experiment(too_sure)
+        .await
+        .expect_err("power 1.5");
+    assert_eq!(field_of(&refused), "power");
+}

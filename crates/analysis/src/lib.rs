@@ -11,10 +11,12 @@
 //! | [`report`] | results of an experiment from that state: per-variant results, SRM, sanity checks, guardrail states |
 //! | [`results`] | per-variant values, comparisons and Holm from sufficient statistics, for reports and timelines alike |
 //! | [`timeline`] | results over time: snapshots at every UTC hour boundary of event time, read at any alpha |
+//! | [`plan`] | units and days an experiment needs before launch (power and sample size) |
 //! | [`stats`] | the tests themselves (z, Welch, delta method, jackknife, Holm, chi-square, mSPRT), checked against scipy |
 
 pub mod analyzer;
 pub mod experiment;
+pub mod plan;
 pub mod recent;
 pub mod report;
 pub mod results;

@@ -178,6 +178,37 @@ enum Command {
         #[arg(long, value_enum)]
         timeline: Option<GranularityArg>,
     },
+    /// How many units and days an experiment needs to find a change of
+    /// a given size, before launch (PlanExperiment).
+    Plan {
+        /// The metric's rate in control today (a proportion), e.g. 0.1.
+        #[arg(long, conflicts_with_all = ["mean", "variance"], required_unless_present = "mean")]
+        rate: Option<f64>,
+        /// The metric's mean in control today (with --variance).
+        #[arg(long, requires = "variance")]
+        mean: Option<f64>,
+        /// The variance of one unit's value (with --mean).
+        #[arg(long, requires = "mean")]
+        variance: Option<f64>,
+        /// The smallest relative change worth finding: 0.05 for 5%.
+        #[arg(long)]
+        mde: f64,
+        /// Significance level.
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+        /// Power wanted.
+        #[arg(long, default_value_t = 0.8)]
+        power: f64,
+        /// Variant weights, control first, e.g. 50,50.
+        #[arg(long, value_delimiter = ',', default_value = "50,50")]
+        weights: Vec<u32>,
+        /// Percent of eligible units in the experiment.
+        #[arg(long, default_value_t = 100)]
+        traffic: u32,
+        /// Eligible units a day, to print the days needed.
+        #[arg(long, default_value_t = 0.0)]
+        daily_units: f64,
+    },
     /// Start a private expd, run two experiments on simulated traffic and
     /// show their results and a guardrail stopping the harmful one.
     Demo(demo::DemoArgs),
@@ -631,6 +662,37 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .await?
                 .into_inner();
             print!("{}", table::render_timeline(&timeline));
+        }
+        Command::Plan {
+            rate,
+            mean,
+            variance,
+            mde,
+            alpha,
+            power,
+            weights,
+            traffic,
+            daily_units,
+        } => {
+            use v1::plan_experiment_request::Baseline;
+            let baseline = match (rate, mean, variance) {
+                (Some(rate), _, _) => Baseline::BaselineRate(rate),
+                (None, Some(mean), Some(variance)) => {
+                    Baseline::BaselineMean(v1::MeanBaseline { mean, variance })
+                }
+                _ => return Err(Failure("give --rate, or --mean and --variance".into())),
+            };
+            let request = remote.request(v1::PlanExperimentRequest {
+                baseline: Some(baseline),
+                minimum_detectable_effect: mde,
+                alpha,
+                power,
+                weights,
+                traffic_percent: traffic,
+                daily_units,
+            });
+            let planned = remote.results.plan_experiment(request).await?.into_inner();
+            print!("{}", table::render_plan(&planned));
         }
         Command::Results {
             id,

@@ -296,6 +296,30 @@ pub fn render_timeline(timeline: &v1::GetResultsTimelineResponse) -> String {
     out
 }
 
+/// A plan's answer: the sample size and, when daily units were given,
+/// the days.
+pub fn render_plan(plan: &v1::PlanExperimentResponse) -> String {
+    let mut out = format!(
+        "to find a change of {:+} (effect size {:.4}) at alpha {} with power {}:\n\
+         control units        {}\n\
+         units per treatment  {}\n\
+         units in all         {}\n\
+         eligible units       {}\n",
+        plan.absolute_effect,
+        plan.effect_size,
+        plan.alpha,
+        plan.power,
+        plan.control_units,
+        plan.units_per_treatment,
+        plan.total_units,
+        plan.eligible_units,
+    );
+    if plan.days > 0.0 {
+        out.push_str(&format!("days                 {:.1}\n", plan.days));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -380,3 +380,38 @@ fn the_demo_prints_what_its_own_parquet_files_hold_and_a_guardrail_stopping_the_
         "{lift:?} misses +0.025\n{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_prints_the_units_and_days_an_experiment_needs() {
+    let server = TestServer::start().await;
+    let addr = format!("http://{}", server.grpc_addr);
+    // expctl blocks: off the runtime that serves it.
+    let (printed, refused) = tokio::task::spawn_blocking(move || {
+        let printed = ok(
+            &addr,
+            &[
+                "plan",
+                "--rate",
+                "0.1",
+                "--mde",
+                "0.05",
+                "--traffic",
+                "20",
+                "--daily-units",
+                "100000",
+            ],
+        );
+        (
+            printed,
+            expctl(&addr, &["plan", "--rate", "1.5", "--mde", "0.05"]),
+        )
+    })
+    .await
+    .expect("expctl ran");
+    assert!(printed.contains("control units        56512"), "{printed}");
+    assert!(printed.contains("eligible units       565118"), "{printed}");
+    assert!(printed.contains("days                 5.7"), "{printed}");
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("baseline_rate"), "{message}");
+}

@@ -11,9 +11,12 @@ use exp_proto::{
 };
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
-use exp_analysis::timeline::Granularity;
+use exp_analysis::{
+    plan::{Baseline, PlanRequest, plan},
+    timeline::Granularity,
+};
 
-use crate::{DEFAULT_ALPHA, Progress, Shared};
+use crate::{DEFAULT_ALPHA, DEFAULT_POWER, Progress, Shared};
 
 /// The tonic implementation of `ResultsService`.
 #[derive(Debug, Clone)]
@@ -165,6 +168,31 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 
 #[tonic::async_trait]
 impl ResultsService for ResultsGrpc {
+    async fn plan_experiment(
+        &self,
+        request: Request<v1::PlanExperimentRequest>,
+    ) -> Result<Response<v1::PlanExperimentResponse>, Status> {
+        self.auth
+            .authorize(request.metadata(), Access::Read, "PlanExperiment")
+            .map_err(to_status)?;
+        let request = plan_request(request.into_inner())?;
+        let planned =
+            plan(&request).map_err(|violations| to_status(Error::InvalidArgument(violations)))?;
+        // Sample sizes round up: fewer units than computed miss the power.
+        let units = |count: f64| count.ceil() as u64;
+        Ok(Response::new(v1::PlanExperimentResponse {
+            absolute_effect: planned.absolute_effect,
+            effect_size: planned.effect_size,
+            control_units: units(planned.control_units),
+            units_per_treatment: units(planned.units_per_treatment),
+            total_units: units(planned.total_units),
+            eligible_units: units(planned.eligible_units),
+            days: planned.days.unwrap_or(0.0),
+            alpha: request.alpha,
+            power: request.power,
+        }))
+    }
+
     async fn get_results(
         &self,
         request: Request<v1::GetResultsRequest>,
@@ -215,6 +243,43 @@ impl ResultsService for ResultsGrpc {
                 .map_err(|error| Status::internal(error.to_string()))?;
         Ok(Response::new(response))
     }
+}
+
+/// A plan request in the domain's terms, with the defaults the proto
+/// names (alpha 0.05, power 0.8, 50/50, all traffic).
+fn plan_request(request: v1::PlanExperimentRequest) -> Result<PlanRequest, Status> {
+    use v1::plan_experiment_request::Baseline as ProtoBaseline;
+    let baseline = match request.baseline {
+        Some(ProtoBaseline::BaselineRate(rate)) => Baseline::Rate(rate),
+        Some(ProtoBaseline::BaselineMean(baseline)) => Baseline::Mean {
+            mean: baseline.mean,
+            variance: baseline.variance,
+        },
+        None => {
+            return Err(to_status(Error::invalid(
+                "baseline",
+                "is required: baseline_rate (a proportion) or baseline_mean (mean and variance)",
+            )));
+        }
+    };
+    let or = |value: f64, default: f64| if value == 0.0 { default } else { value };
+    Ok(PlanRequest {
+        baseline,
+        relative_effect: request.minimum_detectable_effect,
+        alpha: or(request.alpha, DEFAULT_ALPHA),
+        power: or(request.power, DEFAULT_POWER),
+        weights: if request.weights.is_empty() {
+            vec![50, 50]
+        } else {
+            request.weights
+        },
+        traffic_percent: if request.traffic_percent == 0 {
+            100
+        } else {
+            request.traffic_percent
+        },
+        daily_units: (request.daily_units != 0.0).then_some(request.daily_units),
+    })
 }
 
 #[cfg(test)]

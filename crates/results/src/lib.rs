@@ -11,7 +11,7 @@
 //!   guardrails are judged; a breach pauses or stops it through the
 //!   admin's own transition, with the evidence in the revision's reason.
 //! - [`grpc`]: `GetResults`, which reads your writes (it waits for a position),
-//!   and `GetResultsTimeline`.
+//!   `GetResultsTimeline`, and `PlanExperiment` (units and days needed).
 //! - [`convert`]: reports to their proto form.
 //! - [`view`]: the newest results and timeline of an experiment kept for
 //!   people (the console), so a page answers without a pass over its
@@ -47,6 +47,8 @@ pub use view::ResultsView;
 /// Significance level of GetResults when the request names none, and of
 /// the guardrail monitor.
 pub const DEFAULT_ALPHA: f64 = 0.05;
+/// Power of PlanExperiment when the request names none.
+pub const DEFAULT_POWER: f64 = 0.8;
 /// Identity recorded on revisions the guardrail monitor writes.
 pub const GUARDRAIL_AUTHOR: &str = "guardrail";
 
