@@ -300,7 +300,7 @@ pub fn render_timeline(timeline: &v1::GetResultsTimelineResponse) -> String {
 /// the days.
 pub fn render_plan(plan: &v1::PlanExperimentResponse) -> String {
     let mut out = format!(
-        "to find a change of {:+} (effect size {:.4}) at alpha {} with power {}:\n\
+        "to find a change of {:+.6} (effect size {:.4}) at alpha {} with power {}:\n\
          control units        {}\n\
          units per treatment  {}\n\
          units in all         {}\n\

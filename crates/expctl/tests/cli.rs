@@ -409,7 +409,7 @@ async fn plan_prints_the_units_and_days_an_experiment_needs() {
     .await
     .expect("expctl ran");
     assert!(printed.contains("control units        56512"), "{printed}");
-    assert!(printed.contains("eligible units       565118"), "{printed}");
+    assert!(printed.contains("eligible units       565120"), "{printed}");
     assert!(printed.contains("days                 5.7"), "{printed}");
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);

@@ -178,15 +178,13 @@ impl ResultsService for ResultsGrpc {
         let request = plan_request(request.into_inner())?;
         let planned =
             plan(&request).map_err(|violations| to_status(Error::InvalidArgument(violations)))?;
-        // Sample sizes round up: fewer units than computed miss the power.
-        let units = |count: f64| count.ceil() as u64;
         Ok(Response::new(v1::PlanExperimentResponse {
             absolute_effect: planned.absolute_effect,
             effect_size: planned.effect_size,
-            control_units: units(planned.control_units),
-            units_per_treatment: units(planned.units_per_treatment),
-            total_units: units(planned.total_units),
-            eligible_units: units(planned.eligible_units),
+            control_units: planned.control_units,
+            units_per_treatment: planned.units_per_treatment,
+            total_units: planned.total_units,
+            eligible_units: planned.eligible_units,
             days: planned.days.unwrap_or(0.0),
             alpha: request.alpha,
             power: request.power,
@@ -265,7 +263,7 @@ fn plan_request(request: v1::PlanExperimentRequest) -> Result<PlanRequest, Statu
     let or = |value: f64, default: f64| if value == 0.0 { default } else { value };
     Ok(PlanRequest {
         baseline,
-        relative_effect: request.minimum_detectable_effect,
+        minimum_detectable_effect: request.minimum_detectable_effect,
         alpha: or(request.alpha, DEFAULT_ALPHA),
         power: or(request.power, DEFAULT_POWER),
         weights: if request.weights.is_empty() {

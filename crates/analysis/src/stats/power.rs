@@ -22,15 +22,24 @@ pub fn normal_ind_power(effect_size: f64, nobs1: f64, alpha: f64, ratio: f64) ->
     normal.sf(critical - shift) + normal.cdf(-critical - shift)
 }
 
-/// Bisects `increasing` (true above the answer) between `low` and `high`
-/// until they agree to the last bits.
-fn bisect(mut low: f64, mut high: f64, increasing: impl Fn(f64) -> bool) -> f64 {
+/// Most times a bracket is widened (by 4 each time): far past any sample
+/// size or effect a float can hold.
+const MAX_WIDENINGS: usize = 600;
+
+/// Whether `value` is a positive finite number.
+fn positive(value: f64) -> bool {
+    value > 0.0 && value.is_finite()
+}
+
+/// Bisects `reaches` (true at and above the answer) between `low` and
+/// `high` until they agree to the last bits.
+fn bisect(mut low: f64, mut high: f64, reaches: impl Fn(f64) -> bool) -> f64 {
     for _ in 0..200 {
         let middle = 0.5 * (low + high);
         if middle <= low || middle >= high {
             break;
         }
-        if increasing(middle) {
+        if reaches(middle) {
             high = middle;
         } else {
             low = middle;
@@ -40,40 +49,66 @@ fn bisect(mut low: f64, mut high: f64, increasing: impl Fn(f64) -> bool) -> f64 
 }
 
 /// The control units (`nobs1`) at which the test has `power` against an
-/// effect of standardised size `effect_size`; `None` when `effect_size` is
-/// 0, or `power` is not above `alpha` and below 1.
+/// effect of standardised size `effect_size`; `None` when there is no
+/// finite answer: `effect_size` 0 or not finite, `power` not above `alpha`
+/// and below 1, `alpha` too small for a critical value, or an effect too
+/// small (or large) for a float's sample size.
 pub fn nobs1_for_power(effect_size: f64, alpha: f64, power: f64, ratio: f64) -> Option<f64> {
-    if effect_size == 0.0 || !(power > alpha && power < 1.0) || ratio <= 0.0 {
+    let critical = normal_critical(alpha);
+    let usable = positive(effect_size.abs())
+        && power > alpha
+        && power < 1.0
+        && positive(ratio)
+        && positive(critical);
+    if !usable {
         return None;
     }
-    // The one-tail approximation bounds the answer within a factor of 4.
-    let guess = ((normal_critical(alpha) + normal_critical(2.0 * (1.0 - power))) / effect_size)
-        .powi(2)
+    // The one-tail approximation is within a factor of 4 of the answer.
+    let guess = ((critical + normal_critical(2.0 * (1.0 - power))) / effect_size).powi(2)
         * (1.0 + 1.0 / ratio);
+    // An effect so large that the guess underflows needs (about) one unit.
+    let guess = if guess == 0.0 {
+        f64::MIN_POSITIVE
+    } else {
+        guess
+    };
+    if !positive(guess) {
+        return None;
+    }
     let reaches = |nobs1: f64| normal_ind_power(effect_size, nobs1, alpha, ratio) >= power;
     let (mut low, mut high) = (guess / 4.0, guess * 4.0);
-    while reaches(low) && low > f64::MIN_POSITIVE {
+    let mut widenings = 0;
+    while reaches(low) && positive(low / 4.0) && widenings < MAX_WIDENINGS {
         low /= 4.0;
+        widenings += 1;
     }
-    while !reaches(high) {
+    while !reaches(high) && positive(high * 4.0) && widenings < MAX_WIDENINGS {
         high *= 4.0;
+        widenings += 1;
     }
-    Some(bisect(low, high, reaches))
+    (!reaches(low) && reaches(high)).then(|| bisect(low, high, reaches))
 }
 
 /// The smallest standardised effect the test finds with `power` with
 /// `nobs1` control units and `ratio * nobs1` treatment units: the minimum
-/// detectable effect; `None` when `power` is not above `alpha` and below 1.
+/// detectable effect; `None` when there is no finite answer.
 pub fn effect_size_for_power(nobs1: f64, alpha: f64, power: f64, ratio: f64) -> Option<f64> {
-    if !(power > alpha && power < 1.0) || nobs1 <= 0.0 || ratio <= 0.0 {
+    let usable = power > alpha
+        && power < 1.0
+        && positive(nobs1)
+        && positive(ratio)
+        && positive(normal_critical(alpha));
+    if !usable {
         return None;
     }
     let reaches = |effect: f64| normal_ind_power(effect, nobs1, alpha, ratio) >= power;
     let mut high = 1.0;
-    while !reaches(high) {
-        high *= 2.0;
+    let mut widenings = 0;
+    while !reaches(high) && positive(high * 4.0) && widenings < MAX_WIDENINGS {
+        high *= 4.0;
+        widenings += 1;
     }
-    Some(bisect(0.0, high, reaches))
+    reaches(high).then(|| bisect(0.0, high, reaches))
 }
 
 /// The smallest true difference that a two-sided test at `alpha` finds
@@ -110,5 +145,26 @@ mod tests {
             None,
             "power below alpha"
         );
+    }
+
+    #[test]
+    fn inputs_with_no_finite_answer_give_none_and_never_loop() {
+        assert_eq!(
+            nobs1_for_power(1e-160, 0.05, 0.8, 1.0),
+            None,
+            "a sample past any float"
+        );
+        assert_eq!(nobs1_for_power(f64::NAN, 0.05, 0.8, 1.0), None);
+        assert_eq!(
+            nobs1_for_power(0.1, 1e-17, 0.8, 1.0),
+            None,
+            "no critical value"
+        );
+        assert_eq!(nobs1_for_power(0.1, 0.05, 0.8, f64::NAN), None);
+        let huge = nobs1_for_power(1e301, 0.05, 0.8, 1.0);
+        assert!(huge.is_none_or(|n| n.is_finite()), "{huge:?}");
+        assert_eq!(effect_size_for_power(f64::NAN, 0.05, 0.8, 1.0), None);
+        assert_eq!(effect_size_for_power(100.0, 1e-17, 0.8, 1.0), None);
+        assert!(effect_size_for_power(1e300, 0.05, 0.8, 1.0).is_some_and(|d| d > 0.0));
     }
 }
