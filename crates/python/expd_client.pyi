@@ -166,8 +166,8 @@ class Client:
         """
     def stats(self) -> Dict[str, int]:
         """Events queued, accepted, duplicates, rejected, retries and dropped so far."""
-    def flush(self) -> None:
-        """Sends what is queued now and waits for the answers."""
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Sends what is queued now and waits up to ``timeout`` seconds for the answers; False if time ran out."""
     def close(self, timeout: float = 10.0) -> Dict[str, int]:
         """Sends everything queued (up to ``timeout`` seconds) and stops sending; assignment keeps working."""
     def __enter__(self) -> "Client": ...

@@ -455,6 +455,8 @@ def errors(client):
     raises(invalid, "token", lambda: expd_client.Client("http://127.0.0.1:1", token="two\nlines"),
            "Client(token=a token with a newline)")
     raises(invalid, "config", lambda: expd_client.Snapshot.from_json("{"), 'Snapshot.from_json("{")')
+    raises(invalid, "timestamp", lambda: client.log_outcome("click", user_id="u", timestamp=1e19),
+           "log_outcome(timestamp=1e19), past what a clock holds")
     closed = expd_client.Client(f"http://127.0.0.1:{free_port()}")  # nothing listens there
     try:
         check(closed.config_version is None, f"a client of a closed port has config version {closed.config_version}")
@@ -463,7 +465,7 @@ def errors(client):
         raises(expd_client.ConfigTimeout, None, lambda: closed.wait_for_config(0.2),
                "wait_for_config(0.2) of a closed port")
         waited = time.monotonic() - at
-        check(0.2 <= waited < 2, f"wait_for_config(0.2) gave up after {waited:.2f} s")
+        check(0.2 <= waited < 10, f"wait_for_config(0.2) gave up after {waited:.2f} s")
     finally:
         closed.close(0.5)
     return (f"InvalidRequest .field user_id (no ids), type (teleport), address (127.0.0.1:1, http://bad host:1), "
@@ -532,13 +534,10 @@ def readme_snippet(api, expd):
 
 
 def readme_holds(readme, snippet):
-    """The README's "From Python" section, once there is one, holds the
-    snippet verbatim as a python block; until then a note is printed."""
+    """The README's "From Python" section holds the snippet verbatim as a
+    python block."""
     section = re.search(r"^## From Python\b.*?(?=^## |\Z)", readme, flags=re.M | re.S)
-    if section is None:
-        print("# note: README.md has no '## From Python' section yet: the snippet's verbatim check is skipped",
-              flush=True)
-        return "no 'From Python' section in README.md yet"
+    check(section is not None, "README.md has no '## From Python' section: the snippet it shows is checked here")
     blocks = re.findall(r"^```python\n(.*?)^```", section.group(0), flags=re.M | re.S)
     check(snippet in blocks,
           "README.md's 'From Python' section has no ```python block that is "

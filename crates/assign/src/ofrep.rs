@@ -298,9 +298,11 @@ async fn evaluate_flag(
 }
 
 /// The `ETag` of a bulk answer: the config version and a hash of the
-/// request's unit and context (SipHash with fixed keys, so replicas on
-/// the same version agree).
-pub fn etag(config_version: u64, request: &FlagContext) -> String {
+/// request's unit and context and of what was answered (each flag's
+/// experiment, revision, variant and reason: a schedule's start or end
+/// changes the answer before the next version), with SipHash under fixed
+/// keys, so replicas on the same version agree.
+pub fn etag(config_version: u64, request: &FlagContext, answered: &[Assignment]) -> String {
     let mut hasher = siphasher::sip::SipHasher13::new();
     let mut attributes: Vec<(&String, &String)> = request.context.attributes.iter().collect();
     attributes.sort();
@@ -312,9 +314,23 @@ pub fn etag(config_version: u64, request: &FlagContext) -> String {
         &request.context.country,
         &request.context.device,
     ];
+    let flags = answered.iter().flat_map(|assignment| {
+        [
+            assignment.experiment_id.to_string(),
+            assignment.revision.to_string(),
+            assignment.variant.to_string(),
+            reason(assignment).to_owned(),
+        ]
+    });
     for field in fields
         .into_iter()
-        .chain(attributes.into_iter().flat_map(|(key, value)| [key, value]))
+        .cloned()
+        .chain(
+            attributes
+                .into_iter()
+                .flat_map(|(key, value)| [key.clone(), value.clone()]),
+        )
+        .chain(flags)
     {
         // Length-prefixed: ("ab", "c") and ("a", "bc") differ.
         hasher.write_usize(field.len());
@@ -323,7 +339,8 @@ pub fn etag(config_version: u64, request: &FlagContext) -> String {
     format!("\"{config_version}-{:016x}\"", hasher.finish())
 }
 
-/// Whether `If-None-Match` names `etag` (or is `*`).
+/// Whether `If-None-Match` names `etag` (weakly compared). `*` matches
+/// nothing here: a client that has no flags cached must get them.
 fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
@@ -331,7 +348,7 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == etag || tag == "*")
+        .any(|tag| tag == etag)
 }
 
 /// `POST /ofrep/v1/evaluate/flags`.
@@ -357,7 +374,7 @@ async fn evaluate_flags(
         Err(error) => return unavailable(&error),
     };
     let version = evaluated.evaluation.config_version;
-    let tag = etag(version, &request);
+    let tag = etag(version, &request, &evaluated.evaluation.assignments);
     if not_modified(&headers, &tag) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
     }
@@ -444,22 +461,44 @@ mod tests {
         let base =
             read_request(br#"{"context": {"targetingKey": "u-1", "placement": "pdp", "a": "1"}}"#)
                 .expect("valid");
-        let tag = etag(7, &base);
-        assert_eq!(tag, etag(7, &base.clone()), "deterministic");
-        assert_ne!(tag, etag(8, &base), "a new config version");
+        let tag = etag(7, &base, &[]);
+        assert_eq!(tag, etag(7, &base.clone(), &[]), "deterministic");
+        assert_ne!(tag, etag(8, &base, &[]), "a new config version");
         let mut other = base.clone();
         other.context.attributes.insert("a".into(), "2".into());
-        assert_ne!(tag, etag(7, &other), "another attribute value");
+        assert_ne!(tag, etag(7, &other, &[]), "another attribute value");
         let mut moved = base.clone();
         moved.user_id = "u-".into();
         moved.session_id = "1".into();
-        assert_ne!(tag, etag(7, &moved), "fields do not run into each other");
+        assert_ne!(
+            tag,
+            etag(7, &moved, &[]),
+            "fields do not run into each other"
+        );
         let mut headers = HeaderMap::new();
         headers.insert(
             header::IF_NONE_MATCH,
             format!("W/{tag}, \"x\"").parse().expect("ascii"),
         );
         assert!(not_modified(&headers, &tag));
-        assert!(!not_modified(&headers, &etag(8, &base)));
+        assert!(!not_modified(&headers, &etag(8, &base, &[])));
+        headers.insert(header::IF_NONE_MATCH, "*".parse().expect("ascii"));
+        assert!(!not_modified(&headers, &tag), "* asks for the flags");
+        // The same version and context, another answer (a schedule's start
+        // reached): another tag.
+        let answered = |variant: &str| exp_core::evaluate::Assignment {
+            experiment_id: "reco_ymal_v1".into(),
+            layer: "ymal_ranking".into(),
+            variant: variant.into(),
+            params: std::sync::Arc::new(Default::default()),
+            revision: 3,
+            reason: AssignmentReason::Bucketed,
+            unit_type: exp_core::UnitType::User,
+        };
+        assert_ne!(tag, etag(7, &base, &[answered("treatment")]));
+        assert_ne!(
+            etag(7, &base, &[answered("control")]),
+            etag(7, &base, &[answered("treatment")])
+        );
     }
 }

@@ -23,7 +23,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use exp_client::{ClientError, ClientOptions, EventSender, EventSenderOptions};
+use exp_client::{
+    ClientError, ClientOptions, EventSender, EventSenderOptions, events::SenderStats,
+};
 use exp_core::{
     Error, FieldViolation,
     evaluate::{AssignmentReason, CompiledSnapshot, Evaluation, RequestContext},
@@ -274,8 +276,15 @@ fn context_of(
 /// A time from seconds since the Unix epoch.
 fn time_of(py: Python<'_>, field: &str, seconds: f64) -> PyResult<SystemTime> {
     Duration::try_from_secs_f64(seconds)
-        .map(|since| SystemTime::UNIX_EPOCH + since)
-        .map_err(|_| invalid(py, field, "must be seconds since the Unix epoch, 0 or more"))
+        .ok()
+        .and_then(|since| SystemTime::UNIX_EPOCH.checked_add(since))
+        .ok_or_else(|| {
+            invalid(
+                py,
+                field,
+                "must be seconds since the Unix epoch, 0 or more, within what a clock holds",
+            )
+        })
 }
 
 /// The SipHash bucket (0 to 9,999) of `unit_id` under `salt`: the hash
@@ -346,7 +355,9 @@ impl Snapshot {
 pub struct Client {
     // Declared first: dropped before the runtime its tasks run on.
     client: exp_client::Client,
-    events: Mutex<Option<EventSender>>,
+    // Shared out of the lock for each use: no call holds it across a wait,
+    // so a `flush` waiting on an unreachable service blocks no other thread.
+    events: Mutex<Option<Arc<EventSender>>>,
     log_exposures: bool,
     runtime: Arc<tokio::runtime::Runtime>,
 }
@@ -404,7 +415,7 @@ impl Client {
         drop(_inside);
         Ok(Self {
             client,
-            events: Mutex::new(Some(events)),
+            events: Mutex::new(Some(Arc::new(events))),
             log_exposures,
             runtime: Arc::new(runtime),
         })
@@ -566,15 +577,20 @@ impl Client {
         Ok(dict)
     }
 
-    /// Sends what is queued now and waits for the answers.
-    fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| {
-            let guard = self.events.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(sender) = guard.as_ref() {
-                self.runtime.block_on(sender.flush());
-            }
-        });
-        Ok(())
+    /// Sends what is queued now and waits (up to `timeout` seconds) for
+    /// the answers; False when the time ran out first (the events stay
+    /// queued and are retried).
+    #[pyo3(signature = (timeout=10.0))]
+    fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = Duration::try_from_secs_f64(timeout)
+            .map_err(|_| invalid(py, "timeout", "must be seconds, 0 or more"))?;
+        let sender = self.sender()?;
+        Ok(py.detach(|| {
+            // The timer is made inside the runtime, which drives it.
+            self.runtime
+                .block_on(async { tokio::time::timeout(timeout, sender.flush()).await })
+                .is_ok()
+        }))
     }
 
     /// Sends everything queued (waiting up to `timeout` seconds) and stops
@@ -585,8 +601,9 @@ impl Client {
             .map_err(|_| invalid(py, "timeout", "must be seconds, 0 or more"))?;
         let sender = self.events.lock().unwrap_or_else(|p| p.into_inner()).take();
         let dict = PyDict::new(py);
-        if let Some(sender) = sender {
-            let stats = py.detach(|| self.runtime.block_on(sender.close(timeout)));
+        if let Some(sender) = sender
+            && let Some(stats) = py.detach(|| self.finish(sender, timeout))
+        {
             use std::sync::atomic::Ordering::Relaxed;
             dict.set_item("accepted", stats.accepted.load(Relaxed))?;
             dict.set_item("dropped", stats.dropped.load(Relaxed))?;
@@ -606,7 +623,8 @@ impl Client {
 }
 
 /// A client dropped without `close()` still sends what it queued (up to
-/// five seconds): losing exposures silently would bias results.
+/// five seconds, other Python threads running meanwhile): losing exposures
+/// silently would bias results.
 impl Drop for Client {
     fn drop(&mut self) {
         let sender = self
@@ -614,8 +632,19 @@ impl Drop for Client {
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(sender) = sender {
-            self.runtime.block_on(sender.close(DROP_FLUSH));
+        let Some(sender) = sender else {
+            return;
+        };
+        // Not while the interpreter shuts down: then there is nobody to
+        // run, and the send happens with the interpreter held.
+        let mut pending = Some(sender);
+        let mut finish = || {
+            if let Some(sender) = pending.take() {
+                self.finish(sender, DROP_FLUSH);
+            }
+        };
+        if Python::try_attach(|py| py.detach(&mut finish)).is_none() {
+            finish();
         }
     }
 }
@@ -635,8 +664,7 @@ impl Client {
         context: &RequestContext,
         now: SystemTime,
     ) {
-        let guard = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(sender) = guard.as_ref() else {
+        let Ok(sender) = self.sender() else {
             return;
         };
         for assignment in &evaluation.assignments {
@@ -659,11 +687,31 @@ impl Client {
     }
 
     fn with_sender<T>(&self, work: impl FnOnce(&EventSender) -> T) -> PyResult<T> {
-        let guard = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .as_ref()
-            .map(work)
+        Ok(work(self.sender()?.as_ref()))
+    }
+
+    /// The event sender, shared out of the lock.
+    fn sender(&self) -> PyResult<Arc<EventSender>> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
             .ok_or_else(|| ExpdError::new_err("the client is closed: events are no longer sent"))
+    }
+
+    /// Sends what `sender` holds and stops it, within `timeout`. A flush
+    /// still running on another thread holds a share of it: then this
+    /// waits for what is queued and leaves the stop to the last share.
+    fn finish(&self, sender: Arc<EventSender>, timeout: Duration) -> Option<Arc<SenderStats>> {
+        match Arc::try_unwrap(sender) {
+            Ok(sender) => Some(self.runtime.block_on(sender.close(timeout))),
+            Err(shared) => {
+                let _ = self
+                    .runtime
+                    .block_on(async { tokio::time::timeout(timeout, shared.flush()).await });
+                None
+            }
+        }
     }
 }
 
