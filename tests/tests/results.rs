@@ -528,3 +528,99 @@ async fn plan_experiment_gives_the_z_tests_sample_size_and_days_and_names_bad_in
         .expect_err("power 1.5");
     assert_eq!(field_of(&refused), "power");
 }
+
+#[tokio::test]
+async fn plan_experiment_for_a_started_experiment_says_where_it_stands() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    launch_seed_everywhere(&mut server.admin().await).await;
+    let mut events = EventServiceClient::new(channel.clone());
+    // 100 new units an hour over the last six hours, half in each arm.
+    let now = SystemTime::now();
+    let mut exposures = Vec::new();
+    for hour in 0..6_u64 {
+        for index in 0..100_u64 {
+            let user = format!("plan-{hour}-{index}");
+            let variant = if index % 2 == 0 {
+                "control"
+            } else {
+                "treatment"
+            };
+            let at = now - Duration::from_secs((6 - hour) * 3_600 - index * 30);
+            exposures.push(exposure(format!("{user}-exposure"), &user, variant, at));
+        }
+    }
+    let logged = events
+        .log_exposures(v1::LogExposuresRequest { exposures })
+        .await
+        .expect("log")
+        .into_inner();
+    assert_eq!(logged.accepted_count, 600, "{:?}", logged.rejections);
+    let mut results = ResultsServiceClient::new(channel);
+    // Read your writes: the plan's view counts every exposure logged.
+    results
+        .get_results(v1::GetResultsRequest {
+            experiment_id: "reco_ymal_v1".into(),
+            min_position: logged.position,
+            ..Default::default()
+        })
+        .await
+        .expect("counted");
+    let planned = results
+        .plan_experiment(v1::PlanExperimentRequest {
+            baseline: Some(v1::plan_experiment_request::Baseline::BaselineRate(0.1)),
+            minimum_detectable_effect: 0.05,
+            experiment_id: "reco_ymal_v1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("plan")
+        .into_inner();
+    let progress = planned.progress.expect("a started experiment's progress");
+    assert_eq!(progress.control_units, 300);
+    assert!(
+        progress.minimum_detectable_effect > 0.5,
+        "300 units per arm detect only large changes: {progress:?}"
+    );
+
+    // The rate it saw, recomputed from the timeline it read: units gained
+    // since the first point of the last 24 hours, per day (traffic 100%).
+    let timeline = results
+        .get_results_timeline(v1::GetResultsTimelineRequest {
+            experiment_id: "reco_ymal_v1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("timeline")
+        .into_inner();
+    let at = |point: &v1::TimelinePoint| {
+        let time = point.time.expect("a time");
+        (
+            time.seconds as f64 + f64::from(time.nanos) * 1e-9,
+            point.variants.iter().map(|v| v.exposed_units).sum::<u64>() as f64,
+        )
+    };
+    let (first, last) = (
+        at(timeline.points.first().expect("points")),
+        at(timeline.points.last().expect("now")),
+    );
+    let expected = (last.1 - first.1) / (last.0 - first.0) * 86_400.0;
+    assert!(
+        (progress.observed_daily_units - expected).abs() < 1e-6 * expected,
+        "{progress:?} against {expected}"
+    );
+    // Roughly 100 units an hour.
+    assert!(
+        (1_800.0..3_000.0).contains(&progress.observed_daily_units),
+        "{progress:?}"
+    );
+    // Days left: the eligible units still to come at that rate.
+    let left = (planned.eligible_units as f64 - 600.0) / progress.observed_daily_units;
+    assert!(
+        (progress.days_left - left).abs() < 1e-6 * left,
+        "{progress:?}"
+    );
+    assert!(
+        (planned.days - planned.eligible_units as f64 / progress.observed_daily_units).abs() < 1e-6
+    );
+}

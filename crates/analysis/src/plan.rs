@@ -17,7 +17,7 @@
 
 use exp_core::FieldViolation;
 
-use crate::stats::nobs1_for_power;
+use crate::stats::{effect_size_for_power, nobs1_for_power};
 
 /// The metric in control today.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -219,6 +219,46 @@ pub fn plan(request: &PlanRequest) -> Result<Plan, Vec<FieldViolation>> {
     })
 }
 
+/// The smallest change, relative to the baseline, that a started
+/// experiment's `control_units` and `treatment_units` (its smallest
+/// treatment's) can detect now, at the request's alpha (over its
+/// treatments) and power; `None` before every arm has units.
+pub fn detectable_now(
+    request: &PlanRequest,
+    control_units: u64,
+    treatment_units: u64,
+) -> Option<f64> {
+    if control_units == 0 || treatment_units == 0 {
+        return None;
+    }
+    let treatments = request.weights.len().saturating_sub(1).max(1);
+    let alpha = request.alpha / treatments as f64;
+    let ratio = treatment_units as f64 / control_units as f64;
+    let effect = effect_size_for_power(control_units as f64, alpha, request.power, ratio)?;
+    Some(effect * request.baseline.standard_deviation() / request.baseline.value().abs())
+}
+
+/// A day, in seconds.
+const DAY_SECONDS: f64 = 86_400.0;
+
+/// Eligible units a day from an experiment's cumulative exposed units at
+/// points in time (`(seconds since the epoch, units)`, oldest first, the
+/// last being now): the units gained since the earliest point within the
+/// last 24 hours, per day, over the traffic share. `None` without two
+/// points in that window or a gain.
+pub fn observed_daily_units(points: &[(f64, u64)], traffic_percent: u32) -> Option<f64> {
+    let &(now, units_now) = points.last()?;
+    let &(since, units_then) = points
+        .iter()
+        .find(|(seconds, _)| *seconds >= now - DAY_SECONDS)?;
+    let span = now - since;
+    if span <= 0.0 || units_now <= units_then || traffic_percent == 0 {
+        return None;
+    }
+    let exposed_a_day = (units_now - units_then) as f64 / span * DAY_SECONDS;
+    Some(exposed_a_day * 100.0 / f64::from(traffic_percent))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +336,40 @@ mod tests {
             ..request()
         });
         assert!(huge.is_ok_and(|planned| planned.control_units >= 1));
+    }
+
+    #[test]
+    fn a_started_experiment_detects_less_as_its_units_grow_and_the_plans_effect_at_the_planned_units()
+     {
+        let planned = plan(&request()).expect("valid");
+        let at_plan = detectable_now(
+            &request(),
+            planned.control_units,
+            planned.units_per_treatment,
+        )
+        .expect("units in every arm");
+        assert!((at_plan - 0.05).abs() < 1e-4, "{at_plan}");
+        let early = detectable_now(&request(), 5_000, 5_000).expect("units");
+        assert!(early > 0.15, "{early}");
+        assert_eq!(detectable_now(&request(), 5_000, 0), None);
+    }
+
+    #[test]
+    fn the_observed_daily_units_are_the_last_days_gain_over_the_traffic_share() {
+        let hour = 3_600.0;
+        // 1,000 units an hour for 30 hours, at 20% of traffic: the window
+        // is the last 24 hours: 24,000 exposed, 120,000 eligible.
+        let points: Vec<(f64, u64)> = (0..=30)
+            .map(|h| (f64::from(h) * hour, 1_000 * h as u64))
+            .collect();
+        let daily = observed_daily_units(&points, 20).expect("a gain");
+        assert!((daily - 120_000.0).abs() < 1e-6, "{daily}");
+        // Six hours since the first exposure: scaled to a day.
+        let young: Vec<(f64, u64)> = (0..=6)
+            .map(|h| (f64::from(h) * hour, 500 * h as u64))
+            .collect();
+        assert!((observed_daily_units(&young, 100).expect("a gain") - 12_000.0).abs() < 1e-6);
+        assert_eq!(observed_daily_units(&[(0.0, 10)], 100), None, "one point");
     }
 
     #[test]

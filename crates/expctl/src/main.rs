@@ -199,15 +199,22 @@ enum Command {
         /// Power wanted.
         #[arg(long, default_value_t = 0.8)]
         power: f64,
-        /// Variant weights, control first, e.g. 50,50.
-        #[arg(long, value_delimiter = ',', default_value = "50,50")]
+        /// Variant weights, control first, e.g. 50,50 (default 50/50, or
+        /// the experiment's).
+        #[arg(long, value_delimiter = ',')]
         weights: Vec<u32>,
-        /// Percent of eligible units in the experiment.
-        #[arg(long, default_value_t = 100)]
+        /// Percent of eligible units in the experiment (default 100, or the
+        /// experiment's).
+        #[arg(long, default_value_t = 0)]
         traffic: u32,
         /// Eligible units a day, to print the days needed.
         #[arg(long, default_value_t = 0.0)]
         daily_units: f64,
+        /// A started experiment: also where it stands (its units, the
+        /// change they detect now, the units a day it saw, the days left);
+        /// its weights and traffic are used unless given.
+        #[arg(long)]
+        experiment: Option<String>,
     },
     /// Start a private expd, run two experiments on simulated traffic and
     /// show their results and a guardrail stopping the harmful one.
@@ -673,6 +680,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             weights,
             traffic,
             daily_units,
+            experiment,
         } => {
             use v1::plan_experiment_request::Baseline;
             let baseline = match (rate, mean, variance) {
@@ -690,6 +698,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 weights,
                 traffic_percent: traffic,
                 daily_units,
+                experiment_id: experiment.unwrap_or_default(),
             });
             let planned = remote.results.plan_experiment(request).await?.into_inner();
             print!("{}", table::render_plan(&planned));

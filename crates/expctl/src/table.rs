@@ -317,6 +317,15 @@ pub fn render_plan(plan: &v1::PlanExperimentResponse) -> String {
     if plan.days > 0.0 {
         out.push_str(&format!("days                 {:.1}\n", plan.days));
     }
+    if let Some(progress) = &plan.progress {
+        out.push_str(&format!(
+            "so far: {} control units, detecting {:.1}% now; {:.0} eligible units a day seen; {:.1} days left\n",
+            progress.control_units,
+            progress.minimum_detectable_effect * 100.0,
+            progress.observed_daily_units,
+            progress.days_left,
+        ));
+    }
     out
 }
 

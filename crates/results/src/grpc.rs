@@ -12,7 +12,7 @@ use exp_proto::{
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use exp_analysis::{
-    plan::{Baseline, PlanRequest, plan},
+    plan::{Baseline, PlanRequest, detectable_now, observed_daily_units, plan},
     timeline::Granularity,
 };
 
@@ -172,12 +172,89 @@ impl ResultsService for ResultsGrpc {
         &self,
         request: Request<v1::PlanExperimentRequest>,
     ) -> Result<Response<v1::PlanExperimentResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
         self.auth
-            .authorize(request.metadata(), Access::Read, "PlanExperiment")
+            .authorize(&metadata, Access::Read, "PlanExperiment")
             .map_err(to_status)?;
-        let request = plan_request(request.into_inner())?;
+        let started = if request.experiment_id.is_empty() {
+            None
+        } else {
+            let experiment = self
+                .experiment(&metadata, "PlanExperiment", &request.experiment_id)
+                .await?;
+            self.counted_through(Position::ZERO, &metadata).await?;
+            let shared = self.shared.clone();
+            let timeline = {
+                let experiment = experiment.clone();
+                tokio::task::spawn_blocking(move || {
+                    shared.timeline(&experiment, Granularity::Hour, DEFAULT_ALPHA)
+                })
+                .await
+                .map_err(|error| Status::internal(error.to_string()))?
+            };
+            Some((experiment, timeline))
+        };
+        let (weights_given, traffic_given) =
+            (!request.weights.is_empty(), request.traffic_percent != 0);
+        let mut planning = plan_request(request)?;
+        let mut observed = None;
+        let mut standing = None;
+        if let Some((experiment, timeline)) = &started {
+            // The experiment's own split and share, unless the request
+            // names others.
+            if !weights_given {
+                planning.weights = weights_of(experiment);
+            }
+            if !traffic_given {
+                planning.traffic_percent = experiment.traffic_percent.max(1);
+            }
+            let points: Vec<(f64, u64)> = timeline
+                .points
+                .iter()
+                .filter_map(|point| {
+                    let time = point.time?;
+                    let units = point.variants.iter().map(|v| v.exposed_units).sum();
+                    Some((time.seconds as f64 + f64::from(time.nanos) * 1e-9, units))
+                })
+                .collect();
+            observed = observed_daily_units(&points, planning.traffic_percent);
+            if planning.daily_units.is_none() {
+                planning.daily_units = observed;
+            }
+            standing = timeline.points.last().map(|now| {
+                let control = now
+                    .variants
+                    .iter()
+                    .find(|variant| variant.is_control)
+                    .map_or(0, |variant| variant.exposed_units);
+                let smallest_treatment = now
+                    .variants
+                    .iter()
+                    .filter(|variant| !variant.is_control)
+                    .map(|variant| variant.exposed_units)
+                    .min()
+                    .unwrap_or(0);
+                let exposed: u64 = now.variants.iter().map(|v| v.exposed_units).sum();
+                (control, smallest_treatment, exposed)
+            });
+        }
         let planned =
-            plan(&request).map_err(|violations| to_status(Error::InvalidArgument(violations)))?;
+            plan(&planning).map_err(|violations| to_status(Error::InvalidArgument(violations)))?;
+        let progress = started.as_ref().map(|_| {
+            let (control, treatment, exposed) = standing.unwrap_or_default();
+            let eligible_seen = exposed as f64 * 100.0 / f64::from(planning.traffic_percent);
+            let days_left = planning
+                .daily_units
+                .map(|daily| ((planned.eligible_units as f64 - eligible_seen) / daily).max(0.0))
+                .unwrap_or(0.0);
+            v1::RunProgress {
+                control_units: control,
+                minimum_detectable_effect: detectable_now(&planning, control, treatment)
+                    .unwrap_or(0.0),
+                observed_daily_units: observed.unwrap_or(0.0),
+                days_left,
+            }
+        });
         Ok(Response::new(v1::PlanExperimentResponse {
             absolute_effect: planned.absolute_effect,
             effect_size: planned.effect_size,
@@ -186,8 +263,9 @@ impl ResultsService for ResultsGrpc {
             total_units: planned.total_units,
             eligible_units: planned.eligible_units,
             days: planned.days.unwrap_or(0.0),
-            alpha: request.alpha,
-            power: request.power,
+            alpha: planning.alpha,
+            power: planning.power,
+            progress,
         }))
     }
 
@@ -243,6 +321,25 @@ impl ResultsService for ResultsGrpc {
     }
 }
 
+/// The weights of a plan request that names none.
+const DEFAULT_WEIGHTS: [u32; 2] = [50, 50];
+
+/// An experiment's weights, control first.
+fn weights_of(experiment: &exp_core::Experiment) -> Vec<u32> {
+    let control = experiment
+        .variants
+        .iter()
+        .filter(|variant| variant.name == experiment.control_variant);
+    let treatments = experiment
+        .variants
+        .iter()
+        .filter(|variant| variant.name != experiment.control_variant);
+    control
+        .chain(treatments)
+        .map(|variant| variant.weight)
+        .collect()
+}
+
 /// A plan request in the domain's terms, with the defaults the proto
 /// names (alpha 0.05, power 0.8, 50/50, all traffic).
 fn plan_request(request: v1::PlanExperimentRequest) -> Result<PlanRequest, Status> {
@@ -267,7 +364,7 @@ fn plan_request(request: v1::PlanExperimentRequest) -> Result<PlanRequest, Statu
         alpha: or(request.alpha, DEFAULT_ALPHA),
         power: or(request.power, DEFAULT_POWER),
         weights: if request.weights.is_empty() {
-            vec![50, 50]
+            DEFAULT_WEIGHTS.to_vec()
         } else {
             request.weights
         },
