@@ -162,36 +162,56 @@ pub async fn wait_until<T>(
 }
 
 /// `expd` with `flags` on free ports and `data`, its output discarded:
-/// the child, its gRPC and HTTP addresses and a channel, once it accepts
-/// connections.
+/// the child, its gRPC and HTTP addresses and a channel, once its gRPC
+/// health service answers.
+///
+/// A port [`free_addr`] found free may be taken by another test's process
+/// before this one binds it (tests run in parallel): then this `expd`
+/// exits, and what answers on the port is not it. So the child must still
+/// run and answer health, or it is started again on other ports.
 pub async fn start_quiet(
     data: &Path,
     flags: &[&str],
 ) -> (Running, SocketAddr, SocketAddr, tonic::transport::Channel) {
-    let (grpc, http) = (free_addr(), free_addr());
-    let expd = Running(
-        Command::new(env!("CARGO_BIN_EXE_expd"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--grpc-addr", &grpc.to_string()])
-            .args(["--http-addr", &http.to_string()])
-            .args(flags)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn expd"),
-    );
-    for _ in 0..100 {
-        if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
-            .expect("uri")
-            .connect()
-            .await
+    for _ in 0..5 {
+        let (grpc, http) = (free_addr(), free_addr());
+        let mut expd = Running(
+            Command::new(env!("CARGO_BIN_EXE_expd"))
+                .arg("--data-dir")
+                .arg(data)
+                .args(["--grpc-addr", &grpc.to_string()])
+                .args(["--http-addr", &http.to_string()])
+                .args(flags)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn expd"),
+        );
+        let answered = wait_until(Duration::from_secs(10), async || {
+            if !matches!(expd.0.try_wait(), Ok(None)) {
+                // Exited: its ports were taken. Stop waiting for it.
+                return Some(None);
+            }
+            let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+                .expect("uri")
+                .connect()
+                .await
+                .ok()?;
+            tonic_health::pb::health_client::HealthClient::new(channel.clone())
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .ok()?;
+            Some(Some(channel))
+        })
+        .await
+        .flatten();
+        if let Some(channel) = answered
+            && matches!(expd.0.try_wait(), Ok(None))
         {
             return (expd, grpc, http, channel);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("expd did not come up on {grpc}");
+    panic!("expd did not come up on free ports in 5 attempts");
 }
 
 /// Waits until `Assign` on `channel` puts a user in experiment `id`:
