@@ -65,6 +65,21 @@ async fn guarded() -> (TestServer, tempfile::TempDir, &'static str, &'static str
     (server, tokens_dir, editor, viewer)
 }
 
+/// A server without tokens holding the seed as a draft.
+async fn with_seed_draft() -> TestServer {
+    let server = TestServer::start().await;
+    server
+        .admin()
+        .await
+        .create_experiment(v1::CreateExperimentRequest {
+            experiment: Some(seed_experiment()),
+            reason: String::new(),
+        })
+        .await
+        .expect("created");
+    server
+}
+
 async fn current(server: &TestServer, token: &str) -> v1::Experiment {
     server
         .admin()
@@ -242,16 +257,7 @@ async fn a_change_needs_the_forms_csrf_token_this_origin_and_an_editor_who_is_it
 
 #[tokio::test]
 async fn the_pages_fetch_nothing_from_elsewhere_and_their_assets_are_embedded() {
-    let server = TestServer::start().await;
-    server
-        .admin()
-        .await
-        .create_experiment(v1::CreateExperimentRequest {
-            experiment: Some(seed_experiment()),
-            reason: String::new(),
-        })
-        .await
-        .expect("created");
+    let server = with_seed_draft().await;
     let addr = server.http_addr;
     for path in [
         "/experiments",
@@ -329,16 +335,7 @@ async fn pages_forbid_framing_and_foreign_scripts_and_answer_only_loopback_names
 
 #[tokio::test]
 async fn a_notice_someone_else_wrote_into_a_link_is_not_shown() {
-    let server = TestServer::start().await;
-    server
-        .admin()
-        .await
-        .create_experiment(v1::CreateExperimentRequest {
-            experiment: Some(seed_experiment()),
-            reason: String::new(),
-        })
-        .await
-        .expect("created");
+    let server = with_seed_draft().await;
     let addr = server.http_addr;
     let page = send(addr, "GET", "/experiments/reco_ymal_v1", &[], &[]).await;
     let csrf = csrf_of(&page.body);

@@ -38,7 +38,7 @@ const PER_CLIENT: usize = 256;
 
 mod common;
 
-use common::{Running, http_get, start_quiet, wait_until_assigned};
+use common::{Expd, http_get, start_quiet, wait_until_assigned};
 
 async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
@@ -161,7 +161,7 @@ async fn honest_calls(channel: Channel, id: &str) -> Duration {
 
 /// `expd` on free ports with the test's timeouts and per-client share;
 /// its gRPC and HTTP addresses and a channel to it.
-async fn start(data: &std::path::Path) -> (Running, SocketAddr, SocketAddr, Channel) {
+async fn start(data: &std::path::Path) -> (Expd, SocketAddr, SocketAddr, Channel) {
     start_quiet(
         data,
         &[

@@ -161,57 +161,27 @@ pub async fn wait_until<T>(
     }
 }
 
-/// `expd` with `flags` on free ports and `data`, its output discarded:
-/// the child, its gRPC and HTTP addresses and a channel, once its gRPC
-/// health service answers.
-///
-/// A port [`free_addr`] found free may be taken by another test's process
-/// before this one binds it (tests run in parallel): then this `expd`
-/// exits, and what answers on the port is not it. So the child must still
-/// run and answer health, or it is started again on other ports.
+/// `expd` with `flags` on ports of its own choosing (`127.0.0.1:0`) and
+/// `data`, its log read for the addresses it bound ([`Expd::start`]): the
+/// child, its gRPC and HTTP addresses and a channel. No port is picked
+/// ahead of the process, so none can be taken by another test's first.
 pub async fn start_quiet(
     data: &Path,
     flags: &[&str],
-) -> (Running, SocketAddr, SocketAddr, tonic::transport::Channel) {
-    for _ in 0..5 {
-        let (grpc, http) = (free_addr(), free_addr());
-        let mut expd = Running(
-            Command::new(env!("CARGO_BIN_EXE_expd"))
-                .arg("--data-dir")
-                .arg(data)
-                .args(["--grpc-addr", &grpc.to_string()])
-                .args(["--http-addr", &http.to_string()])
-                .args(flags)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn expd"),
-        );
-        let answered = wait_until(Duration::from_secs(10), async || {
-            if !matches!(expd.0.try_wait(), Ok(None)) {
-                // Exited: its ports were taken. Stop waiting for it.
-                return Some(None);
-            }
-            let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
-                .expect("uri")
-                .connect()
-                .await
-                .ok()?;
-            tonic_health::pb::health_client::HealthClient::new(channel.clone())
-                .check(tonic_health::pb::HealthCheckRequest::default())
-                .await
-                .ok()?;
-            Some(Some(channel))
-        })
-        .await
-        .flatten();
-        if let Some(channel) = answered
-            && matches!(expd.0.try_wait(), Ok(None))
-        {
-            return (expd, grpc, http, channel);
-        }
-    }
-    panic!("expd did not come up on free ports in 5 attempts");
+) -> (Expd, SocketAddr, SocketAddr, tonic::transport::Channel) {
+    let data = data.to_owned();
+    let flags: Vec<String> = flags.iter().map(|flag| (*flag).to_owned()).collect();
+    // Reading the log until it serves blocks: off the runtime's workers.
+    let expd = tokio::task::spawn_blocking(move || {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Expd::start(&data, "127.0.0.1:0", &flags)
+    })
+    .await
+    .expect("expd started");
+    let grpc = expd.grpc.parse().expect("a gRPC address");
+    let http = expd.http.parse().expect("an HTTP address");
+    let channel = expd.channel().await;
+    (expd, grpc, http, channel)
 }
 
 /// Waits until `Assign` on `channel` puts a user in experiment `id`:
