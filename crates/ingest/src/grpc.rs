@@ -1,13 +1,16 @@
 //! `experiments.v1.EventService`: validates each event of a batch, appends
 //! the valid ones to the durable log and answers once they are fsynced,
-//! with the log position they reached.
+//! with the log position they reached; or, with `--events-sink nats://`,
+//! publishes them to the JetStream stream and answers once JetStream has
+//! acknowledged every one, with the stream sequence they reached.
 //!
 //! A batch is never half-applied silently: invalid events are listed in
 //! `rejections` with their index, field and reason; all valid events are
 //! written; `accepted_count` and `duplicate_count` count them. A batch
 //! over [`MAX_BATCH`] events is refused whole (INVALID_ARGUMENT); an
 //! overloaded log refuses it whole with RESOURCE_EXHAUSTED and a retry
-//! delay; a failed write refuses it whole with UNAVAILABLE. In every
+//! delay; a failed write, or NATS unreachable or not acknowledging,
+//! refuses it whole with UNAVAILABLE. In every
 //! refused case nothing of the batch was acknowledged, and a retry with the
 //! same event ids is safe.
 
@@ -22,17 +25,27 @@ use exp_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    Batch, LogError, LogSlot,
+    Batch, LogError, LogSlot, Position,
+    jetstream::StreamPublisher,
     validate::{self, MAX_BATCH, Rejection, SharedCatalog},
 };
 
 /// How long an overloaded caller is asked to wait before retrying.
 pub const RETRY_AFTER_OVERLOAD: Duration = Duration::from_millis(200);
 
+/// Where `EventService` puts what it acknowledges.
+#[derive(Debug, Clone)]
+pub enum EventDestination {
+    /// The embedded log of this process (UNAVAILABLE until it is open).
+    Log(LogSlot),
+    /// The JetStream stream (UNAVAILABLE while NATS is unreachable).
+    Stream(StreamPublisher),
+}
+
 /// The tonic implementation of `EventService`.
 #[derive(Debug, Clone)]
 pub struct EventGrpc {
-    log: LogSlot,
+    destination: EventDestination,
     catalog: SharedCatalog,
     clock: Arc<dyn Clock>,
 }
@@ -46,11 +59,14 @@ struct Logged {
 }
 
 impl EventGrpc {
-    /// Serves the log in `log` (UNAVAILABLE until it is open), checking
-    /// exposures against `catalog`.
-    pub fn new(log: LogSlot, catalog: SharedCatalog, clock: Arc<dyn Clock>) -> Self {
+    /// Serves `destination`, checking exposures against `catalog`.
+    pub fn new(
+        destination: EventDestination,
+        catalog: SharedCatalog,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
-            log,
+            destination,
             catalog,
             clock,
         }
@@ -78,16 +94,11 @@ impl EventGrpc {
                 ),
             )));
         }
-        let log = self.log.get().ok_or_else(|| {
-            Status::unavailable(
-                "the event log is still opening (replaying after a restart); retry shortly",
-            )
-        })?;
         let mut rejections = Vec::new();
-        let mut valid = Batch::with_capacity(events.len());
+        let mut valid = Vec::with_capacity(events.len());
         for (index, event) in events.into_iter().enumerate() {
             match check(event) {
-                Ok(event) => valid.push(event),
+                Ok(event) => valid.push(event.into()),
                 // Cut as an error's field violations are: an answer lists
                 // up to MAX_BATCH rejections, whatever their events echo.
                 Err(rejection) => rejections.push(v1::EventRejection {
@@ -97,26 +108,48 @@ impl EventGrpc {
                 }),
             }
         }
-        let appended = log.append(valid).await.map_err(|refused| {
-            let error = refused.error;
-            to_status(match error {
-                LogError::Overloaded { .. } => Error::Overloaded {
-                    message: error.to_string(),
-                    retry_after: RETRY_AFTER_OVERLOAD,
-                },
-                LogError::Io(_) | LogError::Closed => Error::Storage(format!(
-                    "{error}; nothing in this batch was acknowledged, retry it"
-                )),
-            })
-        })?;
-        let accepted = appended.fresh.iter().filter(|fresh| **fresh).count() as u32;
+        let (fresh, position) = match &self.destination {
+            EventDestination::Log(slot) => append(slot, valid).await?,
+            EventDestination::Stream(publisher) => {
+                let published = publisher
+                    .publish(&valid)
+                    .await
+                    .map_err(|error| to_status(Error::Unavailable(error.to_string())))?;
+                (published.fresh, published.position)
+            }
+        };
+        let accepted = fresh.iter().filter(|fresh| **fresh).count() as u32;
         Ok(Logged {
             accepted,
-            duplicates: appended.fresh.len() as u32 - accepted,
+            duplicates: fresh.len() as u32 - accepted,
             rejections,
-            position: appended.position.as_u64(),
+            position: position.as_u64(),
         })
     }
+}
+
+/// Appends `events` to the log in `slot`: each event's freshness and the
+/// position reached.
+async fn append(slot: &LogSlot, events: Vec<Event>) -> Result<(Vec<bool>, Position), Status> {
+    let log = slot.get().ok_or_else(|| {
+        Status::unavailable(
+            "the event log is still opening (replaying after a restart); retry shortly",
+        )
+    })?;
+    let batch: Batch = events.into_iter().collect();
+    let appended = log.append(batch).await.map_err(|refused| {
+        let error = refused.error;
+        to_status(match error {
+            LogError::Overloaded { .. } => Error::Overloaded {
+                message: error.to_string(),
+                retry_after: RETRY_AFTER_OVERLOAD,
+            },
+            LogError::Io(_) | LogError::Closed => Error::Storage(format!(
+                "{error}; nothing in this batch was acknowledged, retry it"
+            )),
+        })
+    })?;
+    Ok((appended.fresh, appended.position))
 }
 
 #[tonic::async_trait]
@@ -191,7 +224,11 @@ mod tests {
         slot.set(Arc::new(log));
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let catalog = Arc::new(arc_swap::ArcSwap::from_pointee(Catalog::new([])));
-        let service = EventGrpc::new(slot, catalog, Arc::new(ManualClock::new(now)));
+        let service = EventGrpc::new(
+            EventDestination::Log(slot),
+            catalog,
+            Arc::new(ManualClock::new(now)),
+        );
         let exposure = v1::Exposure {
             event_id: "e-1".into(),
             experiment_id: "\u{1}".repeat(70_000),

@@ -20,18 +20,26 @@
 //! - [`parquet`]: hourly Hive-style partitions, the column schema, atomic
 //!   file writes, reading files back one record batch at a time.
 //! - [`sink`]: the log as the destination of `Assign`'s exposures.
-//! - [`grpc`]: the `EventService` RPCs.
+//! - [`grpc`]: the `EventService` RPCs, onto the log or the stream
+//!   ([`EventDestination`]).
+//! - [`jetstream`]: events on NATS JetStream past one machine: publishing,
+//!   the writer role (the stream into the log, hence Parquet), and the
+//!   stream read back in order.
+//! - [`source`]: [`EventSource`], the log or the stream as results read
+//!   it.
 
 pub mod batch;
 pub mod cursor;
 pub mod dedup;
 pub mod grpc;
+pub mod jetstream;
 pub mod log;
 mod metrics;
 pub mod parquet;
 pub mod position;
 mod roller;
 pub mod sink;
+pub mod source;
 pub mod validate;
 pub mod wal;
 mod writer;
@@ -41,8 +49,9 @@ mod testing;
 
 pub use batch::Batch;
 pub use cursor::Cursor;
-pub use grpc::EventGrpc;
+pub use grpc::{EventDestination, EventGrpc};
 pub use log::{Appended, Behind, EventLog, LogError, LogOptions, Refused, Tip};
 pub use position::Position;
 pub use sink::{LogSink, LogSlot};
+pub use source::{EventCursor, EventSource, OpenSource};
 pub use validate::{Catalog, CatalogExperiment, SharedCatalog};

@@ -24,7 +24,7 @@ use std::{
 
 use exp_admin::Admin;
 use exp_analysis::{Analyzer, Catalog, Refresh};
-use exp_ingest::{Cursor, EventLog};
+use exp_ingest::{EventCursor, OpenSource};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -60,14 +60,14 @@ pub fn catalog(admin: &Admin) -> Catalog {
 
 /// An analyzer being built from the start of the log.
 struct Build {
-    cursor: Cursor,
+    cursor: EventCursor,
     analyzer: Box<Analyzer>,
     started: Instant,
     events: u64,
 }
 
 impl Build {
-    fn start(log: &EventLog, admin: &Admin) -> Self {
+    fn start(log: &OpenSource, admin: &Admin) -> Self {
         Self {
             cursor: log.cursor(),
             analyzer: Box::new(Analyzer::new(catalog(admin))),
@@ -99,7 +99,7 @@ impl Build {
 /// The readers of the log: the published analyzer's cursor (none before
 /// the first build is published), and a build in progress.
 struct Readers {
-    published: Option<Cursor>,
+    published: Option<EventCursor>,
     building: Option<Build>,
 }
 
@@ -113,14 +113,14 @@ struct Round {
 #[derive(Clone)]
 struct Context {
     shared: Arc<Shared>,
-    log: Arc<EventLog>,
+    log: OpenSource,
     admin: Admin,
     stop: CancellationToken,
 }
 
 pub(crate) async fn follow(shared: Arc<Shared>, admin: Admin, shutdown: CancellationToken) {
     let log = tokio::select! {
-        log = shared.log.opened() => log,
+        log = shared.source.opened() => log,
         () = shutdown.cancelled() => return,
     };
     let mut tip = log.watch_tip();
@@ -253,7 +253,7 @@ fn run_round(readers: &mut Readers, context: &Context, refresh: bool) -> Round {
 }
 
 /// Applies everything committed to the published analyzer.
-fn follow_published(cursor: &mut Cursor, context: &Context) -> std::io::Result<()> {
+fn follow_published(cursor: &mut EventCursor, context: &Context) -> std::io::Result<()> {
     let mut applied = false;
     loop {
         if context.stop.is_cancelled() {

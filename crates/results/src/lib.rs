@@ -36,7 +36,7 @@ use std::{
 use exp_admin::{Admin, Authenticator};
 use exp_analysis::{Analyzer, Report, timeline::Granularity};
 use exp_core::Experiment;
-use exp_ingest::{LogSlot, Position};
+use exp_ingest::{EventSource, Position};
 use exp_proto::v1;
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -74,7 +74,7 @@ pub(crate) struct Analysis {
 pub(crate) struct Shared {
     analysis: Mutex<Analysis>,
     pub(crate) progress: watch::Sender<Progress>,
-    pub(crate) log: LogSlot,
+    pub(crate) source: EventSource,
     pub(crate) views: view::Views,
     /// Where background refreshes of the views run.
     pub(crate) tasks: TaskTracker,
@@ -157,11 +157,7 @@ impl Shared {
     /// How far `counted` is behind the log's tip: events and the age of
     /// the oldest of them.
     pub(crate) fn lag(&self, counted: Position) -> convert::Lag {
-        let behind = self
-            .log
-            .get()
-            .map(|log| log.behind(counted))
-            .unwrap_or_default();
+        let behind = self.source.behind(counted);
         convert::Lag {
             counted_position: counted.as_u64(),
             pending_events: behind.events,
@@ -182,12 +178,12 @@ pub struct Results {
 }
 
 impl Results {
-    /// Starts following the log in `slot` (once it opens) and the
+    /// Starts following `source` (the log once it opens, or the stream) and the
     /// guardrail monitor, judging every `guardrail_interval`, on `tasks`;
     /// both end when `shutdown` is cancelled.
     pub fn start(
         admin: Admin,
-        slot: LogSlot,
+        source: EventSource,
         guardrail_interval: Duration,
         tasks: &TaskTracker,
         shutdown: CancellationToken,
@@ -198,7 +194,7 @@ impl Results {
                 counted: Position::ZERO,
             }),
             progress: watch::Sender::new(Progress::default()),
-            log: slot,
+            source,
             views: view::Views::default(),
             tasks: tasks.clone(),
         });

@@ -15,6 +15,9 @@ pub enum ServiceKind {
     Ingest,
     /// ResultsService.
     Results,
+    /// The writer: partitions of the JetStream event stream into Parquet
+    /// under `--data-dir` (with `--events-sink nats://`).
+    Writer,
 }
 
 /// Log output format.
@@ -176,6 +179,67 @@ pub struct Config {
     #[arg(long, env = "EXPD_GUARDRAIL_INTERVAL", default_value = "1m", value_parser = parse_guardrail_interval)]
     pub guardrail_interval: Duration,
 
+    /// Where acknowledged events go. Unset: the embedded log under
+    /// `--data-dir` (one machine). `nats://HOST:PORT[,HOST:PORT...]` (or
+    /// `tls://`): a NATS JetStream stream, created if absent;
+    /// EventService and Assign (replicas and sidecars too) publish to it,
+    /// `--services writer` turns it into Parquet, results follow it.
+    #[arg(long, env = "EXPD_EVENTS_SINK", value_parser = parse_events_sink)]
+    pub events_sink: Option<NatsServers>,
+
+    /// A NATS credentials file (`.creds`: JWT and NKey seed).
+    #[arg(long, env = "EXPD_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// A NATS user (with `--nats-password`).
+    #[arg(long, env = "EXPD_NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+
+    /// The NATS user's password; prefer the environment variable.
+    #[arg(
+        long,
+        env = "EXPD_NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "nats_user"
+    )]
+    pub nats_password: Option<String>,
+
+    /// A NATS token; prefer the environment variable.
+    #[arg(long, env = "EXPD_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+
+    /// A CA certificate (PEM) for NATS servers with TLS.
+    #[arg(long, env = "EXPD_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// The JetStream stream of events.
+    #[arg(long, env = "EXPD_NATS_STREAM", default_value = "EXPD_EVENTS", value_parser = exp_ingest::jetstream::parse_stream_name)]
+    pub nats_stream: String,
+
+    /// Copies of each event in the stream, when `expd` creates it (3 in a
+    /// three-node cluster: one node may be lost).
+    #[arg(long, env = "EXPD_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: u8,
+
+    /// How long the stream keeps an event, when `expd` creates it, e.g.
+    /// `90d`. Results are rebuilt from the stream: keep it longer than an
+    /// experiment runs.
+    #[arg(long, env = "EXPD_NATS_MAX_AGE", default_value = "90d", value_parser = parse_positive_duration)]
+    pub nats_max_age: Duration,
+
+    /// How long JetStream remembers an event id (its duplicate window),
+    /// when `expd` creates the stream, e.g. `10m`. Ids are kept in the
+    /// servers' memory; results and the writer also drop repeats within
+    /// `--events-dedup-window`.
+    #[arg(long, env = "EXPD_NATS_DUPLICATE_WINDOW", default_value = "10m", value_parser = parse_positive_duration)]
+    pub nats_duplicate_window: Duration,
+
+    /// The stream's partitions this writer owns (`--services writer`),
+    /// e.g. `0-7` or `0,4,8,12`, of 0 to 15. Each partition must have one
+    /// writer at a time.
+    #[arg(long, env = "EXPD_WRITER_PARTITIONS", default_value = "0-15", value_parser = parse_writer_partitions)]
+    pub writer_partitions: WriterPartitions,
+
     /// Allow binding to a non-loopback address without --tokens-file
     /// (anyone who can reach the port may change experiments).
     #[arg(long, env = "EXPD_ALLOW_INSECURE_REMOTE")]
@@ -200,10 +264,35 @@ impl Config {
                     .into(),
             );
         }
-        if self.runs(ServiceKind::Results) && !self.runs(ServiceKind::Ingest) {
+        let nats = self.events_sink.is_some();
+        let nats_flags = [
+            ("--nats-creds", self.nats_creds.is_some()),
+            ("--nats-user", self.nats_user.is_some()),
+            ("--nats-token", self.nats_token.is_some()),
+            ("--nats-tls-ca", self.nats_tls_ca.is_some()),
+        ];
+        if let Some((flag, _)) = nats_flags.iter().find(|(_, given)| *given && !nats) {
+            return Err(format!(
+                "{flag} is how this process reaches NATS; give --events-sink nats://... too, or drop it"
+            ));
+        }
+        if self.runs(ServiceKind::Writer) && !nats {
+            return Err(
+                "--services writer turns the JetStream event stream into Parquet; give                  --events-sink nats://HOST:PORT"
+                    .into(),
+            );
+        }
+        if self.runs(ServiceKind::Results) && nats && !self.runs(ServiceKind::Admin) {
+            return Err(
+                "--services results reads experiments from the admin's store; run it with                  the admin (`--services admin,results`)"
+                    .into(),
+            );
+        }
+        if self.runs(ServiceKind::Results) && !nats && !self.runs(ServiceKind::Ingest) {
             return Err(
                 "--services results reads the event log of its own process; run it with \
-                 ingest and the admin (`--services admin,ingest,results`)"
+                 ingest and the admin (`--services admin,ingest,results`), or follow a \
+                 JetStream stream with --events-sink nats://..."
                     .into(),
             );
         }
@@ -302,6 +391,22 @@ fn parse_config_source(text: &str) -> Result<String, String> {
         ));
     }
     Ok(text.to_owned())
+}
+
+/// The servers of `--events-sink`.
+#[derive(Debug, Clone)]
+pub struct NatsServers(pub Vec<exp_ingest::jetstream::ServerAddr>);
+
+/// The partitions of `--writer-partitions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterPartitions(pub Vec<u32>);
+
+fn parse_writer_partitions(text: &str) -> Result<WriterPartitions, String> {
+    exp_ingest::jetstream::parse_partitions(text).map(WriterPartitions)
+}
+
+fn parse_events_sink(text: &str) -> Result<NatsServers, String> {
+    exp_ingest::jetstream::parse_servers(text).map(NatsServers)
 }
 
 fn parse_flush_interval(text: &str) -> Result<Duration, String> {

@@ -47,6 +47,8 @@ pub struct Readiness {
     pub store: Option<watch::Receiver<StoreHealth>>,
     /// Both ports' connections.
     pub connections: Connections,
+    /// `Some` with `--events-sink nats://`: whether NATS is reachable.
+    pub nats: Option<std::sync::Arc<exp_ingest::jetstream::Nats>>,
 }
 
 /// The HTTP routes of every process: health, readiness, metrics.
@@ -105,7 +107,23 @@ async fn ready(State(readiness): State<Readiness>) -> (StatusCode, String) {
         readiness.connections.open(),
         readiness.connections.refused()
     );
-    (status, format!("{reason}{store}{headroom}{connections}"))
+    // NATS unreachable is reported, not a reason to be taken out of
+    // rotation: assignment and config delivery still serve, and
+    // EventService answers UNAVAILABLE (its gRPC health is NOT_SERVING).
+    let nats = match &readiness.nats {
+        Some(nats) if nats.is_connected() => {
+            format!("events: NATS reachable ({})\n", nats.servers())
+        }
+        Some(nats) => format!(
+            "events: NATS unreachable ({}): EventService answers UNAVAILABLE, exposures are dropped and counted, the writer and results wait\n",
+            nats.servers()
+        ),
+        None => String::new(),
+    };
+    (
+        status,
+        format!("{reason}{store}{nats}{headroom}{connections}"),
+    )
 }
 
 fn not_ready(readiness: &Readiness, files: Option<(u64, u64)>) -> Option<String> {

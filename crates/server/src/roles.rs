@@ -15,7 +15,12 @@ use exp_client::{
 };
 use exp_core::{Clock, ParamSchema, serving::ServingConfig};
 use exp_ingest::{
-    Catalog, CatalogExperiment, EventGrpc, EventLog, LogOptions, LogSink, LogSlot, SharedCatalog,
+    Catalog, CatalogExperiment, EventDestination, EventGrpc, EventLog, EventSource, LogOptions,
+    LogSink, LogSlot, SharedCatalog,
+    jetstream::{
+        Nats, NatsOptions, StreamOptions, StreamPublisher, StreamSink, StreamSource, WriterOptions,
+        WriterStats,
+    },
 };
 use exp_proto::v1;
 use exp_results::Results;
@@ -155,39 +160,114 @@ async fn recover_store(store: Arc<Store>, shutdown: CancellationToken) {
     }
 }
 
+// === events on NATS ===
+
+/// The connection to NATS JetStream (`--events-sink nats://`), shared by
+/// every role of the process that publishes or reads events.
+#[derive(Debug, Clone)]
+pub struct NatsRole {
+    /// The connection.
+    pub nats: Arc<Nats>,
+}
+
+/// First retry of a stream that could not be created.
+const STREAM_FIRST_RETRY: Duration = Duration::from_millis(500);
+
+impl NatsRole {
+    /// Starts connecting (in the background: `expd` serves while NATS is
+    /// down) and, once connected, makes sure the stream exists.
+    pub async fn start(context: &Context) -> Result<Option<Self>, ServeError> {
+        let config = &context.config;
+        let Some(servers) = &config.events_sink else {
+            return Ok(None);
+        };
+        let options = NatsOptions {
+            servers: servers.0.clone(),
+            credentials_file: config.nats_creds.clone(),
+            user_password: config.nats_user.clone().zip(config.nats_password.clone()),
+            token: config.nats_token.clone(),
+            tls_ca: config.nats_tls_ca.clone(),
+            client_name: format!("expd@{}", context.grpc_local),
+            stream: StreamOptions {
+                name: config.nats_stream.clone(),
+                replicas: usize::from(config.nats_replicas),
+                max_age: config.nats_max_age,
+                max_bytes: 0,
+                duplicate_window: config.nats_duplicate_window,
+            },
+        };
+        let nats = Nats::connect(&options)
+            .await
+            .map_err(|err| ServeError::Config(err.to_string()))?;
+        context
+            .tasks
+            .spawn(ensure_stream(nats.clone(), context.shutdown.clone()));
+        Ok(Some(Self { nats }))
+    }
+}
+
+/// Creates the stream if it is absent, once NATS is reachable, retrying
+/// until it succeeds (publishers and readers also ask for it themselves).
+async fn ensure_stream(nats: Arc<Nats>, shutdown: CancellationToken) {
+    let mut connected = nats.connected();
+    let mut delay = STREAM_FIRST_RETRY;
+    loop {
+        tokio::select! {
+            up = connected.wait_for(|up| *up) => if up.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+        match nats.ensure_stream().await {
+            Ok(_) => return,
+            Err(err) => {
+                warn!(error = %err, retry_in = ?delay, "cannot create the event stream yet")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => return,
+        }
+        delay = (delay * 2).min(RECOVER_MAX);
+    }
+}
+
 // === ingest ===
 
-/// Event ingest: the log (opened in the background: a replay after a
-/// crash must not hold up assignment) and the catalog exposures are
-/// checked against.
+/// Event ingest: where acknowledged events go (the log, opened in the
+/// background: a replay after a crash must not hold up assignment; or
+/// the JetStream stream) and the catalog exposures are checked against.
 #[derive(Debug)]
 pub struct IngestRole {
-    /// Where the log is once open.
-    pub slot: LogSlot,
+    /// Where events go.
+    pub destination: EventDestination,
     catalog: SharedCatalog,
 }
 
 impl IngestRole {
-    /// Starts opening the log under `<data-dir>/events` and following the
-    /// store's experiments.
-    pub fn start(context: &Context, store: Arc<Store>) -> Self {
-        let slot = LogSlot::default();
-        let options = LogOptions {
-            dir: context.config.data_dir.join("events"),
-            flush_interval: context.config.events_flush_interval,
-            max_pending_events: context.config.events_max_pending as usize,
-            dedup_window: context.config.events_dedup_window,
+    /// Starts opening the log under `<data-dir>/events` (without `nats`)
+    /// and following the store's experiments.
+    pub fn start(context: &Context, store: Arc<Store>, nats: Option<&NatsRole>) -> Self {
+        let destination = match nats {
+            Some(nats) => EventDestination::Stream(StreamPublisher::new(nats.nats.clone())),
+            None => EventDestination::Log(start_log(context)),
         };
-        context
-            .tasks
-            .spawn(open_log(options, slot.clone(), context.shutdown.clone()));
         let catalog = SharedCatalog::default();
         context.tasks.spawn(follow_catalog(
             store,
             catalog.clone(),
             context.shutdown.clone(),
         ));
-        Self { slot, catalog }
+        Self {
+            destination,
+            catalog,
+        }
+    }
+
+    /// The embedded log, when events go there.
+    pub fn slot(&self) -> Option<&LogSlot> {
+        match &self.destination {
+            EventDestination::Log(slot) => Some(slot),
+            EventDestination::Stream(_) => None,
+        }
     }
 
     /// `EventService`.
@@ -196,11 +276,65 @@ impl IngestRole {
         context: &Context,
     ) -> v1::event_service_server::EventServiceServer<EventGrpc> {
         EventGrpc::new(
-            self.slot.clone(),
+            self.destination.clone(),
             self.catalog.clone(),
             context.clock.clone(),
         )
         .into_server()
+    }
+}
+
+/// Starts opening the event log under `<data-dir>/events`.
+fn start_log(context: &Context) -> LogSlot {
+    let slot = LogSlot::default();
+    let options = LogOptions {
+        dir: context.config.data_dir.join("events"),
+        flush_interval: context.config.events_flush_interval,
+        max_pending_events: context.config.events_max_pending as usize,
+        dedup_window: context.config.events_dedup_window,
+    };
+    context
+        .tasks
+        .spawn(open_log(options, slot.clone(), context.shutdown.clone()));
+    slot
+}
+
+// === writer ===
+
+/// The writer: its partitions of the stream into this process's event
+/// log, hence Parquet under `<data-dir>/events`.
+#[derive(Debug)]
+pub struct WriterRole {
+    /// Where the log is once open.
+    pub slot: LogSlot,
+    /// Its counters.
+    pub stats: Arc<WriterStats>,
+}
+
+impl WriterRole {
+    /// Opens the log, then writes the partitions of `--writer-partitions`.
+    pub fn start(context: &Context, nats: &NatsRole) -> Self {
+        let slot = start_log(context);
+        let stats = Arc::new(WriterStats::default());
+        let options = WriterOptions {
+            partitions: context.config.writer_partitions.0.clone(),
+            ..WriterOptions::default()
+        };
+        let (waiting, nats, shutdown, counters) = (
+            slot.clone(),
+            nats.nats.clone(),
+            context.shutdown.clone(),
+            stats.clone(),
+        );
+        context.tasks.spawn(async move {
+            let log = tokio::select! {
+                log = waiting.opened() => log,
+                () = shutdown.cancelled() => return,
+            };
+            // The log is closed (rolling what it holds) with the process.
+            exp_ingest::jetstream::writer::run(nats, log, options, counters, shutdown).await;
+        });
+        Self { slot, stats }
     }
 }
 
@@ -276,6 +410,8 @@ pub enum ExposureDestination<'a> {
     Log(&'a LogSlot),
     /// A remote admin's `EventService` (replicas and sidecars).
     Remote(&'a str),
+    /// The JetStream stream (`--events-sink nats://`), from any process.
+    Stream(&'a NatsRole),
     /// Nowhere: counted and dropped.
     Discard,
 }
@@ -332,6 +468,15 @@ impl AssignRole {
             }
             ExposureDestination::Remote(endpoint) => {
                 spawn_remote_feed(context, endpoint, records, filter, feed.clone())?;
+            }
+            ExposureDestination::Stream(nats) => {
+                context.tasks.spawn(feed::forward_exposures(
+                    records,
+                    StreamSink::new(StreamPublisher::new(nats.nats.clone())),
+                    filter,
+                    feed.clone(),
+                    context.requests_drained.clone(),
+                ));
             }
             ExposureDestination::Discard => {
                 context.tasks.spawn(feed::forward_exposures(
@@ -420,14 +565,32 @@ fn local_configs(
     receiver
 }
 
+/// Where results read events: the stream with NATS, else this process's
+/// log.
+pub fn results_source(
+    context: &Context,
+    nats: Option<&NatsRole>,
+    ingest: Option<&IngestRole>,
+) -> Option<EventSource> {
+    match (nats, ingest.and_then(IngestRole::slot)) {
+        (Some(nats), _) => Some(EventSource::Stream(StreamSource::new(
+            nats.nats.clone(),
+            context.config.events_dedup_window,
+            context.shutdown.clone(),
+        ))),
+        (None, Some(slot)) => Some(EventSource::Log(slot.clone())),
+        (None, None) => None,
+    }
+}
+
 // === results ===
 
-/// Results: the analysis following this process's log, the guardrail
-/// monitor.
-pub fn results_role(context: &Context, admin: &Admin, ingest: &IngestRole) -> Results {
+/// Results: the analysis following this process's log, or the stream, and
+/// the guardrail monitor.
+pub fn results_role(context: &Context, admin: &Admin, source: EventSource) -> Results {
     Results::start(
         admin.clone(),
-        ingest.slot.clone(),
+        source,
         context.config.guardrail_interval,
         &context.tasks,
         context.shutdown.clone(),

@@ -32,7 +32,9 @@ use crate::{
     config::ServiceKind,
     connections::{Connections, FILES_RESERVED, raise_open_file_limit},
     layers::RpcMetricsLayer,
-    roles::{self, AdminRole, AssignRole, Context, ExposureDestination, IngestRole},
+    roles::{
+        self, AdminRole, AssignRole, Context, ExposureDestination, IngestRole, NatsRole, WriterRole,
+    },
 };
 
 /// Why `expd` could not start or stopped with an error.
@@ -108,23 +110,31 @@ pub async fn serve(
         .as_ref()
         .map(|store| AdminRole::start(&context, store.clone(), schema, runs_admin))
         .transpose()?;
+    let nats = NatsRole::start(&context).await?;
     let ingest = store
         .as_ref()
         .filter(|_| config.runs(ServiceKind::Ingest))
-        .map(|store| IngestRole::start(&context, store.clone()));
+        .map(|store| IngestRole::start(&context, store.clone(), nats.as_ref()));
+    let writer = nats
+        .as_ref()
+        .filter(|_| config.runs(ServiceKind::Writer))
+        .map(|nats| WriterRole::start(&context, nats));
     let assign = runs_assign
         .then(|| {
-            let destination = match (&ingest, &config.config_source) {
-                (Some(ingest), _) => ExposureDestination::Log(&ingest.slot),
-                (None, Some(source)) => ExposureDestination::Remote(source),
-                (None, None) => ExposureDestination::Discard,
+            let local_log = ingest.as_ref().and_then(IngestRole::slot);
+            let destination = match (&nats, local_log, &config.config_source) {
+                (Some(nats), _, _) => ExposureDestination::Stream(nats),
+                (None, Some(slot), _) => ExposureDestination::Log(slot),
+                (None, None, Some(source)) => ExposureDestination::Remote(source),
+                (None, None, None) => ExposureDestination::Discard,
             };
             AssignRole::start(&context, admin.as_ref().map(|a| &*a.publisher), destination)
         })
         .transpose()?;
-    let results = match (&admin, &ingest) {
-        (Some(admin), Some(ingest)) if config.runs(ServiceKind::Results) => {
-            Some(roles::results_role(&context, &admin.admin, ingest))
+    let source = roles::results_source(&context, nats.as_ref(), ingest.as_ref());
+    let results = match (&admin, source) {
+        (Some(admin), Some(source)) if config.runs(ServiceKind::Results) => {
+            Some(roles::results_role(&context, &admin.admin, source))
         }
         _ => None,
     };
@@ -154,7 +164,15 @@ pub async fn serve(
     .flatten()
     .collect();
     let (health, health_service) = tonic_health::server::health_reporter();
-    report_health(&context, &health, &served, assign.as_ref(), ingest.as_ref()).await;
+    report_health(
+        &context,
+        &health,
+        &served,
+        assign.as_ref(),
+        ingest.as_ref(),
+        nats.as_ref(),
+    )
+    .await;
     if let Some(store) = store.as_ref().filter(|_| admin_services.is_some()) {
         context.tasks.spawn(report_store_health(
             store.health(),
@@ -191,6 +209,7 @@ pub async fn serve(
         assignment: assign.as_ref().map(|assign| assign.cell.clone()),
         store: store.as_ref().map(|store| store.health()),
         connections: connections.clone(),
+        nats: nats.as_ref().map(|nats| nats.nats.clone()),
     });
     crate::metrics::register(crate::metrics::Sources {
         exposures: assign.as_ref().map(|assign| {
@@ -204,7 +223,11 @@ pub async fn serve(
         store: store.clone(),
         connections: connections.clone(),
         watchers,
-        log: ingest.as_ref().map(|ingest| ingest.slot.clone()),
+        log: ingest
+            .as_ref()
+            .and_then(IngestRole::slot)
+            .or(writer.as_ref().map(|writer| &writer.slot))
+            .cloned(),
         results: results.clone(),
     });
     routes = routes.route(
@@ -302,7 +325,15 @@ pub async fn serve(
         warn!(grace = ?config.shutdown_grace, "background tasks still running after the grace period; closing");
     }
     drop(follower);
-    if let Some(log) = ingest.and_then(|ingest| ingest.slot.get()) {
+    let logs = [
+        ingest.as_ref().and_then(IngestRole::slot),
+        writer.as_ref().map(|writer| &writer.slot),
+    ];
+    for log in logs
+        .into_iter()
+        .flatten()
+        .filter_map(exp_ingest::LogSlot::get)
+    {
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
     }
     if let Some(feed) = feed {
@@ -406,16 +437,20 @@ async fn require_token(
 
 /// Health of every served service (and `""`): SERVING, except assignment
 /// until it has a config and event ingest until its log is open, which
-/// turn SERVING when they do.
+/// turn SERVING when they do; with NATS, event ingest is SERVING while
+/// NATS is reachable, NOT_SERVING while it is not.
 async fn report_health(
     context: &Context,
     health: &HealthReporter,
     served: &[&'static str],
     assign: Option<&AssignRole>,
     ingest: Option<&IngestRole>,
+    nats: Option<&NatsRole>,
 ) {
     let waiting_for_config = assign.is_some_and(|assign| assign.cell.load().is_none());
-    let waiting_for_log = ingest.is_some_and(|ingest| ingest.slot.get().is_none());
+    let waiting_for_log = ingest
+        .and_then(IngestRole::slot)
+        .is_some_and(|slot| slot.get().is_none());
     for name in served.iter().copied().chain([""]) {
         let status = if (name == ASSIGNMENT_SERVICE && waiting_for_config)
             || (name == EVENT_SERVICE && waiting_for_log)
@@ -441,12 +476,29 @@ async fn report_health(
             }
         });
     }
-    if let Some(ingest) = ingest.filter(|_| waiting_for_log) {
-        let (health, shutdown, slot) = (
-            health.clone(),
-            context.shutdown.clone(),
-            ingest.slot.clone(),
-        );
+    if let Some(nats) = nats.filter(|_| ingest.is_some()) {
+        let (health, shutdown) = (health.clone(), context.shutdown.clone());
+        let mut connected = nats.nats.connected();
+        context.tasks.spawn(async move {
+            loop {
+                let status = if *connected.borrow_and_update() {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                health.set_service_status(EVENT_SERVICE, status).await;
+                tokio::select! {
+                    changed = connected.changed() => if changed.is_err() { return },
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+    if let Some(slot) = ingest
+        .and_then(IngestRole::slot)
+        .filter(|_| waiting_for_log)
+    {
+        let (health, shutdown, slot) = (health.clone(), context.shutdown.clone(), slot.clone());
         context.tasks.spawn(async move {
             tokio::select! {
                 _ = slot.opened() => {

@@ -278,7 +278,11 @@ impl Service {
         let slot = LogSlot::default();
         slot.set(log.clone());
         let catalog = Arc::new(arc_swap::ArcSwap::from_pointee(catalog()));
-        let grpc = EventGrpc::new(slot, catalog, Arc::new(ManualClock::new(now())));
+        let grpc = EventGrpc::new(
+            exp_ingest::EventDestination::Log(slot),
+            catalog,
+            Arc::new(ManualClock::new(now())),
+        );
         Self {
             grpc,
             reader: RefCell::new(log.cursor()),

@@ -1,0 +1,363 @@
+//! The stream read in order, as results read the embedded log: a
+//! [`StreamCursor`] reads every event once from the start of the stream,
+//! and its position is the stream sequence it has read through, the
+//! same number `EventService` answered as the batch's position, so a
+//! caller can ask results to include its writes.
+//!
+//! Each cursor has a reader task holding a JetStream ordered consumer
+//! (ephemeral, server-side flow control, recreated from the next
+//! sequence after a gap or an outage). The task decodes chunks of
+//! messages and hands them over a small bounded channel, so a cursor that
+//! is not read holds back its consumer rather than memory; the cursor's
+//! `read`, called on the blocking pool like the log's, takes what has
+//! arrived. A new cursor first learns the stream's last sequence, and its
+//! reads wait until they have reached it: a build from the start is not
+//! published before it has read what the stream held when it began.
+//!
+//! The stream may hold an event twice when a retry came after JetStream's
+//! duplicate window; each cursor drops repeats of an id within the
+//! `--events-dedup-window` (by publish time), as the embedded log does
+//! before writing, so results count an event once.
+
+use std::{
+    collections::VecDeque,
+    io,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use exp_core::event::Event;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{error, warn};
+
+use super::{Nats, SUBJECT_ROOT, decode};
+use crate::{
+    Behind, Position, Tip,
+    dedup::{SeenIds, digest},
+};
+
+/// Most events a chunk holds.
+const CHUNK: usize = 8_192;
+/// Chunks a reader task decodes ahead of its cursor.
+const AHEAD: usize = 4;
+/// Arrivals remembered for [`StreamSource::behind`].
+const ARRIVALS_KEPT: usize = 4_096;
+/// The first wait after a failure; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The stream as the source of results.
+#[derive(Debug, Clone)]
+pub struct StreamSource {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    nats: Arc<Nats>,
+    /// The newest sequence a reader has received: readers wake on it.
+    tip: watch::Sender<Tip>,
+    /// The stream's last sequence as the newest message said it
+    /// (its sequence plus the messages pending after it).
+    end: Mutex<u64>,
+    /// Chunks received: their last sequence and their first message's
+    /// publish time, oldest first.
+    arrivals: Mutex<VecDeque<(u64, SystemTime)>>,
+    dedup_window: Duration,
+    runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+}
+
+impl StreamSource {
+    /// Reads the stream `nats` names; cursors drop repeats of an id
+    /// within `dedup_window`. Must be made on the runtime its readers run
+    /// on; they end at `shutdown`.
+    pub fn new(nats: Arc<Nats>, dedup_window: Duration, shutdown: CancellationToken) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                nats,
+                tip: watch::Sender::new(Tip::default()),
+                end: Mutex::new(0),
+                arrivals: Mutex::new(VecDeque::new()),
+                dedup_window,
+                runtime: tokio::runtime::Handle::current(),
+                shutdown,
+            }),
+        }
+    }
+
+    /// A cursor at the start of the stream (callable from any thread).
+    pub fn cursor(&self) -> StreamCursor {
+        let (chunks, receiver) = mpsc::channel(AHEAD);
+        let (target_sender, target) = oneshot::channel();
+        let stop = self.inner.shutdown.child_token();
+        self.inner.runtime.spawn(read_stream(
+            self.inner.clone(),
+            chunks,
+            target_sender,
+            stop.clone(),
+        ));
+        StreamCursor {
+            chunks: receiver,
+            target: Target::Waiting(target),
+            position: Position::ZERO,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    /// Wakes readers when new messages have arrived.
+    pub fn watch_tip(&self) -> watch::Receiver<Tip> {
+        self.inner.tip.subscribe()
+    }
+
+    /// Messages after `position`, and when the oldest of them was
+    /// published, as far as the readers have seen.
+    pub fn behind(&self, position: Position) -> Behind {
+        let counted = position.as_u64();
+        let end = *lock(&self.inner.end);
+        let events = end.saturating_sub(counted);
+        let since = (events > 0)
+            .then(|| {
+                lock(&self.inner.arrivals)
+                    .iter()
+                    .find(|(last, _)| *last > counted)
+                    .map(|(_, published)| *published)
+            })
+            .flatten();
+        Behind { events, since }
+    }
+
+    /// The connection.
+    pub fn nats(&self) -> &Arc<Nats> {
+        &self.inner.nats
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Events of the stream, decoded, with the sequence they reach.
+#[derive(Debug)]
+struct Chunk {
+    events: Vec<Event>,
+    last: u64,
+}
+
+/// What a cursor must reach before a read may come back empty.
+#[derive(Debug)]
+enum Target {
+    /// Not yet known: the reader asks the stream first.
+    Waiting(oneshot::Receiver<u64>),
+    /// The stream's last sequence when the cursor was made.
+    Known(u64),
+}
+
+/// Reads the stream from its start, in order, each event once.
+#[derive(Debug)]
+pub struct StreamCursor {
+    chunks: mpsc::Receiver<Chunk>,
+    target: Target,
+    position: Position,
+    _stop: DropGuard,
+}
+
+impl StreamCursor {
+    /// The stream sequence read through.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// The next events: what has arrived; before the cursor has reached
+    /// the stream's end as it was when the cursor was made, waits for
+    /// them (so call it on the blocking pool). An error means the reader
+    /// stopped (shutdown): start over with a new cursor.
+    pub fn read(&mut self) -> io::Result<Vec<Event>> {
+        let stopped = || io::Error::other("the stream's reader stopped");
+        if let Target::Waiting(_) = self.target {
+            let Target::Waiting(target) =
+                std::mem::replace(&mut self.target, Target::Known(u64::MAX))
+            else {
+                return Err(stopped());
+            };
+            // Until it is known, the target stays out of reach: a reader
+            // that stopped leaves this cursor failing, not empty.
+            let known = target.blocking_recv().map_err(|_| stopped())?;
+            self.target = Target::Known(known);
+        }
+        let Target::Known(target) = self.target else {
+            return Err(stopped());
+        };
+        let chunk = if self.position.as_u64() < target {
+            self.chunks.blocking_recv().ok_or_else(stopped)?
+        } else {
+            match self.chunks.try_recv() {
+                Ok(chunk) => chunk,
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(Vec::new()),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Err(stopped()),
+            }
+        };
+        self.position = Position::from_u64(chunk.last);
+        Ok(chunk.events)
+    }
+}
+
+/// Sleeps `backoff` (doubling it), or returns `false` when `stop` is
+/// cancelled.
+async fn back_off(backoff: &mut Duration, stop: &CancellationToken) -> bool {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = stop.cancelled() => false,
+    }
+}
+
+/// A cursor's reader: see the module doc.
+async fn read_stream(
+    source: Arc<Inner>,
+    chunks: mpsc::Sender<Chunk>,
+    target: oneshot::Sender<u64>,
+    stop: CancellationToken,
+) {
+    let mut target = Some(target);
+    let mut last = 0_u64;
+    let mut seen = SeenIds::new(source.dedup_window);
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let stream = tokio::select! {
+            stream = source.nats.ensure_stream() => stream,
+            () = stop.cancelled() => return,
+        };
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(error) => {
+                warn!(%error, "results cannot read the event stream yet; retrying");
+                if !back_off(&mut backoff, &stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Some(target) = target.take() {
+            let _ = target.send(stream.cached_info().state.last_sequence);
+        }
+        let deliver_policy = if last == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: last + 1,
+            }
+        };
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: format!("{SUBJECT_ROOT}.>"),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await;
+        let messages = match consumer {
+            Ok(consumer) => consumer.messages().await.map_err(|err| err.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        let mut messages = match messages {
+            Ok(messages) => messages.ready_chunks(CHUNK),
+            Err(error) => {
+                warn!(%error, "results cannot follow the event stream yet; retrying");
+                if !back_off(&mut backoff, &stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        loop {
+            let items = tokio::select! {
+                items = messages.next() => items,
+                () = stop.cancelled() => return,
+            };
+            let Some(items) = items else { break };
+            let mut chunk = Chunk {
+                events: Vec::with_capacity(items.len()),
+                last,
+            };
+            let mut first_published = None;
+            let mut end = 0;
+            let mut failed = false;
+            for item in items {
+                let message = match item {
+                    Ok(message) => message,
+                    Err(error) => {
+                        warn!(%error, "following the event stream; resuming after sequence {last}");
+                        failed = true;
+                        break;
+                    }
+                };
+                let Ok(info) = message.info() else { continue };
+                let sequence = info.stream_sequence;
+                if sequence <= last {
+                    continue;
+                }
+                last = sequence;
+                chunk.last = sequence;
+                end = end.max(sequence + info.pending);
+                let published = SystemTime::UNIX_EPOCH
+                    + Duration::from_nanos(
+                        u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0),
+                    );
+                first_published.get_or_insert(published);
+                let unix_ms = published
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_millis() as u64);
+                match decode(message.subject.as_str(), &message.payload) {
+                    Ok(event) => {
+                        if seen.insert_if_new(digest(event.kind(), event.event_id()), unix_ms) {
+                            chunk.events.push(event);
+                        }
+                    }
+                    Err(reason) => {
+                        error!(sequence, subject = %message.subject, %reason, "a message of the event stream that is not an event: skipped");
+                    }
+                }
+                seen.expire(unix_ms);
+            }
+            if let Some(published) = first_published {
+                let reached = chunk.last;
+                tokio::select! {
+                    sent = chunks.send(chunk) => if sent.is_err() { return },
+                    () = stop.cancelled() => return,
+                }
+                {
+                    let mut arrivals = lock(&source.arrivals);
+                    if arrivals.back().is_none_or(|(newest, _)| *newest < reached) {
+                        arrivals.push_back((reached, published));
+                    }
+                    if arrivals.len() > ARRIVALS_KEPT {
+                        arrivals.pop_front();
+                    }
+                    let mut known_end = lock(&source.end);
+                    *known_end = (*known_end).max(end);
+                }
+                source.tip.send_if_modified(|tip| {
+                    let newer = tip.position.as_u64() < reached;
+                    if newer {
+                        tip.position = Position::from_u64(reached);
+                    }
+                    newer
+                });
+                backoff = FIRST_BACKOFF;
+            }
+            if failed {
+                break;
+            }
+        }
+        if !back_off(&mut backoff, &stop).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Publishing events to the stream: a batch is sent whole (pipelined, not
+//! one round trip per event), then every acknowledgement is awaited. Only
+//! when all have come back is the batch acknowledged to its caller; if
+//! any fails, none is, and a retry with the same ids is safe (JetStream
+//! answers the ones it has as duplicates).
+
+use std::{future::IntoFuture, sync::Arc};
+
+use async_nats::{HeaderMap, header::NATS_MESSAGE_ID};
+use exp_assign::feed::ExposureSink;
+use exp_core::event::{Event, Exposure};
+use futures_util::future::try_join_all;
+
+use super::{Nats, encode, message_id, subject};
+use crate::Position;
+
+/// What a published batch comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Per event: new (`true`), or a duplicate JetStream already had.
+    pub fresh: Vec<bool>,
+    /// The stream sequence of the batch's last event (a duplicate's
+    /// first copy included): a reader that has read through it has read
+    /// the whole batch.
+    pub position: Position,
+}
+
+/// Why a batch was not acknowledged. Nothing of it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// No connection to NATS.
+    #[error("NATS is unreachable ({servers}); nothing in this batch was acknowledged, retry it")]
+    Unreachable {
+        /// The servers tried.
+        servers: String,
+    },
+    /// A publish or its acknowledgement failed (no stream leader, a
+    /// timeout, the stream missing).
+    #[error(
+        "JetStream did not acknowledge the batch ({reason}); nothing in it was acknowledged, retry it"
+    )]
+    NotAcknowledged {
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Publishes batches of events to the stream.
+#[derive(Debug, Clone)]
+pub struct StreamPublisher {
+    nats: Arc<Nats>,
+}
+
+impl StreamPublisher {
+    /// Publishes through `nats`.
+    pub fn new(nats: Arc<Nats>) -> Self {
+        Self { nats }
+    }
+
+    /// The connection.
+    pub fn nats(&self) -> &Arc<Nats> {
+        &self.nats
+    }
+
+    /// Publishes `events` and waits for every acknowledgement.
+    pub async fn publish(&self, events: &[Event]) -> Result<Published, PublishError> {
+        if events.is_empty() {
+            return Ok(Published {
+                fresh: Vec::new(),
+                position: Position::ZERO,
+            });
+        }
+        // A client that is not connected buffers what it is given until it
+        // reconnects: refuse at once instead, so the caller hears now.
+        if !self.nats.is_connected() {
+            return Err(PublishError::Unreachable {
+                servers: self.nats.servers().to_owned(),
+            });
+        }
+        let failed = |reason: String| PublishError::NotAcknowledged { reason };
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            let mut headers = HeaderMap::new();
+            headers.insert(NATS_MESSAGE_ID, message_id(event).as_str());
+            let ack = self
+                .nats
+                .jetstream()
+                .publish_with_headers(subject(event), headers, encode(event))
+                .await
+                .map_err(|err| failed(err.to_string()))?;
+            acks.push(ack.into_future());
+        }
+        let acks = try_join_all(acks)
+            .await
+            .map_err(|err| failed(err.to_string()))?;
+        let stream = self.nats.stream_name();
+        if let Some(other) = acks.iter().find(|ack| ack.stream != stream) {
+            return Err(failed(format!(
+                "stream {} holds the subjects, not {stream}",
+                other.stream
+            )));
+        }
+        Ok(Published {
+            fresh: acks.iter().map(|ack| !ack.duplicate).collect(),
+            position: Position::from_u64(acks.iter().map(|ack| ack.sequence).max().unwrap_or(0)),
+        })
+    }
+}
+
+/// Assign's exposures published to the stream (any process that assigns,
+/// replicas and sidecars included): a batch NATS does not acknowledge is
+/// handed back, and the feed counts it as dropped. Assignment never
+/// waits for it.
+#[derive(Debug, Clone)]
+pub struct StreamSink {
+    publisher: StreamPublisher,
+}
+
+impl StreamSink {
+    /// Publishes with `publisher`.
+    pub fn new(publisher: StreamPublisher) -> Self {
+        Self { publisher }
+    }
+}
+
+impl ExposureSink for StreamSink {
+    async fn log(&mut self, exposures: Vec<Exposure>) -> Vec<Exposure> {
+        let events: Vec<Event> = exposures.into_iter().map(Event::Exposure).collect();
+        match self.publisher.publish(&events).await {
+            Ok(_) => Vec::new(),
+            Err(error) => {
+                tracing::debug!(%error, "exposures not published");
+                events
+                    .into_iter()
+                    .filter_map(|event| match event {
+                        Event::Exposure(exposure) => Some(exposure),
+                        Event::Outcome(_) => None,
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    async fn close(self) {}
+}

@@ -1,0 +1,257 @@
+//! The writer role: partitions of the stream into the same hourly Parquet
+//! partitions the embedded log writes, exactly once.
+//!
+//! Each partition this writer owns (`--writer-partitions`) is read by its
+//! own durable pull consumer, `expd-writer-<partition>`, filtered to the
+//! partition's subjects; JetStream remembers how far it was acknowledged.
+//! A chunk of messages is appended to this process's embedded event log
+//! (which deduplicates by event id over its window, fsyncs, then rolls
+//! Parquet as it always does), and only then acknowledged (`AckPolicy::All`:
+//! acknowledging the chunk's last message acknowledges the chunk).
+//!
+//! - **A crash** between the append and the acknowledgement: JetStream
+//!   redelivers the chunk to the partition's consumer, which only this
+//!   writer reads, and the log, rebuilt from its segments and recent
+//!   Parquet files, answers every event as a duplicate: nothing is written
+//!   twice.
+//! - **A failed append** (disk full, overload) is retried in place, never
+//!   skipped: a later acknowledgement would cover it.
+//! - **Several writers** split the [`PARTITIONS`] partitions between them
+//!   (e.g. a StatefulSet: replica `i` of `n` takes those `p` with
+//!   `p % n == i`), each with its own disk; a partition must have one
+//!   writer at a time, since the log that deduplicates it is that
+//!   writer's.
+//! - **A message that does not decode** is terminated (never redelivered)
+//!   and counted: it could only stop the partition.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::jetstream::{
+    AckKind,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::{Nats, PARTITIONS, decode, partition_subjects};
+use crate::{Batch, EventLog, LogError};
+
+/// How a writer reads its partitions.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// The partitions it owns, each below [`PARTITIONS`].
+    pub partitions: Vec<u32>,
+    /// Most messages appended to the log at once.
+    pub chunk: usize,
+    /// How long JetStream waits for an acknowledgement before it
+    /// redelivers.
+    pub ack_wait: Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            partitions: (0..PARTITIONS).collect(),
+            chunk: 1_000,
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters of a writer since it started.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Messages appended (new events and duplicates alike) and
+    /// acknowledged.
+    pub acknowledged: AtomicU64,
+    /// Messages that did not decode, terminated.
+    pub undecodable: AtomicU64,
+}
+
+/// The first wait after a failure; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The name of a partition's durable consumer.
+pub fn consumer_name(partition: u32) -> String {
+    format!("expd-writer-{partition}")
+}
+
+/// Runs one task per partition in `options`, until `shutdown`.
+pub async fn run(
+    nats: Arc<Nats>,
+    log: Arc<EventLog>,
+    options: WriterOptions,
+    stats: Arc<WriterStats>,
+    shutdown: CancellationToken,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for partition in options.partitions.iter().copied() {
+        tasks.spawn(write_partition(
+            nats.clone(),
+            log.clone(),
+            options.clone(),
+            partition,
+            stats.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Sleeps `backoff` (doubling it), or returns `false` at shutdown.
+async fn back_off(backoff: &mut Duration, shutdown: &CancellationToken) -> bool {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = shutdown.cancelled() => false,
+    }
+}
+
+async fn consumer(
+    nats: &Nats,
+    partition: u32,
+    options: &WriterOptions,
+) -> Result<PullConsumer, String> {
+    let stream = nats.ensure_stream().await.map_err(|err| err.to_string())?;
+    let name = consumer_name(partition);
+    stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("expd writer of partition {partition}")),
+                filter_subject: partition_subjects(partition),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::All,
+                ack_wait: options.ack_wait,
+                max_ack_pending: (options.chunk * 4) as i64,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|err| format!("consumer {name}: {err}"))
+}
+
+async fn write_partition(
+    nats: Arc<Nats>,
+    log: Arc<EventLog>,
+    options: WriterOptions,
+    partition: u32,
+    stats: Arc<WriterStats>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    'connect: loop {
+        let consumer = tokio::select! {
+            consumer = consumer(&nats, partition, &options) => consumer,
+            () = shutdown.cancelled() => return,
+        };
+        let messages = match consumer {
+            Ok(consumer) => {
+                consumer
+                    .stream()
+                    .max_messages_per_batch(options.chunk)
+                    .messages()
+                    .await
+            }
+            Err(reason) => {
+                warn!(partition, %reason, "the writer cannot read its partition yet; retrying");
+                if !back_off(&mut backoff, &shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut messages = match messages {
+            Ok(messages) => messages.ready_chunks(options.chunk),
+            Err(err) => {
+                warn!(partition, error = %err, "the writer cannot pull its partition yet; retrying");
+                if !back_off(&mut backoff, &shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        info!(partition, consumer = %consumer_name(partition), "writing a partition of the event stream");
+        loop {
+            let chunk = tokio::select! {
+                chunk = messages.next() => chunk,
+                () = shutdown.cancelled() => return,
+            };
+            let Some(chunk) = chunk else {
+                continue 'connect;
+            };
+            let mut batch = Batch::with_capacity(chunk.len());
+            let mut last = None;
+            for message in chunk {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(err) => {
+                        // Missed heartbeats and the like: the pull goes on,
+                        // or ends and is started again.
+                        warn!(partition, error = %err, "pulling the partition");
+                        continue;
+                    }
+                };
+                match decode(message.subject.as_str(), &message.payload) {
+                    Ok(event) => batch.push(event),
+                    Err(reason) => {
+                        error!(partition, subject = %message.subject, %reason, "a message that is not an event: terminated");
+                        stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                        if let Err(err) = message.ack_with(AckKind::Term).await {
+                            warn!(partition, error = %err, "terminating an undecodable message");
+                        }
+                    }
+                }
+                last = Some(message);
+            }
+            let Some(last) = last else { continue };
+            let count = batch.len() as u64;
+            if !append(&log, batch, partition, &shutdown).await {
+                // Shut down (or the log closed) before the chunk was
+                // durable: it is not acknowledged, and comes back.
+                return;
+            }
+            backoff = FIRST_BACKOFF;
+            if let Err(err) = last.ack().await {
+                // Redelivered later, and answered as duplicates then.
+                warn!(partition, error = %err, "acknowledging a written chunk");
+            }
+            stats.acknowledged.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Appends `batch` to the log, retrying until it is durable; `false` if
+/// the log closed or the process is shutting down first.
+async fn append(
+    log: &EventLog,
+    mut batch: Batch,
+    partition: u32,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match log.append(batch).await {
+            Ok(_) => return true,
+            Err(refused) if refused.error == LogError::Closed => return false,
+            Err(refused) => {
+                warn!(partition, error = %refused.error, "the event log did not take a chunk; retrying it");
+                batch = refused.events.into_iter().collect();
+                if !back_off(&mut backoff, shutdown).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
