@@ -1,15 +1,15 @@
 //! Publishing events to the stream: a batch is sent whole (pipelined, not
-//! one round trip per event), then every acknowledgement is awaited. Only
+//! one round trip per event), its acknowledgements taken as they come. Only
 //! when all have come back is the batch acknowledged to its caller; if
 //! any fails, none is, and a retry with the same ids is safe (JetStream
 //! answers the ones it has as duplicates).
 
 use std::{future::IntoFuture, sync::Arc};
 
-use async_nats::{HeaderMap, header::NATS_MESSAGE_ID};
+use async_nats::{HeaderMap, header::NATS_MESSAGE_ID, jetstream::context::PublishAckFuture};
 use exp_assign::feed::ExposureSink;
 use exp_core::event::{Event, Exposure};
-use futures_util::future::try_join_all;
+use futures_util::{StreamExt, stream::FuturesUnordered};
 
 use super::{Nats, encode, message_id, subject};
 use crate::Position;
@@ -78,21 +78,34 @@ impl StreamPublisher {
             });
         }
         let failed = |reason: String| PublishError::NotAcknowledged { reason };
+        // Every publish holds one of the client's in-flight permits until
+        // its acknowledgement is taken. The acknowledgements already sent
+        // are taken while the next publish waits for a permit: a batch
+        // never waits on permits it holds itself, whatever the number of
+        // batches in flight.
+        let mut pending: FuturesUnordered<<PublishAckFuture as IntoFuture>::IntoFuture> =
+            FuturesUnordered::new();
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
             let mut headers = HeaderMap::new();
             headers.insert(NATS_MESSAGE_ID, message_id(event).as_str());
-            let ack = self
-                .nats
-                .jetstream()
-                .publish_with_headers(subject(event), headers, encode(event))
-                .await
-                .map_err(|err| failed(err.to_string()))?;
-            acks.push(ack.into_future());
+            let publish =
+                self.nats
+                    .jetstream()
+                    .publish_with_headers(subject(event), headers, encode(event));
+            tokio::pin!(publish);
+            let ack = loop {
+                tokio::select! {
+                    biased;
+                    sent = &mut publish => break sent.map_err(|err| failed(err.to_string()))?,
+                    Some(done) = pending.next() => acks.push(done.map_err(|err| failed(err.to_string()))?),
+                }
+            };
+            pending.push(ack.into_future());
         }
-        let acks = try_join_all(acks)
-            .await
-            .map_err(|err| failed(err.to_string()))?;
+        while let Some(done) = pending.next().await {
+            acks.push(done.map_err(|err| failed(err.to_string()))?);
+        }
         let stream = self.nats.stream_name();
         if let Some(other) = acks.iter().find(|ack| ack.stream != stream) {
             return Err(failed(format!(
