@@ -652,4 +652,57 @@ mod tests {
                 .is_ok()
         );
     }
+
+    #[test]
+    fn nats_roles_and_flags_need_an_events_sink_and_name_what_is_missing() {
+        let writer = parse(&["--services", "writer"]).expect("parses");
+        assert!(
+            writer
+                .check()
+                .expect_err("no sink")
+                .contains("--events-sink nats://")
+        );
+        let orphan_creds = parse(&["--nats-creds", "x.creds"]).expect("parses");
+        assert!(
+            orphan_creds
+                .check()
+                .expect_err("no sink")
+                .starts_with("--nats-creds")
+        );
+        let writer = parse(&[
+            "--services",
+            "writer",
+            "--events-sink",
+            "nats://n1:4222,n2:4222",
+            "--writer-partitions",
+            "0-7",
+        ])
+        .expect("parses");
+        assert!(writer.check().is_ok());
+        assert_eq!(writer.writer_partitions.0, (0..8).collect::<Vec<u32>>());
+        assert_eq!(writer.events_sink.expect("a sink").0.len(), 2);
+        // Results follow the stream beside the admin, without ingest.
+        let results = parse(&[
+            "--services",
+            "admin,results",
+            "--events-sink",
+            "nats://n1:4222",
+        ])
+        .expect("parses");
+        assert!(results.check().is_ok());
+        let alone = parse(&["--services", "results", "--events-sink", "nats://n1:4222"])
+            .expect("parses");
+        assert!(alone.check().expect_err("no admin").contains("admin,results"));
+        for (flag, bad) in [
+            ("--events-sink", "http://n1:4222"),
+            ("--writer-partitions", "0-16"),
+            ("--nats-replicas", "7"),
+            ("--nats-stream", "a.b"),
+        ] {
+            let err = parse(&[flag, bad]).expect_err("refused").to_string();
+            assert!(err.contains(flag), "{flag}: {err}");
+        }
+        let user = parse(&["--nats-user", "expd"]).expect_err("needs a password");
+        assert!(user.to_string().contains("--nats-password"), "{user}");
+    }
 }
