@@ -2,11 +2,15 @@
 //! latency sample (median, p99) printed the same way by every bench;
 //! processes' CPU time from `/proc`; a release `expd` in a process of its
 //! own ([`ReleaseExpd`]) and an open-loop `Assign` load
-//! ([`drive_assign`]); intervals of means and ratios ([`Interval`]).
+//! ([`drive_assign`]); intervals of means and ratios ([`Interval`]);
+//! `EventService` load ([`events`]).
 //!
 //! Benchmarks run with `cargo bench -p exp-benches`; each prints one line
 //! per measurement, and `benches/RESULTS.md` records the figures with the
 //! machine and method.
+
+#[path = "events_load.rs"]
+pub mod events;
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
 use std::{

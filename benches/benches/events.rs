@@ -21,137 +21,7 @@ use exp_benches::Summary;
 // The allocator `expd` runs with.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use exp_proto::v1::{self, event_service_client::EventServiceClient};
-
-/// A batch of distinct clicks (`run` keeps ids of different runs apart,
-/// so no event is a duplicate).
-fn batch(run: &str, caller: usize, round: usize, size: usize) -> Vec<v1::Outcome> {
-    let timestamp = Some(SystemTime::now().into());
-    (0..size)
-        .map(|index| v1::Outcome {
-            event_id: format!("bench-{run}-{caller}-{round}-{index}"),
-            r#type: v1::OutcomeType::Click as i32,
-            user_id: format!("u-{}", (caller * 7_919 + index) % 100_000),
-            session_id: format!("s-{caller}-{round}"),
-            placement: "you_may_also_like".into(),
-            page_type: "product_detail".into(),
-            item_id: format!("sku-{}", index % 5_000),
-            from_recommendation: true,
-            source_placement: "you_may_also_like".into(),
-            timestamp,
-            ..Default::default()
-        })
-        .collect()
-}
-
-/// `rate` events/s in batches of `size` from 64 callers, each on its own
-/// schedule; latency is measured from the actual send, and sends that left
-/// more than 5 ms after their scheduled time are counted.
-async fn open_loop(addr: std::net::SocketAddr, size: usize, rate: u64, seconds: u64) {
-    const CALLERS: usize = 64;
-    let channels = exp_benches::channels(addr, 4).await;
-    let calls_per_second = rate as f64 / size as f64;
-    let interval = Duration::from_secs_f64(CALLERS as f64 / calls_per_second);
-    let per_caller = (calls_per_second * seconds as f64 / CALLERS as f64).round() as usize;
-    let started = Instant::now() + Duration::from_millis(100);
-    let mut tasks = Vec::new();
-    for caller in 0..CALLERS {
-        let mut client = EventServiceClient::new(channels[caller % channels.len()].clone());
-        tasks.push(tokio::spawn(async move {
-            let offset = interval.mul_f64(caller as f64 / CALLERS as f64);
-            let mut latencies = Vec::with_capacity(per_caller);
-            let (mut acked, mut refused, mut late) = (0u64, 0u64, 0u64);
-            for round in 0..per_caller {
-                let outcomes = batch(&format!("open{size}"), caller, round, size);
-                let due = started + offset + interval.mul_f64(round as f64);
-                tokio::time::sleep_until(due.into()).await;
-                let sent = Instant::now();
-                if sent - due > Duration::from_millis(5) {
-                    late += 1;
-                }
-                match client
-                    .log_outcomes(v1::LogOutcomesRequest { outcomes })
-                    .await
-                {
-                    Ok(answer) => {
-                        latencies.push(sent.elapsed());
-                        acked += u64::from(answer.into_inner().accepted_count);
-                    }
-                    Err(_) => refused += 1,
-                }
-            }
-            (latencies, acked, refused, late)
-        }));
-    }
-    let mut all = Vec::new();
-    let (mut acked, mut refused, mut late) = (0, 0, 0);
-    for task in tasks {
-        let (latencies, events, failures, delayed) = task.await.expect("caller");
-        all.extend(latencies);
-        acked += events;
-        refused += failures;
-        late += delayed;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let calls = all.len();
-    Summary::of(all).print(&format!(
-        "LogOutcomes ack at {rate} events/s offered, batches of {size}"
-    ));
-    println!(
-        "  achieved {:.0} durable events/s over {elapsed:.1} s, {refused} calls refused, {late} of {calls} sent > 5 ms late",
-        acked as f64 / elapsed
-    );
-}
-
-/// `callers` clients, each sending its next batch when the last is acked.
-async fn closed_loop(addr: std::net::SocketAddr, size: usize, callers: usize, seconds: u64) {
-    let channels = exp_benches::channels(addr, 4).await;
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for caller in 0..callers {
-        let mut client = EventServiceClient::new(channels[caller % channels.len()].clone())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let (mut acked, mut refused) = (0u64, 0u64);
-            let mut round = 0;
-            while Instant::now() < deadline {
-                let outcomes = batch(&format!("closed{size}"), caller, round, size);
-                round += 1;
-                let sent = Instant::now();
-                match client
-                    .log_outcomes(v1::LogOutcomesRequest { outcomes })
-                    .await
-                {
-                    Ok(answer) => {
-                        latencies.push(sent.elapsed());
-                        acked += u64::from(answer.into_inner().accepted_count);
-                    }
-                    Err(_) => refused += 1,
-                }
-            }
-            (latencies, acked, refused)
-        }));
-    }
-    let mut all = Vec::new();
-    let (mut acked, mut refused) = (0, 0);
-    for task in tasks {
-        let (latencies, events, failures) = task.await.expect("caller");
-        all.extend(latencies);
-        acked += events;
-        refused += failures;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    Summary::of(all).print(&format!(
-        "LogOutcomes ack, batches of {size}, {callers} callers"
-    ));
-    println!(
-        "  {:.0} durable events/s over {elapsed:.1} s ({acked} events, {refused} calls refused)",
-        acked as f64 / elapsed
-    );
-}
+use exp_benches::events::{closed_loop, open_loop};
 
 /// Exposures in the rolled segment: 30 s (the default flush interval) of
 /// `Assign` at 10,000 new units/s.
@@ -333,10 +203,14 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(100_000);
     for size in [100, 1_000] {
-        client_runtime.block_on(open_loop(addr, size, rate, seconds));
+        client_runtime
+            .block_on(open_loop(addr, "open", size, rate, seconds))
+            .print();
     }
     for (size, callers) in [(100, 32), (1_000, 16)] {
-        client_runtime.block_on(closed_loop(addr, size, callers, seconds));
+        client_runtime
+            .block_on(closed_loop(addr, "closed", size, callers, seconds))
+            .print();
     }
     server_runtime.block_on(server.stop());
 }
