@@ -41,7 +41,10 @@ use std::sync::{Arc, atomic::Ordering};
 
 use exp_admin::config::OpenWatchers;
 use exp_assign::{QueueCounters, RepeatFilter, SnapshotCell, feed::FeedStats};
-use exp_ingest::{EventLog, LogSlot};
+use exp_ingest::{
+    EventLog, LogSlot,
+    jetstream::{Nats, WriterStats},
+};
 use exp_results::Results;
 use exp_store::{Store, StoreHealth};
 use opentelemetry::{KeyValue, metrics::Meter};
@@ -65,6 +68,10 @@ pub struct Sources {
     pub log: Option<LogSlot>,
     /// The results' analysis.
     pub results: Option<Results>,
+    /// The connection to NATS (`--events-sink nats://`).
+    pub nats: Option<Arc<Nats>>,
+    /// The writer's counters (`--services writer`).
+    pub writer: Option<Arc<WriterStats>>,
 }
 
 /// A counter of the event log: its name, description and how to read it.
@@ -250,6 +257,29 @@ pub fn register(sources: Sources) {
         for (name, description, read) in stats {
             counter(&meter, name, description, from_log(read));
         }
+    }
+    if let Some(nats) = sources.nats {
+        gauge(
+            &meter,
+            "expd.nats.connected",
+            "1 while NATS (--events-sink) is reachable, 0 while it is not",
+            move || Some(u64::from(nats.is_connected())),
+        );
+    }
+    if let Some(writer) = sources.writer {
+        let acknowledged = writer.clone();
+        counter(
+            &meter,
+            "expd.writer.acknowledged",
+            "Messages of the event stream the writer made durable in its log and acknowledged",
+            move || Some(acknowledged.acknowledged.load(Ordering::Relaxed)),
+        );
+        counter(
+            &meter,
+            "expd.writer.undecodable",
+            "Messages of the event stream that were not events, terminated by the writer",
+            move || Some(writer.undecodable.load(Ordering::Relaxed)),
+        );
     }
     if let Some(results) = sources.results {
         let events = results.clone();

@@ -229,6 +229,8 @@ pub async fn serve(
             .or(writer.as_ref().map(|writer| &writer.slot))
             .cloned(),
         results: results.clone(),
+        nats: nats.as_ref().map(|nats| nats.nats.clone()),
+        writer: writer.as_ref().map(|writer| writer.stats.clone()),
     });
     routes = routes.route(
         "/metrics",
