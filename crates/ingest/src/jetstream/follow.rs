@@ -343,12 +343,11 @@ async fn read_stream(
                     let mut known_end = lock(&source.end);
                     *known_end = (*known_end).max(end);
                 }
-                source.tip.send_if_modified(|tip| {
-                    let newer = tip.position.as_u64() < reached;
-                    if newer {
-                        tip.position = Position::from_u64(reached);
-                    }
-                    newer
+                // Every chunk wakes the readers (not only a new highest
+                // sequence: a rebuild's reader may be ahead of the
+                // published one).
+                source.tip.send_modify(|tip| {
+                    tip.position = tip.position.max(Position::from_u64(reached));
                 });
                 backoff = FIRST_BACKOFF;
             }

@@ -60,7 +60,7 @@ impl Default for WriterOptions {
         Self {
             partitions: (0..PARTITIONS).collect(),
             chunk: 1_000,
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(10),
         }
     }
 }
@@ -189,6 +189,10 @@ async fn write_partition(
                 () = shutdown.cancelled() => return,
             };
             let Some(chunk) = chunk else {
+                warn!(partition, "the partition's pull ended; pulling again");
+                if !back_off(&mut backoff, &shutdown).await {
+                    return;
+                }
                 continue 'connect;
             };
             let mut batch = Batch::with_capacity(chunk.len());
