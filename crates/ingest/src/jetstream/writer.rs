@@ -6,8 +6,12 @@
 //! partition's subjects; JetStream remembers how far it was acknowledged.
 //! A chunk of messages is appended to this process's embedded event log
 //! (which deduplicates by event id over its window, fsyncs, then rolls
-//! Parquet as it always does), and only then acknowledged (`AckPolicy::All`:
-//! acknowledging the chunk's last message acknowledges the chunk).
+//! Parquet as it always does), and only then is each of its messages
+//! acknowledged. Each one, explicitly: messages delivered to a pull that
+//! died with its connection (a killed writer, a NATS server gone) were
+//! never appended, and an acknowledgement of everything up to a later
+//! message (`AckPolicy::All`) would acknowledge them too, losing them;
+//! unacknowledged, they come back after `ack_wait`.
 //!
 //! - **A crash** between the append and the acknowledgement: JetStream
 //!   redelivers the chunk to the partition's consumer, which only this
@@ -122,7 +126,7 @@ async fn consumer(
     partition: u32,
     options: &WriterOptions,
 ) -> Result<PullConsumer, String> {
-    let stream = nats.ensure_stream().await.map_err(|err| err.to_string())?;
+    let stream = nats.stream().await.map_err(|err| err.to_string())?;
     let name = consumer_name(partition);
     stream
         .get_or_create_consumer(
@@ -132,7 +136,7 @@ async fn consumer(
                 description: Some(format!("expd writer of partition {partition}")),
                 filter_subject: partition_subjects(partition),
                 deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::All,
+                ack_policy: AckPolicy::Explicit,
                 ack_wait: options.ack_wait,
                 max_ack_pending: (options.chunk * 4) as i64,
                 ..Default::default()
@@ -196,7 +200,7 @@ async fn write_partition(
                 continue 'connect;
             };
             let mut batch = Batch::with_capacity(chunk.len());
-            let mut last = None;
+            let mut written = Vec::with_capacity(chunk.len());
             for message in chunk {
                 let message = match message {
                     Ok(message) => message,
@@ -208,7 +212,10 @@ async fn write_partition(
                     }
                 };
                 match decode(message.subject.as_str(), &message.payload) {
-                    Ok(event) => batch.push(event),
+                    Ok(event) => {
+                        batch.push(event);
+                        written.push(message);
+                    }
                     Err(reason) => {
                         error!(partition, subject = %message.subject, %reason, "a message that is not an event: terminated");
                         stats.undecodable.fetch_add(1, Ordering::Relaxed);
@@ -217,9 +224,10 @@ async fn write_partition(
                         }
                     }
                 }
-                last = Some(message);
             }
-            let Some(last) = last else { continue };
+            if written.is_empty() {
+                continue;
+            }
             let count = batch.len() as u64;
             if !append(&log, batch, partition, &shutdown).await {
                 // Shut down (or the log closed) before the chunk was
@@ -227,9 +235,11 @@ async fn write_partition(
                 return;
             }
             backoff = FIRST_BACKOFF;
-            if let Err(err) = last.ack().await {
-                // Redelivered later, and answered as duplicates then.
-                warn!(partition, error = %err, "acknowledging a written chunk");
+            for message in written {
+                if let Err(err) = message.ack().await {
+                    // Redelivered later, and answered as duplicates then.
+                    warn!(partition, error = %err, "acknowledging a written message");
+                }
             }
             stats.acknowledged.fetch_add(count, Ordering::Relaxed);
         }
