@@ -120,10 +120,18 @@ impl StreamPublisher {
     }
 }
 
+/// Attempts at a batch of exposures before it is handed back.
+const ATTEMPTS: u32 = 4;
+/// The first wait between attempts; it doubles each time.
+const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Assign's exposures published to the stream (any process that assigns,
-/// replicas and sidecars included): a batch NATS does not acknowledge is
-/// handed back, and the feed counts it as dropped. Assignment never
-/// waits for it.
+/// replicas and sidecars included). A batch JetStream did not acknowledge
+/// while NATS is reachable (a leader changing, a server leaving in a
+/// rolling restart) is tried again, with the same ids, a few times; a
+/// batch NATS cannot be reached for is handed back at once, and the feed
+/// counts it as dropped. Assignment never waits for it (its queue is
+/// bounded, and drops what overflows, counted).
 #[derive(Debug, Clone)]
 pub struct StreamSink {
     publisher: StreamPublisher,
@@ -139,17 +147,27 @@ impl StreamSink {
 impl ExposureSink for StreamSink {
     async fn log(&mut self, exposures: Vec<Exposure>) -> Vec<Exposure> {
         let events: Vec<Event> = exposures.into_iter().map(Event::Exposure).collect();
-        match self.publisher.publish(&events).await {
-            Ok(_) => Vec::new(),
-            Err(error) => {
-                tracing::debug!(%error, "exposures not published");
-                events
-                    .into_iter()
-                    .filter_map(|event| match event {
-                        Event::Exposure(exposure) => Some(exposure),
-                        Event::Outcome(_) => None,
-                    })
-                    .collect()
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self.publisher.publish(&events).await {
+                Ok(_) => return Vec::new(),
+                Err(PublishError::NotAcknowledged { reason }) if attempt < ATTEMPTS => {
+                    tracing::debug!(%reason, attempt, "exposures not acknowledged; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "exposures not published");
+                    return events
+                        .into_iter()
+                        .filter_map(|event| match event {
+                            Event::Exposure(exposure) => Some(exposure),
+                            Event::Outcome(_) => None,
+                        })
+                        .collect();
+                }
             }
         }
     }
