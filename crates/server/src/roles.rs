@@ -175,7 +175,8 @@ const STREAM_FIRST_RETRY: Duration = Duration::from_millis(500);
 
 impl NatsRole {
     /// Starts connecting (in the background: `expd` serves while NATS is
-    /// down) and, once connected, makes sure the stream exists.
+    /// down) and, in the admin's process, once connected, creates the
+    /// stream if it is absent.
     pub async fn start(context: &Context) -> Result<Option<Self>, ServeError> {
         let config = &context.config;
         let Some(servers) = &config.events_sink else {
@@ -195,20 +196,24 @@ impl NatsRole {
                 max_bytes: 0,
                 duplicate_window: config.nats_duplicate_window,
             },
+            creates_stream: config.runs(crate::ServiceKind::Admin),
         };
         let nats = Nats::connect(&options)
             .await
             .map_err(|err| ServeError::Config(err.to_string()))?;
-        context
-            .tasks
-            .spawn(ensure_stream(nats.clone(), context.shutdown.clone()));
+        if options.creates_stream {
+            context
+                .tasks
+                .spawn(create_stream(nats.clone(), context.shutdown.clone()));
+        }
         Ok(Some(Self { nats }))
     }
 }
 
 /// Creates the stream if it is absent, once NATS is reachable, retrying
-/// until it succeeds (publishers and readers also ask for it themselves).
-async fn ensure_stream(nats: Arc<Nats>, shutdown: CancellationToken) {
+/// until it succeeds (the writer and results in this process also ask for
+/// it themselves).
+async fn create_stream(nats: Arc<Nats>, shutdown: CancellationToken) {
     let mut connected = nats.connected();
     let mut delay = STREAM_FIRST_RETRY;
     loop {
@@ -216,7 +221,7 @@ async fn ensure_stream(nats: Arc<Nats>, shutdown: CancellationToken) {
             up = connected.wait_for(|up| *up) => if up.is_err() { return },
             () = shutdown.cancelled() => return,
         }
-        match nats.ensure_stream().await {
+        match nats.stream().await {
             Ok(_) => return,
             Err(err) => {
                 warn!(error = %err, retry_in = ?delay, "cannot create the event stream yet")

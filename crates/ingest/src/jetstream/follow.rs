@@ -75,9 +75,12 @@ struct Inner {
 impl StreamSource {
     /// Reads the stream `nats` names; cursors drop repeats of an id
     /// within `dedup_window`. Must be made on the runtime its readers run
-    /// on; they end at `shutdown`.
+    /// on; they end at `shutdown`. The stream's last sequence, for
+    /// [`StreamSource::behind`], is also read from the stream every
+    /// [`END_REFRESH`], so a reader that stalls (a server leaving) shows
+    /// as lag rather than as caught up.
     pub fn new(nats: Arc<Nats>, dedup_window: Duration, shutdown: CancellationToken) -> Self {
-        Self {
+        let source = Self {
             inner: Arc::new(Inner {
                 nats,
                 tip: watch::Sender::new(Tip::default()),
@@ -87,7 +90,9 @@ impl StreamSource {
                 runtime: tokio::runtime::Handle::current(),
                 shutdown,
             }),
-        }
+        };
+        tokio::spawn(refresh_end(source.inner.clone()));
+        source
     }
 
     /// A cursor at the start of the stream (callable from any thread).
@@ -208,6 +213,27 @@ impl StreamCursor {
     }
 }
 
+/// How often the stream's last sequence is read for the lag.
+pub const END_REFRESH: Duration = Duration::from_secs(5);
+
+/// Reads the stream's last sequence every [`END_REFRESH`] until shutdown
+/// (a metric's sample: nothing waits on it).
+async fn refresh_end(source: Arc<Inner>) {
+    let mut every = tokio::time::interval(END_REFRESH);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = source.shutdown.cancelled() => return,
+        }
+        if let Ok(stream) = source.nats.stream().await {
+            let last = stream.cached_info().state.last_sequence;
+            let mut end = lock(&source.end);
+            *end = (*end).max(last);
+        }
+    }
+}
+
 /// Sleeps `backoff` (doubling it), or returns `false` when `stop` is
 /// cancelled.
 async fn back_off(backoff: &mut Duration, stop: &CancellationToken) -> bool {
@@ -232,7 +258,7 @@ async fn read_stream(
     let mut backoff = FIRST_BACKOFF;
     loop {
         let stream = tokio::select! {
-            stream = source.nats.ensure_stream() => stream,
+            stream = source.nats.stream() => stream,
             () = stop.cancelled() => return,
         };
         let stream = match stream {

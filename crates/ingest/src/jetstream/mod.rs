@@ -81,6 +81,10 @@ pub struct NatsOptions {
     pub client_name: String,
     /// The stream.
     pub stream: StreamOptions,
+    /// Whether this process creates the stream when it is absent (the
+    /// admin's does); the others wait for it, so the stream is made once,
+    /// with the admin's settings.
+    pub creates_stream: bool,
 }
 
 /// The stream's settings, applied when `expd` creates it.
@@ -123,6 +127,7 @@ pub struct Nats {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     stream: StreamOptions,
+    creates_stream: bool,
     connected: watch::Receiver<bool>,
     servers: String,
 }
@@ -209,6 +214,7 @@ impl Nats {
             client,
             jetstream,
             stream: options.stream.clone(),
+            creates_stream: options.creates_stream,
             connected,
             servers,
         }))
@@ -238,12 +244,26 @@ impl Nats {
         &self.jetstream
     }
 
-    /// The stream, created with [`StreamOptions`] if it is absent. An
-    /// existing stream is used as it is; settings that differ from the
-    /// flags are logged, not changed (a stream's replicas and limits are
-    /// an operator's decision).
-    pub async fn ensure_stream(&self) -> Result<jetstream::stream::Stream, NatsError> {
+    /// The stream. The process that creates it (the admin's) creates it
+    /// with [`StreamOptions`] if it is absent; an existing stream is used
+    /// as it is, and settings that differ from the flags are logged, not
+    /// changed (a stream's replicas and limits are an operator's
+    /// decision). Any other process only looks it up.
+    pub async fn stream(&self) -> Result<jetstream::stream::Stream, NatsError> {
         let options = &self.stream;
+        if !self.creates_stream {
+            return self
+                .jetstream
+                .get_stream(&options.name)
+                .await
+                .map_err(|err| {
+                    NatsError::JetStream(format!(
+                        "stream {}: {err} (the admin, `--services admin` with --events-sink, \
+                     creates it; or create it with `nats stream add`)",
+                        options.name
+                    ))
+                });
+        }
         let config = jetstream::stream::Config {
             name: options.name.clone(),
             description: Some(format!(
