@@ -690,9 +690,14 @@ mod tests {
         ])
         .expect("parses");
         assert!(results.check().is_ok());
-        let alone = parse(&["--services", "results", "--events-sink", "nats://n1:4222"])
-            .expect("parses");
-        assert!(alone.check().expect_err("no admin").contains("admin,results"));
+        let alone =
+            parse(&["--services", "results", "--events-sink", "nats://n1:4222"]).expect("parses");
+        assert!(
+            alone
+                .check()
+                .expect_err("no admin")
+                .contains("admin,results")
+        );
         for (flag, bad) in [
             ("--events-sink", "http://n1:4222"),
             ("--writer-partitions", "0-16"),
