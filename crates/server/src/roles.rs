@@ -196,7 +196,7 @@ impl NatsRole {
                 max_bytes: 0,
                 duplicate_window: config.nats_duplicate_window,
             },
-            creates_stream: config.runs(crate::ServiceKind::Admin),
+            creates_stream: config.runs(crate::config::ServiceKind::Admin),
         };
         let nats = Nats::connect(&options)
             .await
