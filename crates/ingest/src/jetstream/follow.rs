@@ -213,6 +213,10 @@ impl StreamCursor {
     }
 }
 
+/// How long a pull of a stream reader waits: its heartbeats come every
+/// half of it, and two missed ones recreate the consumer.
+pub const PULL_EXPIRES: Duration = Duration::from_secs(4);
+
 /// How often the stream's last sequence is read for the lag.
 pub const END_REFRESH: Duration = Duration::from_secs(5);
 
@@ -285,6 +289,10 @@ async fn read_stream(
             .create_consumer(OrderedConfig {
                 filter_subject: format!("{SUBJECT_ROOT}.>"),
                 deliver_policy,
+                // Pulls of 4 s with heartbeats every 2 s: a consumer lost
+                // with its server is recreated after two missed heartbeats,
+                // seconds rather than the client's default minute.
+                max_expires: PULL_EXPIRES,
                 ..Default::default()
             })
             .await;

@@ -162,9 +162,13 @@ async fn write_partition(
         };
         let messages = match consumer {
             Ok(consumer) => {
+                // Short pulls with heartbeats, as the results' reader: a
+                // pull lost with its server is noticed in seconds.
                 consumer
                     .stream()
                     .max_messages_per_batch(options.chunk)
+                    .expires(super::follow::PULL_EXPIRES)
+                    .heartbeat(super::follow::PULL_EXPIRES / 2)
                     .messages()
                     .await
             }
