@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{error, warn};
 
-use super::{Nats, SUBJECT_ROOT, decode};
+use super::{FIRST_BACKOFF, Nats, SUBJECT_ROOT, back_off, decode};
 use crate::{
     Behind, Position, Tip,
     dedup::{SeenIds, digest},
@@ -45,10 +45,6 @@ const CHUNK: usize = 8_192;
 const AHEAD: usize = 4;
 /// Arrivals remembered for [`StreamSource::behind`].
 const ARRIVALS_KEPT: usize = 4_096;
-/// The first wait after a failure; it doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// The longest wait after failures.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The stream as the source of results.
 #[derive(Debug, Clone)]
@@ -68,6 +64,13 @@ struct Inner {
     /// publish time, oldest first.
     arrivals: Mutex<VecDeque<(u64, SystemTime)>>,
     dedup_window: Duration,
+    /// When the stream was created (Unix nanoseconds), as first seen: a
+    /// stream deleted and
+    /// made again starts its sequences over, so every reader of the old
+    /// one is stopped (its cursor fails, and results are built again).
+    created: Mutex<Option<i128>>,
+    /// Cancelled when the stream was found made again.
+    generation: Mutex<CancellationToken>,
     runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
 }
@@ -87,6 +90,8 @@ impl StreamSource {
                 end: Mutex::new(0),
                 arrivals: Mutex::new(VecDeque::new()),
                 dedup_window,
+                created: Mutex::new(None),
+                generation: Mutex::new(shutdown.child_token()),
                 runtime: tokio::runtime::Handle::current(),
                 shutdown,
             }),
@@ -99,7 +104,7 @@ impl StreamSource {
     pub fn cursor(&self) -> StreamCursor {
         let (chunks, receiver) = mpsc::channel(AHEAD);
         let (target_sender, target) = oneshot::channel();
-        let stop = self.inner.shutdown.child_token();
+        let stop = lock(&self.inner.generation).child_token();
         self.inner.runtime.spawn(read_stream(
             self.inner.clone(),
             chunks,
@@ -110,6 +115,7 @@ impl StreamSource {
             chunks: receiver,
             target: Target::Waiting(target),
             position: Position::ZERO,
+            reached_end: false,
             _stop: stop.drop_guard(),
         }
     }
@@ -151,8 +157,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Events of the stream, decoded, with the sequence they reach.
 #[derive(Debug)]
 struct Chunk {
+    /// What the messages held, repeats and undecodable ones left out
+    /// (possibly nothing).
     events: Vec<Event>,
     last: u64,
+    /// The stream held nothing after the chunk's last message when it
+    /// was sent.
+    at_end: bool,
 }
 
 /// What a cursor must reach before a read may come back empty.
@@ -160,7 +171,8 @@ struct Chunk {
 enum Target {
     /// Not yet known: the reader asks the stream first.
     Waiting(oneshot::Receiver<u64>),
-    /// The stream's last sequence when the cursor was made.
+    /// The stream's last sequence when the cursor was made (0 when it
+    /// held no message).
     Known(u64),
 }
 
@@ -170,6 +182,9 @@ pub struct StreamCursor {
     chunks: mpsc::Receiver<Chunk>,
     target: Target,
     position: Position,
+    /// A chunk said the stream held nothing after it: reads no longer
+    /// wait for the target (its last message may have been deleted).
+    reached_end: bool,
     _stop: DropGuard,
 }
 
@@ -199,17 +214,24 @@ impl StreamCursor {
         let Target::Known(target) = self.target else {
             return Err(stopped());
         };
-        let chunk = if self.position.as_u64() < target {
-            self.chunks.blocking_recv().ok_or_else(stopped)?
-        } else {
-            match self.chunks.try_recv() {
-                Ok(chunk) => chunk,
-                Err(mpsc::error::TryRecvError::Empty) => return Ok(Vec::new()),
-                Err(mpsc::error::TryRecvError::Disconnected) => return Err(stopped()),
+        // Empty only once caught up: a chunk whose events were all
+        // repeats moves the position on, and the next one is read.
+        loop {
+            let chunk = if self.position.as_u64() < target && !self.reached_end {
+                self.chunks.blocking_recv().ok_or_else(stopped)?
+            } else {
+                match self.chunks.try_recv() {
+                    Ok(chunk) => chunk,
+                    Err(mpsc::error::TryRecvError::Empty) => return Ok(Vec::new()),
+                    Err(mpsc::error::TryRecvError::Disconnected) => return Err(stopped()),
+                }
+            };
+            self.position = Position::from_u64(chunk.last);
+            self.reached_end |= chunk.at_end;
+            if !chunk.events.is_empty() {
+                return Ok(chunk.events);
             }
-        };
-        self.position = Position::from_u64(chunk.last);
-        Ok(chunk.events)
+        }
     }
 }
 
@@ -231,21 +253,46 @@ async fn refresh_end(source: Arc<Inner>) {
             () = source.shutdown.cancelled() => return,
         }
         if let Ok(stream) = source.nats.stream().await {
-            let last = stream.cached_info().state.last_sequence;
-            let mut end = lock(&source.end);
-            *end = (*end).max(last);
+            let info = stream.cached_info();
+            if source.made_again(info.created.unix_timestamp_nanos()) {
+                *lock(&source.end) = info.state.last_sequence;
+            } else {
+                let mut end = lock(&source.end);
+                *end = (*end).max(info.state.last_sequence);
+            }
         }
     }
 }
 
-/// Sleeps `backoff` (doubling it), or returns `false` when `stop` is
-/// cancelled.
-async fn back_off(backoff: &mut Duration, stop: &CancellationToken) -> bool {
-    let wait = *backoff;
-    *backoff = (*backoff * 2).min(MAX_BACKOFF);
-    tokio::select! {
-        () = tokio::time::sleep(wait) => true,
-        () = stop.cancelled() => false,
+impl Inner {
+    /// Records when the stream was created; if it was made again since
+    /// first seen (deleted and created, its sequences starting over),
+    /// stops every reader of the old one: their cursors fail, and the
+    /// follower builds results again from the new stream's start.
+    fn made_again(&self, created_unix_nanos: i128) -> bool {
+        let created = created_unix_nanos;
+        let mut first = lock(&self.created);
+        match *first {
+            None => {
+                *first = Some(created);
+                false
+            }
+            Some(known) if known == created => false,
+            Some(_) => {
+                error!(
+                    stream = %self.nats.stream_name(),
+                    "the event stream was deleted and created again: its sequences start over, \
+                     so results are built again from its start"
+                );
+                *first = Some(created);
+                let mut generation = lock(&self.generation);
+                generation.cancel();
+                *generation = self.shutdown.child_token();
+                lock(&self.arrivals).clear();
+                self.tip.send_modify(|tip| tip.position = Position::ZERO);
+                true
+            }
+        }
     }
 }
 
@@ -275,8 +322,17 @@ async fn read_stream(
                 continue;
             }
         };
+        let info = stream.cached_info();
+        if source.made_again(info.created.unix_timestamp_nanos()) || stop.is_cancelled() {
+            return;
+        }
         if let Some(target) = target.take() {
-            let _ = target.send(stream.cached_info().state.last_sequence);
+            let state = &info.state;
+            let _ = target.send(if state.messages == 0 {
+                0
+            } else {
+                state.last_sequence
+            });
         }
         let deliver_policy = if last == 0 {
             DeliverPolicy::All
@@ -319,6 +375,7 @@ async fn read_stream(
             let mut chunk = Chunk {
                 events: Vec::with_capacity(items.len()),
                 last,
+                at_end: false,
             };
             let mut first_published = None;
             let mut end = 0;
@@ -339,6 +396,7 @@ async fn read_stream(
                 }
                 last = sequence;
                 chunk.last = sequence;
+                chunk.at_end = info.pending == 0;
                 end = end.max(sequence + info.pending);
                 let published = SystemTime::UNIX_EPOCH
                     + Duration::from_nanos(

@@ -63,8 +63,8 @@ pub const PARTITIONS: u32 = 16;
 /// The first tokens of every subject.
 pub const SUBJECT_ROOT: &str = "expd.events";
 
-/// How to reach NATS, and the stream `expd` creates if it is absent.
-#[derive(Debug, Clone)]
+/// How to reach NATS, and the stream the admin creates if it is absent.
+#[derive(Clone)]
 pub struct NatsOptions {
     /// The servers, e.g. `nats://nats-0:4222`; the client finds the rest
     /// of a cluster from them.
@@ -81,10 +81,26 @@ pub struct NatsOptions {
     pub client_name: String,
     /// The stream.
     pub stream: StreamOptions,
-    /// Whether this process creates the stream when it is absent (the
-    /// admin's does); the others wait for it, so the stream is made once,
-    /// with the admin's settings.
-    pub creates_stream: bool,
+}
+
+impl std::fmt::Debug for NatsOptions {
+    /// Credentials are not printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |given: bool| if given { "<hidden>" } else { "none" };
+        f.debug_struct("NatsOptions")
+            .field("servers", &self.servers)
+            .field("credentials_file", &self.credentials_file)
+            .field(
+                "user",
+                &self.user_password.as_ref().map(|(user, _)| user.as_str()),
+            )
+            .field("password", &hidden(self.user_password.is_some()))
+            .field("token", &hidden(self.token.is_some()))
+            .field("tls_ca", &self.tls_ca)
+            .field("client_name", &self.client_name)
+            .field("stream", &self.stream)
+            .finish()
+    }
 }
 
 /// The stream's settings, applied when `expd` creates it.
@@ -116,6 +132,9 @@ pub enum NatsError {
         /// What failed.
         reason: String,
     },
+    /// The client could not be set up.
+    #[error("NATS client: {0}")]
+    Client(String),
     /// A JetStream request failed.
     #[error("JetStream: {0}")]
     JetStream(String),
@@ -127,8 +146,10 @@ pub struct Nats {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     stream: StreamOptions,
-    creates_stream: bool,
     connected: watch::Receiver<bool>,
+    /// The last error the client met connecting (a refused password, a
+    /// certificate), until it connects.
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
     servers: String,
 }
 
@@ -177,27 +198,37 @@ impl Nats {
                 .require_tls(true);
         }
         let watched = servers.clone();
+        let last_error = Arc::new(std::sync::Mutex::new(None::<String>));
+        let errors = last_error.clone();
         let client = connect
             .name(&options.client_name)
             .connection_timeout(CONNECT_TIMEOUT)
             .retry_on_initial_connect()
             .max_reconnects(None)
             .event_callback(move |event| {
-                let (state, servers) = (state.clone(), watched.clone());
+                let (state, servers, errors) = (state.clone(), watched.clone(), errors.clone());
                 async move {
+                    let mut last_error = errors.lock().unwrap_or_else(|p| p.into_inner());
                     match event {
                         async_nats::Event::Connected => {
                             info!(%servers, "connected to NATS");
+                            *last_error = None;
                             state.send_replace(true);
                         }
                         async_nats::Event::Disconnected | async_nats::Event::Closed => {
                             warn!(%servers, "NATS is unreachable: EventService answers UNAVAILABLE and exposures are dropped (counted) until it is back");
                             state.send_replace(false);
                         }
-                        // Each failed reconnection attempt: the state above
-                        // already says NATS is unreachable.
+                        // Each failed attempt to connect: logged when it
+                        // says something new (a refused password, a
+                        // certificate, a server down), and kept for
+                        // /readyz.
                         async_nats::Event::ClientError(error) => {
-                            tracing::debug!(%servers, %error, "NATS client")
+                            let error = error.to_string();
+                            if last_error.as_deref() != Some(error.as_str()) {
+                                warn!(%servers, %error, "cannot connect to NATS (check --events-sink and the --nats-* credentials)");
+                            }
+                            *last_error = Some(error);
                         }
                         other => warn!(%servers, event = %other, "NATS"),
                     }
@@ -205,7 +236,7 @@ impl Nats {
             })
             .connect(options.servers.as_slice())
             .await
-            .map_err(|err| NatsError::JetStream(err.to_string()))?;
+            .map_err(|err| NatsError::Client(err.to_string()))?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(JETSTREAM_TIMEOUT)
             .ack_timeout(JETSTREAM_TIMEOUT)
@@ -214,8 +245,8 @@ impl Nats {
             client,
             jetstream,
             stream: options.stream.clone(),
-            creates_stream: options.creates_stream,
             connected,
+            last_error,
             servers,
         }))
     }
@@ -228,6 +259,14 @@ impl Nats {
     /// The connection's state as it changes.
     pub fn connected(&self) -> watch::Receiver<bool> {
         self.connected.clone()
+    }
+
+    /// The last error met connecting, while not connected.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The servers, as given.
@@ -244,26 +283,27 @@ impl Nats {
         &self.jetstream
     }
 
-    /// The stream. The process that creates it (the admin's) creates it
-    /// with [`StreamOptions`] if it is absent; an existing stream is used
-    /// as it is, and settings that differ from the flags are logged, not
-    /// changed (a stream's replicas and limits are an operator's
-    /// decision). Any other process only looks it up.
+    /// The stream, looked up (writers, results, replicas): it is an error
+    /// until the admin has created it.
     pub async fn stream(&self) -> Result<jetstream::stream::Stream, NatsError> {
-        let options = &self.stream;
-        if !self.creates_stream {
-            return self
-                .jetstream
-                .get_stream(&options.name)
-                .await
-                .map_err(|err| {
-                    NatsError::JetStream(format!(
-                        "stream {}: {err} (the admin, `--services admin` with --events-sink, \
+        self.jetstream
+            .get_stream(&self.stream.name)
+            .await
+            .map_err(|err| {
+                NatsError::JetStream(format!(
+                    "stream {}: {err} (the admin, `--services admin` with --events-sink, \
                      creates it; or create it with `nats stream add`)",
-                        options.name
-                    ))
-                });
-        }
+                    self.stream.name
+                ))
+            })
+    }
+
+    /// Creates the stream with [`StreamOptions`] if it is absent: the
+    /// admin's process does, once at start. An existing stream is used as
+    /// it is; settings that differ from the flags are logged, not changed
+    /// (a stream's replicas and limits are an operator's decision).
+    pub async fn create_stream(&self) -> Result<jetstream::stream::Stream, NatsError> {
+        let options = &self.stream;
         let config = jetstream::stream::Config {
             name: options.name.clone(),
             description: Some(format!(
@@ -397,6 +437,25 @@ pub fn parse_stream_name(text: &str) -> Result<String, String> {
         ));
     }
     Ok(text.to_owned())
+}
+
+/// The first wait after a failure; it doubles up to [`MAX_BACKOFF`].
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait after failures.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Sleeps `backoff`, then doubles it up to [`MAX_BACKOFF`]; `false` if
+/// `stop` is cancelled first.
+pub(crate) async fn back_off(
+    backoff: &mut Duration,
+    stop: &tokio_util::sync::CancellationToken,
+) -> bool {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = stop.cancelled() => false,
+    }
 }
 
 /// The partition of an event: a hash of its kind and id.
