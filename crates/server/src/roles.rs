@@ -196,12 +196,11 @@ impl NatsRole {
                 max_bytes: 0,
                 duplicate_window: config.nats_duplicate_window,
             },
-            creates_stream: config.runs(crate::config::ServiceKind::Admin),
         };
         let nats = Nats::connect(&options)
             .await
             .map_err(|err| ServeError::Config(err.to_string()))?;
-        if options.creates_stream {
+        if config.runs(crate::config::ServiceKind::Admin) {
             context
                 .tasks
                 .spawn(create_stream(nats.clone(), context.shutdown.clone()));
@@ -221,7 +220,7 @@ async fn create_stream(nats: Arc<Nats>, shutdown: CancellationToken) {
             up = connected.wait_for(|up| *up) => if up.is_err() { return },
             () = shutdown.cancelled() => return,
         }
-        match nats.stream().await {
+        match nats.create_stream().await {
             Ok(_) => return,
             Err(err) => {
                 warn!(error = %err, retry_in = ?delay, "cannot create the event stream yet")
@@ -323,7 +322,7 @@ impl WriterRole {
         let stats = Arc::new(WriterStats::default());
         let options = WriterOptions {
             partitions: context.config.writer_partitions.0.clone(),
-            ..WriterOptions::default()
+            ..WriterOptions::new(context.config.data_dir.join("writer"))
         };
         let (waiting, nats, shutdown, counters) = (
             slot.clone(),
@@ -577,6 +576,9 @@ pub fn results_source(
     nats: Option<&NatsRole>,
     ingest: Option<&IngestRole>,
 ) -> Option<EventSource> {
+    if !context.config.runs(crate::config::ServiceKind::Results) {
+        return None;
+    }
     match (nats, ingest.and_then(IngestRole::slot)) {
         (Some(nats), _) => Some(EventSource::Stream(StreamSource::new(
             nats.nats.clone(),

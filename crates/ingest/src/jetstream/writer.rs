@@ -39,12 +39,13 @@ use std::{
 use async_nats::jetstream::{
     AckKind,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+    context::ConsumerInfoErrorKind,
 };
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{Nats, PARTITIONS, decode, partition_subjects};
+use super::{FIRST_BACKOFF, Nats, PARTITIONS, back_off, decode, partition_subjects};
 use crate::{Batch, EventLog, LogError};
 
 /// How a writer reads its partitions.
@@ -57,14 +58,20 @@ pub struct WriterOptions {
     /// How long JetStream waits for an acknowledgement before it
     /// redelivers.
     pub ack_wait: Duration,
+    /// Where the writer marks the partitions whose consumer it has
+    /// (`<data-dir>/writer`).
+    pub state_dir: std::path::PathBuf,
 }
 
-impl Default for WriterOptions {
-    fn default() -> Self {
+impl WriterOptions {
+    /// Every partition, in chunks of 1,000, redelivered after 10 s,
+    /// marked under `state_dir`.
+    pub fn new(state_dir: std::path::PathBuf) -> Self {
         Self {
             partitions: (0..PARTITIONS).collect(),
             chunk: 1_000,
             ack_wait: Duration::from_secs(10),
+            state_dir,
         }
     }
 }
@@ -78,11 +85,6 @@ pub struct WriterStats {
     /// Messages that did not decode, terminated.
     pub undecodable: AtomicU64,
 }
-
-/// The first wait after a failure; it doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// The longest wait after failures.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The name of a partition's durable consumer.
 pub fn consumer_name(partition: u32) -> String {
@@ -111,39 +113,94 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
-/// Sleeps `backoff` (doubling it), or returns `false` at shutdown.
-async fn back_off(backoff: &mut Duration, shutdown: &CancellationToken) -> bool {
-    let wait = *backoff;
-    *backoff = (*backoff * 2).min(MAX_BACKOFF);
-    tokio::select! {
-        () = tokio::time::sleep(wait) => true,
-        () = shutdown.cancelled() => false,
-    }
+/// Why a partition's consumer cannot be had.
+enum ConsumerError {
+    /// For now (NATS or the stream not there yet): try again.
+    NotYet(String),
+    /// Not without an operator: the partition is not written.
+    Refused(String),
 }
 
+/// The partition's durable consumer: looked up, and checked; created
+/// only if this writer never had it (a marker under
+/// `WriterOptions::state_dir` says it had). A consumer that disappeared
+/// after this writer used it (`nats consumer rm`, the stream made again)
+/// is not made again from the stream's start: events older than the log's
+/// dedup window would reach Parquet twice.
 async fn consumer(
     nats: &Nats,
     partition: u32,
     options: &WriterOptions,
-) -> Result<PullConsumer, String> {
-    let stream = nats.stream().await.map_err(|err| err.to_string())?;
-    let name = consumer_name(partition);
-    stream
-        .get_or_create_consumer(
-            &name,
-            pull::Config {
-                durable_name: Some(name.clone()),
-                description: Some(format!("expd writer of partition {partition}")),
-                filter_subject: partition_subjects(partition),
-                deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: options.ack_wait,
-                max_ack_pending: (options.chunk * 4) as i64,
-                ..Default::default()
-            },
-        )
+) -> Result<PullConsumer, ConsumerError> {
+    let stream = nats
+        .stream()
         .await
-        .map_err(|err| format!("consumer {name}: {err}"))
+        .map_err(|err| ConsumerError::NotYet(err.to_string()))?;
+    let name = consumer_name(partition);
+    let filter = partition_subjects(partition);
+    let marker = options
+        .state_dir
+        .join(format!("{}.{name}", nats.stream_name()));
+    match stream.consumer_info(&name).await {
+        Ok(info) => {
+            let config = &info.config;
+            if config.ack_policy != AckPolicy::Explicit || config.filter_subject != filter {
+                return Err(ConsumerError::Refused(format!(
+                    "consumer {name} exists with ack policy {:?} and filter {:?}, where the writer \
+                     needs Explicit and {filter:?} (made by an older expd?): remove it with \
+                     `nats consumer rm {} {name}` and restart the writer",
+                    config.ack_policy,
+                    config.filter_subject,
+                    nats.stream_name()
+                )));
+            }
+            let consumer = stream
+                .get_consumer(&name)
+                .await
+                .map_err(|err| ConsumerError::NotYet(format!("consumer {name}: {err}")))?;
+            remember(&marker)?;
+            Ok(consumer)
+        }
+        Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => {
+            if marker.exists() {
+                return Err(ConsumerError::Refused(format!(
+                    "consumer {name} is gone, but this writer wrote partition {partition} from \
+                     it: made again it would deliver the stream from its start, and events \
+                     older than --events-dedup-window would reach Parquet twice. To write the \
+                     partition from the start on purpose, delete {}",
+                    marker.display()
+                )));
+            }
+            let consumer = stream
+                .create_consumer(pull::Config {
+                    durable_name: Some(name.clone()),
+                    description: Some(format!("expd writer of partition {partition}")),
+                    filter_subject: filter,
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: options.ack_wait,
+                    max_ack_pending: (options.chunk * 4) as i64,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|err| ConsumerError::NotYet(format!("consumer {name}: {err}")))?;
+            remember(&marker)?;
+            Ok(consumer)
+        }
+        Err(err) => Err(ConsumerError::NotYet(format!("consumer {name}: {err}"))),
+    }
+}
+
+/// Writes the marker that this writer has its partition's consumer.
+fn remember(marker: &std::path::Path) -> Result<(), ConsumerError> {
+    if marker.exists() {
+        return Ok(());
+    }
+    let written = marker
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(marker, b"this writer has written this partition\n"));
+    written.map_err(|err| ConsumerError::NotYet(format!("writing {}: {err}", marker.display())))
 }
 
 async fn write_partition(
@@ -161,6 +218,10 @@ async fn write_partition(
             () = shutdown.cancelled() => return,
         };
         let messages = match consumer {
+            Err(ConsumerError::Refused(reason)) => {
+                error!(partition, %reason, "the writer does not write this partition");
+                return;
+            }
             Ok(consumer) => {
                 // Short pulls with heartbeats, as the results' reader: a
                 // pull lost with its server is noticed in seconds.
@@ -172,7 +233,7 @@ async fn write_partition(
                     .messages()
                     .await
             }
-            Err(reason) => {
+            Err(ConsumerError::NotYet(reason)) => {
                 warn!(partition, %reason, "the writer cannot read its partition yet; retrying");
                 if !back_off(&mut backoff, &shutdown).await {
                     return;
