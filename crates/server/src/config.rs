@@ -278,13 +278,15 @@ impl Config {
         }
         if self.runs(ServiceKind::Writer) && !nats {
             return Err(
-                "--services writer turns the JetStream event stream into Parquet; give                  --events-sink nats://HOST:PORT"
+                "--services writer turns the JetStream event stream into Parquet; give \
+                 --events-sink nats://HOST:PORT"
                     .into(),
             );
         }
         if self.runs(ServiceKind::Results) && nats && !self.runs(ServiceKind::Admin) {
             return Err(
-                "--services results reads experiments from the admin's store; run it with                  the admin (`--services admin,results`)"
+                "--services results reads experiments from the admin's store; run it with \
+                 the admin (`--services admin,results`)"
                     .into(),
             );
         }
@@ -656,11 +658,11 @@ mod tests {
     #[test]
     fn nats_roles_and_flags_need_an_events_sink_and_name_what_is_missing() {
         let writer = parse(&["--services", "writer"]).expect("parses");
+        let refusal = writer.check().expect_err("no sink");
+        assert!(refusal.contains("--events-sink nats://"), "{refusal}");
         assert!(
-            writer
-                .check()
-                .expect_err("no sink")
-                .contains("--events-sink nats://")
+            !refusal.contains("  "),
+            "one space between words: {refusal}"
         );
         let orphan_creds = parse(&["--nats-creds", "x.creds"]).expect("parses");
         assert!(

@@ -115,8 +115,10 @@ async fn ready(State(readiness): State<Readiness>) -> (StatusCode, String) {
             format!("events: NATS reachable ({})\n", nats.servers())
         }
         Some(nats) => format!(
-            "events: NATS unreachable ({}): EventService answers UNAVAILABLE, exposures are dropped and counted, the writer and results wait\n",
-            nats.servers()
+            "events: NATS unreachable ({}{}): EventService answers UNAVAILABLE, exposures are dropped and counted, the writer and results wait\n",
+            nats.servers(),
+            nats.last_error()
+                .map_or(String::new(), |error| format!("; last error: {error}"))
         ),
         None => String::new(),
     };

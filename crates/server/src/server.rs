@@ -488,6 +488,10 @@ async fn report_health(
                 } else {
                     ServingStatus::NotServing
                 };
+                // Shutting down turns every service NOT_SERVING for good.
+                if shutdown.is_cancelled() {
+                    return;
+                }
                 health.set_service_status(EVENT_SERVICE, status).await;
                 tokio::select! {
                     changed = connected.changed() => if changed.is_err() { return },
