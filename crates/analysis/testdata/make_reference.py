@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Reference values for the statistics of exp-analysis, from scipy and
-statsmodels, on data drawn here with a fixed seed.
+statsmodels, on data drawn here with a fixed seed (and, for what no library
+implements, such as the confidence sequences of sequential experiments,
+numpy written from the published formula).
 
 Writes JSON to stdout: each case holds its data and what the reference
 libraries compute from it. `cargo test -p exp-analysis` recomputes every
@@ -151,18 +153,22 @@ def concentration(table):
     return float(same_item / pairs)
 
 
+def jackknife(table):
+    """The concentration of an item x group table and its grouped
+    jackknife variance (leave one group out)."""
+    table = np.asarray(table, dtype=float)
+    groups = table.shape[1]
+    full = concentration(table)
+    rest = np.array([concentration(np.delete(table, g, axis=1)) for g in range(groups)])
+    return full, (groups - 1) / groups * ((rest - rest.mean()) ** 2).sum()
+
+
 def concentration_case(items, groups, skew_c, skew_t, per_group_c=400, per_group_t=400):
     def counts(skew, per_group):
         weights = 1.0 / np.arange(1, items + 1) ** skew
         return rng.multinomial(per_group, weights / weights.sum(), size=groups).T
 
     c, t = counts(skew_c, per_group_c), counts(skew_t, per_group_t)
-
-    def jackknife(table):
-        full = concentration(table)
-        rest = np.array([concentration(np.delete(table, g, axis=1)) for g in range(groups)])
-        return full, (groups - 1) / groups * ((rest - rest.mean()) ** 2).sum()
-
     s_c, v_c = jackknife(c)
     s_t, v_t = jackknife(t)
     diff, se = s_t - s_c, np.sqrt(v_c + v_t)
@@ -197,6 +203,95 @@ def holm_case(p_values):
         "p_values": p_values,
         "adjusted": multipletests(p_values, method="holm")[1].tolist(),
     }
+
+
+def bh_case(p_values):
+    return {
+        "p_values": p_values,
+        "adjusted": multipletests(p_values, method="fdr_bh")[1].tolist(),
+    }
+
+
+# Confidence sequences, from the published formula: the asymptotic
+# confidence sequence of Waudby-Smith et al. (2023, arXiv:2103.06476v7,
+# eq. 9) in the form GrowthBook documents for its sequential testing
+# (docs.growthbook.io/statistics/sequential): for an estimate mu with
+# standard error sigma from N units (both arms together),
+#     mu +- sigma * sqrt(N) * sqrt(2 (N rho^2 + 1) / (N^2 rho^2) * log(sqrt(N rho^2 + 1) / alpha))
+#     rho = sqrt((-2 log(alpha) + log(-2 log(alpha) + 1)) / N*)
+# with N* the tuning parameter. The p-value is defined as the smallest alpha
+# at which the sequence (rho fixed) excludes zero, found here by root
+# finding on that definition rather than by a closed form.
+
+
+def cs_rho(alpha, tuning_parameter):
+    return np.sqrt((-2 * np.log(alpha) + np.log(-2 * np.log(alpha) + 1)) / tuning_parameter)
+
+
+def cs_half_width(sigma, n, alpha, rho):
+    return sigma * np.sqrt(n) * np.sqrt(
+        2 * (n * rho**2 + 1) / (n**2 * rho**2) * np.log(np.sqrt(n * rho**2 + 1) / alpha)
+    )
+
+
+def cs_p_value(estimate, sigma, n, rho):
+    if cs_half_width(sigma, n, 1.0, rho) >= abs(estimate):
+        return 1.0
+    # The half-width falls as alpha grows: solve for log(alpha).
+    log_alpha = optimize.brentq(
+        lambda log_a: np.log(cs_half_width(sigma, n, np.exp(log_a), rho)) - np.log(abs(estimate)),
+        -700.0, 0.0, xtol=1e-13, rtol=1e-15, maxiter=500,
+    )
+    return float(np.exp(log_alpha))
+
+
+def arm_estimates(kind, case):
+    """(n, value, variance of the value) of control and treatment, from the
+    case's data."""
+    if kind == "concentration":
+        return [(None, *jackknife(case[arm])) for arm in ("control", "treatment")]
+    out = []
+    for arm in ("control", "treatment"):
+        if kind == "ratios":
+            y, x = (np.asarray(v, dtype=float) for v in case[arm])
+            value, variance = ratio_variance(y, x)
+            out.append((len(y), value, variance))
+        else:
+            y = np.asarray(case[arm], dtype=float)
+            n = len(y)
+            variance = y.mean() * (1 - y.mean()) / n if kind == "proportions" else y.var(ddof=1) / n
+            out.append((n, y.mean(), variance))
+    return out
+
+
+def sequential_case(kind, index, alpha, tuning_parameter, units=None):
+    """The confidence sequence of the comparison in reference[kind][index];
+    `units` (both arms) for a concentration, whose data are item counts."""
+    (n_c, c, var_c), (n_t, t, var_t) = arm_estimates(kind, reference[kind][index])
+    n = units if units is not None else n_c + n_t
+    rho = cs_rho(alpha, tuning_parameter)
+    diff, sigma = t - c, np.sqrt(var_c + var_t)
+    half = cs_half_width(sigma, n, alpha, rho)
+    case = {
+        "kind": kind,
+        "case": index,
+        "alpha": alpha,
+        "tuning_parameter": tuning_parameter,
+        "units": n,
+        "absolute": diff,
+        "standard_error": sigma,
+        "absolute_interval": [diff - half, diff + half],
+        "relative": None,
+        "relative_interval": None,
+        "p_value": cs_p_value(diff, sigma, n, rho),
+    }
+    if c != 0:
+        rel = t / c - 1
+        rel_sigma = np.sqrt(var_t / c**2 + t**2 * var_c / c**4)
+        rel_half = cs_half_width(rel_sigma, n, alpha, rho)
+        case["relative"] = rel
+        case["relative_interval"] = [rel - rel_half, rel + rel_half]
+    return case
 
 
 def msprt_case(difference, variance, null, tau_squared):
@@ -285,6 +380,14 @@ reference = {
         srm_case([2011, 2940, 5049], [20, 30, 50]),
     ],
     "holm": [holm_case([0.01, 0.04, 0.03]), holm_case([0.2, 0.001, 0.04, 0.5])],
+    "benjamini_hochberg": [
+        bh_case([0.01, 0.04, 0.03]),
+        bh_case([0.2, 0.001, 0.04, 0.5]),
+        # Ties, a 1, and values the step-up lifts to the same adjusted value.
+        bh_case([0.012, 0.03, 0.03, 0.9, 1.0, 0.0004, 0.049, 0.2, 0.011]),
+        bh_case([0.8, 0.9]),
+        bh_case([0.003]),
+    ],
     "power": [
         # An add-to-cart rate of 10% and a 5% relative lift: d = 0.005 / 0.3.
         power_case(0.005 / 0.3, 20000, 0.05, 1.0, 0.8),
@@ -299,6 +402,22 @@ reference = {
         msprt_case(-0.3, 0.01, 0.05, 0.0025),
     ],
 }
+
+
+# Confidence sequences of the comparisons above: different alphas and
+# tuning parameters, a control at zero, an A/A whose sequence keeps zero
+# (p-value 1), and a concentration with the units it came from.
+reference["sequential"] = [
+    sequential_case("proportions", 0, 0.05, 5000),
+    sequential_case("proportions", 1, 0.05, 5000),
+    sequential_case("proportions", 2, 0.05, 5000),
+    sequential_case("means", 0, 0.1, 5000),
+    sequential_case("means", 1, 0.05, 20000),
+    sequential_case("means", 2, 0.05, 5000),
+    sequential_case("ratios", 0, 0.01, 5000),
+    sequential_case("ratios", 2, 0.05, 1000),
+    sequential_case("concentration", 0, 0.05, 5000, units=16000),
+]
 
 
 def differences(generated, committed, path=""):

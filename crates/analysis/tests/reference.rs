@@ -1,6 +1,8 @@
 //! Every statistic against scipy and statsmodels: `testdata/reference.json`
 //! holds data and the values `testdata/make_reference.py` computed from it
-//! with those libraries; each is recomputed here and must agree to 1e-6.
+//! with those libraries (or with numpy from the published formula, where no
+//! library has the statistic: the confidence sequences); each is
+//! recomputed here and must agree to 1e-6 (Benjamini-Hochberg to 1e-12).
 //! A case whose control value is 0 has a `null` relative difference: the
 //! comparison must still be computed, with the relative difference
 //! undefined.
@@ -214,6 +216,106 @@ fn holm_matches_statsmodels_multipletests() {
         for (actual, expected) in adjusted.iter().zip(numbers(&case["adjusted"])) {
             assert_close("holm", *actual, expected);
         }
+    }
+}
+
+#[test]
+fn benjamini_hochberg_matches_statsmodels_fdr_bh_to_1e_12() {
+    for case in reference()["benjamini_hochberg"]
+        .as_array()
+        .expect("an array")
+    {
+        let adjusted = stats::benjamini_hochberg(&numbers(&case["p_values"]));
+        let expected = numbers(&case["adjusted"]);
+        assert_eq!(adjusted.len(), expected.len());
+        for (actual, expected) in adjusted.iter().zip(expected) {
+            assert!(
+                (actual - expected).abs() <= 1e-12,
+                "benjamini-hochberg: computed {actual}, statsmodels {expected}"
+            );
+        }
+    }
+}
+
+/// The comparison of `reference[kind][index]` at `alpha`, with the units
+/// of both arms (`None` for a concentration: its data are item counts).
+fn fixed_horizon(
+    reference: &Value,
+    kind: &str,
+    index: usize,
+    alpha: f64,
+) -> (Comparison, Option<f64>) {
+    let case = &reference[kind][index];
+    let compared = match kind {
+        "proportions" | "means" => {
+            let (control, treatment) = (
+                unit_moments(&case["control"]),
+                unit_moments(&case["treatment"]),
+            );
+            let comparison = if kind == "means" {
+                stats::compare_means(&control, &treatment, alpha)
+            } else {
+                stats::compare_proportions(&control, &treatment, alpha)
+            };
+            (comparison, Some(control.n + treatment.n))
+        }
+        "ratios" => {
+            let (control, treatment) = (
+                ratio_moments(&case["control"]),
+                ratio_moments(&case["treatment"]),
+            );
+            (
+                stats::compare_ratios(&control, &treatment, alpha),
+                Some(control.n + treatment.n),
+            )
+        }
+        "concentration" => (
+            stats::compare_normal(
+                concentration_estimate(&case["control"]),
+                concentration_estimate(&case["treatment"]),
+                alpha,
+            ),
+            None,
+        ),
+        other => panic!("no comparison of kind {other}"),
+    };
+    (
+        compared.0.expect("the reference data can be compared"),
+        compared.1,
+    )
+}
+
+#[test]
+fn sequential_intervals_and_p_values_match_the_published_confidence_sequence() {
+    let reference = reference();
+    for (position, case) in reference["sequential"]
+        .as_array()
+        .expect("an array")
+        .iter()
+        .enumerate()
+    {
+        let kind = case["kind"].as_str().expect("a kind");
+        let index = case["case"].as_u64().expect("a case index") as usize;
+        let alpha = number(&case["alpha"]);
+        let units = number(&case["units"]);
+        let (comparison, moments_units) = fixed_horizon(&reference, kind, index, alpha);
+        if let Some(moments_units) = moments_units {
+            assert_eq!(moments_units, units, "sequential[{position}] units");
+        }
+        let sequential = comparison.sequential(units, alpha, number(&case["tuning_parameter"]));
+        let what = format!("sequential[{position}] ({kind}[{index}], alpha {alpha})");
+        assert_close(
+            &format!("{what} standard error"),
+            sequential.standard_error,
+            number(&case["standard_error"]),
+        );
+        assert_comparison(&what, sequential, case);
+        // The same estimate, only a wider interval.
+        assert_eq!(sequential.absolute, comparison.absolute);
+        assert!(
+            sequential.absolute_interval.0 < comparison.absolute_interval.0,
+            "{what}: the sequence is wider than the fixed-horizon interval"
+        );
     }
 }
 

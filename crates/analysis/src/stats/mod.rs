@@ -9,13 +9,15 @@
 //! | concentration | Simpson concentration between units (pairs of impressions across hash groups), grouped jackknife, normal | numpy from the formula, `scipy.stats.norm` |
 //! | relative difference | delta method on treatment / control - 1, normal | same |
 //! | several treatments | Holm step-down | `statsmodels` `multipletests(method="holm")` |
+//! | secondary metrics, false discovery rate | Benjamini-Hochberg step-up | `statsmodels` `multipletests(method="fdr_bh")` |
+//! | sequential experiments, always valid | asymptotic confidence sequence (Waudby-Smith et al.; GrowthBook's) | numpy from the formula, p-value by `scipy.optimize.brentq` |
 //! | sample ratio | chi-square goodness of fit | `scipy.stats.chisquare` |
 //! | guardrail, always valid | mixture SPRT on the relative difference | numpy, closed form |
 //! | power, sample size, minimum detectable effect | two-sample z-test | `statsmodels` `NormalIndPower().power`, `zt_ind_solve_power` |
 //!
-//! The concentration estimator lives in `simpson.rs`, the mSPRT in
-//! `sequential.rs`, power and sample size in `power.rs`; all are
-//! re-exported here.
+//! The concentration estimator lives in `simpson.rs`, the confidence
+//! sequences and the mSPRT in `sequential.rs`, power and sample size in
+//! `power.rs`; all are re-exported here.
 //!
 //! Sample (co)variances use n - 1. A comparison is computed wherever its
 //! method defines it (a positive standard error of the difference), and
@@ -32,7 +34,10 @@ mod simpson;
 pub use power::{
     effect_size_for_power, minimum_detectable_effect, nobs1_for_power, normal_ind_power,
 };
-pub use sequential::{msprt_mixture_p_value, msprt_p_value};
+pub use sequential::{
+    SEQUENTIAL_TUNING_PARAMETER, confidence_sequence_half_width, confidence_sequence_p_value,
+    msprt_mixture_p_value, msprt_p_value, sequential_rho,
+};
 pub use simpson::{concentration, jackknife};
 
 /// Running sums of per-unit pairs `(y, x)`: `y` is the unit's value (or a
@@ -376,6 +381,23 @@ pub fn holm(p_values: &[f64]) -> Vec<f64> {
     adjusted
 }
 
+/// Benjamini-Hochberg's step-up adjustment of `p_values`, in their order:
+/// the i-th smallest is multiplied by m / i, made monotone from the
+/// largest down, capped at 1. Controls the false discovery rate for
+/// independent or positively dependent tests.
+pub fn benjamini_hochberg(p_values: &[f64]) -> Vec<f64> {
+    let m = p_values.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|a, b| p_values[*a].total_cmp(&p_values[*b]));
+    let mut adjusted = vec![0.0; m];
+    let mut running = 1.0_f64;
+    for (rank, index) in order.into_iter().enumerate().rev() {
+        running = running.min(p_values[index] * m as f64 / (rank + 1) as f64);
+        adjusted[index] = running;
+    }
+    adjusted
+}
+
 /// Chi-square goodness of fit of `observed` counts against `weights`
 /// (any positive scale): the statistic and its p-value (k − 1 df).
 pub fn chi_square_goodness_of_fit(observed: &[u64], weights: &[f64]) -> Option<(f64, f64)> {
@@ -405,6 +427,23 @@ mod tests {
         let adjusted = holm(&[0.01, 0.04, 0.03]);
         assert_eq!(adjusted, vec![0.03, 0.06, 0.06]);
         assert_eq!(holm(&[0.8, 0.9]), vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn benjamini_hochberg_scales_by_m_over_rank_and_stays_monotone_from_the_top() {
+        // 0.01·3/1 = 0.03; 0.03·3/2 = 0.045; 0.04·3/3 = 0.04, which caps 0.045.
+        let adjusted = benjamini_hochberg(&[0.01, 0.04, 0.03]);
+        let expected = [0.03, 0.04, 0.04];
+        for (got, want) in adjusted.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-15, "{adjusted:?}");
+        }
+        assert_eq!(benjamini_hochberg(&[0.8, 0.9]), vec![0.9, 0.9]);
+        assert_eq!(benjamini_hochberg(&[]), Vec::<f64>::new());
+        // Never above Holm's.
+        let p = [0.001, 0.2, 0.04, 0.012, 0.5];
+        for (bh, holm) in benjamini_hochberg(&p).iter().zip(holm(&p)) {
+            assert!(*bh <= holm, "{bh} {holm}");
+        }
     }
 
     #[test]

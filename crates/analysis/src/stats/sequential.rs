@@ -1,5 +1,99 @@
-//! The always-valid p-value of the guardrails: the mixture sequential
-//! probability ratio test.
+//! Always-valid inference: the confidence sequences of sequential
+//! experiments, and the mixture sequential probability ratio test of the
+//! guardrails.
+//!
+//! # Confidence sequences
+//!
+//! An experiment with `sequential` set reads every comparison through the
+//! asymptotic confidence sequence of Waudby-Smith et al. ("Time-uniform
+//! central limit theory and asymptotic confidence sequences", 2023, eq. 9
+//! of arXiv:2103.06476v7), exactly as GrowthBook's `gbstats` computes it
+//! (`sequential_interval_halfwidth`, `sequential_rho` and
+//! `SequentialTwoSidedTTest.p_value` in `gbstats/frequentist/tests.py`).
+//! For an estimate with standard error `se` from `n` units (both arms
+//! together):
+//!
+//! half-width = se·√n·√( 2(nρ² + 1) / (n²ρ²) · ln(√(nρ² + 1) / α) )
+//!
+//! with ρ = √( (−2 ln α + ln(−2 ln α + 1)) / N* ), N* the tuning parameter
+//! ([`SEQUENTIAL_TUNING_PARAMETER`], gbstats' default 5,000): the sequence
+//! is narrowest relative to a fixed-horizon interval around n = N*. ρ is
+//! fixed by the alpha the results are read at, as in gbstats.
+//!
+//! The always-valid p-value is the smallest alpha at which the sequence
+//! (ρ fixed) excludes zero; solving the half-width for alpha gives gbstats'
+//! closed form, p = min(1, √(nρ² + 1) · exp(−nρ²·z² / (2(nρ² + 1)))) with
+//! z = estimate / se. So p < alpha exactly when the interval excludes 0.
+
+use super::{Comparison, Relative};
+
+/// The tuning parameter N* of the confidence sequences: the units (both
+/// arms together) at which the sequence is narrowest relative to a
+/// fixed-horizon interval. GrowthBook's default.
+pub const SEQUENTIAL_TUNING_PARAMETER: f64 = 5000.0;
+
+/// ρ of the confidence sequence for a two-sided `alpha` and the tuning
+/// parameter N*: √((−2 ln α + ln(−2 ln α + 1)) / N*) (gbstats'
+/// `sequential_rho`, eq. 161 of arXiv:2103.06476v7).
+pub fn sequential_rho(alpha: f64, tuning_parameter: f64) -> f64 {
+    let log_alpha = -2.0 * alpha.ln();
+    ((log_alpha + (log_alpha + 1.0).ln()) / tuning_parameter).sqrt()
+}
+
+/// The half-width of the confidence sequence at `alpha` of an estimate with
+/// `standard_error` from `n` units (both arms together), for the mixture's
+/// `rho`: se·√n·√(2(nρ² + 1)/(n²ρ²) · ln(√(nρ² + 1)/α)).
+pub fn confidence_sequence_half_width(standard_error: f64, n: f64, alpha: f64, rho: f64) -> f64 {
+    let rho_squared = rho * rho;
+    let spread = n * rho_squared + 1.0;
+    standard_error
+        * n.sqrt()
+        * (2.0 * spread / (n * n * rho_squared) * (spread.sqrt() / alpha).ln()).sqrt()
+}
+
+/// The always-valid p-value of "no difference": the smallest alpha at which
+/// the confidence sequence (with `rho` fixed) excludes zero,
+/// min(1, √(nρ² + 1) · exp(−nρ²·z² / (2(nρ² + 1)))), z = estimate / se
+/// (gbstats' `SequentialTwoSidedTTest.p_value`: 1 / its e-value).
+pub fn confidence_sequence_p_value(estimate: f64, standard_error: f64, n: f64, rho: f64) -> f64 {
+    let tau = n * rho * rho;
+    let z = estimate / standard_error;
+    let log_p = 0.5 * (tau + 1.0).ln() - tau * z * z / (2.0 * (tau + 1.0));
+    log_p.exp().min(1.0)
+}
+
+impl Comparison {
+    /// The same comparison read as a confidence sequence from `n` units
+    /// (both arms together) at `alpha`, with the tuning parameter N*: the
+    /// absolute and relative intervals become the sequence's (around the
+    /// same estimates, from the same standard errors) and the p-value the
+    /// always-valid one.
+    pub fn sequential(self, n: f64, alpha: f64, tuning_parameter: f64) -> Self {
+        let rho = sequential_rho(alpha, tuning_parameter);
+        let half = confidence_sequence_half_width(self.standard_error, n, alpha, rho);
+        let relative = match self.relative {
+            Relative::Defined {
+                value,
+                standard_error,
+                ..
+            } => {
+                let half = confidence_sequence_half_width(standard_error, n, alpha, rho);
+                Relative::Defined {
+                    value,
+                    standard_error,
+                    interval: (value - half, value + half),
+                }
+            }
+            Relative::ControlIsZero => Relative::ControlIsZero,
+        };
+        Self {
+            absolute_interval: (self.absolute - half, self.absolute + half),
+            relative,
+            p_value: confidence_sequence_p_value(self.absolute, self.standard_error, n, rho),
+            ..self
+        }
+    }
+}
 
 /// The mixture sequential probability ratio test (mSPRT, Johari et al.,
 /// "Always valid inference", 2017) with a normal mixture of variance
@@ -62,6 +156,22 @@ pub fn msprt_mixture_p_value(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_confidence_sequence_is_wider_than_the_fixed_interval_and_excludes_zero_exactly_when_p_is_below_alpha()
+     {
+        let rho = sequential_rho(0.05, SEQUENTIAL_TUNING_PARAMETER);
+        for n in [100.0, 5_000.0, 1e6] {
+            let half = confidence_sequence_half_width(0.01, n, 0.05, rho);
+            assert!(half > 1.96 * 0.01, "n {n}: {half}");
+            // Just outside and just inside the sequence.
+            let outside = confidence_sequence_p_value(half * 1.001, 0.01, n, rho);
+            let inside = confidence_sequence_p_value(half * 0.999, 0.01, n, rho);
+            assert!(outside < 0.05 && inside > 0.05, "n {n}: {outside} {inside}");
+        }
+        // No difference at all: no evidence.
+        assert_eq!(confidence_sequence_p_value(0.0, 0.01, 5_000.0, rho), 1.0);
+    }
 
     #[test]
     fn msprt_evidence_grows_with_a_persistent_difference() {
