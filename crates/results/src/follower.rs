@@ -1,4 +1,6 @@
-//! The analysis following the event log.
+//! The analysis following the event log (or, with `--events-sink
+//! nats://`, the JetStream stream: the same cursors, tip and positions,
+//! see [`exp_ingest::EventSource`]).
 //!
 //! One task. Once the log is open it builds an analyzer from the start of
 //! the log with a cursor (a rebuild: Parquet files, then the segments),

@@ -255,7 +255,9 @@ impl Config {
     /// Checks what flags alone cannot: the loopback rule.
     pub fn check(&self) -> Result<(), String> {
         if self.services.is_empty() {
-            return Err("--services: name at least one of admin, assign, ingest, results".into());
+            return Err(
+                "--services: name at least one of admin, assign, ingest, results, writer".into(),
+            );
         }
         if self.runs(ServiceKind::Ingest) && !self.runs(ServiceKind::Admin) {
             return Err(
