@@ -624,3 +624,128 @@ async fn plan_experiment_for_a_started_experiment_says_where_it_stands() {
         (planned.days - planned.eligible_units as f64 / progress.observed_daily_units).abs() < 1e-6
     );
 }
+
+/// Benjamini-Hochberg's adjustment of two p-values, in their order.
+fn benjamini_hochberg_of_two(p: [f64; 2]) -> [f64; 2] {
+    let (low, high) = (p[0].min(p[1]), p[0].max(p[1]));
+    let adjusted_low = (2.0 * low).min(high);
+    if p[0] <= p[1] {
+        [adjusted_low, high]
+    } else {
+        [high, adjusted_low]
+    }
+}
+
+#[tokio::test]
+async fn a_sequential_experiment_with_benjamini_hochberg_answers_always_valid_intervals_and_says_so()
+ {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let mut admin = server.admin().await;
+    launch_seed_everywhere(&mut admin).await;
+    wait_until_assign_is_current(channel.clone()).await;
+
+    let assigned = assign_users(channel.clone(), "s", 400).await;
+    let mut outcomes = Vec::new();
+    for (index, (user, _)) in assigned.iter().enumerate() {
+        if index % 3 == 0 {
+            outcomes.push(outcome(user, v1::OutcomeType::AddToCart, 0));
+        }
+        if index % 5 == 0 {
+            let mut purchase = outcome(user, v1::OutcomeType::Purchase, 0);
+            purchase.value = 10.0 + (index % 7) as f64;
+            purchase.currency = "USD".into();
+            outcomes.push(purchase);
+        }
+    }
+    let carts = assigned.iter().step_by(3).count() as f64;
+    log_outcomes(channel.clone(), outcomes).await;
+    let fixed = results_when(channel.clone(), "reco_ymal_v1", |results| {
+        units_and_carts(results) == (400, carts)
+    })
+    .await;
+    assert_eq!(fixed.interval_kind, v1::IntervalKind::FixedHorizon as i32);
+    assert_eq!(fixed.multiple_comparison_correction, "holm");
+
+    // Both may change on a running experiment, by name in the mask.
+    let current = admin
+        .get_experiment(v1::GetExperimentRequest {
+            id: "reco_ymal_v1".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .experiment
+        .expect("experiment");
+    let updated = admin
+        .update_experiment(v1::UpdateExperimentRequest {
+            experiment: Some(v1::Experiment {
+                sequential: true,
+                multiple_comparison_correction: v1::MultipleComparisonCorrection::BenjaminiHochberg
+                    as i32,
+                ..current
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["sequential".into(), "multiple_comparison_correction".into()],
+            }),
+            reason: "peek daily".into(),
+            rerandomize: false,
+        })
+        .await
+        .expect("update")
+        .into_inner()
+        .experiment
+        .expect("experiment");
+    assert!(updated.sequential);
+
+    let sequential = results_when(channel.clone(), "reco_ymal_v1", |results| {
+        results.interval_kind == v1::IntervalKind::Sequential as i32
+    })
+    .await;
+    assert_eq!(
+        sequential.multiple_comparison_correction,
+        "benjamini_hochberg"
+    );
+    let computed = v1::ComparisonStatus::Computed as i32;
+    let mut secondary = Vec::new();
+    for (before, after) in fixed.variants[1]
+        .metrics
+        .iter()
+        .zip(&sequential.variants[1].metrics)
+    {
+        assert_eq!(before.metric, after.metric);
+        if after.comparison_status != computed {
+            continue;
+        }
+        // The same estimate and standard error, a wider interval.
+        assert_eq!(before.absolute_difference, after.absolute_difference);
+        assert_eq!(before.standard_error, after.standard_error);
+        assert!(after.standard_error > 0.0, "{}", after.metric);
+        let (was, is) = (
+            before.absolute_interval.expect("interval"),
+            after.absolute_interval.expect("interval"),
+        );
+        assert!(
+            is.lower < was.lower && was.upper < is.upper,
+            "{}: {is:?} is not wider than {was:?}",
+            after.metric
+        );
+        if after.role == v1::MetricRole::Secondary as i32 {
+            secondary.push((after.p_value, after.adjusted_p_value));
+        }
+    }
+    // Conversion rate and revenue per session are compared (no
+    // impressions were logged, so CTR is not): adjusted together.
+    assert_eq!(secondary.len(), 2, "{secondary:?}");
+    let expected = benjamini_hochberg_of_two([secondary[0].0, secondary[1].0]);
+    for ((_, adjusted), expected) in secondary.iter().zip(expected) {
+        assert!((adjusted - expected).abs() < 1e-15, "{adjusted} {expected}");
+    }
+    let points = timeline(channel).await.points;
+    assert!(!points.is_empty());
+    assert!(
+        points
+            .iter()
+            .all(|point| point.interval_kind == v1::IntervalKind::Sequential as i32)
+    );
+}

@@ -9,10 +9,10 @@
 //! | [`experiment`] | the state of one experiment: units, per-unit sums, item tables, sanity counters |
 //! | [`recent`] | the window of recent outcomes, replayed into units exposed after them |
 //! | [`report`] | results of an experiment from that state: per-variant results, SRM, sanity checks, guardrail states |
-//! | [`results`] | per-variant values, comparisons and Holm from sufficient statistics, for reports and timelines alike |
+//! | [`results`] | per-variant values, comparisons (fixed-horizon or always-valid) and adjusted p-values (Holm, Benjamini-Hochberg) from sufficient statistics, for reports and timelines alike |
 //! | [`timeline`] | results over time: snapshots at every UTC hour boundary of event time, read at any alpha |
 //! | [`plan`] | units and days an experiment needs before launch (power and sample size) |
-//! | [`stats`] | the tests themselves (z, Welch, delta method, jackknife, Holm, chi-square, mSPRT), checked against scipy |
+//! | [`stats`] | the tests themselves (z, Welch, delta method, jackknife, Holm, Benjamini-Hochberg, chi-square, confidence sequences, mSPRT), checked against scipy |
 
 pub mod analyzer;
 pub mod experiment;
@@ -27,4 +27,5 @@ pub use analyzer::{Analyzer, Catalog, Refresh, Unattributed};
 pub use experiment::{JACKKNIFE_GROUPS, Role};
 pub use recent::RECENT_OUTCOMES;
 pub use report::{GuardrailState, Report};
+pub use results::{IntervalKind, Readout};
 pub use timeline::{Granularity, Timeline};

@@ -1,11 +1,11 @@
 //! Results of one experiment from its per-unit state: per variant and
-//! metric the value, the comparison with control, Holm-adjusted p-values
-//! across treatments ([`crate::results`]), the sample ratio check, the
-//! exposure sanity checks and the guardrail states.
+//! metric the value, the comparison with control (fixed-horizon or
+//! always-valid) and the adjusted p-values ([`crate::results`]), the sample
+//! ratio check, the exposure sanity checks and the guardrail states.
 
 use exp_core::GuardrailAction;
 
-pub use crate::results::{ComparisonState, MetricReport, VariantReport};
+pub use crate::results::{ComparisonState, IntervalKind, MetricReport, Readout, VariantReport};
 use crate::{
     analyzer::Analyzer,
     experiment::{ExperimentState, ResolvedMetric},
@@ -32,6 +32,9 @@ pub struct Report {
     pub revision: u64,
     /// Significance level used.
     pub alpha: f64,
+    /// How the comparisons were read: the kind of their intervals and
+    /// p-values, and the correction of the adjusted p-values.
+    pub readout: Readout,
     /// One per variant, control first.
     pub variants: Vec<VariantReport>,
     /// Chi-square of exposed units against the weights.
@@ -171,6 +174,7 @@ fn build(state: &ExperimentState, alpha: f64) -> Report {
         experiment_id: experiment.id.clone(),
         revision: experiment.revision,
         alpha,
+        readout: Readout::of(experiment),
         sample_ratio: sample_ratio(state, &exposed),
         sanity_checks: sanity_checks(state, several),
         variants,

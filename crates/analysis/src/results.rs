@@ -1,15 +1,22 @@
 //! Per-variant results of a metric from its sufficient statistics: the
-//! value, the comparison with control and the Holm-adjusted p-values.
+//! value, the comparison with control and the adjusted p-values.
 //!
 //! The statistics (`Sufficient`) are what a unit pass yields per
 //! variant: the per-unit moments, or the concentration estimate. They are
 //! all a comparison needs at any alpha, so the report computes results
 //! from the current state's, and the timeline from the ones it kept at
 //! each hour boundary, with the same code.
+//!
+//! How they are read is the experiment's choice ([`Readout`]):
+//! fixed-horizon or always-valid intervals and p-values
+//! ([`IntervalKind`]), and Holm over each metric's treatments or
+//! Benjamini-Hochberg over every secondary metric and treatment for the
+//! adjusted p-values (the primary metric and the guardrails always keep
+//! Holm over their treatments).
 
 use std::sync::Arc;
 
-use exp_core::metrics::MetricKind;
+use exp_core::{Experiment, MultipleComparisonCorrection, metrics::MetricKind};
 
 use crate::{
     experiment::{ExperimentState, JACKKNIFE_GROUPS, ResolvedMetric, Role},
@@ -41,11 +48,50 @@ pub struct MetricReport {
     pub value: Option<f64>,
     /// Against control, or why not.
     pub comparison: ComparisonState,
-    /// Holm-adjusted p-value across the treatments compared; `None` when
-    /// this one was not.
+    /// The p-value adjusted for multiple comparisons ([`Readout`]): by
+    /// Holm across the treatments compared, or, for a secondary metric
+    /// under Benjamini-Hochberg, across every secondary metric and
+    /// treatment compared; `None` when this one was not compared.
     pub adjusted_p_value: Option<f64>,
     /// Whether the adjusted p-value is below alpha.
     pub significant: bool,
+}
+
+/// What a result's intervals and p-values are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IntervalKind {
+    /// Fixed-horizon: the z-test's or Welch's interval and p-value, valid
+    /// at one look planned in advance.
+    #[default]
+    FixedHorizon,
+    /// Always valid: the asymptotic confidence sequence and its p-value
+    /// ([`crate::stats::confidence_sequence_half_width`]), valid at every
+    /// look at once.
+    Sequential,
+}
+
+/// How an experiment's comparisons are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Readout {
+    /// Fixed-horizon or always-valid intervals and p-values.
+    pub intervals: IntervalKind,
+    /// The adjustment of the secondary metrics' p-values.
+    pub correction: MultipleComparisonCorrection,
+}
+
+impl Readout {
+    /// What `experiment` asks for: always-valid intervals when it is
+    /// `sequential`, and its multiple-comparison correction.
+    pub fn of(experiment: &Experiment) -> Self {
+        Self {
+            intervals: if experiment.sequential {
+                IntervalKind::Sequential
+            } else {
+                IntervalKind::FixedHorizon
+            },
+            correction: experiment.multiple_comparison_correction,
+        }
+    }
 }
 
 /// Whether a variant was compared with control.
@@ -236,57 +282,112 @@ fn compare(
     }
 }
 
-/// The metric's result in every variant: its value, the comparison of
-/// every treatment with the control, and Holm's adjustment across the
-/// treatments compared.
-pub(crate) fn metric_results(
+/// One metric's arms and every variant's comparison with the control, in
+/// the experiment's order: fixed-horizon, or read as a confidence sequence
+/// from the units of both arms (the per-unit moments' units; the exposed
+/// units for a concentration, which has no per-unit moments).
+fn comparisons(
     metric: &MetricStatistics,
     control: usize,
+    exposed: &[u64],
     alpha: f64,
-) -> Vec<MetricReport> {
+    intervals: IntervalKind,
+) -> (Vec<Arm>, Vec<ComparisonState>) {
     let arms: Vec<Arm> = metric
         .arms
         .iter()
         .map(|statistics| Arm::of(metric.kind, statistics))
         .collect();
-    let comparisons: Vec<ComparisonState> = arms
+    let units = |index: usize| match metric.kind {
+        MetricKind::Concentration => exposed.get(index).copied().unwrap_or(0) as f64,
+        _ => arms[index].moments.n,
+    };
+    let states = arms
         .iter()
         .enumerate()
         .map(|(index, arm)| {
             if index == control {
-                ComparisonState::NotComputed(NotComputed::Control)
-            } else {
-                compare(metric.kind, &arms[control], arm, alpha).into()
+                return ComparisonState::NotComputed(NotComputed::Control);
+            }
+            let comparison = compare(metric.kind, &arms[control], arm, alpha);
+            match intervals {
+                IntervalKind::FixedHorizon => comparison.into(),
+                IntervalKind::Sequential => comparison
+                    .map(|comparison| {
+                        comparison.sequential(
+                            units(control) + units(index),
+                            alpha,
+                            stats::SEQUENTIAL_TUNING_PARAMETER,
+                        )
+                    })
+                    .into(),
             }
         })
         .collect();
-    let (tested, raw): (Vec<usize>, Vec<f64>) = comparisons
-        .iter()
-        .enumerate()
-        .filter_map(|(index, state)| Some((index, state.computed()?.p_value)))
-        .unzip();
-    let adjusted = stats::holm(&raw);
-    arms.iter()
-        .zip(comparisons)
-        .enumerate()
-        .map(|(index, (arm, comparison))| {
-            let adjusted_p_value = tested
-                .iter()
-                .position(|tested| *tested == index)
-                .map(|position| adjusted[position]);
-            MetricReport {
-                metric: metric.name.to_string(),
-                role: metric.role,
-                value: arm.value,
-                comparison,
-                adjusted_p_value,
-                significant: adjusted_p_value.is_some_and(|p| p < alpha),
-            }
-        })
-        .collect()
+    (arms, states)
 }
 
-/// Every variant's results from exposed units and metric statistics.
+/// The p-values of the comparisons computed, with where they are: (metric,
+/// variant) of each.
+fn computed_p_values<'a>(
+    metrics: impl IntoIterator<Item = (usize, &'a Vec<ComparisonState>)>,
+) -> (Vec<(usize, usize)>, Vec<f64>) {
+    metrics
+        .into_iter()
+        .flat_map(|(metric, states)| {
+            states
+                .iter()
+                .enumerate()
+                .filter_map(move |(variant, state)| {
+                    Some(((metric, variant), state.computed()?.p_value))
+                })
+        })
+        .unzip()
+}
+
+/// The adjusted p-value of every comparison computed, by metric then
+/// variant: Holm over each metric's treatments; with Benjamini-Hochberg,
+/// the secondary metrics instead by Benjamini-Hochberg over every secondary
+/// metric and treatment together (the primary metric and the guardrails
+/// keep Holm).
+fn adjusted_p_values(
+    metrics: &[MetricStatistics],
+    comparisons: &[Vec<ComparisonState>],
+    correction: MultipleComparisonCorrection,
+) -> Vec<Vec<Option<f64>>> {
+    let pooled = |metric: usize| {
+        correction == MultipleComparisonCorrection::BenjaminiHochberg
+            && metrics[metric].role == Role::Secondary
+    };
+    let mut adjusted: Vec<Vec<Option<f64>>> = comparisons
+        .iter()
+        .map(|states| vec![None; states.len()])
+        .collect();
+    for (metric, states) in comparisons.iter().enumerate() {
+        if pooled(metric) {
+            continue;
+        }
+        let (tested, raw) = computed_p_values([(metric, states)]);
+        for ((metric, variant), p) in tested.into_iter().zip(stats::holm(&raw)) {
+            adjusted[metric][variant] = Some(p);
+        }
+    }
+    let (tested, raw) = computed_p_values(
+        comparisons
+            .iter()
+            .enumerate()
+            .filter(|(metric, _)| pooled(*metric)),
+    );
+    for ((metric, variant), p) in tested.into_iter().zip(stats::benjamini_hochberg(&raw)) {
+        adjusted[metric][variant] = Some(p);
+    }
+    adjusted
+}
+
+/// Every variant's results from exposed units and metric statistics, read
+/// the way the experiment says ([`Readout::of`]): per metric the value, the
+/// comparison of every treatment with the control, and the adjusted
+/// p-values.
 pub(crate) fn variant_reports(
     state: &ExperimentState,
     exposed: &[u64],
@@ -294,7 +395,13 @@ pub(crate) fn variant_reports(
     alpha: f64,
 ) -> Vec<VariantReport> {
     let control = control_index(state);
-    let mut variants: Vec<VariantReport> = state
+    let readout = Readout::of(&state.experiment);
+    let (arms, comparisons): (Vec<Vec<Arm>>, Vec<Vec<ComparisonState>>) = metrics
+        .iter()
+        .map(|metric| comparisons(metric, control, exposed, alpha, readout.intervals))
+        .unzip();
+    let adjusted = adjusted_p_values(metrics, &comparisons, readout.correction);
+    state
         .experiment
         .variants
         .iter()
@@ -303,16 +410,90 @@ pub(crate) fn variant_reports(
             variant: variant.name.clone(),
             is_control: index == control,
             exposed_units: exposed.get(index).copied().unwrap_or(0),
-            metrics: Vec::with_capacity(metrics.len()),
+            metrics: metrics
+                .iter()
+                .enumerate()
+                .map(|(position, metric)| {
+                    let adjusted_p_value = adjusted[position].get(index).copied().flatten();
+                    MetricReport {
+                        metric: metric.name.to_string(),
+                        role: metric.role,
+                        value: arms[position].get(index).and_then(|arm| arm.value),
+                        comparison: comparisons[position]
+                            .get(index)
+                            .copied()
+                            .unwrap_or(ComparisonState::NotComputed(NotComputed::NoData)),
+                        adjusted_p_value,
+                        significant: adjusted_p_value.is_some_and(|p| p < alpha),
+                    }
+                })
+                .collect(),
         })
-        .collect();
-    for metric in metrics {
-        for (variant, result) in variants
-            .iter_mut()
-            .zip(metric_results(metric, control, alpha))
-        {
-            variant.metrics.push(result);
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metric(name: &str, role: Role) -> MetricStatistics {
+        MetricStatistics {
+            name: name.into(),
+            role,
+            kind: MetricKind::Proportion,
+            arms: Vec::new(),
         }
     }
-    variants
+
+    fn compared(p_value: f64) -> ComparisonState {
+        ComparisonState::Computed(Comparison {
+            control: 0.1,
+            treatment: 0.1,
+            absolute: 0.0,
+            standard_error: 0.01,
+            absolute_interval: (-0.02, 0.02),
+            relative: stats::Relative::ControlIsZero,
+            p_value,
+        })
+    }
+
+    const CONTROL: ComparisonState = ComparisonState::NotComputed(NotComputed::Control);
+
+    #[test]
+    fn benjamini_hochberg_pools_every_secondary_metric_and_treatment_and_nothing_else() {
+        let metrics = [
+            metric("add_to_cart_rate", Role::Primary),
+            metric("ctr", Role::Secondary),
+            metric("bounce_rate", Role::Guardrail),
+            metric("conversion_rate", Role::Secondary),
+        ];
+        // Control and two treatments; one secondary comparison not made.
+        let comparisons = vec![
+            vec![CONTROL, compared(0.01), compared(0.04)],
+            vec![CONTROL, compared(0.012), compared(0.03)],
+            vec![CONTROL, compared(0.02), compared(0.6)],
+            vec![
+                CONTROL,
+                ComparisonState::NotComputed(NotComputed::TooFewUnits),
+                compared(0.2),
+            ],
+        ];
+        let holm = adjusted_p_values(&metrics, &comparisons, MultipleComparisonCorrection::Holm);
+        let bh = adjusted_p_values(
+            &metrics,
+            &comparisons,
+            MultipleComparisonCorrection::BenjaminiHochberg,
+        );
+        // Holm: each metric over its two treatments.
+        assert_eq!(holm[0], vec![None, Some(0.02), Some(0.04)]);
+        assert_eq!(holm[3], vec![None, None, Some(0.2)]);
+        // Benjamini-Hochberg: the three secondary comparisons made, as one
+        // family (0.012, 0.03, 0.2).
+        let family = stats::benjamini_hochberg(&[0.012, 0.03, 0.2]);
+        assert_eq!(bh[1], vec![None, Some(family[0]), Some(family[1])]);
+        assert_eq!(bh[3], vec![None, None, Some(family[2])]);
+        // The primary metric and the guardrail keep Holm.
+        assert_eq!(bh[0], holm[0]);
+        assert_eq!(bh[2], holm[2]);
+    }
 }

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use crate::{
     analyzer::Analyzer,
     experiment::ExperimentState,
-    results::{MetricStatistics, VariantReport, exposed_units, variant_reports},
+    results::{MetricStatistics, Readout, VariantReport, exposed_units, variant_reports},
 };
 
 /// An hour, in microseconds.
@@ -93,6 +93,10 @@ pub struct Timeline {
     pub granularity: Granularity,
     /// Significance level of its comparisons.
     pub alpha: f64,
+    /// How every point's comparisons are read: as the experiment says now
+    /// (so a sequential experiment shows its confidence sequence at every
+    /// time it covers).
+    pub readout: Readout,
     /// Boundaries, oldest first (those with units), then now.
     pub points: Vec<TimelinePoint>,
 }
@@ -104,9 +108,10 @@ pub struct TimelinePoint {
     pub time: PointTime,
     /// The experiment's revision then.
     pub revision: u64,
-    /// Cumulative results per variant, control first, as a report then
-    /// showed them: exposed units, and per metric the value, the
-    /// comparison with control and the Holm-adjusted p-value.
+    /// Cumulative results per variant, control first, from the statistics
+    /// kept then: exposed units, and per metric the value, the comparison
+    /// with control and the adjusted p-value, read as the experiment says
+    /// now ([`Timeline::readout`]).
     pub variants: Vec<VariantReport>,
 }
 
@@ -263,6 +268,7 @@ impl Analyzer {
             experiment_id: state.experiment.id.clone(),
             granularity,
             alpha,
+            readout: Readout::of(&state.experiment),
             points,
         })
     }

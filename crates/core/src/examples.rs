@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use crate::model::{
-    BucketingUnit, Eligibility, Experiment, MetricsConfig, Params, Schedule, Status, Variant,
+    BucketingUnit, Eligibility, Experiment, MetricsConfig, MultipleComparisonCorrection, Params,
+    Schedule, Status, Variant,
 };
 
 /// The seed's example: `reco_ymal_v1` on placement `you_may_also_like`,
@@ -56,6 +57,8 @@ pub fn seed_experiment() -> Experiment {
         status_reason: String::new(),
         randomization: None,
         allocation: Vec::new(),
+        sequential: false,
+        multiple_comparison_correction: MultipleComparisonCorrection::Holm,
     }
 }
 

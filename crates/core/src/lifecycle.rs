@@ -100,6 +100,8 @@ pub const EDITABLE_FIELDS: &[&str] = &[
     "schedule.start_time",
     "schedule.end_time",
     "metrics",
+    "sequential",
+    "multiple_comparison_correction",
 ];
 
 /// Fields the server owns; naming them in a mask is an error.
@@ -389,6 +391,12 @@ fn merge(
     }
     if take("metrics") {
         merged.metrics.clone_from(&proposed.metrics);
+    }
+    if take("sequential") {
+        merged.sequential = proposed.sequential;
+    }
+    if take("multiple_comparison_correction") {
+        merged.multiple_comparison_correction = proposed.multiple_comparison_correction;
     }
     Ok(merged)
 }

@@ -62,6 +62,38 @@ pub struct Experiment {
     /// they were taken; empty unless it holds traffic.
     #[serde(default)]
     pub allocation: Vec<BucketRange>,
+    /// Whether results carry always-valid intervals and p-values (a
+    /// confidence sequence) instead of fixed-horizon ones. Experiments
+    /// stored before the field existed load with it false.
+    #[serde(default)]
+    pub sequential: bool,
+    /// How the secondary metrics' p-values are adjusted for multiple
+    /// comparisons. Experiments stored before the field existed load with
+    /// Holm.
+    #[serde(default)]
+    pub multiple_comparison_correction: MultipleComparisonCorrection,
+}
+
+/// How the secondary metrics' p-values are adjusted for multiple
+/// comparisons (the primary metric and the guardrails are always adjusted
+/// by Holm over the treatments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum MultipleComparisonCorrection {
+    /// Holm's step-down over each metric's treatments.
+    #[default]
+    Holm,
+    /// Benjamini-Hochberg over every secondary metric and treatment.
+    BenjaminiHochberg,
+}
+
+impl MultipleComparisonCorrection {
+    /// Its name in results: `holm` or `benjamini_hochberg`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Holm => "holm",
+            Self::BenjaminiHochberg => "benjamini_hochberg",
+        }
+    }
 }
 
 /// A half-open range `[start, end)` of allocation buckets in `0..BUCKETS`.

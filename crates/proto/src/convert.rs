@@ -10,8 +10,9 @@ use std::{collections::BTreeMap, time::SystemTime};
 
 use exp_core::{
     AttributeOperator, AttributeRule, BucketRange, BucketingUnit, Eligibility, Experiment,
-    FieldViolation, Guardrail, GuardrailAction, LoggedIn, MetricsConfig, Params, QaOverride,
-    Randomization, Revision, RevisionAction, Schedule, Status, UnitType, Variant,
+    FieldViolation, Guardrail, GuardrailAction, LoggedIn, MetricsConfig,
+    MultipleComparisonCorrection, Params, QaOverride, Randomization, Revision, RevisionAction,
+    Schedule, Status, UnitType, Variant,
     metrics::{Aggregate, Measure, MetricDefinition, MetricKind, OutcomeType},
 };
 use prost_types::{ListValue, Struct, Timestamp, value::Kind};
@@ -31,6 +32,8 @@ pub fn experiment_from_proto(proto: v1::Experiment) -> Result<Experiment, Vec<Fi
         eligibility_from_proto(proto.eligibility.unwrap_or_default(), &mut violations);
     let schedule = schedule_from_proto(proto.schedule.unwrap_or_default(), &mut violations);
     let metrics = metrics_from_proto(proto.metrics.unwrap_or_default(), &mut violations);
+    let multiple_comparison_correction =
+        correction_from_proto(proto.multiple_comparison_correction, &mut violations);
     let experiment = Experiment {
         id: proto.id,
         name: proto.name,
@@ -54,6 +57,8 @@ pub fn experiment_from_proto(proto: v1::Experiment) -> Result<Experiment, Vec<Fi
         status_reason: String::new(),
         randomization: None,
         allocation: Vec::new(),
+        sequential: proto.sequential,
+        multiple_comparison_correction,
     };
     if violations.is_empty() {
         Ok(experiment)
@@ -100,6 +105,36 @@ pub(crate) fn bucketing_unit_from_proto(
     }
 }
 
+fn correction_from_proto(
+    value: i32,
+    violations: &mut Vec<FieldViolation>,
+) -> MultipleComparisonCorrection {
+    match v1::MultipleComparisonCorrection::try_from(value) {
+        Ok(
+            v1::MultipleComparisonCorrection::Unspecified | v1::MultipleComparisonCorrection::Holm,
+        ) => MultipleComparisonCorrection::Holm,
+        Ok(v1::MultipleComparisonCorrection::BenjaminiHochberg) => {
+            MultipleComparisonCorrection::BenjaminiHochberg
+        }
+        Err(_) => {
+            violations.push(unknown_enum("multiple_comparison_correction", value));
+            MultipleComparisonCorrection::Holm
+        }
+    }
+}
+
+/// The wire form of a multiple-comparison correction.
+pub fn correction_to_proto(
+    correction: MultipleComparisonCorrection,
+) -> v1::MultipleComparisonCorrection {
+    match correction {
+        MultipleComparisonCorrection::Holm => v1::MultipleComparisonCorrection::Holm,
+        MultipleComparisonCorrection::BenjaminiHochberg => {
+            v1::MultipleComparisonCorrection::BenjaminiHochberg
+        }
+    }
+}
+
 pub(crate) fn schedule_from_proto(
     schedule: v1::Schedule,
     violations: &mut Vec<FieldViolation>,
@@ -142,6 +177,10 @@ pub fn experiment_to_proto(experiment: &Experiment) -> v1::Experiment {
             .iter()
             .map(bucket_range_to_proto)
             .collect(),
+        sequential: experiment.sequential,
+        multiple_comparison_correction: correction_to_proto(
+            experiment.multiple_comparison_correction,
+        ) as i32,
     }
 }
 
@@ -822,5 +861,36 @@ mod tests {
         };
         let violations = experiment_from_proto(proto).expect_err("refused");
         assert_eq!(violations[0].field, "bucketing_unit");
+        let proto = v1::Experiment {
+            multiple_comparison_correction: 7,
+            ..Default::default()
+        };
+        let violations = experiment_from_proto(proto).expect_err("refused");
+        assert_eq!(violations[0].field, "multiple_comparison_correction");
+    }
+
+    #[test]
+    fn sequential_and_the_correction_round_trip_and_default_to_fixed_horizon_and_holm() {
+        let mut experiment = seed();
+        experiment.sequential = true;
+        experiment.multiple_comparison_correction = MultipleComparisonCorrection::BenjaminiHochberg;
+        let proto = experiment_to_proto(&experiment);
+        assert!(proto.sequential);
+        assert_eq!(
+            proto.multiple_comparison_correction,
+            v1::MultipleComparisonCorrection::BenjaminiHochberg as i32
+        );
+        let back = experiment_from_proto(proto).expect("valid");
+        assert!(back.sequential);
+        assert_eq!(
+            back.multiple_comparison_correction,
+            MultipleComparisonCorrection::BenjaminiHochberg
+        );
+        let unset = experiment_from_proto(v1::Experiment::default()).expect("readable");
+        assert!(!unset.sequential);
+        assert_eq!(
+            unset.multiple_comparison_correction,
+            MultipleComparisonCorrection::Holm
+        );
     }
 }

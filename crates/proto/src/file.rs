@@ -93,6 +93,35 @@ mod tests {
     }
 
     #[test]
+    fn sequential_and_the_correction_are_read_and_printed_by_their_proto_names() {
+        let yaml = "id: reco_ymal_v1\nsequential: true\n\
+                    multiple_comparison_correction: MULTIPLE_COMPARISON_CORRECTION_BENJAMINI_HOCHBERG\n";
+        let experiment = parse_experiment(yaml, false).expect("parses");
+        assert!(experiment.sequential);
+        assert_eq!(
+            experiment.multiple_comparison_correction,
+            v1::MultipleComparisonCorrection::BenjaminiHochberg as i32
+        );
+        let printed = to_yaml("experiments.v1.Experiment", &experiment);
+        assert!(printed.contains("sequential: true"), "{printed}");
+        assert!(
+            printed.contains(
+                "multiple_comparison_correction: MULTIPLE_COMPARISON_CORRECTION_BENJAMINI_HOCHBERG"
+            ),
+            "{printed}"
+        );
+        let json = parse_experiment(
+            r#"{"id": "x", "multipleComparisonCorrection": "MULTIPLE_COMPARISON_CORRECTION_HOLM"}"#,
+            true,
+        )
+        .expect("JSON names parse too");
+        assert_eq!(
+            json.multiple_comparison_correction,
+            v1::MultipleComparisonCorrection::Holm as i32
+        );
+    }
+
+    #[test]
     fn an_unknown_field_is_refused_by_name() {
         let error = parse_experiment(r#"{"id": "x", "trafic_percent": 5}"#, true)
             .expect_err("unknown field");

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use exp_analysis::{
-    GuardrailState, Report, Role as MetricRole,
+    GuardrailState, IntervalKind, Report, Role as MetricRole,
     report::{ComparisonState, VariantReport},
     stats::{NotComputed, Relative},
     timeline::{PointTime, Timeline},
@@ -16,6 +16,14 @@ fn interval(bounds: (f64, f64), alpha: f64) -> v1::ConfidenceInterval {
         lower: bounds.0,
         upper: bounds.1,
         level: 1.0 - alpha,
+    }
+}
+
+/// The wire form of an interval kind.
+pub fn interval_kind_to_proto(kind: IntervalKind) -> v1::IntervalKind {
+    match kind {
+        IntervalKind::FixedHorizon => v1::IntervalKind::FixedHorizon,
+        IntervalKind::Sequential => v1::IntervalKind::Sequential,
     }
 }
 
@@ -63,6 +71,7 @@ pub fn variant_to_proto(variant: &VariantReport, alpha: f64) -> v1::VariantResul
                     relative_undefined: computed
                         .is_some_and(|c| matches!(c.relative, Relative::ControlIsZero)),
                     p_value: computed.map_or(0.0, |c| c.p_value),
+                    standard_error: computed.map_or(0.0, |c| c.standard_error),
                     adjusted_p_value: metric.adjusted_p_value.unwrap_or(0.0),
                     significant: metric.significant,
                     comparison_status: comparison_status(&metric.comparison) as i32,
@@ -101,6 +110,7 @@ pub fn timeline_to_proto(timeline: &Timeline) -> Vec<v1::TimelinePoint> {
                     .map(|variant| variant_to_proto(variant, timeline.alpha))
                     .collect(),
                 revision: point.revision,
+                interval_kind: interval_kind_to_proto(timeline.readout.intervals) as i32,
             }
         })
         .collect()
@@ -161,7 +171,8 @@ pub fn report_to_proto(report: &Report, lag: Lag) -> v1::GetResultsResponse {
         data_freshness_time: report
             .newest_event_micros
             .map(|micros| micros_to_time(micros).into()),
-        multiple_comparison_correction: "holm".into(),
+        multiple_comparison_correction: report.readout.correction.name().into(),
+        interval_kind: interval_kind_to_proto(report.readout.intervals) as i32,
         alpha,
         counted_position: lag.counted_position,
         pending_events: lag.pending_events,

@@ -116,7 +116,13 @@ impl Shared {
             None => v1::GetResultsResponse {
                 experiment_id: experiment.id.clone(),
                 alpha,
-                multiple_comparison_correction: "holm".into(),
+                multiple_comparison_correction: experiment
+                    .multiple_comparison_correction
+                    .name()
+                    .into(),
+                interval_kind: convert::interval_kind_to_proto(
+                    exp_analysis::Readout::of(experiment).intervals,
+                ) as i32,
                 counted_position: lag.counted_position,
                 pending_events: lag.pending_events,
                 lag_seconds: lag.lag_seconds,
