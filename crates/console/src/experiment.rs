@@ -172,6 +172,14 @@ pub fn summary(experiment: &Experiment) -> Markup {
                     ")"
                 }
             }
+            dt { "Readout" } dd #readout {
+                @if experiment.sequential { "always-valid (sequential) intervals" } @else { "fixed-horizon intervals" }
+                "; secondary metrics corrected by "
+                (match experiment.multiple_comparison_correction {
+                    exp_core::MultipleComparisonCorrection::Holm => "Holm",
+                    exp_core::MultipleComparisonCorrection::BenjaminiHochberg => "Benjamini-Hochberg",
+                })
+            }
             @if let Some(shipped) = &experiment.shipped_variant {
                 dt { "Shipped" } dd #shipped { (shipped) }
             }

@@ -1,6 +1,8 @@
-//! `GET /experiments/{id}/results`: per metric and variant the value, the
+//! `GET /experiments/{id}/results`: what kind of intervals the results
+//! carry (fixed-horizon, or always-valid for a sequential experiment) and
+//! how their p-values are corrected; per metric and variant the value, the
 //! difference with its interval drawn against zero, the relative lift, p
-//! and Holm-corrected p; the sample-ratio banner; the sanity checks; each
+//! and the corrected p; the sample-ratio banner; the sanity checks; each
 //! guardrail with its evidence and the pauses or stops it caused; lift over
 //! time with its band and exposures per variant (from the timeline); how
 //! far the results have counted; and the minimum detectable effect now.
@@ -14,7 +16,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use exp_analysis::stats::{minimum_detectable_effect, normal_critical};
+use exp_analysis::stats::normal_critical;
 use exp_core::{Error, Experiment, RevisionAction};
 use exp_proto::v1;
 use exp_results::{GUARDRAIL_AUTHOR, ResultsView};
@@ -75,15 +77,43 @@ fn interval_bar(estimate: f64, interval: &v1::ConfidenceInterval, scale: f64) ->
 }
 
 /// The minimum detectable effect of `metric` (a treatment's primary
-/// metric) at its current sample size: from the standard error its
-/// interval implies.
+/// metric) at its current sample size: the true difference whose estimate
+/// falls beyond its interval's half-width with probability [`MDE_POWER`],
+/// half-width + z(power) × standard error (the far tail neglected). That
+/// holds for either kind of interval: a fixed-horizon z interval gives
+/// (z(1 − alpha/2) + z(power)) × standard error, a confidence sequence its
+/// wider half-width. Without the standard error (an older answer), it is
+/// the one a normal interval of that width implies.
 pub fn mde(metric: &v1::MetricResult, alpha: f64) -> Option<f64> {
     let interval = metric
         .absolute_interval
         .as_ref()
         .filter(|_| computed(metric))?;
-    let standard_error = (interval.upper - interval.lower) / (2.0 * normal_critical(alpha));
-    Some(minimum_detectable_effect(standard_error, alpha, MDE_POWER))
+    let half = (interval.upper - interval.lower) / 2.0;
+    let standard_error = if metric.standard_error > 0.0 {
+        metric.standard_error
+    } else {
+        half / normal_critical(alpha)
+    };
+    Some(half + normal_critical(2.0 * (1.0 - MDE_POWER)) * standard_error)
+}
+
+/// Whether `kind` is the always-valid (sequential) kind.
+fn sequential(kind: i32) -> bool {
+    kind == v1::IntervalKind::Sequential as i32
+}
+
+/// How the corrected p-values were corrected, for people.
+fn correction(name: &str, treatments: usize) -> String {
+    match name {
+        "holm" => format!("by Holm across the {treatments} treatment(s) of each metric"),
+        "benjamini_hochberg" => format!(
+            "by Benjamini-Hochberg across every secondary metric and the {treatments} \
+             treatment(s) (false discovery rate); the primary metric and guardrails by Holm \
+             across the treatments"
+        ),
+        other => format!("by {other}"),
+    }
 }
 
 /// The timeline as the chart script reads it: the primary metric's
@@ -191,7 +221,8 @@ pub async fn page(
         (progress(&view))
         (metric_table(&experiment, &view))
         (mde_section(&experiment, &view))
-        h2 { "Lift over time: " (experiment.metrics.primary_metric) }
+        h2 { "Lift over time: " (experiment.metrics.primary_metric)
+            @if sequential(view.results.interval_kind) { " (always-valid band)" } }
         div #lift-chart.chart {}
         h2 { "Exposed units over time" }
         div #exposure-chart.chart {}
@@ -258,15 +289,32 @@ fn metric_table(experiment: &Experiment, view: &ResultsView) -> Markup {
                 .collect()
         })
         .unwrap_or_default();
+    let always_valid = sequential(results.interval_kind);
+    let treatments = results.variants.len().saturating_sub(1);
     html! {
         h2 { "Metrics" }
-        p { "Differences are against " strong { (experiment.control_variant) } " with "
-            (layout::percent(1.0 - results.alpha, 0)) " intervals; p-values are corrected for "
-            (results.variants.len().saturating_sub(1)) " treatment(s) by " (results.multiple_comparison_correction) "." }
+        p #interval-kind data-kind=(if always_valid { "sequential" } else { "fixed_horizon" }) {
+            @if always_valid {
+                strong { "Always-valid (sequential) intervals and p-values." }
+                " They hold at every look at once: read them as often as you like and stop as soon "
+                "as an interval excludes zero. They are wider than fixed-horizon intervals on the same units."
+            } @else {
+                strong { "Fixed-horizon intervals and p-values." }
+                " Valid at one look planned in advance: stopping at the first look that shows "
+                "significance raises the false-positive rate far above alpha (set the experiment "
+                "sequential to look as often as you like)."
+            }
+        }
+        p #correction data-correction=(results.multiple_comparison_correction) {
+            "Differences are against " strong { (experiment.control_variant) } " with "
+            (layout::percent(1.0 - results.alpha, 0))
+            @if always_valid { " always-valid" } " intervals; p-values are corrected "
+            (correction(&results.multiple_comparison_correction, treatments)) "." }
         table #metrics {
             thead { tr {
                 th { "Metric" } th { "Variant" } th { "Units" } th { "Value" } th { "Difference" }
-                th { "Interval" } th { "Lift" } th { "p" } th { "p (corrected)" } th { "Significant" }
+                th { @if always_valid { "Always-valid interval" } @else { "Interval" } }
+                th { "Lift" } th { "p" } th { "p (corrected)" } th { "Significant" }
             } }
             tbody {
                 @for (name, role) in &metric_names {
@@ -373,7 +421,9 @@ fn mde_section(experiment: &Experiment, view: &ResultsView) -> Markup {
         section #mde {
             h2 { "Minimum detectable effect" }
             p { "The smallest true difference in " (primary) " these units would find significant "
-                (layout::percent(MDE_POWER, 0)) " of the time at alpha " (alpha) ", given the spread observed so far." }
+                (layout::percent(MDE_POWER, 0)) " of the time at alpha " (alpha)
+                @if sequential(view.results.interval_kind) { " with the always-valid interval" }
+                ", given the spread observed so far." }
             ul {
                 @for variant in view.results.variants.iter().filter(|variant| !variant.is_control) {
                     @let found = variant.metrics.iter().find(|m| &m.metric == primary).and_then(|m| mde(m, alpha));
@@ -462,6 +512,82 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    fn view(interval_kind: v1::IntervalKind, correction: &str) -> ResultsView {
+        ResultsView {
+            results: v1::GetResultsResponse {
+                alpha: 0.05,
+                interval_kind: interval_kind as i32,
+                multiple_comparison_correction: correction.into(),
+                variants: vec![
+                    v1::VariantResult {
+                        variant: "control".into(),
+                        is_control: true,
+                        ..Default::default()
+                    },
+                    v1::VariantResult {
+                        variant: "treatment".into(),
+                        metrics: vec![metric(-0.05, 0.05)],
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            },
+            timeline: v1::GetResultsTimelineResponse::default(),
+            computed_at: std::time::SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn the_metrics_table_says_which_intervals_it_shows_and_how_p_is_corrected() {
+        let experiment = exp_core::examples::seed_experiment();
+        let fixed =
+            metric_table(&experiment, &view(v1::IntervalKind::FixedHorizon, "holm")).into_string();
+        assert!(fixed.contains(r#"data-kind="fixed_horizon""#), "{fixed}");
+        assert!(
+            fixed.contains("Fixed-horizon intervals and p-values."),
+            "{fixed}"
+        );
+        assert!(
+            fixed.contains("by Holm across the 1 treatment(s)"),
+            "{fixed}"
+        );
+        assert!(!fixed.contains("Always-valid"), "{fixed}");
+        let sequential = metric_table(
+            &experiment,
+            &view(v1::IntervalKind::Sequential, "benjamini_hochberg"),
+        )
+        .into_string();
+        assert!(
+            sequential.contains(r#"data-kind="sequential""#),
+            "{sequential}"
+        );
+        assert!(
+            sequential.contains("Always-valid (sequential) intervals and p-values."),
+            "{sequential}"
+        );
+        assert!(
+            sequential.contains("Always-valid interval</th>"),
+            "{sequential}"
+        );
+        assert!(
+            sequential.contains(r#"data-correction="benjamini_hochberg""#),
+            "{sequential}"
+        );
+        assert!(
+            sequential.contains("by Benjamini-Hochberg across every secondary metric"),
+            "{sequential}"
+        );
+    }
+
+    #[test]
+    fn the_mde_of_an_always_valid_interval_is_its_half_width_and_0_84_standard_errors() {
+        let mut wide = metric(-0.05, 0.05);
+        wide.standard_error = 0.01;
+        let found = mde(&wide, 0.05).expect("computed");
+        // z(0.8) = 0.841621 (scipy.stats.norm.ppf).
+        assert!((found - (0.05 + 0.008_416_21)).abs() < 1e-7, "{found}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! `GetResults` as a table people read: per metric and variant the value,
-//! the difference with control and its interval (absolute and relative),
-//! and the Holm-adjusted p-value; then the sample ratio check, the sanity
-//! checks and the guardrails.
+//! `GetResults` as a table people read: what kind of intervals it carries
+//! (fixed-horizon, or always-valid for a sequential experiment) and how its
+//! p-values are adjusted; per metric and variant the value, the difference
+//! with control and its interval (absolute and relative), and the adjusted
+//! p-value; then the sample ratio check, the sanity checks and the
+//! guardrails.
 
 use std::{fmt::Write, time::SystemTime};
 
@@ -54,6 +56,31 @@ fn thousands(count: u64) -> String {
     out
 }
 
+/// Whether intervals of this kind are always valid (sequential).
+fn sequential(kind: i32) -> bool {
+    kind == v1::IntervalKind::Sequential as i32
+}
+
+/// What the intervals are, for people.
+fn interval_kind(kind: i32) -> &'static str {
+    if sequential(kind) {
+        "always-valid (sequential) intervals and p-values: valid at every look"
+    } else {
+        "fixed-horizon intervals and p-values: valid at one planned look"
+    }
+}
+
+/// How the adjusted p-values were adjusted, for people.
+fn correction(name: &str) -> String {
+    match name {
+        "holm" => "p-values adjusted by Holm across treatments".to_owned(),
+        "benjamini_hochberg" => "p-values adjusted by Benjamini-Hochberg across secondary \
+                                 metrics and treatments (Holm for the primary metric and guardrails)"
+            .to_owned(),
+        other => format!("p-values adjusted by {other}"),
+    }
+}
+
 /// The whole results table.
 pub fn render(results: &v1::GetResultsResponse) -> String {
     let mut out = String::new();
@@ -67,11 +94,14 @@ pub fn render(results: &v1::GetResultsResponse) -> String {
         );
     let _ = writeln!(
         out,
-        "{} (revision {}): alpha {}, {} correction across treatments; {freshness}",
-        results.experiment_id,
-        results.revision,
-        results.alpha,
-        results.multiple_comparison_correction
+        "{} (revision {}): alpha {}; {freshness}",
+        results.experiment_id, results.revision, results.alpha,
+    );
+    let _ = writeln!(
+        out,
+        "{}; {}",
+        interval_kind(results.interval_kind),
+        correction(&results.multiple_comparison_correction)
     );
     let _ = writeln!(
         out,
@@ -102,6 +132,11 @@ pub fn render(results: &v1::GetResultsResponse) -> String {
         );
     }
     let _ = writeln!(out);
+    let interval_header = if sequential(results.interval_kind) {
+        format!("{level}% always-valid")
+    } else {
+        format!("{level}% interval")
+    };
     let _ = writeln!(
         out,
         "  {:<27} {:<10} {:<14} {:>10} {:>10} {:<22} {:>8} {:<18} {:>8}",
@@ -110,10 +145,10 @@ pub fn render(results: &v1::GetResultsResponse) -> String {
         "variant",
         "value",
         "diff",
-        format!("{level}% interval"),
+        interval_header,
         "rel",
-        format!("{level}% interval"),
-        "p (Holm)"
+        interval_header,
+        "p (adj.)"
     );
     let metrics = results
         .variants
@@ -241,10 +276,19 @@ pub fn render_timeline(timeline: &v1::GetResultsTimelineResponse) -> String {
         .flat_map(|point| &point.variants)
         .find_map(|variant| variant.metrics.first())
         .map_or("-", |metric| metric.metric.as_str());
+    let always_valid = timeline
+        .points
+        .last()
+        .is_some_and(|point| sequential(point.interval_kind));
     let _ = writeln!(
         out,
-        "{} over time: {metric}, cumulative, with its {level}% interval against control",
-        timeline.experiment_id
+        "{} over time: {metric}, cumulative, with its {level}% {}interval against control",
+        timeline.experiment_id,
+        if always_valid {
+            "always-valid (sequential) "
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         out,
@@ -394,6 +438,26 @@ mod tests {
         assert!(table.contains("[+0.0100, +0.0300]"), "{table}");
         assert!(table.contains("[+10.0%, +30.0%]"), "{table}");
         assert!(table.contains("<0.001 *"), "{table}");
+        assert!(table.contains("fixed-horizon intervals"), "{table}");
+        assert!(
+            table.contains("adjusted by Holm across treatments"),
+            "{table}"
+        );
+        assert!(table.contains("95% interval"), "{table}");
+        let sequential = render(&v1::GetResultsResponse {
+            interval_kind: v1::IntervalKind::Sequential as i32,
+            multiple_comparison_correction: "benjamini_hochberg".into(),
+            ..results
+        });
+        assert!(
+            sequential.contains("always-valid (sequential) intervals"),
+            "{sequential}"
+        );
+        assert!(sequential.contains("95% always-valid"), "{sequential}");
+        assert!(
+            sequential.contains("Benjamini-Hochberg across secondary metrics"),
+            "{sequential}"
+        );
     }
 
     #[test]

@@ -33,6 +33,14 @@ pub(super) const GUARDRAIL_ACTIONS: [(v1::GuardrailAction, &str); 2] = [
     (v1::GuardrailAction::Stop, "stop"),
 ];
 
+pub(super) const CORRECTIONS: [(v1::MultipleComparisonCorrection, &str); 2] = [
+    (v1::MultipleComparisonCorrection::Holm, "holm"),
+    (
+        v1::MultipleComparisonCorrection::BenjaminiHochberg,
+        "benjamini_hochberg",
+    ),
+];
+
 /// The form's fields of `experiment`, as its inputs show them.
 pub fn fields_of(experiment: &v1::Experiment) -> Form {
     let mut fields: Vec<(String, String)> = Vec::new();
@@ -49,6 +57,15 @@ pub fn fields_of(experiment: &v1::Experiment) -> Form {
     );
     put("control_variant".into(), experiment.control_variant.clone());
     put("revision".into(), experiment.revision.to_string());
+    // A checkbox posts "true" when ticked and nothing when not.
+    if experiment.sequential {
+        put("sequential".into(), "true".into());
+    }
+    let correction = CORRECTIONS
+        .iter()
+        .find(|(correction, _)| *correction as i32 == experiment.multiple_comparison_correction)
+        .map_or("", |(_, name)| name);
+    put("multiple_comparison_correction".into(), correction.into());
     let unit = BUCKETING_UNITS
         .iter()
         .find(|(unit, _)| *unit as i32 == experiment.bucketing_unit)
@@ -165,6 +182,11 @@ pub fn experiment_from_fields(
         .iter()
         .find(|(_, name)| *name == form.get("bucketing_unit"))
         .map_or(0, |(unit, _)| *unit as i32);
+    experiment.sequential = form.get("sequential") == "true";
+    experiment.multiple_comparison_correction = CORRECTIONS
+        .iter()
+        .find(|(_, name)| *name == form.get("multiple_comparison_correction"))
+        .map_or(0, |(correction, _)| *correction as i32);
     let mut eligibility = experiment.eligibility.take().unwrap_or_default();
     eligibility.placements = comma_list(form.get("eligibility.placements"));
     eligibility.countries = comma_list(form.get("eligibility.countries"));
@@ -364,6 +386,20 @@ mod tests {
         let (read, violations) = experiment_from_fields(&form, seed.clone(), &schema);
         assert!(violations.is_empty(), "{violations:?}");
         assert_eq!(read, seed);
+        let sequential = v1::Experiment {
+            sequential: true,
+            multiple_comparison_correction: v1::MultipleComparisonCorrection::BenjaminiHochberg
+                as i32,
+            ..seed.clone()
+        };
+        let form = fields_of(&sequential);
+        assert_eq!(form.get("sequential"), "true");
+        let (read, _) = experiment_from_fields(&form, seed.clone(), &schema);
+        assert_eq!(read, sequential);
+        // An unticked checkbox posts nothing: the experiment is not
+        // sequential, whatever it was before.
+        let (read, _) = experiment_from_fields(&fields_of(&seed), sequential, &schema);
+        assert!(!read.sequential);
     }
 
     #[test]

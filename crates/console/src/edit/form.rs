@@ -6,7 +6,7 @@ use exp_proto::{convert::experiment_to_proto, file};
 use maud::{Markup, html};
 
 use super::fields::{
-    BUCKETING_UNITS, GUARDRAIL_ACTIONS, LOGGED_IN, MAX_ROWS, experiment_from_fields,
+    BUCKETING_UNITS, CORRECTIONS, GUARDRAIL_ACTIONS, LOGGED_IN, MAX_ROWS, experiment_from_fields,
 };
 use crate::{
     Console,
@@ -262,6 +262,19 @@ pub(super) fn form_page(
                 (select_input(form, violations, &format!("{path}.action"), "  action",
                     &GUARDRAIL_ACTIONS.map(|(_, name)| name)))
             }
+            label for="sequential" { "Sequential" }
+            div.input {
+                label {
+                    input #sequential type="checkbox" name="sequential" value="true"
+                        checked[form.get("sequential") == "true"]
+                        aria-invalid=[invalid(violations, "sequential")];
+                    " always-valid intervals and p-values: read the results as often as you like, "
+                    "stop when an interval excludes zero (wider intervals)"
+                }
+                (violations_at(violations, "sequential"))
+            }
+            (select_input(form, violations, "multiple_comparison_correction",
+                "Secondary metrics' correction", &CORRECTIONS.map(|(_, name)| name)))
             (text_input(form, violations, "control_variant", "Control variant", "control"))
             h2.wide { "Variants" }
             div.wide { (violations_at(violations, "variants")) }
