@@ -320,9 +320,17 @@ impl WriterRole {
     pub fn start(context: &Context, nats: &NatsRole) -> Self {
         let slot = start_log(context);
         let stats = Arc::new(WriterStats::default());
+        let data_dir = &context.config.data_dir;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        let place = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.clone());
         let options = WriterOptions {
             partitions: context.config.writer_partitions.0.clone(),
-            ..WriterOptions::new(context.config.data_dir.join("writer"))
+            ..WriterOptions::new(
+                data_dir.join("writer"),
+                format!("{host}:{}", place.display()),
+            )
         };
         let (waiting, nats, shutdown, counters) = (
             slot.clone(),

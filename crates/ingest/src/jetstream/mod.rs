@@ -34,9 +34,11 @@
 //!   every acknowledgement (`EventService`, and Assign's [`StreamSink`]);
 //! - [`writer`]: the writer role, partitions of the stream into Parquet
 //!   exactly once;
+//! - [`claim`]: one writer per partition, by claims in a key-value bucket;
 //! - [`follow`]: [`StreamSource`], the stream read in order from the
 //!   start, as results read the embedded log.
 
+pub mod claim;
 pub mod follow;
 pub mod publish;
 pub mod writer;

@@ -21,10 +21,11 @@
 //! - **A failed append** (disk full, overload) is retried in place, never
 //!   skipped: a later acknowledgement would cover it.
 //! - **Several writers** split the [`PARTITIONS`] partitions between them
-//!   (e.g. a StatefulSet: replica `i` of `n` takes those `p` with
-//!   `p % n == i`), each with its own disk; a partition must have one
-//!   writer at a time, since the log that deduplicates it is that
-//!   writer's.
+//!   (`--writer-partitions`), each with its own disk; a partition must
+//!   have one writer at a time, since the log that deduplicates it is
+//!   that writer's. A claim per partition ([`claim`]) holds to that: a
+//!   second writer named for a claimed partition does not write it, and
+//!   says so.
 //! - **A message that does not decode** is terminated (never redelivered)
 //!   and counted: it could only stop the partition.
 
@@ -45,7 +46,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{FIRST_BACKOFF, Nats, PARTITIONS, back_off, decode, partition_subjects};
+use super::{FIRST_BACKOFF, Nats, PARTITIONS, back_off, claim, decode, partition_subjects};
 use crate::{Batch, EventLog, LogError};
 
 /// How a writer reads its partitions.
@@ -61,17 +62,21 @@ pub struct WriterOptions {
     /// Where the writer marks the partitions whose consumer it has
     /// (`<data-dir>/writer`).
     pub state_dir: std::path::PathBuf,
+    /// The writer's name in the partition claims: the same after a
+    /// restart (host and data directory), so it finds its own claims.
+    pub owner: String,
 }
 
 impl WriterOptions {
     /// Every partition, in chunks of 1,000, redelivered after 10 s,
-    /// marked under `state_dir`.
-    pub fn new(state_dir: std::path::PathBuf) -> Self {
+    /// marked under `state_dir`, claimed as `owner`.
+    pub fn new(state_dir: std::path::PathBuf, owner: String) -> Self {
         Self {
             partitions: (0..PARTITIONS).collect(),
             chunk: 1_000,
             ack_wait: Duration::from_secs(10),
             state_dir,
+            owner,
         }
     }
 }
@@ -111,6 +116,60 @@ pub async fn run(
         ));
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Waits until this writer owns `partition` (see [`claim`]): the claim's
+/// bucket, or `None` at shutdown.
+async fn own(
+    nats: &Nats,
+    partition: u32,
+    owner: &str,
+    shutdown: &CancellationToken,
+) -> Option<async_nats::jetstream::kv::Store> {
+    let mut backoff = FIRST_BACKOFF;
+    let mut told = None;
+    loop {
+        let claimed = async {
+            let store = claim::bucket(nats).await?;
+            let claimed = claim::claim(&store, partition, owner).await?;
+            Ok::<_, String>((store, claimed))
+        };
+        let claimed = tokio::select! {
+            claimed = claimed => claimed,
+            () = shutdown.cancelled() => return None,
+        };
+        match claimed {
+            Ok((store, claim::Claimed::Owned)) => return Some(store),
+            Ok((store, claim::Claimed::OwnedBy(holder))) => {
+                if told.as_ref() != Some(&holder) {
+                    error!(
+                        partition, %holder, bucket = %claim::bucket_name(nats),
+                        "another writer owns this partition: not writing it (check \
+                         --writer-partitions: one writer per partition; to move a partition, \
+                         stop its writer and delete its key, see docs/events-at-scale.md)"
+                    );
+                    told = Some(holder);
+                }
+                // Woken when the claim changes (deleted by an operator).
+                let changed = tokio::select! {
+                    changed = claim::changed(&store, partition, "") => changed,
+                    () = shutdown.cancelled() => return None,
+                };
+                if let Err(reason) = changed {
+                    warn!(partition, %reason, "watching the partition's claim");
+                    if !back_off(&mut backoff, shutdown).await {
+                        return None;
+                    }
+                }
+            }
+            Err(reason) => {
+                warn!(partition, %reason, "the writer cannot claim its partition yet; retrying");
+                if !back_off(&mut backoff, shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Why a partition's consumer cannot be had.
@@ -213,6 +272,9 @@ async fn write_partition(
 ) {
     let mut backoff = FIRST_BACKOFF;
     'connect: loop {
+        let Some(claims) = own(&nats, partition, &options.owner, &shutdown).await else {
+            return;
+        };
         let consumer = tokio::select! {
             consumer = consumer(&nats, partition, &options) => consumer,
             () = shutdown.cancelled() => return,
@@ -252,9 +314,23 @@ async fn write_partition(
             }
         };
         info!(partition, consumer = %consumer_name(partition), "writing a partition of the event stream");
+        // The claim deleted or taken while this writer runs: it stops
+        // pulling, and claims the partition again first.
+        let disowned = claim::changed(&claims, partition, &options.owner);
+        tokio::pin!(disowned);
         loop {
             let chunk = tokio::select! {
                 chunk = messages.next() => chunk,
+                changed = &mut disowned => {
+                    match changed {
+                        Ok(()) => error!(partition, "this writer's claim on the partition was deleted or taken: it stops writing it"),
+                        Err(reason) => warn!(partition, %reason, "watching the partition's claim; claiming it again"),
+                    }
+                    if !back_off(&mut backoff, &shutdown).await {
+                        return;
+                    }
+                    continue 'connect;
+                }
                 () = shutdown.cancelled() => return,
             };
             let Some(chunk) = chunk else {
