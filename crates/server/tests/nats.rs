@@ -13,7 +13,10 @@
 //! - NATS down: `EventService` answers UNAVAILABLE at once and says so in
 //!   health and `/readyz`, `Assign` keeps answering, and ingest resumes
 //!   when NATS is back on the same port and store, without restarting
-//!   `expd`.
+//!   `expd`;
+//! - one writer per partition: a second writer named for claimed
+//!   partitions writes none of them, and the owner, killed and started
+//!   again on its data directory, takes its claims back.
 //!
 //! Not part of `cargo test --workspace`: the target needs the
 //! `nats-tests` feature, and `.ci/run` runs it in its own step:
@@ -963,4 +966,87 @@ async fn with_nats_down_event_service_answers_unavailable_assign_keeps_serving_a
         "refused in {refused_in:?} with NATS down; {refused_exposures} exposures refused \
          (counted); SERVING again {serving_again:?} after NATS was back"
     );
+}
+
+// === one writer per partition ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_named_for_claimed_partitions_writes_none_of_them_and_the_owner_takes_its_claims_back_after_a_restart()
+ {
+    let dir = tempfile::tempdir().expect("dir");
+    let nats = NatsServer::start(dir.path()).await;
+    let sink = nats.url();
+    let (main_dir, owner_dir, second_dir) = (
+        dir.path().join("main"),
+        dir.path().join("owner"),
+        dir.path().join("second"),
+    );
+    let (_main, _, _, channel) = start_quiet(
+        &main_dir,
+        &["--services", "admin,ingest", "--events-sink", &sink],
+    )
+    .await;
+    let writer = [
+        "--services",
+        "writer",
+        "--events-sink",
+        sink.as_str(),
+        "--events-flush-interval",
+        "1s",
+    ];
+    let (owner, ..) = start_quiet(&owner_dir, &writer).await;
+    // The owner has claimed every partition once its first batch is in
+    // Parquet; only then does the second writer start.
+    let first: Vec<v1::Outcome> = (0..200).map(|i| page_view(&format!("c1-{i:04}"))).collect();
+    log_outcomes_until_acked(&channel, &first, Duration::from_secs(20)).await;
+    let mut expected: BTreeSet<String> = first.iter().map(|o| o.event_id.clone()).collect();
+    let written = wait_until(Duration::from_secs(20), async || {
+        let counts = parquet_id_counts(&owner_dir, EventKind::Outcome);
+        (counts.len() == expected.len()).then_some(counts)
+    })
+    .await
+    .expect("the owner writes the first batch");
+    assert_exactly_once("the first batch", &written, &expected);
+
+    let (second, ..) = start_quiet(&second_dir, &writer).await;
+    // It says, for each of the 16 partitions, who owns it, and writes
+    // nothing.
+    let refusals = tokio::task::spawn_blocking(move || {
+        let mut refused = BTreeSet::new();
+        while refused.len() < 16 {
+            let line = second
+                .logs
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the second writer says it does not write the claimed partitions");
+            if line.contains("another writer owns this partition") {
+                let entry: serde_json::Value = serde_json::from_str(&line).expect("json");
+                refused.insert(entry["fields"]["partition"].as_u64().expect("partition"));
+            }
+        }
+        (second, refused)
+    })
+    .await
+    .expect("log read");
+    let (second, refused) = refusals;
+    assert_eq!(refused, (0..16).collect::<BTreeSet<u64>>());
+
+    // The owner killed and started again on its data directory: the same
+    // name, so it takes its claims back, and writes what came meanwhile.
+    let _ = kill_and_read_log(owner).await;
+    let more: Vec<v1::Outcome> = (0..200).map(|i| page_view(&format!("c2-{i:04}"))).collect();
+    log_outcomes_until_acked(&channel, &more, Duration::from_secs(20)).await;
+    expected.extend(more.iter().map(|o| o.event_id.clone()));
+    let (_owner, ..) = start_quiet(&owner_dir, &writer).await;
+    let written = wait_until(Duration::from_secs(30), async || {
+        let counts = parquet_id_counts(&owner_dir, EventKind::Outcome);
+        (counts.len() == expected.len()).then_some(counts)
+    })
+    .await
+    .unwrap_or_else(|| parquet_id_counts(&owner_dir, EventKind::Outcome));
+    assert_exactly_once("both batches, by the owner", &written, &expected);
+    assert!(
+        parquet_id_counts(&second_dir, EventKind::Outcome).is_empty(),
+        "the second writer wrote events of partitions it does not own"
+    );
+    drop(second);
 }
