@@ -13,7 +13,10 @@
 //! its writer is stopped, see docs/events-at-scale.md). A writer whose
 //! claim is deleted or taken while it runs stops writing the partition.
 
-use async_nats::jetstream::kv::{self, CreateErrorKind};
+use async_nats::jetstream::{
+    kv::{self, CreateErrorKind},
+    stream,
+};
 use futures_util::StreamExt;
 use prost::bytes::Bytes;
 
@@ -21,6 +24,12 @@ use super::Nats;
 
 /// The bucket of the stream's partition claims, created if absent with
 /// the stream's replicas (a claim survives what the stream survives).
+///
+/// The bucket's stream is created here as a key-value bucket's is laid
+/// out (`KV_<bucket>`, subjects `$KV.<bucket>.>`, one message per key,
+/// rollups allowed, deletes denied, new messages discarded at a limit):
+/// the client's own bucket creation first asks for the account's
+/// JetStream info in a form Debian's nats-server 2.9 does not answer.
 pub async fn bucket(nats: &Nats) -> Result<kv::Store, String> {
     let name = bucket_name(nats);
     if let Ok(store) = nats.jetstream().get_key_value(&name).await {
@@ -34,14 +43,24 @@ pub async fn bucket(nats: &Nats) -> Result<kv::Store, String> {
         .config
         .num_replicas;
     nats.jetstream()
-        .create_key_value(kv::Config {
-            bucket: name.clone(),
-            description: "expd writers: the writer that owns each partition of the event stream"
-                .into(),
-            history: 1,
+        .get_or_create_stream(stream::Config {
+            name: format!("KV_{name}"),
+            description: Some(
+                "expd writers: the writer that owns each partition of the event stream".into(),
+            ),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
             num_replicas: replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
             ..Default::default()
         })
+        .await
+        .map_err(|err| format!("key-value bucket {name}: {err}"))?;
+    nats.jetstream()
+        .get_key_value(&name)
         .await
         .map_err(|err| format!("key-value bucket {name}: {err}"))
 }
