@@ -23,6 +23,10 @@
 //! the unit's first one moves both, and the outcomes of the window between
 //! the new start and the old one are counted then
 //! (`ExperimentState::earlier_exposure` says what cannot move).
+//!
+//! Every accepted exposure also counts its unit on its placement, for the
+//! last 24 hours of event time, across experiments
+//! ([`crate::placement`]): the daily traffic a plan before launch uses.
 
 use std::collections::HashMap;
 
@@ -34,6 +38,7 @@ use smallvec::SmallVec;
 
 use crate::{
     experiment::{ExperimentState, JACKKNIFE_GROUPS, Unit, layout, unit_key},
+    placement::PlacementTraffic,
     recent::{OutcomeView, RecentOutcomes},
 };
 
@@ -77,6 +82,8 @@ pub struct Analyzer {
     slots: Vec<String>,
     recent: RecentOutcomes,
     unattributed: Unattributed,
+    /// Units exposed on each placement over the last 24 hours.
+    placements: PlacementTraffic,
     /// The largest event timestamp applied so far, across experiments:
     /// the event time, whose hour boundaries the timelines record.
     pub(crate) watermark_micros: Option<i64>,
@@ -102,6 +109,7 @@ impl Analyzer {
             slots: Vec::new(),
             recent: RecentOutcomes::default(),
             unattributed: Unattributed::default(),
+            placements: PlacementTraffic::default(),
             watermark_micros: None,
         }
     }
@@ -116,6 +124,14 @@ impl Analyzer {
         self.experiments
             .get(experiment_id)
             .map_or(0, |state| state.units.len())
+    }
+
+    /// Distinct units exposed on `placement`, in any experiment, over the
+    /// 24 hours of event time up to the watermark (its UTC hour and the 23
+    /// before; [`crate::placement`]); `None` when none were.
+    pub fn placement_daily_units(&self, placement: &str) -> Option<u64> {
+        self.placements
+            .daily_units(placement, self.watermark_micros?)
     }
 
     /// Takes in an event of either kind.
@@ -159,6 +175,12 @@ impl Analyzer {
         };
         state.check_exposure(exposure, time_micros, variant);
         let key = unit_key(exposure.unit_type, unit_id);
+        self.placements.record(
+            &exposure.placement,
+            key,
+            time_micros,
+            self.watermark_micros.unwrap_or(time_micros),
+        );
         let memberships = self.memberships.entry(key).or_default();
         if let Some(known) = memberships
             .iter()
@@ -257,11 +279,102 @@ impl Analyzer {
         self.slots.clear();
         self.recent.clear();
         self.unattributed = Unattributed::default();
+        self.placements.clear();
         self.watermark_micros = None;
     }
 
     /// Ids of the experiments with state.
     pub fn experiment_ids(&self) -> Vec<String> {
         self.slots.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use exp_core::{event::from_unix_micros, examples};
+
+    use super::*;
+
+    const HOUR_MICROS: i64 = 3_600_000_000;
+    /// 2027-01-15T08:00:00Z, on an hour boundary.
+    const START_MICROS: i64 = 1_800_000_000_000_000;
+
+    /// The seed experiment under another id.
+    fn seed_as(id: &str) -> Experiment {
+        let mut experiment = examples::seed_experiment();
+        experiment.id = id.into();
+        experiment
+    }
+
+    fn on(experiment: &str, placement: &str, user: &str, time_micros: i64) -> Exposure {
+        let experiment = seed_as(experiment);
+        Exposure {
+            event_id: String::new(),
+            experiment_id: experiment.id.clone(),
+            variant: experiment.variants[0].name.clone(),
+            user_id: user.into(),
+            session_id: String::new(),
+            unit_type: UnitType::User,
+            placement: placement.into(),
+            page_type: String::new(),
+            revision: 1,
+            timestamp: from_unix_micros(time_micros),
+        }
+    }
+
+    #[test]
+    fn a_placements_daily_units_are_its_distinct_units_of_the_last_24_hours_across_experiments() {
+        let mut analyzer = Analyzer::new(Box::new(|id: &str| {
+            ["pdp_a", "pdp_b", "cart_c"]
+                .contains(&id)
+                .then(|| seed_as(id))
+        }));
+        // Thirty hours ago, then dropped: 50 units on the product page.
+        for user in 0..50 {
+            let user = format!("old-{user}");
+            analyzer.exposure(&on("pdp_a", "product_page", &user, START_MICROS));
+        }
+        let day_later = START_MICROS + 30 * HOUR_MICROS;
+        // In the last day: users 0..100 in experiment a and 60..160 in b,
+        // both on the product page (the 40 in both count once, and again
+        // exposed an hour later still once), and 0..30 in c on the cart.
+        for user in 0..100 {
+            let user = format!("u-{user}");
+            analyzer.exposure(&on(
+                "pdp_a",
+                "product_page",
+                &user,
+                day_later - 20 * HOUR_MICROS,
+            ));
+            analyzer.exposure(&on(
+                "pdp_a",
+                "product_page",
+                &user,
+                day_later - 19 * HOUR_MICROS,
+            ));
+        }
+        for user in 60..160 {
+            let user = format!("u-{user}");
+            analyzer.exposure(&on(
+                "pdp_b",
+                "product_page",
+                &user,
+                day_later - 2 * HOUR_MICROS,
+            ));
+        }
+        for user in 0..30 {
+            let user = format!("u-{user}");
+            analyzer.exposure(&on("cart_c", "cart", &user, day_later));
+        }
+        assert_eq!(analyzer.placement_daily_units("product_page"), Some(160));
+        assert_eq!(analyzer.placement_daily_units("cart"), Some(30));
+        assert_eq!(analyzer.placement_daily_units("home"), None, "never seen");
+        // A late exposure from before the window does not count.
+        analyzer.exposure(&on("pdp_a", "product_page", "late", START_MICROS));
+        assert_eq!(analyzer.placement_daily_units("product_page"), Some(160));
+        // A day on, the window holds none of them.
+        analyzer.exposure(&on("cart_c", "cart", "new", day_later + 25 * HOUR_MICROS));
+        assert_eq!(analyzer.placement_daily_units("product_page"), None);
+        assert_eq!(analyzer.placement_daily_units("cart"), Some(1));
     }
 }

@@ -11,11 +11,13 @@
 //! | [`report`] | results of an experiment from that state: per-variant results, SRM, sanity checks, guardrail states |
 //! | [`results`] | per-variant values, comparisons (fixed-horizon or always-valid) and adjusted p-values (Holm, Benjamini-Hochberg) from sufficient statistics, for reports and timelines alike |
 //! | [`timeline`] | results over time: snapshots at every UTC hour boundary of event time, read at any alpha |
+//! | [`placement`] | units exposed on each placement over the last 24 hours, across experiments, in bounded hourly sketches |
 //! | [`plan`] | units and days an experiment needs before launch (power and sample size) |
 //! | [`stats`] | the tests themselves (z, Welch, delta method, jackknife, Holm, Benjamini-Hochberg, chi-square, confidence sequences, mSPRT), checked against scipy |
 
 pub mod analyzer;
 pub mod experiment;
+pub mod placement;
 pub mod plan;
 pub mod recent;
 pub mod report;
