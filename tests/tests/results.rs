@@ -625,6 +625,84 @@ async fn plan_experiment_for_a_started_experiment_says_where_it_stands() {
     );
 }
 
+#[tokio::test]
+async fn plan_experiment_before_launch_takes_the_days_from_a_placements_units_of_the_last_day() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    launch_seed_everywhere(&mut server.admin().await).await;
+    let mut events = EventServiceClient::new(channel.clone());
+    // 120 units on the seed's placement over the last 20 hours, the first
+    // 30 exposed again an hour later: 120 distinct units.
+    let now = SystemTime::now();
+    let mut exposures = exposures_at("placed", 120, now - Duration::from_secs(20 * 3_600));
+    exposures.extend(
+        exposures_at("placed", 30, now - Duration::from_secs(3_600))
+            .into_iter()
+            .map(|mut again| {
+                again.event_id.push_str("-again");
+                again
+            }),
+    );
+    let logged = events
+        .log_exposures(v1::LogExposuresRequest { exposures })
+        .await
+        .expect("log")
+        .into_inner();
+    assert_eq!(logged.accepted_count, 150, "{:?}", logged.rejections);
+    let mut results = ResultsServiceClient::new(channel);
+    results_through(&mut results, logged.position).await;
+    let request = |placement: &str| v1::PlanExperimentRequest {
+        baseline: Some(v1::plan_experiment_request::Baseline::BaselineRate(0.1)),
+        minimum_detectable_effect: 0.05,
+        traffic_percent: 20,
+        placement: placement.into(),
+        ..Default::default()
+    };
+    let planned = results
+        .plan_experiment(request("you_may_also_like"))
+        .await
+        .expect("plan")
+        .into_inner();
+    assert_eq!(
+        planned.daily_units_source,
+        v1::DailyUnitsSource::Placement as i32
+    );
+    assert_eq!(planned.daily_units, 120.0, "{planned:?}");
+    // 113,024 units at a fifth of the traffic: 565,120 eligible units, at
+    // 120 a day.
+    assert_eq!(planned.eligible_units, 565_120);
+    assert!(
+        (planned.days - 565_120.0 / 120.0).abs() < 1e-9,
+        "{planned:?}"
+    );
+    assert!(planned.progress.is_none(), "no experiment named");
+
+    let given = results
+        .plan_experiment(v1::PlanExperimentRequest {
+            daily_units: 10_000.0,
+            ..request("you_may_also_like")
+        })
+        .await
+        .expect("plan")
+        .into_inner();
+    assert_eq!(
+        (given.daily_units_source, given.daily_units),
+        (v1::DailyUnitsSource::Given as i32, 10_000.0),
+        "given daily units win"
+    );
+
+    let unseen = results
+        .plan_experiment(request("checkout_banner"))
+        .await
+        .expect_err("a placement without exposures");
+    assert_eq!(unseen.code(), Code::InvalidArgument);
+    assert_eq!(field_of(&unseen), "placement");
+    assert!(
+        unseen.message().contains("no exposures") && unseen.message().contains("24 hours"),
+        "{unseen:?}"
+    );
+}
+
 /// Benjamini-Hochberg's adjustment of two p-values, in their order.
 fn benjamini_hochberg_of_two(p: [f64; 2]) -> [f64; 2] {
     let (low, high) = (p[0].min(p[1]), p[0].max(p[1]));

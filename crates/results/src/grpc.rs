@@ -195,7 +195,13 @@ impl ResultsService for ResultsGrpc {
         };
         let (weights_given, traffic_given) =
             (!request.weights.is_empty(), request.traffic_percent != 0);
+        let placement = request.placement.clone();
         let mut planning = plan_request(request)?;
+        let mut source = if planning.daily_units.is_some() {
+            v1::DailyUnitsSource::Given
+        } else {
+            v1::DailyUnitsSource::Unspecified
+        };
         let mut observed = None;
         let mut standing = None;
         if let Some((experiment, timeline)) = &started {
@@ -217,8 +223,9 @@ impl ResultsService for ResultsGrpc {
                 })
                 .collect();
             observed = observed_daily_units(&points, planning.traffic_percent);
-            if planning.daily_units.is_none() {
+            if planning.daily_units.is_none() && observed.is_some() {
                 planning.daily_units = observed;
+                source = v1::DailyUnitsSource::Experiment;
             }
             standing = timeline.points.last().map(|now| {
                 let control = now
@@ -236,6 +243,29 @@ impl ResultsService for ResultsGrpc {
                 let exposed: u64 = now.variants.iter().map(|v| v.exposed_units).sum();
                 (control, smallest_treatment, exposed)
             });
+        }
+        if planning.daily_units.is_none() && !placement.is_empty() {
+            // Before launch: the placement's units a day, across
+            // experiments.
+            self.counted_through(Position::ZERO, &metadata).await?;
+            let shared = self.shared.clone();
+            let asked = placement.clone();
+            let daily = tokio::task::spawn_blocking(move || {
+                shared.analysis().analyzer.placement_daily_units(&asked)
+            })
+            .await
+            .map_err(|error| Status::internal(error.to_string()))?;
+            let Some(daily) = daily else {
+                return Err(to_status(Error::invalid(
+                    "placement",
+                    format!(
+                        "no exposures on {placement:?} in the last 24 hours of event time, \
+                         in any experiment: give daily_units"
+                    ),
+                )));
+            };
+            planning.daily_units = Some(daily as f64);
+            source = v1::DailyUnitsSource::Placement;
         }
         let planned =
             plan(&planning).map_err(|violations| to_status(Error::InvalidArgument(violations)))?;
@@ -265,6 +295,8 @@ impl ResultsService for ResultsGrpc {
             alpha: planning.alpha,
             power: planning.power,
             progress,
+            daily_units_source: source as i32,
+            daily_units: planning.daily_units.unwrap_or(0.0),
         }))
     }
 

@@ -11,7 +11,9 @@
 //!   guardrails are judged; a breach pauses or stops it through the
 //!   admin's own transition, with the evidence in the revision's reason.
 //! - [`grpc`]: `GetResults`, which reads your writes (it waits for a position),
-//!   `GetResultsTimeline`, and `PlanExperiment` (units and days needed).
+//!   `GetResultsTimeline`, and `PlanExperiment` (units and days needed, at
+//!   daily units given, observed for a started experiment, or observed on
+//!   a placement before launch).
 //! - [`convert`]: reports to their proto form.
 //! - [`view`]: the newest results and timeline of an experiment kept for
 //!   people (the console), so a page answers without a pass over its
