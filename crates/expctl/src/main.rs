@@ -210,6 +210,11 @@ enum Command {
         /// Eligible units a day, to print the days needed.
         #[arg(long, default_value_t = 0.0)]
         daily_units: f64,
+        /// Before launch, without --daily-units: the days from the units
+        /// exposed on this placement over the last 24 hours, in any
+        /// experiment.
+        #[arg(long)]
+        placement: Option<String>,
         /// A started experiment: also where it stands (its units, the
         /// change they detect now, the units a day it saw, the days left);
         /// its weights and traffic are used unless given.
@@ -680,6 +685,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             weights,
             traffic,
             daily_units,
+            placement,
             experiment,
         } => {
             use v1::plan_experiment_request::Baseline;
@@ -699,6 +705,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 traffic_percent: traffic,
                 daily_units,
                 experiment_id: experiment.unwrap_or_default(),
+                placement: placement.unwrap_or_default(),
             });
             let planned = remote.results.plan_experiment(request).await?.into_inner();
             print!("{}", table::render_plan(&planned));

@@ -360,6 +360,16 @@ pub fn render_plan(plan: &v1::PlanExperimentResponse) -> String {
     );
     if plan.days > 0.0 {
         out.push_str(&format!("days                 {:.1}\n", plan.days));
+        let source = match v1::DailyUnitsSource::try_from(plan.daily_units_source) {
+            Ok(v1::DailyUnitsSource::Given) => " (given)",
+            Ok(v1::DailyUnitsSource::Experiment) => " (seen in the experiment, last 24 h)",
+            Ok(v1::DailyUnitsSource::Placement) => " (seen on the placement, last 24 h)",
+            _ => "",
+        };
+        out.push_str(&format!(
+            "at units a day       {:.0}{source}\n",
+            plan.daily_units
+        ));
     }
     if let Some(progress) = &plan.progress {
         out.push_str(&format!(
@@ -376,6 +386,25 @@ pub fn render_plan(plan: &v1::PlanExperimentResponse) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_says_the_daily_units_its_days_are_at_and_where_they_came_from() {
+        let plan = v1::PlanExperimentResponse {
+            eligible_units: 565_120,
+            days: 4.7,
+            daily_units: 120_000.0,
+            daily_units_source: v1::DailyUnitsSource::Placement as i32,
+            ..Default::default()
+        };
+        let printed = render_plan(&plan);
+        assert!(printed.contains("days                 4.7"), "{printed}");
+        assert!(
+            printed.contains("at units a day       120000 (seen on the placement, last 24 h)"),
+            "{printed}"
+        );
+        let without = render_plan(&v1::PlanExperimentResponse::default());
+        assert!(!without.contains("units a day"), "{without}");
+    }
 
     #[test]
     fn counts_get_thousands_separators() {

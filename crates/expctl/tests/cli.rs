@@ -386,7 +386,7 @@ async fn plan_prints_the_units_and_days_an_experiment_needs() {
     let server = TestServer::start().await;
     let addr = format!("http://{}", server.grpc_addr);
     // expctl blocks: off the runtime that serves it.
-    let (printed, refused) = tokio::task::spawn_blocking(move || {
+    let (printed, refused, unseen) = tokio::task::spawn_blocking(move || {
         let printed = ok(
             &addr,
             &[
@@ -404,6 +404,18 @@ async fn plan_prints_the_units_and_days_an_experiment_needs() {
         (
             printed,
             expctl(&addr, &["plan", "--rate", "1.5", "--mde", "0.05"]),
+            refused(
+                &addr,
+                &[
+                    "plan",
+                    "--rate",
+                    "0.1",
+                    "--mde",
+                    "0.05",
+                    "--placement",
+                    "nowhere",
+                ],
+            ),
         )
     })
     .await
@@ -411,7 +423,17 @@ async fn plan_prints_the_units_and_days_an_experiment_needs() {
     assert!(printed.contains("control units        56512"), "{printed}");
     assert!(printed.contains("eligible units       565120"), "{printed}");
     assert!(printed.contains("days                 5.7"), "{printed}");
+    assert!(
+        printed.contains("at units a day       100000 (given)"),
+        "{printed}"
+    );
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("baseline_rate"), "{message}");
+    // Before launch, the days from a placement: one never exposed on is
+    // refused, naming the flag's field.
+    assert!(
+        unseen.contains("placement") && unseen.contains("no exposures"),
+        "{unseen}"
+    );
 }
