@@ -77,6 +77,10 @@ pub struct Experiment {
 /// How the secondary metrics' p-values are adjusted for multiple
 /// comparisons (the primary metric and the guardrails are always adjusted
 /// by Holm over the treatments).
+///
+/// Stored by variant name (`"Holm"`, `"BenjaminiHochberg"`), as every
+/// other enum of a stored experiment is (`"Running"`, `"UserOrSession"`):
+/// renaming a variant changes the stored form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum MultipleComparisonCorrection {
     /// Holm's step-down over each metric's treatments.

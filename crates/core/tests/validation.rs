@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use exp_core::{
     AttributeOperator, AttributeRule, Experiment, FieldViolation, Guardrail, GuardrailAction,
-    ParamSchema, QaOverride, UnitType,
+    MultipleComparisonCorrection, ParamSchema, QaOverride, UnitType,
     examples::seed_experiment,
     metrics::{self, Aggregate, MetricDefinition, MetricKind},
     validate,
@@ -298,6 +298,37 @@ fn an_experiment_stored_before_the_currency_field_still_loads_with_usd() {
     let loaded: Experiment = serde_json::from_value(stored).expect("loads without the field");
     assert_eq!(loaded.metrics.currency, "");
     assert_eq!(loaded.metrics.effective_currency(), "USD");
+}
+
+#[test]
+fn an_experiment_stored_before_sequential_and_its_correction_loads_fixed_horizon_with_holm() {
+    let mut stored = serde_json::to_value(seed_experiment()).expect("serializable");
+    let object = stored.as_object_mut().expect("an object");
+    object.remove("sequential");
+    object.remove("multiple_comparison_correction");
+    let loaded: Experiment = serde_json::from_value(stored).expect("loads without the fields");
+    assert!(!loaded.sequential);
+    assert_eq!(
+        loaded.multiple_comparison_correction,
+        MultipleComparisonCorrection::Holm
+    );
+}
+
+#[test]
+fn a_sequential_experiment_with_benjamini_hochberg_round_trips_stored_by_variant_name() {
+    let mut e = seed_experiment();
+    e.sequential = true;
+    e.multiple_comparison_correction = MultipleComparisonCorrection::BenjaminiHochberg;
+    let stored = serde_json::to_value(&e).expect("serializable");
+    assert_eq!(stored["sequential"], json!(true));
+    // The convention of every stored enum of the model, e.g. the status.
+    assert_eq!(
+        stored["multiple_comparison_correction"],
+        json!("BenjaminiHochberg")
+    );
+    assert_eq!(stored["status"], json!("Draft"));
+    let loaded: Experiment = serde_json::from_value(stored).expect("loads");
+    assert_eq!(loaded, e);
 }
 
 #[test]
