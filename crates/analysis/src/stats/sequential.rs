@@ -7,11 +7,12 @@
 //! An experiment with `sequential` set reads every comparison through the
 //! asymptotic confidence sequence of Waudby-Smith et al. ("Time-uniform
 //! central limit theory and asymptotic confidence sequences", 2023, eq. 9
-//! of arXiv:2103.06476v7), exactly as GrowthBook's `gbstats` computes it
+//! of arXiv:2103.06476v7), in the form of GrowthBook's `gbstats`
 //! (`sequential_interval_halfwidth`, `sequential_rho` and
-//! `SequentialTwoSidedTTest.p_value` in `gbstats/frequentist/tests.py`).
-//! For an estimate with standard error `se` from `n` units (both arms
-//! together):
+//! `SequentialTwoSidedTTest.p_value` in `gbstats/frequentist/tests.py`):
+//! the half-width formula, ρ from N* and `n` as the units of both arms are
+//! exactly gbstats'. For an estimate with standard error `se` from `n`
+//! units (both arms together):
 //!
 //! half-width = se·√n·√( 2(nρ² + 1) / (n²ρ²) · ln(√(nρ² + 1) / α) )
 //!
@@ -23,7 +24,15 @@
 //! The always-valid p-value is the smallest alpha at which the sequence
 //! (ρ fixed) excludes zero; solving the half-width for alpha gives gbstats'
 //! closed form, p = min(1, √(nρ² + 1) · exp(−nρ²·z² / (2(nρ² + 1)))) with
-//! z = estimate / se. So p < alpha exactly when the interval excludes 0.
+//! z = estimate / se. So p < alpha exactly when the absolute interval
+//! excludes 0.
+//!
+//! Unlike gbstats' default, which computes the p-value on the relative
+//! effect, the p-value here is the absolute difference's: the relative
+//! interval gets the same sequence around its own (delta-method) estimate
+//! and standard error, so near the boundary the lift's interval can
+//! exclude zero while p ≥ alpha (or the reverse). Significance follows the
+//! p-value, that is the absolute interval.
 
 use super::{Comparison, Relative};
 
