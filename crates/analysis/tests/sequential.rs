@@ -66,9 +66,14 @@ impl Metric {
 }
 
 /// The first look (1-based) at which the interval excluded zero, for
-/// fixed-horizon and for sequential intervals, in one run of `LOOKS`
-/// looks.
-fn first_rejections(rng: &mut Rng, metric: Metric) -> (Option<usize>, Option<usize>) {
+/// fixed-horizon intervals and for sequential ones built at
+/// `sequence_alpha` (`ALPHA` as reports do; another only to show the test
+/// can fail), in one run of `LOOKS` looks.
+fn first_rejections(
+    rng: &mut Rng,
+    metric: Metric,
+    sequence_alpha: f64,
+) -> (Option<usize>, Option<usize>) {
     let mut arms = [Moments::default(), Moments::default()];
     let (mut fixed, mut sequential) = (None, None);
     let excludes_zero = |comparison: &Comparison| {
@@ -87,11 +92,14 @@ fn first_rejections(rng: &mut Rng, metric: Metric) -> (Option<usize>, Option<usi
         if fixed.is_none() && excludes_zero(&comparison) {
             fixed = Some(look);
         }
-        let always_valid =
-            comparison.sequential(arms[0].n + arms[1].n, ALPHA, SEQUENTIAL_TUNING_PARAMETER);
+        let always_valid = comparison.sequential(
+            arms[0].n + arms[1].n,
+            sequence_alpha,
+            SEQUENTIAL_TUNING_PARAMETER,
+        );
         if sequential.is_none() && excludes_zero(&always_valid) {
             // The p-value says the same as the interval.
-            assert!(always_valid.p_value < ALPHA, "{always_valid:?}");
+            assert!(always_valid.p_value < sequence_alpha, "{always_valid:?}");
             sequential = Some(look);
         }
     }
@@ -99,13 +107,18 @@ fn first_rejections(rng: &mut Rng, metric: Metric) -> (Option<usize>, Option<usi
 }
 
 /// Over `runs` runs: the share that ever excluded zero with fixed-horizon
-/// intervals and with sequential ones, and the sequential runs' first
-/// rejecting looks.
-fn ever_rejected(seed: u64, runs: usize, metric: Metric) -> (f64, f64, Vec<usize>) {
+/// intervals and with sequential ones built at `sequence_alpha`, and the
+/// sequential runs' first rejecting looks.
+fn ever_rejected(
+    seed: u64,
+    runs: usize,
+    metric: Metric,
+    sequence_alpha: f64,
+) -> (f64, f64, Vec<usize>) {
     let mut rng = Rng(seed);
     let (mut fixed, mut sequential, mut looks) = (0, 0, Vec::new());
     for _ in 0..runs {
-        let (fixed_look, sequential_look) = first_rejections(&mut rng, metric);
+        let (fixed_look, sequential_look) = first_rejections(&mut rng, metric, sequence_alpha);
         fixed += usize::from(fixed_look.is_some());
         if let Some(look) = sequential_look {
             sequential += 1;
@@ -125,7 +138,7 @@ fn a_a_runs_looked_at_30_times_rarely_ever_exclude_zero_with_sequential_interval
         ("add-to-cart rate", 31, Metric::Rate(0.10, 0.10)),
         ("revenue per unit", 37, Metric::Revenue(1.0)),
     ] {
-        let (fixed, sequential, _) = ever_rejected(seed, RUNS, metric);
+        let (fixed, sequential, _) = ever_rejected(seed, RUNS, metric, ALPHA);
         eprintln!(
             "A/A {name}, {RUNS} runs of {LOOKS} looks: ever excluded zero: \
              sequential {sequential:.3}, fixed-horizon {fixed:.3}"
@@ -136,6 +149,15 @@ fn a_a_runs_looked_at_30_times_rarely_ever_exclude_zero_with_sequential_interval
             sequential <= 0.055,
             "{name}: the sequential intervals excluded zero at some look in {sequential:.3} of runs"
         );
+        // 30 looks are far from continuous monitoring, so the sequence is
+        // well inside its bound (1.0% and 1.5% measured with these seeds):
+        // a sequence at 3 times alpha would pass the bound above (below),
+        // not this one.
+        assert!(
+            sequential <= 0.025,
+            "{name}: the sequential intervals excluded zero at some look in {sequential:.3} of runs, \
+             more than the 1.0% to 1.5% measured"
+        );
         // The same looks at fixed-horizon intervals: the peeking problem.
         assert!(
             fixed > 0.15,
@@ -145,9 +167,22 @@ fn a_a_runs_looked_at_30_times_rarely_ever_exclude_zero_with_sequential_interval
 }
 
 #[test]
+fn a_sequence_built_at_three_times_alpha_fails_the_a_a_test_so_the_test_can_fail() {
+    // The negative control of the A/A test above: the same runs, the
+    // sequence built at 0.15 instead of 0.05 (5.1% measured for rates).
+    let (_, sequential, _) = ever_rejected(31, RUNS, Metric::Rate(0.10, 0.10), 3.0 * ALPHA);
+    eprintln!("A/A add-to-cart rate, the sequence at 3 alpha: ever excluded zero {sequential:.3}");
+    assert!(
+        sequential > 0.035,
+        "a sequence at 3 alpha excluded zero at some look in only {sequential:.3} of runs: \
+         the A/A test could not tell it from a valid one"
+    );
+}
+
+#[test]
 fn a_real_lift_is_still_found_by_the_last_look_in_most_runs() {
     // 10% against 12.5% add-to-cart: 4.3 standard errors at the last look.
-    let (fixed, sequential, mut looks) = ever_rejected(41, 300, Metric::Rate(0.10, 0.125));
+    let (fixed, sequential, mut looks) = ever_rejected(41, 300, Metric::Rate(0.10, 0.125), ALPHA);
     looks.sort_unstable();
     let median = looks.get(looks.len() / 2).copied().unwrap_or(0);
     eprintln!(
