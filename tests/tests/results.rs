@@ -701,6 +701,20 @@ async fn plan_experiment_before_launch_takes_the_days_from_a_placements_units_of
         unseen.message().contains("no exposures") && unseen.message().contains("24 hours"),
         "{unseen:?}"
     );
+
+    let invalid_on_unseen = results
+        .plan_experiment(v1::PlanExperimentRequest {
+            minimum_detectable_effect: 0.0,
+            ..request("checkout_banner")
+        })
+        .await
+        .expect_err("no effect to detect");
+    assert_eq!(invalid_on_unseen.code(), Code::InvalidArgument);
+    assert_eq!(
+        field_of(&invalid_on_unseen),
+        "minimum_detectable_effect",
+        "the request is checked before the placement: {invalid_on_unseen:?}"
+    );
 }
 
 /// Benjamini-Hochberg's adjustment of two p-values, in their order.

@@ -246,7 +246,10 @@ impl ResultsService for ResultsGrpc {
         }
         if planning.daily_units.is_none() && !placement.is_empty() {
             // Before launch: the placement's units a day, across
-            // experiments.
+            // experiments. The request is checked first (everything but
+            // the daily units), so a bad one says so whatever the
+            // placement and without waiting for the analysis.
+            plan(&planning).map_err(|violations| to_status(Error::InvalidArgument(violations)))?;
             self.counted_through(Position::ZERO, &metadata).await?;
             let shared = self.shared.clone();
             let asked = placement.clone();
