@@ -26,7 +26,9 @@
 //!
 //! Every accepted exposure also counts its unit on its placement, for the
 //! last 24 hours of event time, across experiments
-//! ([`crate::placement`]): the daily traffic a plan before launch uses.
+//! ([`crate::placement`], which bounds the placements tracked and ignores
+//! an exposure far ahead of the others): the daily traffic a plan before
+//! launch uses.
 
 use std::collections::HashMap;
 
@@ -127,11 +129,11 @@ impl Analyzer {
     }
 
     /// Distinct units exposed on `placement`, in any experiment, over the
-    /// 24 hours of event time up to the watermark (its UTC hour and the 23
-    /// before; [`crate::placement`]); `None` when none were.
+    /// 24 hours of event time up to the newest exposure counted on any
+    /// placement (its UTC hour and the 23 before; [`crate::placement`]);
+    /// `None` when none were.
     pub fn placement_daily_units(&self, placement: &str) -> Option<u64> {
-        self.placements
-            .daily_units(placement, self.watermark_micros?)
+        self.placements.daily_units(placement)
     }
 
     /// Takes in an event of either kind.
@@ -175,12 +177,8 @@ impl Analyzer {
         };
         state.check_exposure(exposure, time_micros, variant);
         let key = unit_key(exposure.unit_type, unit_id);
-        self.placements.record(
-            &exposure.placement,
-            key,
-            time_micros,
-            self.watermark_micros.unwrap_or(time_micros),
-        );
+        self.placements
+            .record(&exposure.placement, key, time_micros);
         let memberships = self.memberships.entry(key).or_default();
         if let Some(known) = memberships
             .iter()
@@ -335,6 +333,14 @@ mod tests {
             analyzer.exposure(&on("pdp_a", "product_page", &user, START_MICROS));
         }
         let day_later = START_MICROS + 30 * HOUR_MICROS;
+        // Event time moves on an hour at a time (an exposure more than two
+        // hours ahead of the others is not counted).
+        let tick = |analyzer: &mut Analyzer, from: i64, to: i64| {
+            for time in (from..=to).step_by(HOUR_MICROS as usize) {
+                analyzer.exposure(&on("cart_c", "ticks", "ticker", time));
+            }
+        };
+        tick(&mut analyzer, START_MICROS, day_later - 20 * HOUR_MICROS);
         // In the last day: users 0..100 in experiment a and 60..160 in b,
         // both on the product page (the 40 in both count once, and again
         // exposed an hour later still once), and 0..30 in c on the cart.
@@ -353,6 +359,7 @@ mod tests {
                 day_later - 19 * HOUR_MICROS,
             ));
         }
+        tick(&mut analyzer, day_later - 19 * HOUR_MICROS, day_later);
         for user in 60..160 {
             let user = format!("u-{user}");
             analyzer.exposure(&on(
@@ -373,8 +380,18 @@ mod tests {
         analyzer.exposure(&on("pdp_a", "product_page", "late", START_MICROS));
         assert_eq!(analyzer.placement_daily_units("product_page"), Some(160));
         // A day on, the window holds none of them.
+        tick(&mut analyzer, day_later, day_later + 24 * HOUR_MICROS);
         analyzer.exposure(&on("cart_c", "cart", "new", day_later + 25 * HOUR_MICROS));
         assert_eq!(analyzer.placement_daily_units("product_page"), None);
         assert_eq!(analyzer.placement_daily_units("cart"), Some(1));
+        // One exposure far ahead of the others moves nothing.
+        analyzer.exposure(&on(
+            "cart_c",
+            "cart",
+            "clock-off",
+            day_later + 100 * HOUR_MICROS,
+        ));
+        assert_eq!(analyzer.placement_daily_units("cart"), Some(1));
+        assert_eq!(analyzer.placement_daily_units("ticks"), Some(1));
     }
 }
