@@ -274,11 +274,25 @@ pub fn register(sources: Sources) {
             "Messages of the event stream the writer made durable in its log and acknowledged",
             move || Some(acknowledged.acknowledged.load(Ordering::Relaxed)),
         );
+        let undecodable = writer.clone();
         counter(
             &meter,
             "expd.writer.undecodable",
             "Messages of the event stream that were not events, terminated by the writer",
-            move || Some(writer.undecodable.load(Ordering::Relaxed)),
+            move || Some(undecodable.undecodable.load(Ordering::Relaxed)),
+        );
+        let owned = writer.clone();
+        gauge(
+            &meter,
+            "expd.writer.partitions.owned",
+            "Partitions of the event stream this writer owns and writes",
+            move || Some(owned.partitions_owned.load(Ordering::Relaxed)),
+        );
+        gauge(
+            &meter,
+            "expd.writer.partitions.elsewhere",
+            "Partitions this writer is named for that another writer owns (it does not write them)",
+            move || Some(writer.partitions_elsewhere.load(Ordering::Relaxed)),
         );
     }
     if let Some(results) = sources.results {

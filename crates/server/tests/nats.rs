@@ -1009,26 +1009,26 @@ async fn a_second_writer_named_for_claimed_partitions_writes_none_of_them_and_th
     assert_exactly_once("the first batch", &written, &expected);
 
     let (second, ..) = start_quiet(&second_dir, &writer).await;
-    // It says, for each of the 16 partitions, who owns it, and writes
-    // nothing.
-    let refusals = tokio::task::spawn_blocking(move || {
-        let mut refused = BTreeSet::new();
-        while refused.len() < 16 {
-            let line = second
-                .logs
-                .recv_timeout(Duration::from_secs(20))
-                .expect("the second writer says it does not write the claimed partitions");
-            if line.contains("another writer owns this partition") {
-                let entry: serde_json::Value = serde_json::from_str(&line).expect("json");
-                refused.insert(entry["fields"]["partition"].as_u64().expect("partition"));
-            }
-        }
-        (second, refused)
+    // It finds all 16 partitions owned by the first writer (and says so
+    // in its log and its metrics), and writes none.
+    let elsewhere = wait_until(Duration::from_secs(20), async || {
+        let waiting = metric(&second, "expd_writer_partitions_elsewhere").await?;
+        (waiting == 16.0).then_some(waiting)
     })
-    .await
-    .expect("log read");
-    let (second, refused) = refusals;
-    assert_eq!(refused, (0..16).collect::<BTreeSet<u64>>());
+    .await;
+    assert_eq!(
+        elsewhere,
+        Some(16.0),
+        "the second writer finds every partition owned by the first"
+    );
+    assert_eq!(
+        metric(&second, "expd_writer_partitions_owned").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&owner, "expd_writer_partitions_owned").await,
+        Some(16.0)
+    );
 
     // The owner killed and started again on its data directory: the same
     // name, so it takes its claims back, and writes what came meanwhile.

@@ -89,6 +89,26 @@ pub struct WriterStats {
     pub acknowledged: AtomicU64,
     /// Messages that did not decode, terminated.
     pub undecodable: AtomicU64,
+    /// Partitions this writer owns and writes now.
+    pub partitions_owned: AtomicU64,
+    /// Partitions it is named for that another writer owns (it waits).
+    pub partitions_elsewhere: AtomicU64,
+}
+
+/// Adds one to a gauge of [`WriterStats`] while it lives.
+struct Counted<'a>(&'a AtomicU64);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The name of a partition's durable consumer.
@@ -124,10 +144,12 @@ async fn own(
     nats: &Nats,
     partition: u32,
     owner: &str,
+    stats: &WriterStats,
     shutdown: &CancellationToken,
 ) -> Option<async_nats::jetstream::kv::Store> {
     let mut backoff = FIRST_BACKOFF;
     let mut told = None;
+    let mut elsewhere = None;
     loop {
         let claimed = async {
             let store = claim::bucket(nats).await?;
@@ -149,6 +171,7 @@ async fn own(
                          stop its writer and delete its key, see docs/events-at-scale.md)"
                     );
                     told = Some(holder);
+                    elsewhere.get_or_insert_with(|| Counted::new(&stats.partitions_elsewhere));
                 }
                 // Woken when the claim changes (deleted by an operator).
                 let changed = tokio::select! {
@@ -272,9 +295,10 @@ async fn write_partition(
 ) {
     let mut backoff = FIRST_BACKOFF;
     'connect: loop {
-        let Some(claims) = own(&nats, partition, &options.owner, &shutdown).await else {
+        let Some(claims) = own(&nats, partition, &options.owner, &stats, &shutdown).await else {
             return;
         };
+        let _owned = Counted::new(&stats.partitions_owned);
         let consumer = tokio::select! {
             consumer = consumer(&nats, partition, &options) => consumer,
             () = shutdown.cancelled() => return,
