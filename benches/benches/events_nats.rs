@@ -19,7 +19,8 @@
 //! 5; `EVENTS_RATE` the offered rate of 2).
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -59,11 +60,11 @@ impl NatsServer {
                 "nats-server".into()
             }
         });
-        let child = Command::new(&binary)
+        let mut child = Command::new(&binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|err| {
                 panic!(
@@ -71,14 +72,19 @@ impl NatsServer {
                      (apt-get install nats-server), or its path in EXPD_NATS_SERVER"
                 )
             });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // nats-server logs "Server is ready" once it accepts clients: its
+        // log is read until then (a blocking read, woken by each line),
+        // and drained afterwards so the server never blocks on the pipe.
+        let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let ready = log
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.contains("Server is ready"));
+        assert!(
+            ready,
+            "nats-server on port {port} exited before it was ready"
+        );
+        std::thread::spawn(move || log.for_each(drop));
         Self {
             child,
             port,
