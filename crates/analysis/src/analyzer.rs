@@ -41,6 +41,7 @@ use smallvec::SmallVec;
 use crate::{
     experiment::{ExperimentState, JACKKNIFE_GROUPS, Unit, layout, unit_key},
     placement::PlacementTraffic,
+    preperiod::{PrePeriod, PrePeriodWindow, day_of},
     recent::{OutcomeView, RecentOutcomes},
 };
 
@@ -86,6 +87,8 @@ pub struct Analyzer {
     unattributed: Unattributed,
     /// Units exposed on each placement over the last 24 hours.
     placements: PlacementTraffic,
+    /// Every user's outcomes of the last days, for CUPED covariates.
+    pre_period: PrePeriod,
     /// The largest event timestamp applied so far, across experiments:
     /// the event time, whose hour boundaries the timelines record.
     pub(crate) watermark_micros: Option<i64>,
@@ -112,8 +115,16 @@ impl Analyzer {
             recent: RecentOutcomes::default(),
             unattributed: Unattributed::default(),
             placements: PlacementTraffic::default(),
+            pre_period: PrePeriod::default(),
             watermark_micros: None,
         }
+    }
+
+    /// (User, day) pairs of outcomes the pre-period ledger forgot or
+    /// refused for want of room ([`crate::preperiod`]): covariates of units
+    /// exposed since may miss their oldest days.
+    pub fn pre_period_forgotten_user_days(&self) -> u64 {
+        self.pre_period.forgotten_user_days()
     }
 
     /// Events it could not use.
@@ -188,6 +199,9 @@ impl Analyzer {
             let Some(previous_start) = state.earlier_exposure(index, variant, time_micros) else {
                 return;
             };
+            if day_of(previous_start) != day_of(time_micros) {
+                covariates(&self.pre_period, state, index, exposure.unit_type, key);
+            }
             // Every outcome before the previous start was refused for
             // this unit; those since the new one count now.
             for outcome in self.recent.of(key) {
@@ -206,6 +220,7 @@ impl Analyzer {
             several_variants: false,
         });
         memberships.push(Membership { slot, index });
+        covariates(&self.pre_period, state, index, exposure.unit_type, key);
         for outcome in self.recent.of(key) {
             if state.apply_outcome(index, &outcome.view()) {
                 outcome.mark_counted();
@@ -232,9 +247,16 @@ impl Analyzer {
                 for membership in memberships {
                     let id = &self.slots[membership.slot as usize];
                     if let Some(state) = self.experiments.get_mut(id) {
-                        counted |= state.apply_outcome(membership.index, &view);
+                        if state.apply_outcome(membership.index, &view) {
+                            counted = true;
+                        } else if unit_type == UnitType::User {
+                            state.apply_pre_period(membership.index, &view);
+                        }
                     }
                 }
+            }
+            if unit_type == UnitType::User {
+                self.pre_period.record(key, &view);
             }
         }
         self.unattributed.outcomes_without_unit += self.recent.remember(&keys, view, counted);
@@ -278,6 +300,7 @@ impl Analyzer {
         self.recent.clear();
         self.unattributed = Unattributed::default();
         self.placements.clear();
+        self.pre_period.clear();
         self.watermark_micros = None;
     }
 
@@ -285,6 +308,34 @@ impl Analyzer {
     pub fn experiment_ids(&self) -> Vec<String> {
         self.slots.clone()
     }
+}
+
+/// Sets the covariates of the unit at `index` of `state` from the ledger:
+/// its measures over the pre-period before its first exposure's day. A
+/// session unit has none (the ledger keeps users only).
+fn covariates(
+    ledger: &PrePeriod,
+    state: &mut ExperimentState,
+    index: u32,
+    unit_type: UnitType,
+    key: u128,
+) {
+    let Some(days) = state.layout.pre_period_days else {
+        return;
+    };
+    let first_exposure_micros = state.units[index as usize].first_exposure_micros;
+    let placements = ledger.placement_ids(&state.experiment.eligibility.placements);
+    state.refill_covariates(index, |measures, currency, sums| {
+        if unit_type == UnitType::User {
+            let window = PrePeriodWindow {
+                key,
+                first_exposure_micros,
+                days,
+                placements: &placements,
+            };
+            ledger.add_covariates(&window, measures, currency, sums);
+        }
+    });
 }
 
 #[cfg(test)]

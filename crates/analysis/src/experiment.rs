@@ -17,6 +17,7 @@ use exp_core::{
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::{
+    preperiod::day_of,
     recent::{Currency, OutcomeView},
     timeline::History,
 };
@@ -59,10 +60,14 @@ pub(crate) struct ResolvedMetric {
 /// without touching the state.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Layout {
-    measures: Vec<Measure>,
+    pub(crate) measures: Vec<Measure>,
     item_tables: Vec<Measure>,
     /// The experiment's currency, when a measure sums `value`.
-    currency: Option<Currency>,
+    pub(crate) currency: Option<Currency>,
+    /// The CUPED pre-period in days, when the experiment adjusts and has a
+    /// metric that can be (a proportion or a mean): each unit then keeps
+    /// one covariate sum per measure beside its sums.
+    pub(crate) pre_period_days: Option<u32>,
 }
 
 pub(crate) fn layout(experiment: &Experiment) -> (Layout, Vec<ResolvedMetric>) {
@@ -133,14 +138,26 @@ pub(crate) fn layout(experiment: &Experiment) -> (Layout, Vec<ResolvedMetric>) {
         .iter()
         .any(|measure| measure.aggregate == Aggregate::ValueSum)
         .then(|| Currency::parse(config.effective_currency()));
+    let adjustable = definitions
+        .iter()
+        .any(|(definition, _)| cuped_applies(definition.kind));
+    let pre_period_days =
+        (config.cuped.enabled && adjustable).then_some(config.cuped.pre_period_days);
     (
         Layout {
             measures,
             item_tables,
             currency,
+            pre_period_days,
         },
         resolved,
     )
+}
+
+/// Whether CUPED adjusts metrics of `kind`: those whose per-unit value is
+/// the unit's own (proportions and means).
+pub(crate) fn cuped_applies(kind: MetricKind) -> bool {
+    matches!(kind, MetricKind::Proportion | MetricKind::Mean)
 }
 
 fn measure_key(measure: &Measure) -> (u8, bool, u8, bool) {
@@ -179,6 +196,9 @@ pub(crate) struct ExperimentState {
     /// One sum per measure of the layout for each unit, unit after unit in
     /// the order of `units`.
     sums: Vec<f64>,
+    /// The same over each unit's pre-period, when the layout has one
+    /// (CUPED covariates); empty otherwise.
+    covariates: Vec<f64>,
     /// Per concentration metric: item -> counts per (variant, group).
     pub(crate) item_counts: Vec<HashMap<String, Box<[u32]>>>,
     pub(crate) exposures_outside_schedule: u64,
@@ -215,6 +235,7 @@ impl ExperimentState {
             metrics,
             units: Vec::new(),
             sums: Vec::new(),
+            covariates: Vec::new(),
             item_counts: (0..tables).map(|_| HashMap::new()).collect(),
             exposures_outside_schedule: 0,
             exposures_disagreeing_with_bucketing: 0,
@@ -252,13 +273,75 @@ impl ExperimentState {
             .map(move |(index, unit)| (unit, &self.sums[index * width..(index + 1) * width]))
     }
 
-    /// Adds a unit with its sums at zero; its index.
+    /// Each unit with its sums and its covariates (empty without a
+    /// pre-period), one per measure of the layout.
+    pub(crate) fn units_with_covariates(&self) -> impl Iterator<Item = (&Unit, &[f64], &[f64])> {
+        let width = self.layout.measures.len();
+        let covariate_width = if self.covariates.is_empty() { 0 } else { width };
+        self.units.iter().enumerate().map(move |(index, unit)| {
+            (
+                unit,
+                &self.sums[index * width..(index + 1) * width],
+                &self.covariates[index * covariate_width..(index + 1) * covariate_width],
+            )
+        })
+    }
+
+    /// Adds a unit with its sums (and covariates) at zero; its index.
     pub(crate) fn add_unit(&mut self, unit: Unit) -> u32 {
         let index = u32::try_from(self.units.len()).expect("fewer than 2^32 units per experiment");
         self.units.push(unit);
         self.sums
             .resize(self.sums.len() + self.layout.measures.len(), 0.0);
+        if self.layout.pre_period_days.is_some() {
+            self.covariates
+                .resize(self.covariates.len() + self.layout.measures.len(), 0.0);
+        }
         index
+    }
+
+    /// Sets the covariates of the unit at `index` to 0, then lets `fill`
+    /// add to them, given the layout's measures and currency (nothing
+    /// without a pre-period).
+    pub(crate) fn refill_covariates(
+        &mut self,
+        index: u32,
+        fill: impl FnOnce(&[Measure], Option<Currency>, &mut [f64]),
+    ) {
+        if self.covariates.is_empty() {
+            return;
+        }
+        let width = self.layout.measures.len();
+        let covariates = &mut self.covariates[index as usize * width..(index as usize + 1) * width];
+        covariates.fill(0.0);
+        fill(&self.layout.measures, self.layout.currency, covariates);
+    }
+
+    /// Counts `outcome`, which happened before the first exposure of the
+    /// unit at `index` and arrived after the unit was created, in its
+    /// covariates when it lies in the unit's pre-period.
+    pub(crate) fn apply_pre_period(&mut self, index: u32, outcome: &OutcomeView<'_>) {
+        let Some(days) = self.layout.pre_period_days else {
+            return;
+        };
+        let exposure_day = day_of(self.units[index as usize].first_exposure_micros);
+        let day = day_of(outcome.time_micros);
+        if !(exposure_day - i64::from(days)..exposure_day).contains(&day) {
+            return;
+        }
+        let here = on_placements(&self.experiment.eligibility.placements, outcome);
+        let width = self.layout.measures.len();
+        let start = index as usize * width;
+        for (sum, measure) in self.covariates[start..start + width]
+            .iter_mut()
+            .zip(&self.layout.measures)
+        {
+            if let Contribution::Adds(amount) =
+                contribution(measure, outcome, here, self.layout.currency)
+            {
+                *sum += amount;
+            }
+        }
     }
 
     /// Takes another exposure of the unit at `index`, to `variant` at

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`analyzer`] | routes every exposure and outcome to the units of every experiment it concerns |
 //! | [`experiment`] | the state of one experiment: units, per-unit sums, item tables, sanity counters |
+//! | [`preperiod`] | every user's outcomes of the last 28 UTC days, bounded, read into a unit's CUPED covariates when it is first exposed |
 //! | [`recent`] | the window of recent outcomes, replayed into units exposed after them |
 //! | [`report`] | results of an experiment from that state: per-variant results, SRM, sanity checks, guardrail states |
 //! | [`results`] | per-variant values, comparisons (fixed-horizon or always-valid) and adjusted p-values (Holm, Benjamini-Hochberg) from sufficient statistics, for reports and timelines alike |
@@ -19,6 +20,7 @@ pub mod analyzer;
 pub mod experiment;
 pub mod placement;
 pub mod plan;
+pub mod preperiod;
 pub mod recent;
 pub mod report;
 pub mod results;

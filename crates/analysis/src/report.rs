@@ -5,7 +5,9 @@
 
 use exp_core::GuardrailAction;
 
-pub use crate::results::{ComparisonState, IntervalKind, MetricReport, Readout, VariantReport};
+pub use crate::results::{
+    ComparisonState, CupedReport, IntervalKind, MetricReport, Readout, VariantReport,
+};
 use crate::{
     analyzer::Analyzer,
     experiment::{ExperimentState, ResolvedMetric},
@@ -120,11 +122,16 @@ impl Analyzer {
     /// always-valid p-value). The p-values do not depend on `alpha`; only
     /// the breach states do.
     pub fn report(&mut self, experiment_id: &str, alpha: f64) -> Option<Report> {
+        let forgotten = self.pre_period_forgotten_user_days();
         let Some(state) = self.experiments.get_mut(experiment_id) else {
             let experiment = (self.catalog)(experiment_id)?;
-            return Some(build(&ExperimentState::new(experiment, 0), alpha));
+            return Some(build(
+                &ExperimentState::new(experiment, 0),
+                alpha,
+                forgotten,
+            ));
         };
-        let report = build(state, alpha);
+        let report = build(state, alpha, forgotten);
         let revision = state.experiment.revision;
         state
             .guardrail_evidence
@@ -143,7 +150,7 @@ impl Analyzer {
     }
 }
 
-fn build(state: &ExperimentState, alpha: f64) -> Report {
+fn build(state: &ExperimentState, alpha: f64, pre_period_forgotten: u64) -> Report {
     let experiment = &state.experiment;
     let control = control_index(state);
     let (exposed, several) = exposed_units(state);
@@ -176,7 +183,7 @@ fn build(state: &ExperimentState, alpha: f64) -> Report {
         alpha,
         readout: Readout::of(experiment),
         sample_ratio: sample_ratio(state, &exposed),
-        sanity_checks: sanity_checks(state, several),
+        sanity_checks: sanity_checks(state, several, pre_period_forgotten),
         variants,
         guardrails,
         newest_event_micros: state.newest_event_micros,
@@ -354,8 +361,32 @@ fn other_currencies_check(state: &ExperimentState) -> SanityCheck {
     }
 }
 
-fn sanity_checks(state: &ExperimentState, several: u64) -> Vec<SanityCheck> {
-    vec![
+/// Whether the pre-period ledger kept every user-day it was given
+/// ([`crate::preperiod`]), for an experiment that adjusts.
+fn pre_period_check(forgotten: u64) -> SanityCheck {
+    SanityCheck {
+        name: "pre_period_outcomes_kept",
+        passed: forgotten == 0,
+        offending: forgotten,
+        detail: if forgotten == 0 {
+            "every unit's pre-period outcomes were kept for its CUPED covariate".to_owned()
+        } else {
+            format!(
+                "{forgotten} (user, day) pairs of outcomes were forgotten for want of room \
+                 (the ledger holds {} across experiments): covariates of units exposed since may \
+                 miss their oldest days, which leaves the adjustment unbiased but less sharp",
+                crate::preperiod::MAX_USER_DAYS
+            )
+        },
+    }
+}
+
+fn sanity_checks(
+    state: &ExperimentState,
+    several: u64,
+    pre_period_forgotten: u64,
+) -> Vec<SanityCheck> {
+    let mut checks = vec![
         SanityCheck {
             name: "units_in_several_variants",
             passed: several == 0,
@@ -382,5 +413,9 @@ fn sanity_checks(state: &ExperimentState, several: u64) -> Vec<SanityCheck> {
                 state.exposures_outside_schedule, state.exposures
             ),
         },
-    ]
+    ];
+    if state.layout.pre_period_days.is_some() {
+        checks.push(pre_period_check(pre_period_forgotten));
+    }
+    checks
 }

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use exp_core::{Experiment, MultipleComparisonCorrection, metrics::MetricKind};
 
 use crate::{
-    experiment::{ExperimentState, JACKKNIFE_GROUPS, ResolvedMetric, Role},
-    stats::{self, Comparison, Estimate, Moments, NotComputed},
+    experiment::{ExperimentState, JACKKNIFE_GROUPS, ResolvedMetric, Role, cuped_applies},
+    stats::{self, Comparison, CupedFit, Estimate, Moments, NotComputed},
 };
 
 /// One variant.
@@ -55,6 +55,33 @@ pub struct MetricReport {
     pub adjusted_p_value: Option<f64>,
     /// Whether the adjusted p-value is below alpha.
     pub significant: bool,
+    /// How CUPED adjusted the comparison, when it did: the metric is a
+    /// proportion or a mean and the experiment adjusts. `comparison` is
+    /// then the adjusted one.
+    pub cuped: Option<CupedReport>,
+}
+
+/// A CUPED adjustment of one metric for one variant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CupedReport {
+    /// Whether the comparison is adjusted: false when the covariate does
+    /// not vary within the arms (no unit has a pre-period yet, or every
+    /// unit the same), and the comparison is then the unadjusted one.
+    pub applied: bool,
+    /// The comparison without the covariate, read the same way
+    /// (fixed-horizon or always-valid).
+    pub unadjusted: ComparisonState,
+    /// 1 − Var(adjusted difference) / Var(unadjusted difference): the share
+    /// of the difference's variance the covariate removed; `None` when
+    /// either was not computed. Negative when the covariate only added
+    /// noise.
+    pub variance_reduction: Option<f64>,
+    /// θ, the outcome's change per unit of the covariate within arms,
+    /// pooled across arms (the same for every variant).
+    pub theta: f64,
+    /// Whole UTC days before the first exposure's day that make the
+    /// covariate.
+    pub pre_period_days: u32,
 }
 
 /// What a result's intervals and p-values are.
@@ -144,6 +171,15 @@ pub(crate) struct MetricStatistics {
     pub(crate) kind: MetricKind,
     /// One per variant, in the experiment's order.
     pub(crate) arms: Vec<Sufficient>,
+    /// The CUPED fit over every arm, when the metric is adjusted.
+    pub(crate) cuped: Option<Box<Cuped>>,
+}
+
+/// A metric's CUPED fit, with the pre-period it was computed over.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Cuped {
+    pub(crate) fit: CupedFit,
+    pub(crate) pre_period_days: u32,
 }
 
 impl MetricStatistics {
@@ -157,9 +193,48 @@ impl MetricStatistics {
                 role: metric.role,
                 kind: metric.definition.kind,
                 arms: statistics(state, metric),
+                cuped: cuped(state, metric),
             })
             .collect()
     }
+}
+
+/// The unit's value of `metric` from its sums (or its covariates): a
+/// proportion's success as 0 or 1, a mean's numerator.
+fn unit_value(metric: &ResolvedMetric, sums: &[f64]) -> f64 {
+    let numerator = sums[metric.numerator];
+    match metric.definition.kind {
+        MetricKind::Proportion => f64::from(u8::from(metric.definition.is_success(numerator))),
+        _ => numerator,
+    }
+}
+
+/// `metric`'s CUPED fit over the units of every arm, when the experiment
+/// keeps covariates and the metric is one CUPED adjusts.
+fn cuped(state: &ExperimentState, metric: &ResolvedMetric) -> Option<Box<Cuped>> {
+    let pre_period_days = state.layout.pre_period_days?;
+    if !cuped_applies(metric.definition.kind) {
+        return None;
+    }
+    let fit = CupedFit::of(
+        || {
+            state
+                .units_with_covariates()
+                .map(|(unit, sums, covariates)| {
+                    (
+                        usize::from(unit.variant),
+                        unit_value(metric, sums),
+                        unit_value(metric, covariates),
+                    )
+                })
+        },
+        state.experiment.variants.len(),
+        control_index(state),
+    );
+    Some(Box::new(Cuped {
+        fit,
+        pre_period_days,
+    }))
 }
 
 /// Exposed units per variant, and the units exposed to several.
@@ -292,7 +367,7 @@ fn comparisons(
     exposed: &[u64],
     alpha: f64,
     intervals: IntervalKind,
-) -> (Vec<Arm>, Vec<ComparisonState>) {
+) -> (Vec<Arm>, Vec<ComparisonState>, Vec<Option<CupedReport>>) {
     let arms: Vec<Arm> = metric
         .arms
         .iter()
@@ -302,29 +377,62 @@ fn comparisons(
         MetricKind::Concentration => exposed.get(index).copied().unwrap_or(0) as f64,
         _ => arms[index].moments.n,
     };
-    let states = arms
+    let read = |index: usize, comparison: Result<Comparison, NotComputed>| -> ComparisonState {
+        match intervals {
+            IntervalKind::FixedHorizon => comparison.into(),
+            IntervalKind::Sequential => comparison
+                .map(|comparison| {
+                    comparison.sequential(
+                        units(control) + units(index),
+                        alpha,
+                        stats::SEQUENTIAL_TUNING_PARAMETER,
+                    )
+                })
+                .into(),
+        }
+    };
+    let (states, adjustments) = arms
         .iter()
         .enumerate()
         .map(|(index, arm)| {
             if index == control {
-                return ComparisonState::NotComputed(NotComputed::Control);
+                let state = ComparisonState::NotComputed(NotComputed::Control);
+                let adjustment = metric.cuped.as_ref().map(|cuped| CupedReport {
+                    applied: cuped.fit.covariate_varies(),
+                    unadjusted: state,
+                    variance_reduction: None,
+                    theta: cuped.fit.theta(),
+                    pre_period_days: cuped.pre_period_days,
+                });
+                return (state, adjustment);
             }
-            let comparison = compare(metric.kind, &arms[control], arm, alpha);
-            match intervals {
-                IntervalKind::FixedHorizon => comparison.into(),
-                IntervalKind::Sequential => comparison
-                    .map(|comparison| {
-                        comparison.sequential(
-                            units(control) + units(index),
-                            alpha,
-                            stats::SEQUENTIAL_TUNING_PARAMETER,
-                        )
-                    })
-                    .into(),
-            }
+            let unadjusted = compare(metric.kind, &arms[control], arm, alpha);
+            let Some(cuped) = &metric.cuped else {
+                return (read(index, unadjusted), None);
+            };
+            let applied = cuped.fit.covariate_varies();
+            let adjusted = if applied {
+                cuped.fit.comparison(index, alpha)
+            } else {
+                unadjusted
+            };
+            let variance_reduction = match (&adjusted, &unadjusted) {
+                (Ok(adjusted), Ok(unadjusted)) if applied => {
+                    Some(1.0 - (adjusted.standard_error / unadjusted.standard_error).powi(2))
+                }
+                _ => None,
+            };
+            let adjustment = CupedReport {
+                applied,
+                unadjusted: read(index, unadjusted),
+                variance_reduction,
+                theta: cuped.fit.theta(),
+                pre_period_days: cuped.pre_period_days,
+            };
+            (read(index, adjusted), Some(adjustment))
         })
-        .collect();
-    (arms, states)
+        .unzip();
+    (arms, states, adjustments)
 }
 
 /// The p-values of the comparisons computed, with where they are: (metric,
@@ -396,10 +504,17 @@ pub(crate) fn variant_reports(
 ) -> Vec<VariantReport> {
     let control = control_index(state);
     let readout = Readout::of(&state.experiment);
-    let (arms, comparisons): (Vec<Vec<Arm>>, Vec<Vec<ComparisonState>>) = metrics
-        .iter()
-        .map(|metric| comparisons(metric, control, exposed, alpha, readout.intervals))
-        .unzip();
+    let mut arms = Vec::with_capacity(metrics.len());
+    let mut comparisons_by_metric = Vec::with_capacity(metrics.len());
+    let mut adjustments = Vec::with_capacity(metrics.len());
+    for metric in metrics {
+        let (metric_arms, states, cuped) =
+            comparisons(metric, control, exposed, alpha, readout.intervals);
+        arms.push(metric_arms);
+        comparisons_by_metric.push(states);
+        adjustments.push(cuped);
+    }
+    let comparisons = comparisons_by_metric;
     let adjusted = adjusted_p_values(metrics, &comparisons, readout.correction);
     state
         .experiment
@@ -425,6 +540,7 @@ pub(crate) fn variant_reports(
                             .unwrap_or(ComparisonState::NotComputed(NotComputed::NoData)),
                         adjusted_p_value,
                         significant: adjusted_p_value.is_some_and(|p| p < alpha),
+                        cuped: adjustments[position].get(index).copied().flatten(),
                     }
                 })
                 .collect(),
@@ -442,6 +558,7 @@ mod tests {
             role,
             kind: MetricKind::Proportion,
             arms: Vec::new(),
+            cuped: None,
         }
     }
 

@@ -22,6 +22,7 @@ import sys
 
 import numpy as np
 from scipy import optimize, stats
+from statsmodels.regression.linear_model import OLS
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower, zt_ind_solve_power
 from statsmodels.stats.proportion import (
@@ -417,6 +418,81 @@ reference["sequential"] = [
     sequential_case("ratios", 0, 0.01, 5000),
     sequential_case("ratios", 2, 0.05, 1000),
     sequential_case("concentration", 0, 0.05, 5000, units=16000),
+]
+
+
+def cuped_case(sizes, kind, rho, lifts, rng):
+    """CUPED of one metric over arms of `sizes` (control first): the outcome
+    on one indicator per treatment and the covariate centred on its mean
+    over every unit, by statsmodels' OLS with HC2 standard errors (normal
+    intervals and p-values, statsmodels' default for a robust covariance).
+    The relative difference beta_j / beta_0 takes its variance by the delta
+    method from the fit's covariance matrix. `kind` "mean": a skewed value
+    whose pre-period correlates about `rho` with it, a third of units
+    without any pre-period (covariate 0); "proportion": a success and a
+    pre-period success, correlated through a shared propensity."""
+    arms, ys, xs = [], [], []
+    for arm, (n, lift) in enumerate(zip(sizes, lifts)):
+        if kind == "mean":
+            latent = rng.normal(size=n)
+            pre = np.exp(0.5 * latent) * (rng.random(n) < 2 / 3)
+            post = np.exp(
+                0.5 * (rho * latent + math.sqrt(1 - rho**2) * rng.normal(size=n))
+            ) * (1 + lift)
+            y, x = np.round(post, 4), np.round(pre, 4)
+        else:
+            propensity = rng.beta(1, 6, size=n)
+            x = (rng.random(n) < propensity).astype(float)
+            y = (rng.random(n) < np.minimum(1, propensity * (1 + lift) * 1.5)).astype(float)
+        arms += [arm] * n
+        ys += y.tolist()
+        xs += x.tolist()
+    arm_array, y, x = np.array(arms), np.array(ys), np.array(xs)
+    design = [np.ones(len(y))] + [
+        (arm_array == j).astype(float) for j in range(1, len(sizes))
+    ] + [x - x.mean()]
+    fit = OLS(y, np.column_stack(design)).fit(cov_type="HC2")
+    cov = fit.cov_params()
+    intervals = fit.conf_int(ALPHA)
+    b0 = fit.params[0]
+    treatments = []
+    for j in range(1, len(sizes)):
+        bj = fit.params[j]
+        if b0 == 0:
+            rel, rel_ci = None, None
+        else:
+            rel = bj / b0
+            var = cov[j, j] / b0**2 + bj**2 * cov[0, 0] / b0**4 - 2 * bj * cov[0, j] / b0**3
+            half = Z * math.sqrt(var)
+            rel_ci = [rel - half, rel + half]
+        treatments.append({
+            "arm": j,
+            "control": b0,
+            "treatment": b0 + bj,
+            "absolute": bj,
+            "standard_error": fit.bse[j],
+            "absolute_interval": intervals[j].tolist(),
+            "p_value": fit.pvalues[j],
+            "relative": rel,
+            "relative_interval": rel_ci,
+        })
+    return {
+        "arms": arms,
+        "y": ys,
+        "x": xs,
+        "theta": fit.params[-1],
+        "treatments": treatments,
+    }
+
+
+cuped_rng = np.random.default_rng(20261207)
+reference["cuped"] = [
+    cuped_case([2000, 2000], "mean", 0.7, [0.0, 0.05], cuped_rng),
+    # Unequal arms.
+    cuped_case([600, 1800], "mean", 0.5, [0.0, -0.03], cuped_rng),
+    cuped_case([3000, 3000], "proportion", 0.0, [0.0, 0.1], cuped_rng),
+    # Three arms: theta pooled over all three.
+    cuped_case([800, 900, 700], "mean", 0.7, [0.0, 0.02, 0.08], cuped_rng),
 ]
 
 

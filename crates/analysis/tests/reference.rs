@@ -366,3 +366,56 @@ fn power_and_sample_size_match_statsmodels_normal_ind_power_and_zt_ind_solve_pow
         );
     }
 }
+
+#[test]
+fn cuped_matches_a_statsmodels_ols_on_the_arm_and_the_centred_covariate_with_hc2() {
+    let reference = reference();
+    let alpha = number(&reference["alpha"]);
+    for (index, case) in reference["cuped"]
+        .as_array()
+        .expect("an array")
+        .iter()
+        .enumerate()
+    {
+        let arms: Vec<usize> = numbers(&case["arms"])
+            .into_iter()
+            .map(|arm| arm as usize)
+            .collect();
+        let units: Vec<stats::CupedUnit> = arms
+            .iter()
+            .zip(numbers(&case["y"]).into_iter().zip(numbers(&case["x"])))
+            .map(|(arm, (y, x))| (*arm, y, x))
+            .collect();
+        let variants = arms.iter().max().expect("units") + 1;
+        let fit = stats::CupedFit::of(|| units.iter().copied(), variants, 0);
+        assert!(fit.covariate_varies());
+        assert_close(
+            &format!("cuped[{index}] theta"),
+            fit.theta(),
+            number(&case["theta"]),
+        );
+        for treatment in case["treatments"].as_array().expect("an array") {
+            let arm = number(&treatment["arm"]) as usize;
+            let what = format!("cuped[{index}] arm {arm}");
+            let comparison = fit
+                .comparison(arm, alpha)
+                .expect("the reference data can be compared");
+            assert_comparison(&what, comparison, treatment);
+            assert_close(
+                &format!("{what} standard error"),
+                comparison.standard_error,
+                number(&treatment["standard_error"]),
+            );
+            assert_close(
+                &format!("{what} adjusted control"),
+                comparison.control,
+                number(&treatment["control"]),
+            );
+            assert_close(
+                &format!("{what} adjusted treatment"),
+                comparison.treatment,
+                number(&treatment["treatment"]),
+            );
+        }
+    }
+}

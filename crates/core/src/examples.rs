@@ -48,6 +48,7 @@ pub fn seed_experiment() -> Experiment {
             guardrails: Vec::new(),
             definitions: Vec::new(),
             currency: "USD".into(),
+            cuped: Default::default(),
         },
         revision: 0,
         create_time: SystemTime::UNIX_EPOCH,

@@ -392,10 +392,45 @@ pub struct MetricsConfig {
     /// existed load with it empty.
     #[serde(default)]
     pub currency: String,
+    /// Variance reduction by the same measure before exposure (CUPED).
+    /// Stored experiments written before the field existed load with it
+    /// on, over [`DEFAULT_PRE_PERIOD_DAYS`].
+    #[serde(default)]
+    pub cuped: CupedConfig,
 }
 
 /// The currency of an experiment whose metrics config names none.
 pub const DEFAULT_CURRENCY: &str = "USD";
+
+/// Whole UTC days before a unit's first exposure whose outcomes make its
+/// CUPED covariate, unless the experiment says otherwise.
+pub const DEFAULT_PRE_PERIOD_DAYS: u32 = 14;
+
+/// Longest pre-period an experiment may ask for: the days of outcomes the
+/// analysis keeps per unit for covariates.
+pub const MAX_PRE_PERIOD_DAYS: u32 = 28;
+
+/// CUPED: each proportion and mean metric is also estimated adjusted for
+/// the unit's value of the same metric over the whole UTC days before the
+/// day of its first exposure (a regression on the arm and the centred
+/// covariate, its coefficient pooled across arms). Ratio and concentration
+/// metrics are not adjusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CupedConfig {
+    /// Whether proportion and mean metrics are adjusted.
+    pub enabled: bool,
+    /// Days of the pre-period, 1 to [`MAX_PRE_PERIOD_DAYS`].
+    pub pre_period_days: u32,
+}
+
+impl Default for CupedConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            pre_period_days: DEFAULT_PRE_PERIOD_DAYS,
+        }
+    }
+}
 
 impl MetricsConfig {
     /// The currency its value metrics count: `currency`, or

@@ -356,6 +356,16 @@ fn metrics_config(out: &mut Vec<FieldViolation>, config: &MetricsConfig) {
             ),
         ));
     }
+    let days = config.cuped.pre_period_days;
+    if !(1..=crate::MAX_PRE_PERIOD_DAYS).contains(&days) {
+        out.push(FieldViolation::new(
+            "metrics.cuped.pre_period_days",
+            format!(
+                "must be 1 to {} whole days before the first exposure, got {days}",
+                crate::MAX_PRE_PERIOD_DAYS
+            ),
+        ));
+    }
     if !config.primary_metric.is_empty() && find(&config.primary_metric).is_none() {
         out.push(FieldViolation::new(
             "metrics.primary_metric",

@@ -315,6 +315,31 @@ fn an_experiment_stored_before_sequential_and_its_correction_loads_fixed_horizon
 }
 
 #[test]
+fn an_experiment_stored_before_cuped_loads_with_it_on_over_14_days() {
+    let mut stored = serde_json::to_value(seed_experiment()).expect("serializable");
+    stored["metrics"]
+        .as_object_mut()
+        .expect("an object")
+        .remove("cuped");
+    let loaded: Experiment = serde_json::from_value(stored).expect("loads without the field");
+    assert!(loaded.metrics.cuped.enabled);
+    assert_eq!(loaded.metrics.cuped.pre_period_days, 14);
+}
+
+#[test]
+fn the_cuped_pre_period_is_1_to_28_days() {
+    for (days, valid) in [(0, false), (1, true), (14, true), (28, true), (29, false)] {
+        let mut e = seed_experiment();
+        e.metrics.cuped.pre_period_days = days;
+        if valid {
+            assert!(violations(&e).is_empty(), "{days} days: {:?}", violations(&e));
+        } else {
+            assert_refuses(&e, "metrics.cuped.pre_period_days");
+        }
+    }
+}
+
+#[test]
 fn a_sequential_experiment_with_benjamini_hochberg_round_trips_stored_by_variant_name() {
     let mut e = seed_experiment();
     e.sequential = true;

@@ -9,10 +9,10 @@
 use std::{collections::BTreeMap, time::SystemTime};
 
 use exp_core::{
-    AttributeOperator, AttributeRule, BucketRange, BucketingUnit, Eligibility, Experiment,
-    FieldViolation, Guardrail, GuardrailAction, LoggedIn, MetricsConfig,
-    MultipleComparisonCorrection, Params, QaOverride, Randomization, Revision, RevisionAction,
-    Schedule, Status, UnitType, Variant,
+    AttributeOperator, AttributeRule, BucketRange, BucketingUnit, CupedConfig,
+    DEFAULT_PRE_PERIOD_DAYS, Eligibility, Experiment, FieldViolation, Guardrail, GuardrailAction,
+    LoggedIn, MetricsConfig, MultipleComparisonCorrection, Params, QaOverride, Randomization,
+    Revision, RevisionAction, Schedule, Status, UnitType, Variant,
     metrics::{Aggregate, Measure, MetricDefinition, MetricKind, OutcomeType},
 };
 use prost_types::{ListValue, Struct, Timestamp, value::Kind};
@@ -454,6 +454,16 @@ fn metrics_from_proto(
         guardrails,
         definitions,
         currency: proto.currency,
+        cuped: proto
+            .cuped
+            .map_or_else(CupedConfig::default, |cuped| CupedConfig {
+                enabled: !cuped.disabled,
+                pre_period_days: if cuped.pre_period_days == 0 {
+                    DEFAULT_PRE_PERIOD_DAYS
+                } else {
+                    cuped.pre_period_days
+                },
+            }),
     }
 }
 
@@ -639,6 +649,10 @@ fn metrics_to_proto(metrics: &MetricsConfig) -> v1::MetricsConfig {
             .map(metric_definition_to_proto)
             .collect(),
         currency: metrics.currency.clone(),
+        cuped: Some(v1::CupedConfig {
+            disabled: !metrics.cuped.enabled,
+            pre_period_days: metrics.cuped.pre_period_days,
+        }),
     }
 }
 
@@ -867,6 +881,38 @@ mod tests {
         };
         let violations = experiment_from_proto(proto).expect_err("refused");
         assert_eq!(violations[0].field, "multiple_comparison_correction");
+    }
+
+    #[test]
+    fn cuped_round_trips_and_an_unset_config_means_on_over_14_days() {
+        let mut experiment = seed();
+        experiment.metrics.cuped = CupedConfig {
+            enabled: false,
+            pre_period_days: 21,
+        };
+        let proto = experiment_to_proto(&experiment);
+        let cuped = proto
+            .metrics
+            .as_ref()
+            .and_then(|metrics| metrics.cuped)
+            .expect("always written");
+        assert!(cuped.disabled);
+        assert_eq!(cuped.pre_period_days, 21);
+        let back = experiment_from_proto(proto.clone()).expect("valid");
+        assert_eq!(back.metrics.cuped, experiment.metrics.cuped);
+        let mut unset = proto;
+        if let Some(metrics) = unset.metrics.as_mut() {
+            metrics.cuped = None;
+        }
+        let back = experiment_from_proto(unset.clone()).expect("valid");
+        assert_eq!(back.metrics.cuped, CupedConfig::default());
+        assert!(back.metrics.cuped.enabled);
+        // A config with the days at 0 means 14.
+        if let Some(metrics) = unset.metrics.as_mut() {
+            metrics.cuped = Some(v1::CupedConfig::default());
+        }
+        let back = experiment_from_proto(unset).expect("valid");
+        assert_eq!(back.metrics.cuped.pre_period_days, 14);
     }
 
     #[test]

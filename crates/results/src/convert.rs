@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 use exp_analysis::{
     GuardrailState, IntervalKind, Report, Role as MetricRole,
     report::{ComparisonState, VariantReport},
-    stats::{NotComputed, Relative},
+    results::CupedReport,
+    stats::{Comparison, NotComputed, Relative},
     timeline::{PointTime, Timeline},
 };
 use exp_core::GuardrailAction;
@@ -75,9 +76,46 @@ pub fn variant_to_proto(variant: &VariantReport, alpha: f64) -> v1::VariantResul
                     adjusted_p_value: metric.adjusted_p_value.unwrap_or(0.0),
                     significant: metric.significant,
                     comparison_status: comparison_status(&metric.comparison) as i32,
+                    cuped: metric
+                        .cuped
+                        .map(|cuped| cuped_to_proto(&cuped, computed, alpha)),
                 }
             })
             .collect(),
+    }
+}
+
+/// A CUPED adjustment in its proto form; `adjusted` is the metric's
+/// comparison (the adjusted one when applied).
+fn cuped_to_proto(
+    cuped: &CupedReport,
+    adjusted: Option<&Comparison>,
+    alpha: f64,
+) -> v1::CupedResult {
+    let unadjusted = cuped.unadjusted.computed();
+    let relative = unadjusted.and_then(|comparison| match comparison.relative {
+        Relative::Defined {
+            value, interval, ..
+        } => Some((value, interval)),
+        Relative::ControlIsZero => None,
+    });
+    v1::CupedResult {
+        applied: cuped.applied,
+        pre_period_days: cuped.pre_period_days,
+        theta: cuped.theta,
+        variance_reduction: cuped.variance_reduction.unwrap_or(0.0),
+        variance_reduction_undefined: cuped.variance_reduction.is_none(),
+        unadjusted_status: comparison_status(&cuped.unadjusted) as i32,
+        unadjusted_absolute_difference: unadjusted.map_or(0.0, |c| c.absolute),
+        unadjusted_absolute_interval: unadjusted.map(|c| interval(c.absolute_interval, alpha)),
+        unadjusted_relative_difference: relative.map_or(0.0, |(value, _)| value),
+        unadjusted_relative_interval: relative.map(|(_, bounds)| interval(bounds, alpha)),
+        unadjusted_p_value: unadjusted.map_or(0.0, |c| c.p_value),
+        unadjusted_standard_error: unadjusted.map_or(0.0, |c| c.standard_error),
+        adjusted_value: match adjusted {
+            Some(comparison) if cuped.applied => comparison.treatment,
+            _ => 0.0,
+        },
     }
 }
 

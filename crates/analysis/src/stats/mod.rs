@@ -13,9 +13,10 @@
 //! | sequential experiments, always valid | asymptotic confidence sequence (Waudby-Smith et al.; GrowthBook's) | numpy from the formula, p-value by `scipy.optimize.brentq` |
 //! | sample ratio | chi-square goodness of fit | `scipy.stats.chisquare` |
 //! | guardrail, always valid | mixture SPRT on the relative difference | numpy, closed form |
+//! | CUPED (pre-period covariate), pooled θ | OLS of the outcome on the arm indicators and the centred covariate, HC2 standard errors, normal | `statsmodels` `OLS(...).fit(cov_type="HC2")`, delta method on its covariance for the relative difference |
 //! | power, sample size, minimum detectable effect | two-sample z-test | `statsmodels` `NormalIndPower().power`, `zt_ind_solve_power` |
 //!
-//! The concentration estimator lives in `simpson.rs`, the confidence
+//! CUPED lives in `cuped.rs`; the concentration estimator in `simpson.rs`, the confidence
 //! sequences and the mSPRT in `sequential.rs`, power and sample size in
 //! `power.rs`; all are re-exported here.
 //!
@@ -27,10 +28,12 @@
 
 use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
 
+mod cuped;
 mod power;
 mod sequential;
 mod simpson;
 
+pub use cuped::{CupedFit, CupedUnit};
 pub use power::{
     effect_size_for_power, minimum_detectable_effect, nobs1_for_power, normal_ind_power,
 };

@@ -387,6 +387,7 @@ pub(crate) fn metrics_config() -> impl Strategy<Value = MetricsConfig> {
                     guardrails,
                     definitions,
                     currency,
+                    cuped: Default::default(),
                 }
             },
         )
