@@ -310,11 +310,13 @@ fn metric_table(experiment: &Experiment, view: &ResultsView) -> Markup {
             (layout::percent(1.0 - results.alpha, 0))
             @if always_valid { " always-valid" } " intervals; p-values are corrected "
             (correction(&results.multiple_comparison_correction, treatments)) "." }
+        (cuped_note(results))
         table #metrics {
             thead { tr {
                 th { "Metric" } th { "Variant" } th { "Units" } th { "Value" } th { "Difference" }
                 th { @if always_valid { "Always-valid interval" } @else { "Interval" } }
                 th { "Lift" } th { "p" } th { "p (corrected)" } th { "Significant" }
+                th { "CUPED" }
             } }
             tbody {
                 @for (name, role) in &metric_names {
@@ -328,6 +330,67 @@ fn metric_table(experiment: &Experiment, view: &ResultsView) -> Markup {
                         @if let Some(metric) = variant.metrics.iter().find(|m| &m.metric == name) {
                             (metric_row(name, *role, variant, metric, scale))
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the CUPED column holds: which metrics are adjusted, over which
+/// pre-period, or why none is yet.
+fn cuped_note(results: &v1::GetResultsResponse) -> Markup {
+    let adjustments: Vec<&v1::CupedResult> = results
+        .variants
+        .iter()
+        .flat_map(|variant| &variant.metrics)
+        .filter_map(|metric| metric.cuped.as_ref())
+        .collect();
+    let applied = adjustments.iter().find(|cuped| cuped.applied);
+    html! {
+        @if let Some(cuped) = applied {
+            p #cuped data-state="applied" data-days=(cuped.pre_period_days) {
+                strong { "CUPED-adjusted." }
+                " Proportions and means are estimated adjusted for each unit's same metric over the "
+                (cuped.pre_period_days) " whole days before its first exposure: the differences, "
+                "intervals and p-values shown are the adjusted ones; the CUPED column gives the "
+                "share of variance the adjustment removed and the unadjusted difference."
+            }
+        } @else if let Some(cuped) = adjustments.first() {
+            p #cuped data-state="not_applied" data-days=(cuped.pre_period_days) {
+                strong { "CUPED is on, not applied yet:" }
+                " no unit has outcomes in its " (cuped.pre_period_days)
+                "-day pre-period, so the estimates are unadjusted."
+            }
+        }
+    }
+}
+
+/// The CUPED cell of a treatment row: variance removed, and the unadjusted
+/// difference with its interval.
+fn cuped_cell(metric: &v1::MetricResult) -> Markup {
+    let cuped = metric
+        .cuped
+        .as_ref()
+        .filter(|cuped| cuped.applied && computed(metric));
+    let unadjusted = cuped
+        .filter(|cuped| cuped.unadjusted_status == v1::ComparisonStatus::Computed as i32)
+        .and_then(|cuped| Some((cuped, cuped.unadjusted_absolute_interval?)));
+    html! {
+        td.cuped
+            data-variance-reduction=[cuped.filter(|c| !c.variance_reduction_undefined).map(|c| exact(c.variance_reduction))]
+            data-unadjusted=[unadjusted.map(|(c, _)| exact(c.unadjusted_absolute_difference))]
+            data-unadjusted-lower=[unadjusted.map(|(_, i)| exact(i.lower))]
+            data-unadjusted-upper=[unadjusted.map(|(_, i)| exact(i.upper))] {
+            @if let Some(cuped) = cuped {
+                @if !cuped.variance_reduction_undefined {
+                    (layout::percent(cuped.variance_reduction, 1)) " variance removed"
+                }
+                @if let Some((cuped, interval)) = unadjusted {
+                    br;
+                    small {
+                        "unadjusted " (layout::number(cuped.unadjusted_absolute_difference))
+                        " [" (layout::number(interval.lower)) ", " (layout::number(interval.upper)) "]"
                     }
                 }
             }
@@ -402,6 +465,7 @@ fn metric_row(
                 @if is_computed { (p_value(metric.adjusted_p_value)) }
             }
             td.significant { @if is_computed { @if metric.significant { strong { "yes" } } @else { "no" } } }
+            (cuped_cell(metric))
         }
     }
 }
@@ -579,6 +643,52 @@ mod tests {
             sequential.contains("by Benjamini-Hochberg across every secondary metric"),
             "{sequential}"
         );
+    }
+
+    #[test]
+    fn an_adjusted_metric_shows_the_variance_removed_and_the_unadjusted_difference() {
+        let experiment = exp_core::examples::seed_experiment();
+        let mut adjusted = view(v1::IntervalKind::FixedHorizon, "holm");
+        let cuped = v1::CupedResult {
+            applied: true,
+            pre_period_days: 14,
+            variance_reduction: 0.372,
+            unadjusted_status: v1::ComparisonStatus::Computed as i32,
+            unadjusted_absolute_difference: 0.025,
+            unadjusted_absolute_interval: Some(v1::ConfidenceInterval {
+                lower: -0.01,
+                upper: 0.06,
+                level: 0.95,
+            }),
+            ..Default::default()
+        };
+        adjusted.results.variants[0].metrics = vec![v1::MetricResult {
+            metric: "add_to_cart_rate".into(),
+            comparison_status: v1::ComparisonStatus::Control as i32,
+            ..Default::default()
+        }];
+        adjusted.results.variants[1].metrics[0].cuped = Some(cuped);
+        let page = metric_table(&experiment, &adjusted).into_string();
+        assert!(page.contains(r#"data-state="applied""#), "{page}");
+        assert!(page.contains("over the 14 whole days"), "{page}");
+        assert!(
+            page.contains(r#"data-variance-reduction="0.372""#),
+            "{page}"
+        );
+        assert!(page.contains(r#"data-unadjusted-lower="-0.01""#), "{page}");
+        assert!(page.contains("variance removed"), "{page}");
+        // On but without a pre-period yet: said, and no cell content.
+        adjusted.results.variants[1].metrics[0].cuped = Some(v1::CupedResult {
+            applied: false,
+            ..cuped
+        });
+        let page = metric_table(&experiment, &adjusted).into_string();
+        assert!(page.contains(r#"data-state="not_applied""#), "{page}");
+        assert!(!page.contains("variance removed"), "{page}");
+        // Off: nothing about CUPED but the column.
+        let page =
+            metric_table(&experiment, &view(v1::IntervalKind::FixedHorizon, "holm")).into_string();
+        assert!(!page.contains(r#"id="cuped""#), "{page}");
     }
 
     #[test]

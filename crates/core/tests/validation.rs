@@ -332,7 +332,11 @@ fn the_cuped_pre_period_is_1_to_28_days() {
         let mut e = seed_experiment();
         e.metrics.cuped.pre_period_days = days;
         if valid {
-            assert!(violations(&e).is_empty(), "{days} days: {:?}", violations(&e));
+            assert!(
+                violations(&e).is_empty(),
+                "{days} days: {:?}",
+                violations(&e)
+            );
         } else {
             assert_refuses(&e, "metrics.cuped.pre_period_days");
         }

@@ -56,6 +56,30 @@ fn thousands(count: u64) -> String {
     out
 }
 
+/// The line under an adjusted metric row: the variance CUPED removed and
+/// the unadjusted estimate.
+fn cuped_line(cuped: &v1::CupedResult) -> String {
+    let reduction = if cuped.variance_reduction_undefined {
+        "-".to_owned()
+    } else {
+        format!("{:.1}%", cuped.variance_reduction * 100.0)
+    };
+    let unadjusted = if cuped.unadjusted_status == v1::ComparisonStatus::Computed as i32 {
+        format!(
+            "unadjusted {} {}, p {}",
+            signed(cuped.unadjusted_absolute_difference, false),
+            interval(cuped.unadjusted_absolute_interval.as_ref(), false),
+            p_value(cuped.unadjusted_p_value)
+        )
+    } else {
+        "unadjusted not compared".to_owned()
+    };
+    format!(
+        "  {:<27} {:<10} {:<14} CUPED: variance removed {reduction}; {unadjusted}",
+        "", "", ""
+    )
+}
+
 /// Whether intervals of this kind are always valid (sequential).
 fn sequential(kind: i32) -> bool {
     kind == v1::IntervalKind::Sequential as i32
@@ -208,9 +232,26 @@ pub fn render(results: &v1::GetResultsResponse) -> String {
                 p_value(metric.adjusted_p_value),
                 if metric.significant { " *" } else { "" }
             );
+            if let Some(cuped) = metric.cuped.as_ref().filter(|cuped| cuped.applied) {
+                let _ = writeln!(out, "{}", cuped_line(cuped));
+            }
         }
     }
     let _ = writeln!(out, "  (* significant at alpha {})", results.alpha);
+    if let Some(days) = results
+        .variants
+        .iter()
+        .flat_map(|variant| &variant.metrics)
+        .find_map(|metric| metric.cuped.as_ref().filter(|cuped| cuped.applied))
+        .map(|cuped| cuped.pre_period_days)
+    {
+        let _ = writeln!(
+            out,
+            "  (CUPED: rows followed by a CUPED line are adjusted for the same metric over the \
+             {days} days before each unit's first exposure; the line gives the unadjusted \
+             estimate and the variance removed)"
+        );
+    }
     let _ = writeln!(out);
     match &results.sample_ratio {
         Some(check) => {
@@ -487,6 +528,61 @@ mod tests {
             sequential.contains("Benjamini-Hochberg across secondary metrics"),
             "{sequential}"
         );
+    }
+
+    #[test]
+    fn an_adjusted_row_is_followed_by_the_variance_cuped_removed_and_the_unadjusted_estimate() {
+        let cuped = v1::CupedResult {
+            applied: true,
+            pre_period_days: 14,
+            theta: 0.4,
+            variance_reduction: 0.372,
+            unadjusted_status: v1::ComparisonStatus::Computed as i32,
+            unadjusted_absolute_difference: 0.025,
+            unadjusted_absolute_interval: Some(v1::ConfidenceInterval {
+                lower: 0.005,
+                upper: 0.045,
+                level: 0.95,
+            }),
+            unadjusted_p_value: 0.014,
+            ..Default::default()
+        };
+        let metric = |cuped: Option<v1::CupedResult>| v1::MetricResult {
+            metric: "add_to_cart_rate".into(),
+            absolute_difference: 0.02,
+            absolute_interval: Some(v1::ConfidenceInterval {
+                lower: 0.01,
+                upper: 0.03,
+                level: 0.95,
+            }),
+            comparison_status: v1::ComparisonStatus::Computed as i32,
+            cuped,
+            ..Default::default()
+        };
+        let results = |cuped| v1::GetResultsResponse {
+            alpha: 0.05,
+            variants: vec![v1::VariantResult {
+                variant: "treatment".into(),
+                metrics: vec![metric(cuped)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let table = render(&results(Some(cuped)));
+        assert!(
+            table.contains(
+                "CUPED: variance removed 37.2%; unadjusted +0.0250 [+0.0050, +0.0450], p 0.014"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("over the 14 days before"), "{table}");
+        // Not applied (no pre-period yet), or off: no CUPED line.
+        let not_applied = render(&results(Some(v1::CupedResult {
+            applied: false,
+            ..cuped
+        })));
+        assert!(!not_applied.contains("CUPED"), "{not_applied}");
+        assert!(!render(&results(None)).contains("CUPED"));
     }
 
     #[test]

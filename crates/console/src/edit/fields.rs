@@ -102,6 +102,19 @@ pub fn fields_of(experiment: &v1::Experiment) -> Form {
         "metrics.secondary_metrics".into(),
         metrics.secondary_metrics.join(", "),
     );
+    // Unset means on, over 14 days (as the service reads it).
+    let cuped = metrics.cuped.unwrap_or_default();
+    if !cuped.disabled {
+        put("metrics.cuped.enabled".into(), "true".into());
+    }
+    put(
+        "metrics.cuped.pre_period_days".into(),
+        match cuped.pre_period_days {
+            0 => exp_core::DEFAULT_PRE_PERIOD_DAYS,
+            days => days,
+        }
+        .to_string(),
+    );
     for (index, guardrail) in metrics.guardrails.iter().enumerate() {
         let path = format!("metrics.guardrails[{index}]");
         put(format!("{path}.metric"), guardrail.metric.clone());
@@ -227,6 +240,18 @@ pub fn experiment_from_fields(
             }
         })
         .collect();
+    let days_path = "metrics.cuped.pre_period_days";
+    let days = form.get(days_path);
+    metrics.cuped = Some(v1::CupedConfig {
+        disabled: form.get("metrics.cuped.enabled") != "true",
+        pre_period_days: days.parse().unwrap_or_else(|_| {
+            violations.push(FieldViolation::new(
+                days_path,
+                format!("{days:?} is not a whole number of days (1 to 28)"),
+            ));
+            0
+        }),
+    });
     experiment.metrics = Some(metrics);
     experiment.variants = (0..MAX_ROWS)
         .map(|index| format!("variants[{index}]"))
@@ -400,6 +425,47 @@ mod tests {
         // sequential, whatever it was before.
         let (read, _) = experiment_from_fields(&fields_of(&seed), sequential, &schema);
         assert!(!read.sequential);
+    }
+
+    #[test]
+    fn cuped_is_ticked_with_14_days_unless_turned_off_and_bad_days_name_their_field() {
+        let schema = ParamSchema::builtin();
+        let mut seed = experiment_to_proto(&exp_core::examples::seed_experiment());
+        if let Some(metrics) = seed.metrics.as_mut() {
+            metrics.cuped = None;
+        }
+        let form = fields_of(&seed);
+        assert_eq!(form.get("metrics.cuped.enabled"), "true");
+        assert_eq!(form.get("metrics.cuped.pre_period_days"), "14");
+        let (read, violations) = experiment_from_fields(&form, seed.clone(), &schema);
+        assert!(violations.is_empty(), "{violations:?}");
+        let cuped = read.metrics.and_then(|metrics| metrics.cuped).expect("set");
+        assert!(!cuped.disabled);
+        assert_eq!(cuped.pre_period_days, 14);
+        // Unticked, 21 days.
+        let mut fields: Vec<(String, String)> = form
+            .fields()
+            .iter()
+            .filter(|(name, _)| name != "metrics.cuped.enabled")
+            .cloned()
+            .collect();
+        for (name, value) in &mut fields {
+            if name == "metrics.cuped.pre_period_days" {
+                *value = "21".into();
+            }
+        }
+        let (read, _) =
+            experiment_from_fields(&Form::from_fields(fields.clone()), seed.clone(), &schema);
+        let cuped = read.metrics.and_then(|metrics| metrics.cuped).expect("set");
+        assert!(cuped.disabled);
+        assert_eq!(cuped.pre_period_days, 21);
+        for (name, value) in &mut fields {
+            if name == "metrics.cuped.pre_period_days" {
+                *value = "two weeks".into();
+            }
+        }
+        let (_, violations) = experiment_from_fields(&Form::from_fields(fields), seed, &schema);
+        assert_eq!(violations[0].field, "metrics.cuped.pre_period_days");
     }
 
     #[test]

@@ -262,6 +262,18 @@ pub(super) fn form_page(
                 (select_input(form, violations, &format!("{path}.action"), "  action",
                     &GUARDRAIL_ACTIONS.map(|(_, name)| name)))
             }
+            label for="metrics.cuped.enabled" { "CUPED" }
+            div.input {
+                label {
+                    input id="metrics.cuped.enabled" type="checkbox" name="metrics.cuped.enabled" value="true"
+                        checked[form.get("metrics.cuped.enabled") == "true"]
+                        aria-invalid=[invalid(violations, "metrics.cuped")];
+                    " adjust proportions and means for each unit's same metric before its first "
+                    "exposure: narrower intervals, the same answer sooner"
+                }
+                (violations_at(violations, "metrics.cuped"))
+            }
+            (text_input(form, violations, "metrics.cuped.pre_period_days", "  pre-period days", "14 (1 to 28 whole days)"))
             label for="sequential" { "Sequential" }
             div.input {
                 label {
