@@ -13,7 +13,8 @@
 //! rate, page load time and inventory exposure balance (guardrails).
 //!
 //! Run: `cargo bench -p exp-benches --bench results` (`RESULTS_UNITS` sets
-//! the number of units, default 1,000,000).
+//! the number of units, default 1,000,000; `RESULTS_CUPED=off` turns CUPED
+//! off in the in-process part; `RESULTS_IN_PROCESS_ONLY=1` stops after it).
 
 use std::{
     sync::Arc,
@@ -137,6 +138,10 @@ fn in_process(units: usize) {
         .map(|r| r.variant_salt.clone())
         .unwrap_or_default();
     let items: Vec<String> = (0..ITEMS).map(|item| format!("sku-{item}")).collect();
+    // `RESULTS_CUPED=off` measures the same without the pre-period ledger
+    // and covariates.
+    experiment.metrics.cuped.enabled =
+        std::env::var("RESULTS_CUPED").map_or(true, |cuped| cuped != "off");
     let catalog_experiment = Arc::new(experiment.clone());
     let mut analyzer = Analyzer::new(Box::new(move |id| {
         (id == catalog_experiment.id).then(|| (*catalog_experiment).clone())
@@ -478,6 +483,9 @@ fn main() {
         .and_then(|units| units.parse().ok())
         .unwrap_or(1_000_000);
     in_process(units);
+    if std::env::var("RESULTS_IN_PROCESS_ONLY").is_ok_and(|only| only == "1") {
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

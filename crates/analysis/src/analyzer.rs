@@ -39,7 +39,7 @@ use exp_core::{
 use smallvec::SmallVec;
 
 use crate::{
-    experiment::{ExperimentState, JACKKNIFE_GROUPS, Unit, layout, unit_key},
+    experiment::{ExperimentState, JACKKNIFE_GROUPS, Unit, cuped_applies, layout, unit_key},
     placement::PlacementTraffic,
     preperiod::{PrePeriod, PrePeriodWindow, day_of},
     recent::{OutcomeView, RecentOutcomes},
@@ -171,10 +171,9 @@ impl Analyzer {
             };
             let slot = self.slots.len() as u32;
             self.slots.push(experiment.id.clone());
-            self.experiments.insert(
-                experiment.id.clone(),
-                ExperimentState::new(experiment, slot),
-            );
+            let state = ExperimentState::new(experiment, slot);
+            keep_adjusted_kinds(&mut self.pre_period, &state);
+            self.experiments.insert(state.experiment.id.clone(), state);
         }
         let Some(state) = self.experiments.get_mut(&exposure.experiment_id) else {
             // The catalog answered for another id than asked.
@@ -288,6 +287,7 @@ impl Analyzer {
                 continue;
             }
             state.redefine(experiment, metrics);
+            keep_adjusted_kinds(&mut self.pre_period, state);
         }
         outcome
     }
@@ -307,6 +307,18 @@ impl Analyzer {
     /// Ids of the experiments with state.
     pub fn experiment_ids(&self) -> Vec<String> {
         self.slots.clone()
+    }
+}
+
+/// Has the ledger keep the outcome types `state`'s adjusted metrics read.
+fn keep_adjusted_kinds(ledger: &mut PrePeriod, state: &ExperimentState) {
+    if state.layout.pre_period_days.is_none() {
+        return;
+    }
+    for metric in &state.metrics {
+        if cuped_applies(metric.definition.kind) {
+            ledger.keep(metric.definition.numerator.outcome_type);
+        }
     }
 }
 

@@ -264,15 +264,6 @@ impl ExperimentState {
             .map(|index| index as u16)
     }
 
-    /// Each unit with its sums, one per measure of the layout.
-    pub(crate) fn units_with_sums(&self) -> impl Iterator<Item = (&Unit, &[f64])> {
-        let width = self.layout.measures.len();
-        self.units
-            .iter()
-            .enumerate()
-            .map(move |(index, unit)| (unit, &self.sums[index * width..(index + 1) * width]))
-    }
-
     /// Each unit with its sums and its covariates (empty without a
     /// pre-period), one per measure of the layout.
     pub(crate) fn units_with_covariates(&self) -> impl Iterator<Item = (&Unit, &[f64], &[f64])> {

@@ -4,19 +4,27 @@
 //! its CUPED covariate: the sums of the experiment's measures over the
 //! whole days before the day of that exposure ([`crate::experiment`]).
 //!
-//! Every outcome carrying a user id is kept, summed per (user, UTC day,
+//! Outcomes carrying a user id are kept, summed per (user, UTC day,
 //! outcome type, recommended or not, placement, source placement,
 //! currency): the count, value, quantity, latency and items, which is all
-//! any [`Measure`] reads. Sessions have no past to speak of and are not
-//! kept: a session unit's covariate is 0, and CUPED then changes nothing.
+//! any [`Measure`] reads. Only the outcome types a CUPED-adjusted metric
+//! reads are kept: those of the catalogue's proportions and means
+//! (add-to-cart, purchase, page view), and those of the proportions and
+//! means an experiment the analysis has seen defines for itself (kept
+//! from then on, and across rebuilds from the log). Impressions, clicks
+//! and page loads, most of the traffic, feed only ratios and
+//! concentrations, which CUPED does not adjust. Sessions have no past to
+//! speak of and are not kept: a session unit's covariate is 0, and CUPED
+//! then changes nothing.
 //!
 //! Bounds, so a busy site cannot exhaust memory:
 //! - at most [`MAX_USER_DAYS`] (user, day) pairs; past that the oldest day
 //!   is forgotten whole (the newest days serve the pre-periods of the
 //!   units being exposed now), and a day that alone fills the ledger takes
 //!   no new user. Both are counted ([`PrePeriod::forgotten_user_days`]).
-//!   A user-day costs about 120 bytes with one kind of outcome, plus about
-//!   48 per further kind: 2,000,000 of them are 250 to 400 MiB;
+//!   A user-day costs a 64-byte slot of a hash table (with its spare
+//!   room, 73 to 146 bytes), plus 40 bytes per further kind of outcome
+//!   that day: 2,000,000 of them take 150 to 300 MB;
 //! - at most [`MAX_PLACEMENTS`] placements are told apart; outcomes on
 //!   the others count only for measures that are not restricted to the
 //!   experiment's placements;
@@ -29,11 +37,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use exp_core::{
     MAX_PRE_PERIOD_DAYS,
-    metrics::{Aggregate, Measure, OutcomeType},
+    metrics::{self, Aggregate, Measure, OutcomeType},
 };
 use smallvec::SmallVec;
 
-use crate::recent::{Currency, OutcomeView};
+use crate::{
+    experiment::cuped_applies,
+    recent::{Currency, OutcomeView},
+};
 
 /// Most (user, day) pairs kept.
 pub const MAX_USER_DAYS: usize = 2_000_000;
@@ -55,19 +66,21 @@ pub(crate) fn day_of(time_micros: i64) -> i64 {
     time_micros.div_euclid(DAY_MICROS)
 }
 
-/// Sums of one user's outcomes of one kind on one day.
+/// Sums of one user's outcomes of one kind on one day, in 40 bytes: the
+/// counts saturate at 2³² − 1 a day, latencies add up in single precision
+/// (a mean over a day's page loads, good to about 7 digits).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Entry {
+    value: f64,
+    latency: f32,
+    count: u32,
+    quantity: u32,
+    items: u32,
     outcome_type: OutcomeType,
     from_recommendation: bool,
     placement: u16,
     source_placement: u16,
     currency: Currency,
-    count: f64,
-    value: f64,
-    quantity: f64,
-    latency: f64,
-    items: f64,
 }
 
 impl Entry {
@@ -97,7 +110,9 @@ pub(crate) struct PrePeriodWindow<'a> {
 /// Every user's outcomes of the last days, per day.
 #[derive(Debug)]
 pub(crate) struct PrePeriod {
-    days: BTreeMap<i64, HashMap<u128, SmallVec<[Entry; 1]>>>,
+    days: BTreeMap<i64, HashMap<u64, SmallVec<[Entry; 1]>>>,
+    /// The outcome types kept, a bit per [`OutcomeType`].
+    kinds: u8,
     max_user_days: usize,
     user_days: usize,
     newest_day: Option<i64>,
@@ -115,8 +130,15 @@ impl Default for PrePeriod {
 impl PrePeriod {
     /// An empty ledger of at most `max_user_days` (user, day) pairs.
     fn with_room_for(max_user_days: usize) -> Self {
+        let mut kinds = 0;
+        for metric in metrics::catalogue() {
+            if cuped_applies(metric.kind) {
+                kinds |= kind_bit(metric.numerator.outcome_type);
+            }
+        }
         Self {
             days: BTreeMap::new(),
+            kinds,
             max_user_days,
             user_days: 0,
             newest_day: None,
@@ -126,8 +148,17 @@ impl PrePeriod {
         }
     }
 
-    /// Keeps `outcome` of the user with `key`.
+    /// Keeps outcomes of `outcome_type` from now on.
+    pub(crate) fn keep(&mut self, outcome_type: OutcomeType) {
+        self.kinds |= kind_bit(outcome_type);
+    }
+
+    /// Keeps `outcome` of the user with `key`, if it is of a type kept.
     pub(crate) fn record(&mut self, key: u128, outcome: &OutcomeView<'_>) {
+        if self.kinds & kind_bit(outcome.outcome_type) == 0 {
+            return;
+        }
+        let key = short_key(key);
         let day = day_of(outcome.time_micros);
         match self.newest_day {
             Some(newest) if day > newest + 1 => {
@@ -155,14 +186,14 @@ impl PrePeriod {
             placement: self.placement_id(outcome.placement),
             source_placement: self.placement_id(outcome.source_placement),
             currency: outcome.currency,
-            count: 1.0,
+            count: 1,
             value: outcome.value,
-            quantity: f64::from(outcome.quantity),
-            latency: outcome.latency_ms,
+            quantity: outcome.quantity,
+            latency: outcome.latency_ms as f32,
             items: if outcome.outcome_type == OutcomeType::Impression {
-                outcome.item_ids.len() as f64
+                u32::try_from(outcome.item_ids.len()).unwrap_or(u32::MAX)
             } else {
-                1.0
+                1
             },
         };
         if !self
@@ -182,11 +213,11 @@ impl PrePeriod {
         let entries = self.days.entry(day).or_default().entry(key).or_default();
         match entries.iter_mut().find(|kept| kept.same_kind(&entry)) {
             Some(kept) => {
-                kept.count += entry.count;
+                kept.count = kept.count.saturating_add(entry.count);
                 kept.value += entry.value;
-                kept.quantity += entry.quantity;
+                kept.quantity = kept.quantity.saturating_add(entry.quantity);
                 kept.latency += entry.latency;
-                kept.items += entry.items;
+                kept.items = kept.items.saturating_add(entry.items);
             }
             None => entries.push(entry),
         }
@@ -261,6 +292,7 @@ impl PrePeriod {
             days,
             placements,
         } = *window;
+        let key = short_key(key);
         let exposure_day = day_of(first_exposure_micros);
         for (_, users) in self
             .days
@@ -291,10 +323,24 @@ impl PrePeriod {
         self.user_days
     }
 
-    /// Forgets everything.
+    /// Forgets every outcome (the types kept stay).
     pub(crate) fn clear(&mut self) {
-        *self = Self::with_room_for(self.max_user_days);
+        *self = Self {
+            kinds: self.kinds,
+            ..Self::with_room_for(self.max_user_days)
+        };
     }
+}
+
+/// The ledger's key of a unit key: its two halves folded (the unit key is
+/// a SipHash-128; two of 2,000,000 users share a folded key with a chance
+/// of about 1 in 10 million).
+fn short_key(key: u128) -> u64 {
+    (key >> 64) as u64 ^ key as u64
+}
+
+fn kind_bit(outcome_type: OutcomeType) -> u8 {
+    1 << (outcome_type as u8)
 }
 
 /// What the sums of `entry` add to `measure`, as
@@ -308,7 +354,7 @@ fn contribution(measure: &Measure, entry: &Entry, here: bool, currency: Option<C
         return 0.0;
     }
     match measure.aggregate {
-        Aggregate::Count => entry.count,
+        Aggregate::Count => f64::from(entry.count),
         Aggregate::ValueSum => {
             let no_amount = entry.currency == Currency::NONE && entry.value == 0.0;
             if no_amount || Some(entry.currency) == currency {
@@ -317,9 +363,9 @@ fn contribution(measure: &Measure, entry: &Entry, here: bool, currency: Option<C
                 0.0
             }
         }
-        Aggregate::QuantitySum => entry.quantity,
-        Aggregate::LatencySum => entry.latency,
-        Aggregate::ItemCount => entry.items,
+        Aggregate::QuantitySum => f64::from(entry.quantity),
+        Aggregate::LatencySum => f64::from(entry.latency),
+        Aggregate::ItemCount => f64::from(entry.items),
     }
 }
 
@@ -355,8 +401,43 @@ mod tests {
     const DAY_100: i64 = 100 * DAY_MICROS;
 
     #[test]
+    fn an_entry_takes_40_bytes_and_a_user_day_slot_64() {
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
+        assert_eq!(std::mem::size_of::<(u64, SmallVec<[Entry; 1]>)>(), 64);
+    }
+
+    #[test]
+    fn only_the_outcome_types_adjusted_metrics_read_are_kept() {
+        let mut ledger = PrePeriod::default();
+        for outcome_type in [
+            OutcomeType::Impression,
+            OutcomeType::Click,
+            OutcomeType::PageLoad,
+        ] {
+            ledger.record(1, &view(outcome_type, DAY_100));
+        }
+        assert_eq!(ledger.user_days(), 0);
+        for outcome_type in [
+            OutcomeType::AddToCart,
+            OutcomeType::Purchase,
+            OutcomeType::PageView,
+        ] {
+            ledger.record(1, &view(outcome_type, DAY_100));
+        }
+        assert_eq!(ledger.user_days(), 1);
+        assert_eq!(ledger.days[&100][&short_key(1)].len(), 3);
+        // A metric of an experiment reads clicks: kept from then on, and
+        // after a clear.
+        ledger.keep(OutcomeType::Click);
+        ledger.clear();
+        ledger.record(2, &view(OutcomeType::Click, DAY_100));
+        assert_eq!(ledger.user_days(), 1);
+    }
+
+    #[test]
     fn a_covariate_sums_the_whole_days_before_the_exposure_day_only() {
         let mut ledger = PrePeriod::default();
+        ledger.keep(OutcomeType::Click);
         let key = 7;
         // Days 85 (outside 14 days), 86, 99, and the exposure day 100,
         // while other users come every day.
@@ -394,6 +475,7 @@ mod tests {
     #[test]
     fn the_oldest_days_leave_as_time_moves_on_and_a_far_future_clock_moves_nothing() {
         let mut ledger = PrePeriod::default();
+        ledger.keep(OutcomeType::Click);
         ledger.record(1, &view(OutcomeType::Click, DAY_100));
         ledger.record(2, &view(OutcomeType::Click, DAY_100 + 20 * DAY_MICROS));
         assert_eq!(ledger.user_days(), 1, "20 days ahead is not kept");
@@ -411,6 +493,7 @@ mod tests {
     #[test]
     fn a_full_ledger_forgets_its_oldest_day_whole_and_counts_it() {
         let mut ledger = PrePeriod::with_room_for(4);
+        ledger.keep(OutcomeType::Click);
         for user in 0..3 {
             ledger.record(user, &view(OutcomeType::Click, DAY_100));
         }

@@ -20,7 +20,7 @@ use exp_core::{Experiment, MultipleComparisonCorrection, metrics::MetricKind};
 
 use crate::{
     experiment::{ExperimentState, JACKKNIFE_GROUPS, ResolvedMetric, Role, cuped_applies},
-    stats::{self, Comparison, CupedFit, Estimate, Moments, NotComputed},
+    stats::{self, Comparison, CupedFit, CupedUnit, Estimate, Moments, NotComputed},
 };
 
 /// One variant.
@@ -185,15 +185,33 @@ pub(crate) struct Cuped {
 impl MetricStatistics {
     /// The statistics of every metric of `state`, in its order.
     pub(crate) fn of_experiment(state: &ExperimentState) -> Vec<Self> {
+        // One buffer for every adjusted metric's (arm, outcome, covariate).
+        let mut buffer = Vec::new();
         state
             .metrics
             .iter()
-            .map(|metric| Self {
-                name: metric.name.clone(),
-                role: metric.role,
-                kind: metric.definition.kind,
-                arms: statistics(state, metric),
-                cuped: cuped(state, metric),
+            .map(|metric| {
+                let adjusted = state
+                    .layout
+                    .pre_period_days
+                    .filter(|_| cuped_applies(metric.definition.kind));
+                let arms = statistics(state, metric, adjusted.map(|_| &mut buffer));
+                Self {
+                    name: metric.name.clone(),
+                    role: metric.role,
+                    kind: metric.definition.kind,
+                    arms,
+                    cuped: adjusted.map(|pre_period_days| {
+                        Box::new(Cuped {
+                            fit: CupedFit::of(
+                                || buffer.iter().copied(),
+                                state.experiment.variants.len(),
+                                control_index(state),
+                            ),
+                            pre_period_days,
+                        })
+                    }),
+                }
             })
             .collect()
     }
@@ -207,34 +225,6 @@ fn unit_value(metric: &ResolvedMetric, sums: &[f64]) -> f64 {
         MetricKind::Proportion => f64::from(u8::from(metric.definition.is_success(numerator))),
         _ => numerator,
     }
-}
-
-/// `metric`'s CUPED fit over the units of every arm, when the experiment
-/// keeps covariates and the metric is one CUPED adjusts.
-fn cuped(state: &ExperimentState, metric: &ResolvedMetric) -> Option<Box<Cuped>> {
-    let pre_period_days = state.layout.pre_period_days?;
-    if !cuped_applies(metric.definition.kind) {
-        return None;
-    }
-    let fit = CupedFit::of(
-        || {
-            state
-                .units_with_covariates()
-                .map(|(unit, sums, covariates)| {
-                    (
-                        usize::from(unit.variant),
-                        unit_value(metric, sums),
-                        unit_value(metric, covariates),
-                    )
-                })
-        },
-        state.experiment.variants.len(),
-        control_index(state),
-    );
-    Some(Box::new(Cuped {
-        fit,
-        pre_period_days,
-    }))
 }
 
 /// Exposed units per variant, and the units exposed to several.
@@ -259,8 +249,14 @@ pub(crate) fn control_index(state: &ExperimentState) -> usize {
         .unwrap_or(0)
 }
 
-/// One pass over the units: `metric`'s statistics per variant.
-pub(crate) fn statistics(state: &ExperimentState, metric: &ResolvedMetric) -> Vec<Sufficient> {
+/// One pass over the units: `metric`'s statistics per variant, and, with
+/// `cuped`, every unit's (arm, value, covariate) for a CUPED fit, in place
+/// of what it held.
+pub(crate) fn statistics(
+    state: &ExperimentState,
+    metric: &ResolvedMetric,
+    mut cuped: Option<&mut Vec<CupedUnit>>,
+) -> Vec<Sufficient> {
     let variants = state.experiment.variants.len();
     if let Some(table) = metric.items {
         let counts = &state.item_counts[table];
@@ -277,7 +273,18 @@ pub(crate) fn statistics(state: &ExperimentState, metric: &ResolvedMetric) -> Ve
             .collect();
     }
     let mut moments = vec![Moments::default(); variants];
-    for (unit, sums) in state.units_with_sums() {
+    if let Some(units) = cuped.as_deref_mut() {
+        units.clear();
+        units.reserve(state.units.len());
+    }
+    for (unit, sums, covariates) in state.units_with_covariates() {
+        if let Some(units) = cuped.as_deref_mut() {
+            units.push((
+                usize::from(unit.variant),
+                unit_value(metric, sums),
+                unit_value(metric, covariates),
+            ));
+        }
         let numerator = sums[metric.numerator];
         let (y, x) = match metric.definition.kind {
             MetricKind::Proportion => (

@@ -20,7 +20,7 @@
 //! it); the relative difference βⱼ/β₀ takes its variance by the delta
 //! method from the same covariance matrix.
 //!
-//! The fit needs three passes over the units ([`CupedFit::of`]); what it
+//! The fit needs two passes over the units ([`CupedFit::of`]); what it
 //! keeps is enough to compare any treatment at any alpha.
 
 use super::{Comparison, NotComputed, Relative, interval, normal_p_value};
@@ -35,6 +35,17 @@ struct ArmFit {
     weighted_residuals: f64,
     /// Σ (xᵢ − x̄ₐ)·eᵢ²/(1 − hᵢᵢ) over the arm's units.
     covariate_weighted_residuals: f64,
+}
+
+/// An arm's sums of the first pass, of values less its first unit's.
+#[derive(Debug, Clone, Copy, Default)]
+struct ShiftedSums {
+    shift: (f64, f64),
+    n: f64,
+    y: f64,
+    x: f64,
+    xx: f64,
+    xy: f64,
 }
 
 /// A CUPED fit of one metric over every arm of an experiment.
@@ -60,7 +71,7 @@ impl CupedFit {
     /// Heap bytes a fit takes per arm.
     pub const BYTES_PER_ARM: usize = std::mem::size_of::<ArmFit>();
 
-    /// Fits `units` (an iterator made anew for each of its three passes)
+    /// Fits `units` (an iterator made anew for each of its two passes)
     /// of `arms` arms whose control is `control`. An arm with fewer than
     /// two units is left out of nothing: its comparison is refused
     /// ([`Self::comparison`]) and it still informs θ.
@@ -68,34 +79,45 @@ impl CupedFit {
     where
         I: Iterator<Item = CupedUnit>,
     {
+        // First pass: each arm's sums, shifted by the arm's first unit (so
+        // the co-moments lose nothing to cancellation when values are far
+        // from 0), then its means and within-arm co-moments.
         let mut fit = vec![ArmFit::default(); arms];
-        let mut total_x = 0.0;
-        let mut total_n = 0.0;
+        let mut sums = vec![ShiftedSums::default(); arms];
         for (arm, y, x) in units() {
-            let arm = &mut fit[arm];
-            arm.n += 1.0;
-            arm.mean_y += y;
-            arm.mean_x += x;
-            total_x += x;
-            total_n += 1.0;
-        }
-        for arm in &mut fit {
-            if arm.n > 0.0 {
-                arm.mean_y /= arm.n;
-                arm.mean_x /= arm.n;
+            let sums = &mut sums[arm];
+            if sums.n == 0.0 {
+                sums.shift = (y, x);
             }
+            let (dy, dx) = (y - sums.shift.0, x - sums.shift.1);
+            sums.n += 1.0;
+            sums.y += dy;
+            sums.x += dx;
+            sums.xx += dx * dx;
+            sums.xy += dx * dy;
         }
+        let mut comoments = vec![(0.0_f64, 0.0_f64); arms];
+        for ((fitted, sums), comoment) in fit.iter_mut().zip(&sums).zip(&mut comoments) {
+            if sums.n == 0.0 {
+                continue;
+            }
+            fitted.n = sums.n;
+            let (mean_dy, mean_dx) = (sums.y / sums.n, sums.x / sums.n);
+            fitted.mean_y = sums.shift.0 + mean_dy;
+            fitted.mean_x = sums.shift.1 + mean_dx;
+            *comoment = (
+                sums.xx - sums.n * mean_dx * mean_dx,
+                sums.xy - sums.n * mean_dx * mean_dy,
+            );
+        }
+        let total_n: f64 = fit.iter().map(|arm| arm.n).sum();
         let mean_x = if total_n > 0.0 {
-            total_x / total_n
+            fit.iter().map(|arm| arm.n * arm.mean_x).sum::<f64>() / total_n
         } else {
             0.0
         };
-        let (mut within_xx, mut within_xy) = (0.0, 0.0);
-        for (arm, y, x) in units() {
-            let u = x - fit[arm].mean_x;
-            within_xx += u * u;
-            within_xy += u * (y - fit[arm].mean_y);
-        }
+        let within_xx: f64 = comoments.iter().map(|(xx, _)| xx.max(0.0)).sum();
+        let within_xy: f64 = comoments.iter().map(|(_, xy)| xy).sum();
         // A covariate constant within every arm carries nothing; its spread
         // at rounding level must not make a θ of noise.
         let scale = fit
@@ -106,6 +128,7 @@ impl CupedFit {
         let varies = within_xx > 1e-24 * scale * scale * total_n;
         let within_xx = if varies { within_xx } else { 0.0 };
         let theta = if varies { within_xy / within_xx } else { 0.0 };
+        // Second pass: residuals, weighted by their leverage (HC2).
         let mut squared = 0.0;
         for (arm, y, x) in units() {
             let fitted = &mut fit[arm];
