@@ -841,3 +841,119 @@ async fn a_sequential_experiment_with_benjamini_hochberg_answers_always_valid_in
             .all(|point| point.interval_kind == v1::IntervalKind::Sequential as i32)
     );
 }
+
+#[tokio::test]
+async fn results_adjust_proportions_and_means_for_the_days_before_exposure_and_carry_the_unadjusted_ones()
+ {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let mut admin = server.admin().await;
+    launch_seed_everywhere(&mut admin).await;
+    wait_until_assign_is_current(channel.clone()).await;
+
+    // Two days ago (a whole UTC day before today's exposures, inside the
+    // 14-day pre-period), every user bought for an amount of its own...
+    let users: Vec<String> = (0..400).map(|index| format!("c-{index}")).collect();
+    let spend = |index: usize| 10.0 + (index * 37 % 101) as f64;
+    let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
+    let before: Vec<v1::Outcome> = users
+        .iter()
+        .enumerate()
+        .map(|(index, user)| {
+            let mut purchase = outcome(user, v1::OutcomeType::Purchase, 0);
+            purchase.value = spend(index);
+            purchase.currency = "USD".into();
+            purchase.timestamp = Some(two_days_ago.into());
+            purchase
+        })
+        .collect();
+    log_outcomes(channel.clone(), before).await;
+    // ...and, once exposed, spends about as much again.
+    let mut assign = AssignmentServiceClient::new(channel.clone());
+    let mut after = Vec::new();
+    for (index, user) in users.iter().enumerate() {
+        let answer = assign
+            .assign(ymal_request(user, &format!("s-{user}")))
+            .await
+            .expect("assign")
+            .into_inner();
+        assert!(!answer.variant.is_empty());
+        let mut purchase = outcome(user, v1::OutcomeType::Purchase, 1);
+        purchase.value = spend(index) * 1.1 + (index % 5) as f64;
+        purchase.currency = "USD".into();
+        after.push(purchase);
+    }
+    log_outcomes(channel.clone(), after).await;
+
+    let revenue = |results: &v1::GetResultsResponse, variant: usize| {
+        results.variants[variant]
+            .metrics
+            .iter()
+            .find(|metric| metric.metric == "revenue_per_session")
+            .cloned()
+            .expect("revenue_per_session is reported")
+    };
+    let results = results_when(channel.clone(), "reco_ymal_v1", |results| {
+        results
+            .variants
+            .iter()
+            .map(|v| v.exposed_units)
+            .sum::<u64>()
+            == 400
+            && results.variants.len() == 2
+            && revenue(results, 1).value > 0.0
+            && revenue(results, 0).value > 0.0
+    })
+    .await;
+    let treatment = revenue(&results, 1);
+    let cuped = treatment.cuped.expect("a mean is adjusted");
+    assert!(cuped.applied);
+    assert_eq!(cuped.pre_period_days, 14);
+    assert!(
+        cuped.theta > 1.0,
+        "spend follows the past: theta {}",
+        cuped.theta
+    );
+    assert!(!cuped.variance_reduction_undefined);
+    assert!(
+        cuped.variance_reduction > 0.9,
+        "the past explains nearly all: {}",
+        cuped.variance_reduction
+    );
+    assert_eq!(
+        cuped.unadjusted_status,
+        v1::ComparisonStatus::Computed as i32
+    );
+    // The adjusted interval is the narrower.
+    assert!(treatment.standard_error < cuped.unadjusted_standard_error);
+    let width = |interval: &v1::ConfidenceInterval| interval.upper - interval.lower;
+    assert!(
+        width(&treatment.absolute_interval.expect("adjusted interval"))
+            < width(
+                &cuped
+                    .unadjusted_absolute_interval
+                    .expect("unadjusted interval")
+            )
+    );
+    let control = revenue(&results, 0)
+        .cuped
+        .expect("the control carries it too");
+    assert_eq!(
+        control.unadjusted_status,
+        v1::ComparisonStatus::Control as i32
+    );
+    assert!(control.variance_reduction_undefined);
+    // A ratio is not adjusted.
+    let ctr = results.variants[1]
+        .metrics
+        .iter()
+        .find(|metric| metric.metric == "ctr")
+        .expect("ctr is reported");
+    assert!(ctr.cuped.is_none());
+    assert!(
+        results
+            .sanity_checks
+            .iter()
+            .any(|check| check.name == "pre_period_outcomes_kept" && check.passed)
+    );
+}
