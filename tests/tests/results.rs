@@ -775,10 +775,15 @@ async fn a_sequential_experiment_with_benjamini_hochberg_answers_always_valid_in
                 sequential: true,
                 multiple_comparison_correction: v1::MultipleComparisonCorrection::BenjaminiHochberg
                     as i32,
+                sequential_tuning_parameter: 20_000,
                 ..current
             }),
             update_mask: Some(prost_types::FieldMask {
-                paths: vec!["sequential".into(), "multiple_comparison_correction".into()],
+                paths: vec![
+                    "sequential".into(),
+                    "multiple_comparison_correction".into(),
+                    "sequential_tuning_parameter".into(),
+                ],
             }),
             reason: "peek daily".into(),
             rerandomize: false,
@@ -798,6 +803,8 @@ async fn a_sequential_experiment_with_benjamini_hochberg_answers_always_valid_in
         sequential.multiple_comparison_correction,
         "benjamini_hochberg"
     );
+    assert_eq!(fixed.sequential_tuning_parameter, 5_000);
+    assert_eq!(sequential.sequential_tuning_parameter, 20_000);
     let computed = v1::ComparisonStatus::Computed as i32;
     let mut secondary = Vec::new();
     for (before, after) in fixed.variants[1]

@@ -98,12 +98,24 @@ pub enum IntervalKind {
 }
 
 /// How an experiment's comparisons are read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Readout {
     /// Fixed-horizon or always-valid intervals and p-values.
     pub intervals: IntervalKind,
     /// The adjustment of the secondary metrics' p-values.
     pub correction: MultipleComparisonCorrection,
+    /// N* of the confidence sequences (sequential only).
+    pub tuning_parameter: u32,
+}
+
+impl Default for Readout {
+    fn default() -> Self {
+        Self {
+            intervals: IntervalKind::default(),
+            correction: MultipleComparisonCorrection::default(),
+            tuning_parameter: exp_core::DEFAULT_SEQUENTIAL_TUNING_PARAMETER,
+        }
+    }
 }
 
 impl Readout {
@@ -117,6 +129,7 @@ impl Readout {
                 IntervalKind::FixedHorizon
             },
             correction: experiment.multiple_comparison_correction,
+            tuning_parameter: experiment.sequential_tuning_parameter,
         }
     }
 }
@@ -373,7 +386,7 @@ fn comparisons(
     control: usize,
     exposed: &[u64],
     alpha: f64,
-    intervals: IntervalKind,
+    readout: Readout,
 ) -> (Vec<Arm>, Vec<ComparisonState>, Vec<Option<CupedReport>>) {
     let arms: Vec<Arm> = metric
         .arms
@@ -385,14 +398,14 @@ fn comparisons(
         _ => arms[index].moments.n,
     };
     let read = |index: usize, comparison: Result<Comparison, NotComputed>| -> ComparisonState {
-        match intervals {
+        match readout.intervals {
             IntervalKind::FixedHorizon => comparison.into(),
             IntervalKind::Sequential => comparison
                 .map(|comparison| {
                     comparison.sequential(
                         units(control) + units(index),
                         alpha,
-                        stats::SEQUENTIAL_TUNING_PARAMETER,
+                        f64::from(readout.tuning_parameter),
                     )
                 })
                 .into(),
@@ -515,8 +528,7 @@ pub(crate) fn variant_reports(
     let mut comparisons_by_metric = Vec::with_capacity(metrics.len());
     let mut adjustments = Vec::with_capacity(metrics.len());
     for metric in metrics {
-        let (metric_arms, states, cuped) =
-            comparisons(metric, control, exposed, alpha, readout.intervals);
+        let (metric_arms, states, cuped) = comparisons(metric, control, exposed, alpha, readout);
         arms.push(metric_arms);
         comparisons_by_metric.push(states);
         adjustments.push(cuped);

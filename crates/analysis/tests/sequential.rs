@@ -252,6 +252,40 @@ fn a_sequential_experiment_reports_every_metric_as_the_confidence_sequence_of_it
 }
 
 #[test]
+fn an_experiments_own_tuning_parameter_sets_its_sequences() {
+    let default = Experiment {
+        sequential: true,
+        ..running_experiment()
+    };
+    let tuned = Experiment {
+        sequential_tuning_parameter: 50_000,
+        ..default.clone()
+    };
+    let at_default = report(&default, 5);
+    let at_tuned = report(&tuned, 5);
+    assert_eq!(at_tuned.readout.tuning_parameter, 50_000);
+    let units = (at_tuned.variants[0].exposed_units + at_tuned.variants[1].exposed_units) as f64;
+    let name = "revenue_per_session";
+    let (ComparisonState::Computed(default_comparison), ComparisonState::Computed(comparison)) = (
+        treatment_metric(&at_default, name).comparison,
+        treatment_metric(&at_tuned, name).comparison,
+    ) else {
+        panic!("both compare {name}");
+    };
+    let width =
+        |comparison: &Comparison| comparison.absolute_interval.1 - comparison.absolute_interval.0;
+    let half = stats::confidence_sequence_half_width(
+        comparison.standard_error,
+        units,
+        ALPHA,
+        stats::sequential_rho(ALPHA, 50_000.0),
+    );
+    assert!((width(&comparison) - 2.0 * half).abs() < 1e-12);
+    // 2,000 units, far below N* = 50,000: wider than at N* = 5,000.
+    assert!(width(&comparison) > width(&default_comparison) * 1.1);
+}
+
+#[test]
 fn benjamini_hochberg_adjusts_the_secondary_metrics_together_and_leaves_the_others_to_holm() {
     let holm_experiment = running_experiment();
     let bh_experiment = Experiment {

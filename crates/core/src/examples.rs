@@ -60,6 +60,7 @@ pub fn seed_experiment() -> Experiment {
         allocation: Vec::new(),
         sequential: false,
         multiple_comparison_correction: MultipleComparisonCorrection::Holm,
+        sequential_tuning_parameter: crate::DEFAULT_SEQUENTIAL_TUNING_PARAMETER,
     }
 }
 

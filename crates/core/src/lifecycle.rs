@@ -102,6 +102,7 @@ pub const EDITABLE_FIELDS: &[&str] = &[
     "metrics",
     "sequential",
     "multiple_comparison_correction",
+    "sequential_tuning_parameter",
 ];
 
 /// Fields the server owns; naming them in a mask is an error.
@@ -397,6 +398,9 @@ fn merge(
     }
     if take("multiple_comparison_correction") {
         merged.multiple_comparison_correction = proposed.multiple_comparison_correction;
+    }
+    if take("sequential_tuning_parameter") {
+        merged.sequential_tuning_parameter = proposed.sequential_tuning_parameter;
     }
     Ok(merged)
 }

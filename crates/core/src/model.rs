@@ -72,6 +72,23 @@ pub struct Experiment {
     /// Holm.
     #[serde(default)]
     pub multiple_comparison_correction: MultipleComparisonCorrection,
+    /// N* of a sequential experiment's confidence sequences: the units
+    /// (both arms together) at which they are narrowest relative to a
+    /// fixed-horizon interval. Experiments stored before the field existed
+    /// load with [`DEFAULT_SEQUENTIAL_TUNING_PARAMETER`].
+    #[serde(default = "default_sequential_tuning_parameter")]
+    pub sequential_tuning_parameter: u32,
+}
+
+/// N* of the confidence sequences unless an experiment says otherwise
+/// (GrowthBook's default).
+pub const DEFAULT_SEQUENTIAL_TUNING_PARAMETER: u32 = 5_000;
+
+/// The range of N* an experiment may set.
+pub const SEQUENTIAL_TUNING_PARAMETER_RANGE: std::ops::RangeInclusive<u32> = 100..=100_000_000;
+
+fn default_sequential_tuning_parameter() -> u32 {
+    DEFAULT_SEQUENTIAL_TUNING_PARAMETER
 }
 
 /// How the secondary metrics' p-values are adjusted for multiple

@@ -64,6 +64,17 @@ pub fn experiment(experiment: &Experiment, schema: &ParamSchema) -> Vec<FieldVio
         ));
     }
     text(&mut out, "name", &experiment.name, true, 200);
+    let tuning = experiment.sequential_tuning_parameter;
+    if !crate::SEQUENTIAL_TUNING_PARAMETER_RANGE.contains(&tuning) {
+        out.push(FieldViolation::new(
+            "sequential_tuning_parameter",
+            format!(
+                "must be {} to {} units (both arms together), got {tuning}",
+                crate::SEQUENTIAL_TUNING_PARAMETER_RANGE.start(),
+                crate::SEQUENTIAL_TUNING_PARAMETER_RANGE.end()
+            ),
+        ));
+    }
     text(
         &mut out,
         "description",

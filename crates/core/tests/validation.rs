@@ -327,6 +327,32 @@ fn an_experiment_stored_before_cuped_loads_with_it_on_over_14_days() {
 }
 
 #[test]
+fn an_experiment_stored_before_its_tuning_parameter_loads_with_5000_and_bad_values_are_refused() {
+    let mut stored = serde_json::to_value(seed_experiment()).expect("serializable");
+    stored
+        .as_object_mut()
+        .expect("an object")
+        .remove("sequential_tuning_parameter");
+    let loaded: Experiment = serde_json::from_value(stored).expect("loads without the field");
+    assert_eq!(loaded.sequential_tuning_parameter, 5_000);
+    for (value, valid) in [
+        (0, false),
+        (99, false),
+        (100, true),
+        (100_000_000, true),
+        (100_000_001, false),
+    ] {
+        let mut e = seed_experiment();
+        e.sequential_tuning_parameter = value;
+        if valid {
+            assert!(violations(&e).is_empty(), "{value}: {:?}", violations(&e));
+        } else {
+            assert_refuses(&e, "sequential_tuning_parameter");
+        }
+    }
+}
+
+#[test]
 fn the_cuped_pre_period_is_1_to_28_days() {
     for (days, valid) in [(0, false), (1, true), (14, true), (28, true), (29, false)] {
         let mut e = seed_experiment();

@@ -85,12 +85,15 @@ fn sequential(kind: i32) -> bool {
     kind == v1::IntervalKind::Sequential as i32
 }
 
-/// What the intervals are, for people.
-fn interval_kind(kind: i32) -> &'static str {
+/// What the intervals are, for people (with N* when always valid).
+fn interval_kind(kind: i32, tuning_parameter: u32) -> String {
     if sequential(kind) {
-        "always-valid (sequential) intervals and p-values: valid at every look"
+        format!(
+            "always-valid (sequential, N* {}) intervals and p-values: valid at every look",
+            thousands(u64::from(tuning_parameter))
+        )
     } else {
-        "fixed-horizon intervals and p-values: valid at one planned look"
+        "fixed-horizon intervals and p-values: valid at one planned look".to_owned()
     }
 }
 
@@ -124,7 +127,7 @@ pub fn render(results: &v1::GetResultsResponse) -> String {
     let _ = writeln!(
         out,
         "{}; {}",
-        interval_kind(results.interval_kind),
+        interval_kind(results.interval_kind, results.sequential_tuning_parameter),
         correction(&results.multiple_comparison_correction)
     );
     let _ = writeln!(
@@ -516,11 +519,12 @@ mod tests {
         assert!(table.contains("95% interval"), "{table}");
         let sequential = render(&v1::GetResultsResponse {
             interval_kind: v1::IntervalKind::Sequential as i32,
+            sequential_tuning_parameter: 20_000,
             multiple_comparison_correction: "benjamini_hochberg".into(),
             ..results
         });
         assert!(
-            sequential.contains("always-valid (sequential) intervals"),
+            sequential.contains("always-valid (sequential, N* 20,000) intervals"),
             "{sequential}"
         );
         assert!(sequential.contains("95% always-valid"), "{sequential}");

@@ -10,9 +10,10 @@ use std::{collections::BTreeMap, time::SystemTime};
 
 use exp_core::{
     AttributeOperator, AttributeRule, BucketRange, BucketingUnit, CupedConfig,
-    DEFAULT_PRE_PERIOD_DAYS, Eligibility, Experiment, FieldViolation, Guardrail, GuardrailAction,
-    LoggedIn, MetricsConfig, MultipleComparisonCorrection, Params, QaOverride, Randomization,
-    Revision, RevisionAction, Schedule, Status, UnitType, Variant,
+    DEFAULT_PRE_PERIOD_DAYS, DEFAULT_SEQUENTIAL_TUNING_PARAMETER, Eligibility, Experiment,
+    FieldViolation, Guardrail, GuardrailAction, LoggedIn, MetricsConfig,
+    MultipleComparisonCorrection, Params, QaOverride, Randomization, Revision, RevisionAction,
+    Schedule, Status, UnitType, Variant,
     metrics::{Aggregate, Measure, MetricDefinition, MetricKind, OutcomeType},
 };
 use prost_types::{ListValue, Struct, Timestamp, value::Kind};
@@ -59,6 +60,11 @@ pub fn experiment_from_proto(proto: v1::Experiment) -> Result<Experiment, Vec<Fi
         allocation: Vec::new(),
         sequential: proto.sequential,
         multiple_comparison_correction,
+        sequential_tuning_parameter: if proto.sequential_tuning_parameter == 0 {
+            DEFAULT_SEQUENTIAL_TUNING_PARAMETER
+        } else {
+            proto.sequential_tuning_parameter
+        },
     };
     if violations.is_empty() {
         Ok(experiment)
@@ -178,6 +184,7 @@ pub fn experiment_to_proto(experiment: &Experiment) -> v1::Experiment {
             .map(bucket_range_to_proto)
             .collect(),
         sequential: experiment.sequential,
+        sequential_tuning_parameter: experiment.sequential_tuning_parameter,
         multiple_comparison_correction: correction_to_proto(
             experiment.multiple_comparison_correction,
         ) as i32,
@@ -881,6 +888,22 @@ mod tests {
         };
         let violations = experiment_from_proto(proto).expect_err("refused");
         assert_eq!(violations[0].field, "multiple_comparison_correction");
+    }
+
+    #[test]
+    fn the_tuning_parameter_round_trips_and_0_means_5000() {
+        let mut experiment = seed();
+        experiment.sequential_tuning_parameter = 20_000;
+        let proto = experiment_to_proto(&experiment);
+        assert_eq!(proto.sequential_tuning_parameter, 20_000);
+        let back = experiment_from_proto(proto.clone()).expect("valid");
+        assert_eq!(back.sequential_tuning_parameter, 20_000);
+        let unset = v1::Experiment {
+            sequential_tuning_parameter: 0,
+            ..proto
+        };
+        let back = experiment_from_proto(unset).expect("valid");
+        assert_eq!(back.sequential_tuning_parameter, 5_000);
     }
 
     #[test]

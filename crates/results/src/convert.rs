@@ -211,6 +211,7 @@ pub fn report_to_proto(report: &Report, lag: Lag) -> v1::GetResultsResponse {
             .map(|micros| micros_to_time(micros).into()),
         multiple_comparison_correction: report.readout.correction.name().into(),
         interval_kind: interval_kind_to_proto(report.readout.intervals) as i32,
+        sequential_tuning_parameter: report.readout.tuning_parameter,
         alpha,
         counted_position: lag.counted_position,
         pending_events: lag.pending_events,

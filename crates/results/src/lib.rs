@@ -125,6 +125,7 @@ impl Shared {
                 interval_kind: convert::interval_kind_to_proto(
                     exp_analysis::Readout::of(experiment).intervals,
                 ) as i32,
+                sequential_tuning_parameter: experiment.sequential_tuning_parameter,
                 counted_position: lag.counted_position,
                 pending_events: lag.pending_events,
                 lag_seconds: lag.lag_seconds,

@@ -17,9 +17,10 @@
 //! half-width = se·√n·√( 2(nρ² + 1) / (n²ρ²) · ln(√(nρ² + 1) / α) )
 //!
 //! with ρ = √( (−2 ln α + ln(−2 ln α + 1)) / N* ), N* the tuning parameter
-//! ([`SEQUENTIAL_TUNING_PARAMETER`], gbstats' default 5,000): the sequence
-//! is narrowest relative to a fixed-horizon interval around n = N*. ρ is
-//! fixed by the alpha the results are read at, as in gbstats.
+//! (the experiment's `sequential_tuning_parameter`, 100 to 100,000,000;
+//! by default [`SEQUENTIAL_TUNING_PARAMETER`], gbstats' default 5,000):
+//! the sequence is narrowest relative to a fixed-horizon interval around
+//! n = N*. ρ is fixed by the alpha the results are read at, as in gbstats.
 //!
 //! The always-valid p-value is the smallest alpha at which the sequence
 //! (ρ fixed) excludes zero; solving the half-width for alpha gives gbstats'
@@ -39,7 +40,7 @@ use super::{Comparison, Relative};
 /// The tuning parameter N* of the confidence sequences: the units (both
 /// arms together) at which the sequence is narrowest relative to a
 /// fixed-horizon interval. GrowthBook's default.
-pub const SEQUENTIAL_TUNING_PARAMETER: f64 = 5000.0;
+pub const SEQUENTIAL_TUNING_PARAMETER: f64 = exp_core::DEFAULT_SEQUENTIAL_TUNING_PARAMETER as f64;
 
 /// ρ of the confidence sequence for a two-sided `alpha` and the tuning
 /// parameter N*: √((−2 ln α + ln(−2 ln α + 1)) / N*) (gbstats'

@@ -61,6 +61,14 @@ pub fn fields_of(experiment: &v1::Experiment) -> Form {
     if experiment.sequential {
         put("sequential".into(), "true".into());
     }
+    put(
+        "sequential_tuning_parameter".into(),
+        match experiment.sequential_tuning_parameter {
+            0 => exp_core::DEFAULT_SEQUENTIAL_TUNING_PARAMETER,
+            value => value,
+        }
+        .to_string(),
+    );
     let correction = CORRECTIONS
         .iter()
         .find(|(correction, _)| *correction as i32 == experiment.multiple_comparison_correction)
@@ -196,6 +204,14 @@ pub fn experiment_from_fields(
         .find(|(_, name)| *name == form.get("bucketing_unit"))
         .map_or(0, |(unit, _)| *unit as i32);
     experiment.sequential = form.get("sequential") == "true";
+    let tuning = form.get("sequential_tuning_parameter");
+    experiment.sequential_tuning_parameter = tuning.parse().unwrap_or_else(|_| {
+        violations.push(FieldViolation::new(
+            "sequential_tuning_parameter",
+            format!("{tuning:?} is not a whole number of units (100 to 100,000,000)"),
+        ));
+        0
+    });
     experiment.multiple_comparison_correction = CORRECTIONS
         .iter()
         .find(|(_, name)| *name == form.get("multiple_comparison_correction"))

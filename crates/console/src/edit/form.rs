@@ -285,6 +285,8 @@ pub(super) fn form_page(
                 }
                 (violations_at(violations, "sequential"))
             }
+            (text_input(form, violations, "sequential_tuning_parameter", "  tuning parameter N*",
+                "5000: the units (both arms) where always-valid intervals are narrowest"))
             (select_input(form, violations, "multiple_comparison_correction",
                 "Secondary metrics' correction", &CORRECTIONS.map(|(_, name)| name)))
             (text_input(form, violations, "control_variant", "Control variant", "control"))
