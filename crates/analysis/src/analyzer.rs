@@ -121,8 +121,7 @@ impl Analyzer {
     }
 
     /// (User, day) pairs of outcomes the pre-period ledger forgot or
-    /// refused for want of room ([`crate::preperiod`]): covariates of units
-    /// exposed since may miss their oldest days.
+    /// refused for want of room ([`crate::preperiod`]).
     pub fn pre_period_forgotten_user_days(&self) -> u64 {
         self.pre_period.forgotten_user_days()
     }
@@ -217,6 +216,7 @@ impl Analyzer {
             variant,
             group: (key % JACKKNIFE_GROUPS as u128) as u8,
             several_variants: false,
+            partial_pre_period: false,
         });
         memberships.push(Membership { slot, index });
         covariates(&self.pre_period, state, index, exposure.unit_type, key);
@@ -317,7 +317,7 @@ fn keep_adjusted_kinds(ledger: &mut PrePeriod, state: &ExperimentState) {
     }
     for metric in &state.metrics {
         if cuped_applies(metric.definition.kind) {
-            ledger.keep(metric.definition.numerator.outcome_type);
+            ledger.keep(&metric.definition.numerator);
         }
     }
 }
@@ -335,7 +335,10 @@ fn covariates(
     let Some(days) = state.layout.pre_period_days else {
         return;
     };
-    let first_exposure_micros = state.units[index as usize].first_exposure_micros;
+    let unit = &mut state.units[index as usize];
+    let first_exposure_micros = unit.first_exposure_micros;
+    unit.partial_pre_period = unit_type == UnitType::User
+        && day_of(first_exposure_micros) - i64::from(days) < ledger.complete_from();
     let placements = ledger.placement_ids(&state.experiment.eligibility.placements);
     state.refill_covariates(index, |measures, currency, sums| {
         if unit_type == UnitType::User {
@@ -381,6 +384,66 @@ mod tests {
             revision: 1,
             timestamp: from_unix_micros(time_micros),
         }
+    }
+
+    fn purchase(user: &str, time_micros: i64, value: f64) -> Outcome {
+        Outcome {
+            event_id: String::new(),
+            outcome_type: exp_core::metrics::OutcomeType::Purchase,
+            user_id: user.into(),
+            session_id: String::new(),
+            placement: "pdp".into(),
+            page_type: String::new(),
+            item_id: "sku".into(),
+            item_ids: Vec::new(),
+            from_recommendation: false,
+            source_placement: String::new(),
+            value,
+            currency: "USD".into(),
+            quantity: 1,
+            latency_ms: 0.0,
+            timestamp: from_unix_micros(time_micros),
+            attributes: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_earlier_exposure_on_another_day_reads_the_covariate_again_for_its_own_pre_period() {
+        const DAY: i64 = 24 * HOUR_MICROS;
+        // START_MICROS is 08:00 UTC.
+        let today = START_MICROS - 8 * HOUR_MICROS;
+        let mut analyzer = Analyzer::new(Box::new(|id: &str| Some(seed_as(id))));
+        // Purchases 3 and 10 days before today.
+        analyzer.outcome(&purchase("moved", today - 3 * DAY, 30.0));
+        analyzer.outcome(&purchase("moved", today - 10 * DAY, 70.0));
+        // Exposed today: both are in its 14 days.
+        analyzer.exposure(&on("exp_a", "pdp", "moved", START_MICROS));
+        let revenue = |analyzer: &Analyzer| {
+            let state = &analyzer.experiments["exp_a"];
+            let measure = state
+                .layout
+                .measures
+                .iter()
+                .position(|measure| measure.aggregate == exp_core::metrics::Aggregate::ValueSum)
+                .expect("revenue is measured");
+            let (unit, sums, covariates) = state.units_with_covariates().next().expect("one unit");
+            (
+                unit.first_exposure_micros,
+                sums[measure],
+                covariates[measure],
+            )
+        };
+        assert_eq!(revenue(&analyzer), (START_MICROS, 0.0, 100.0));
+        // An exposure of 5 days ago arrives: its pre-period holds the 70 of
+        // 10 days ago, and the 30 of 3 days ago is now after the first
+        // exposure, an outcome.
+        analyzer.exposure(&on("exp_a", "pdp", "moved", START_MICROS - 5 * DAY));
+        assert_eq!(revenue(&analyzer), (START_MICROS - 5 * DAY, 30.0, 70.0));
+        // A pre-period purchase arriving late (12 days before today) counts
+        // once; one of the first exposure's own day does not.
+        analyzer.outcome(&purchase("moved", today - 12 * DAY, 5.0));
+        analyzer.outcome(&purchase("moved", today - 5 * DAY, 1.0));
+        assert_eq!(revenue(&analyzer), (START_MICROS - 5 * DAY, 30.0, 75.0));
     }
 
     #[test]

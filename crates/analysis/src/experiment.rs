@@ -10,7 +10,7 @@
 use std::{collections::HashMap, hash::Hasher, sync::Arc, time::SystemTime};
 
 use exp_core::{
-    Experiment, UnitType, bucketing,
+    BucketingUnit, Experiment, UnitType, bucketing,
     event::{Exposure, unix_micros},
     metrics::{self, Aggregate, Measure, MetricDefinition, MetricKind, OutcomeType},
 };
@@ -141,8 +141,11 @@ pub(crate) fn layout(experiment: &Experiment) -> (Layout, Vec<ResolvedMetric>) {
     let adjustable = definitions
         .iter()
         .any(|(definition, _)| cuped_applies(definition.kind));
+    // Sessions have no past the analysis keeps: an experiment bucketing
+    // sessions only has nothing to adjust for.
     let pre_period_days =
-        (config.cuped.enabled && adjustable).then_some(config.cuped.pre_period_days);
+        (config.cuped.enabled && adjustable && experiment.bucketing_unit != BucketingUnit::Session)
+            .then_some(config.cuped.pre_period_days);
     (
         Layout {
             measures,
@@ -177,6 +180,9 @@ pub(crate) struct Unit {
     pub(crate) variant: u16,
     pub(crate) group: u8,
     pub(crate) several_variants: bool,
+    /// Whether its CUPED pre-period starts before a day the pre-period
+    /// ledger forgot outcomes of for want of room.
+    pub(crate) partial_pre_period: bool,
 }
 
 /// Everything kept for one experiment.

@@ -122,16 +122,11 @@ impl Analyzer {
     /// always-valid p-value). The p-values do not depend on `alpha`; only
     /// the breach states do.
     pub fn report(&mut self, experiment_id: &str, alpha: f64) -> Option<Report> {
-        let forgotten = self.pre_period_forgotten_user_days();
         let Some(state) = self.experiments.get_mut(experiment_id) else {
             let experiment = (self.catalog)(experiment_id)?;
-            return Some(build(
-                &ExperimentState::new(experiment, 0),
-                alpha,
-                forgotten,
-            ));
+            return Some(build(&ExperimentState::new(experiment, 0), alpha));
         };
-        let report = build(state, alpha, forgotten);
+        let report = build(state, alpha);
         let revision = state.experiment.revision;
         state
             .guardrail_evidence
@@ -150,7 +145,7 @@ impl Analyzer {
     }
 }
 
-fn build(state: &ExperimentState, alpha: f64, pre_period_forgotten: u64) -> Report {
+fn build(state: &ExperimentState, alpha: f64) -> Report {
     let experiment = &state.experiment;
     let control = control_index(state);
     let (exposed, several) = exposed_units(state);
@@ -183,7 +178,7 @@ fn build(state: &ExperimentState, alpha: f64, pre_period_forgotten: u64) -> Repo
         alpha,
         readout: Readout::of(experiment),
         sample_ratio: sample_ratio(state, &exposed),
-        sanity_checks: sanity_checks(state, several, pre_period_forgotten),
+        sanity_checks: sanity_checks(state, several),
         variants,
         guardrails,
         newest_event_micros: state.newest_event_micros,
@@ -361,31 +356,35 @@ fn other_currencies_check(state: &ExperimentState) -> SanityCheck {
     }
 }
 
-/// Whether the pre-period ledger kept every user-day it was given
+/// Whether every unit's pre-period was whole: none starts before a day the
+/// pre-period ledger forgot outcomes of for want of room
 /// ([`crate::preperiod`]), for an experiment that adjusts.
-fn pre_period_check(forgotten: u64) -> SanityCheck {
+fn pre_period_check(state: &ExperimentState) -> SanityCheck {
+    let partial = state
+        .units
+        .iter()
+        .filter(|unit| unit.partial_pre_period)
+        .count() as u64;
     SanityCheck {
         name: "pre_period_outcomes_kept",
-        passed: forgotten == 0,
-        offending: forgotten,
-        detail: if forgotten == 0 {
+        passed: partial == 0,
+        offending: partial,
+        detail: if partial == 0 {
             "every unit's pre-period outcomes were kept for its CUPED covariate".to_owned()
         } else {
             format!(
-                "{forgotten} (user, day) pairs of outcomes were forgotten for want of room \
-                 (the ledger holds {} across experiments): covariates of units exposed since may \
-                 miss their oldest days, which leaves the adjustment unbiased but less sharp",
-                crate::preperiod::MAX_USER_DAYS
+                "{partial} of {} units have a pre-period that starts before a day the \
+                 pre-period ledger forgot outcomes of for want of room (it holds {} MiB across \
+                 experiments): their covariates may miss their oldest days, which leaves the \
+                 adjustment unbiased but less sharp",
+                state.units.len(),
+                crate::preperiod::MAX_BYTES >> 20
             )
         },
     }
 }
 
-fn sanity_checks(
-    state: &ExperimentState,
-    several: u64,
-    pre_period_forgotten: u64,
-) -> Vec<SanityCheck> {
+fn sanity_checks(state: &ExperimentState, several: u64) -> Vec<SanityCheck> {
     let mut checks = vec![
         SanityCheck {
             name: "units_in_several_variants",
@@ -415,7 +414,7 @@ fn sanity_checks(
         },
     ];
     if state.layout.pre_period_days.is_some() {
-        checks.push(pre_period_check(pre_period_forgotten));
+        checks.push(pre_period_check(state));
     }
     checks
 }

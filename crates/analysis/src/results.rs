@@ -79,6 +79,9 @@ pub struct CupedReport {
     /// θ, the outcome's change per unit of the covariate within arms,
     /// pooled across arms (the same for every variant).
     pub theta: f64,
+    /// The variant's mean adjusted to the covariate's mean over every unit
+    /// (β₀ for the control, β₀ + βⱼ for a treatment), when applied.
+    pub adjusted_value: Option<f64>,
     /// Whole UTC days before the first exposure's day that make the
     /// covariate.
     pub pre_period_days: u32,
@@ -230,8 +233,8 @@ impl MetricStatistics {
     }
 }
 
-/// The unit's value of `metric` from its sums (or its covariates): a
-/// proportion's success as 0 or 1, a mean's numerator.
+/// The unit's value of `metric` from its sums: a proportion's success as 0
+/// or 1, a mean's numerator.
 fn unit_value(metric: &ResolvedMetric, sums: &[f64]) -> f64 {
     let numerator = sums[metric.numerator];
     match metric.definition.kind {
@@ -292,10 +295,13 @@ pub(crate) fn statistics(
     }
     for (unit, sums, covariates) in state.units_with_covariates() {
         if let Some(units) = cuped.as_deref_mut() {
+            // The covariate is the metric's measure over the pre-period
+            // (for a proportion its count, not whether it would have been
+            // a success: more of the past, the same validity).
             units.push((
                 usize::from(unit.variant),
                 unit_value(metric, sums),
-                unit_value(metric, covariates),
+                covariates[metric.numerator],
             ));
         }
         let numerator = sums[metric.numerator];
@@ -418,7 +424,11 @@ fn comparisons(
             if index == control {
                 let state = ComparisonState::NotComputed(NotComputed::Control);
                 let adjustment = metric.cuped.as_ref().map(|cuped| CupedReport {
-                    applied: cuped.fit.covariate_varies(),
+                    applied: cuped.fit.applies(),
+                    adjusted_value: cuped
+                        .fit
+                        .adjusted_mean(index)
+                        .filter(|_| cuped.fit.applies()),
                     unadjusted: state,
                     variance_reduction: None,
                     theta: cuped.fit.theta(),
@@ -430,7 +440,7 @@ fn comparisons(
             let Some(cuped) = &metric.cuped else {
                 return (read(index, unadjusted), None);
             };
-            let applied = cuped.fit.covariate_varies();
+            let applied = cuped.fit.applies();
             let adjusted = if applied {
                 cuped.fit.comparison(index, alpha)
             } else {
@@ -444,6 +454,7 @@ fn comparisons(
             };
             let adjustment = CupedReport {
                 applied,
+                adjusted_value: cuped.fit.adjusted_mean(index).filter(|_| applied),
                 unadjusted: read(index, unadjusted),
                 variance_reduction,
                 theta: cuped.fit.theta(),

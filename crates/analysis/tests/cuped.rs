@@ -96,9 +96,10 @@ struct User {
     revenue: f64,
     /// Revenue over the 14 whole days before the exposure's day.
     pre_period_revenue: f64,
-    /// Whether it added to cart after the exposure, and in its pre-period.
+    /// Whether it added to cart after the exposure, and how often in its
+    /// pre-period.
     added: bool,
-    pre_period_added: bool,
+    pre_period_carts: f64,
 }
 
 /// Feeds `users` users with 30 days of history before their exposures
@@ -124,7 +125,7 @@ fn simulate(
             revenue: 0.0,
             pre_period_revenue: 0.0,
             added: false,
-            pre_period_added: false,
+            pre_period_carts: 0.0,
         };
         // Days -30 to -1 before the exposure's day, and its own morning.
         for day in -30_i64..=0 {
@@ -146,7 +147,7 @@ fn simulate(
             if rng.bernoulli(propensity / 2.0) {
                 let event = user_outcome(&user.name, time + 1, OutcomeType::AddToCart, &[], 0.0);
                 history.push((time + 1, event));
-                user.pre_period_added |= in_pre_period;
+                user.pre_period_carts += f64::from(u8::from(in_pre_period));
             }
         }
         for _ in 0..5 {
@@ -213,7 +214,7 @@ fn a_units_covariate_is_its_metric_over_the_whole_days_before_the_day_of_its_fir
         (
             "add_to_cart_rate",
             Box::new(|user: &User| f64::from(u8::from(user.added))),
-            Box::new(|user: &User| f64::from(u8::from(user.pre_period_added))),
+            Box::new(|user: &User| user.pre_period_carts),
         ),
     ] {
         let expected = CupedFit::of(
@@ -253,6 +254,11 @@ fn a_units_covariate_is_its_metric_over_the_whole_days_before_the_day_of_its_fir
         }
         let cuped = result.cuped.expect("proportions and means are adjusted");
         assert!(cuped.applied);
+        assert_eq!(
+            cuped.adjusted_value,
+            Some(reported.treatment),
+            "{name}: the treatment's adjusted mean"
+        );
         assert_eq!(cuped.pre_period_days, 14);
         assert!((cuped.theta - expected.theta()).abs() <= 1e-9 * expected.theta().abs().max(1.0));
         let unadjusted = match cuped.unadjusted {
@@ -279,6 +285,7 @@ fn a_units_covariate_is_its_metric_over_the_whole_days_before_the_day_of_its_fir
             control.unadjusted,
             ComparisonState::NotComputed(stats::NotComputed::Control)
         );
+        assert_eq!(control.adjusted_value, Some(reported.control));
     }
     // Ratios are not adjusted.
     assert!(metric(&report, 1, "ctr").cuped.is_none());
@@ -327,4 +334,28 @@ fn an_experiment_with_cuped_off_reports_no_adjustment() {
     let welch = stats::compare_means(&moments[0], &moments[1], ALPHA).expect("computed");
     assert!((adjusted(result).absolute - welch.absolute).abs() < 1e-9);
     assert!((adjusted(result).standard_error - welch.standard_error).abs() < 1e-12);
+}
+
+#[test]
+fn an_experiment_of_sessions_has_no_pre_period_to_adjust_for() {
+    let experiment = Experiment {
+        bucketing_unit: exp_core::BucketingUnit::Session,
+        ..running_experiment()
+    };
+    let mut analyzer = analyzer_for(experiment.clone());
+    for index in 0..50 {
+        let session = format!("s-{index}");
+        let mut exposure = user_exposure(&experiment.id, "control", "", START_MICROS);
+        exposure.session_id = session;
+        exposure.unit_type = exp_core::UnitType::Session;
+        analyzer.exposure(&exposure);
+    }
+    let report = analyzer.report(&experiment.id, ALPHA).expect("exposed");
+    assert!(metric(&report, 0, "revenue_per_session").cuped.is_none());
+    assert!(
+        !report
+            .sanity_checks
+            .iter()
+            .any(|check| check.name == "pre_period_outcomes_kept")
+    );
 }

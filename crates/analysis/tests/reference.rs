@@ -388,7 +388,7 @@ fn cuped_matches_a_statsmodels_ols_on_the_arm_and_the_centred_covariate_with_hc2
             .collect();
         let variants = arms.iter().max().expect("units") + 1;
         let fit = stats::CupedFit::of(|| units.iter().copied(), variants, 0);
-        assert!(fit.covariate_varies());
+        assert!(fit.applies());
         assert_close(
             &format!("cuped[{index}] theta"),
             fit.theta(),

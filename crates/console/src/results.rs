@@ -351,16 +351,16 @@ fn cuped_note(results: &v1::GetResultsResponse) -> Markup {
         @if let Some(cuped) = applied {
             p #cuped data-state="applied" data-days=(cuped.pre_period_days) {
                 strong { "CUPED-adjusted." }
-                " Proportions and means are estimated adjusted for each unit's same metric over the "
-                (cuped.pre_period_days) " whole days before its first exposure: the differences, "
+                " Proportions and means are estimated adjusted for each unit's same measure over the "
+                (cuped.pre_period_days) " whole UTC days before the day of its first exposure: the differences, "
                 "intervals and p-values shown are the adjusted ones; the CUPED column gives the "
                 "share of variance the adjustment removed and the unadjusted difference."
             }
         } @else if let Some(cuped) = adjustments.first() {
             p #cuped data-state="not_applied" data-days=(cuped.pre_period_days) {
                 strong { "CUPED is on, not applied yet:" }
-                " no unit has outcomes in its " (cuped.pre_period_days)
-                "-day pre-period, so the estimates are unadjusted."
+                " it applies once every arm has at least 10 units with outcomes in their "
+                (cuped.pre_period_days) "-day pre-period; until then the estimates are unadjusted."
             }
         }
     }
@@ -670,7 +670,7 @@ mod tests {
         adjusted.results.variants[1].metrics[0].cuped = Some(cuped);
         let page = metric_table(&experiment, &adjusted).into_string();
         assert!(page.contains(r#"data-state="applied""#), "{page}");
-        assert!(page.contains("over the 14 whole days"), "{page}");
+        assert!(page.contains("over the 14 whole UTC days"), "{page}");
         assert!(
             page.contains(r#"data-variance-reduction="0.372""#),
             "{page}"

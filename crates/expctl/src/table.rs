@@ -250,9 +250,9 @@ pub fn render(results: &v1::GetResultsResponse) -> String {
     {
         let _ = writeln!(
             out,
-            "  (CUPED: rows followed by a CUPED line are adjusted for the same metric over the \
-             {days} days before each unit's first exposure; the line gives the unadjusted \
-             estimate and the variance removed)"
+            "  (CUPED: rows followed by a CUPED line are adjusted for the metric's measure over \
+             the {days} whole UTC days before the day of each unit's first exposure; the line \
+             gives the unadjusted estimate and the variance removed)"
         );
     }
     let _ = writeln!(out);
@@ -579,7 +579,7 @@ mod tests {
             ),
             "{table}"
         );
-        assert!(table.contains("over the 14 days before"), "{table}");
+        assert!(table.contains("the 14 whole UTC days before"), "{table}");
         // Not applied (no pre-period yet), or off: no CUPED line.
         let not_applied = render(&results(Some(v1::CupedResult {
             applied: false,

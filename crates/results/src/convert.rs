@@ -6,7 +6,7 @@ use exp_analysis::{
     GuardrailState, IntervalKind, Report, Role as MetricRole,
     report::{ComparisonState, VariantReport},
     results::CupedReport,
-    stats::{Comparison, NotComputed, Relative},
+    stats::{NotComputed, Relative},
     timeline::{PointTime, Timeline},
 };
 use exp_core::GuardrailAction;
@@ -76,22 +76,15 @@ pub fn variant_to_proto(variant: &VariantReport, alpha: f64) -> v1::VariantResul
                     adjusted_p_value: metric.adjusted_p_value.unwrap_or(0.0),
                     significant: metric.significant,
                     comparison_status: comparison_status(&metric.comparison) as i32,
-                    cuped: metric
-                        .cuped
-                        .map(|cuped| cuped_to_proto(&cuped, computed, alpha)),
+                    cuped: metric.cuped.map(|cuped| cuped_to_proto(&cuped, alpha)),
                 }
             })
             .collect(),
     }
 }
 
-/// A CUPED adjustment in its proto form; `adjusted` is the metric's
-/// comparison (the adjusted one when applied).
-fn cuped_to_proto(
-    cuped: &CupedReport,
-    adjusted: Option<&Comparison>,
-    alpha: f64,
-) -> v1::CupedResult {
+/// A CUPED adjustment in its proto form.
+fn cuped_to_proto(cuped: &CupedReport, alpha: f64) -> v1::CupedResult {
     let unadjusted = cuped.unadjusted.computed();
     let relative = unadjusted.and_then(|comparison| match comparison.relative {
         Relative::Defined {
@@ -112,10 +105,7 @@ fn cuped_to_proto(
         unadjusted_relative_interval: relative.map(|(_, bounds)| interval(bounds, alpha)),
         unadjusted_p_value: unadjusted.map_or(0.0, |c| c.p_value),
         unadjusted_standard_error: unadjusted.map_or(0.0, |c| c.standard_error),
-        adjusted_value: match adjusted {
-            Some(comparison) if cuped.applied => comparison.treatment,
-            _ => 0.0,
-        },
+        adjusted_value: cuped.adjusted_value.unwrap_or(0.0),
     }
 }
 

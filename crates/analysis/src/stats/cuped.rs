@@ -13,10 +13,10 @@
 //! White, 1985): Σᵢ wᵢ²·eᵢ² / (1 − hᵢᵢ), where wᵢ is unit i's weight in the
 //! coefficient and hᵢᵢ its leverage, 1/nₐ + (xᵢ − x̄ₐ)²/Sxx. Without a
 //! covariate (θ = 0, hᵢᵢ = 1/nₐ) that is exactly Welch's variance, so the
-//! adjusted and unadjusted intervals are read on the same footing, and
-//! unequal arms with unequal variances stay covered. Intervals and
-//! p-values are normal, as statsmodels' `OLS(...).fit(cov_type="HC2")`
-//! gives them (`testdata/make_reference.py` checks every number against
+//! variance reduction compares like with like, and unequal arms with
+//! unequal variances stay covered. Intervals and p-values are normal (not
+//! Welch's t: the two differ only at small samples), as statsmodels'
+//! `OLS(...).fit(cov_type="HC2")` gives them (`testdata/make_reference.py` checks every number against
 //! it); the relative difference βⱼ/β₀ takes its variance by the delta
 //! method from the same covariance matrix.
 //!
@@ -25,10 +25,16 @@
 
 use super::{Comparison, NotComputed, Relative, interval, normal_p_value};
 
+/// Units of every arm that must have a covariate other than 0 (a
+/// pre-period) before the fit adjusts at all.
+pub const MIN_UNITS_WITH_COVARIATE: f64 = 10.0;
+
 /// One arm's part of a fit.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct ArmFit {
     n: f64,
+    /// Units whose covariate is not 0.
+    with_covariate: f64,
     mean_y: f64,
     mean_x: f64,
     /// Σ eᵢ²/(1 − hᵢᵢ) over the arm's units.
@@ -42,6 +48,7 @@ struct ArmFit {
 struct ShiftedSums {
     shift: (f64, f64),
     n: f64,
+    with_covariate: f64,
     y: f64,
     x: f64,
     xx: f64,
@@ -91,6 +98,7 @@ impl CupedFit {
             }
             let (dy, dx) = (y - sums.shift.0, x - sums.shift.1);
             sums.n += 1.0;
+            sums.with_covariate += f64::from(u8::from(x != 0.0));
             sums.y += dy;
             sums.x += dx;
             sums.xx += dx * dx;
@@ -102,6 +110,7 @@ impl CupedFit {
                 continue;
             }
             fitted.n = sums.n;
+            fitted.with_covariate = sums.with_covariate;
             let (mean_dy, mean_dx) = (sums.y / sums.n, sums.x / sums.n);
             fitted.mean_y = sums.shift.0 + mean_dy;
             fitted.mean_x = sums.shift.1 + mean_dx;
@@ -158,10 +167,26 @@ impl CupedFit {
         self.theta
     }
 
-    /// Whether the covariate varies within the arms (else θ = 0 and the
-    /// adjusted comparison is the unadjusted one, with an HC2 variance).
-    pub fn covariate_varies(&self) -> bool {
+    /// Whether the fit is worth reading: the covariate varies within the
+    /// arms, and every arm with units has at least
+    /// [`MIN_UNITS_WITH_COVARIATE`] with a covariate (a fit on a handful
+    /// has a unit of leverage near 1, and an interval that means little).
+    /// When it is not, θ may still be computed, and the results read the
+    /// unadjusted comparison.
+    pub fn applies(&self) -> bool {
         self.within_xx > 0.0
+            && self
+                .arms
+                .iter()
+                .all(|arm| arm.n == 0.0 || arm.with_covariate >= MIN_UNITS_WITH_COVARIATE)
+    }
+
+    /// The mean of `arm` adjusted to the covariate's mean over every unit:
+    /// ȳₐ − θ·(x̄ₐ − x̄) (β₀ for the control); `None` for an arm without
+    /// units.
+    pub fn adjusted_mean(&self, arm: usize) -> Option<f64> {
+        let fitted = self.arms.get(arm).filter(|fitted| fitted.n > 0.0)?;
+        Some(fitted.mean_y - self.theta * (fitted.mean_x - self.mean_x))
     }
 
     /// The adjusted comparison of `treatment` with the control at `alpha`:
@@ -252,7 +277,7 @@ mod tests {
             .chain(treatment.iter().map(|y| (1, *y, 0.0)))
             .collect();
         let fit = CupedFit::of(|| units.iter().copied(), 2, 0);
-        assert!(!fit.covariate_varies());
+        assert!(!fit.applies());
         let comparison = fit.comparison(1, 0.05).expect("computed");
         let variance = |values: &[f64]| {
             let mean = values.iter().sum::<f64>() / values.len() as f64;
