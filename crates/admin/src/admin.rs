@@ -89,6 +89,16 @@ impl Admin {
                     id: created.id.clone(),
                 });
             }
+            if txn.holdout(&created.id).is_some() {
+                return Err(Error::invalid(
+                    "id",
+                    format!(
+                        "{:?} is the id of a holdout: experiments and holdouts share one \
+                         namespace (an exposure names either by its experiment_id)",
+                        created.id
+                    ),
+                ));
+            }
             put(txn, &created, RevisionAction::Create, author, reason, None);
             Ok(created.clone())
         })

@@ -395,25 +395,22 @@ impl CompiledSnapshot {
         })
     }
 
-    /// Which held-out group of `evaluation` kept experiment `id` from its
-    /// unit on `placement`, if one did: the holdout's id.
-    pub fn withheld_by<'a>(
-        &self,
+    /// The holdouts of `evaluation` whose scope covers experiment `id` on
+    /// `placement` (its layer, or the placement, is named): the holdout
+    /// exposures that go with a flag's answer, and, when one holds the unit
+    /// out, why the experiment gave it nothing.
+    pub fn holdouts_covering<'a>(
+        &'a self,
         evaluation: &'a Evaluation,
         id: &str,
         placement: &str,
-    ) -> Option<&'a str> {
-        let experiment = self.experiments.iter().find(|e| *e.id == *id)?;
+    ) -> impl Iterator<Item = &'a HoldoutMembership> + 'a {
+        let experiment = self.experiments.iter().find(|e| *e.id == *id);
         let on_placement = self.holdouts_by_placement.get(placement);
-        evaluation
-            .holdouts
-            .iter()
-            .find(|m| {
-                m.held_out
-                    && (experiment.holdouts.contains(&m.index)
-                        || on_placement.is_some_and(|list| list.contains(&m.index)))
-            })
-            .map(|m| &*m.holdout_id)
+        evaluation.holdouts.iter().filter(move |m| {
+            experiment.is_some_and(|e| e.holdouts.contains(&m.index))
+                || on_placement.is_some_and(|list| list.contains(&m.index))
+        })
     }
 
     /// Assigns the unit of a request at `now`. `INVALID_ARGUMENT` when both
