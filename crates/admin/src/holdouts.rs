@@ -51,6 +51,22 @@ impl Admin {
             .ok_or_else(|| holdout_not_found(id))
     }
 
+    /// What results analyse under `id`: the experiment, or the
+    /// comparison of holdout `id`'s two groups
+    /// ([`exp_core::holdout::comparison`]).
+    pub fn results_subject(&self, id: &str) -> Result<exp_core::Experiment, Error> {
+        match self.get(id) {
+            Err(Error::NotFound { .. }) => match self.store().holdout(id)? {
+                Some(holdout) => Ok(holdout::comparison(&holdout)),
+                None => Err(Error::NotFound {
+                    kind: "experiment or holdout",
+                    id: id.to_owned(),
+                }),
+            },
+            other => other,
+        }
+    }
+
     /// Every holdout, or those in `status`, ordered by id.
     pub fn holdouts(&self, status: Option<HoldoutStatus>) -> Result<Vec<Holdout>, Error> {
         Ok(self

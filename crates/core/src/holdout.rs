@@ -258,3 +258,71 @@ fn scope_list(
         }
     }
 }
+
+/// The experiment results read a holdout as: its two groups as variants
+/// (`holdout`, the control, and `rest`, weighted by the share in basis
+/// points so the sample-ratio check expects the configured split), judged
+/// on the catalogue's metrics (add-to-cart rate first), on every
+/// placement (what the held-out experiments add up to, site-wide). No
+/// salts: the variant is the group the assigner computed, not a variant
+/// hash results could check.
+pub fn comparison(holdout: &Holdout) -> crate::Experiment {
+    use crate::{
+        BucketingUnit, Eligibility, Experiment, MetricsConfig, Schedule, Status, Variant,
+        metrics::{self, DEFAULT_PRIMARY_METRIC},
+    };
+    let group = |name: &str, weight: u32, description: &str| Variant {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        weight,
+        params: crate::Params::new(),
+    };
+    Experiment {
+        id: holdout.id.clone(),
+        name: format!("Holdout {}", holdout.id),
+        description: holdout.description.clone(),
+        hypothesis: String::new(),
+        owner: holdout.updated_by.clone(),
+        layer: String::new(),
+        variants: vec![
+            group(
+                HOLDOUT_GROUP,
+                holdout.share_basis_points,
+                "units held out of the holdout's layers and placements",
+            ),
+            group(
+                REST_GROUP,
+                BUCKETS.saturating_sub(holdout.share_basis_points),
+                "units of the same scope that get its experiments",
+            ),
+        ],
+        control_variant: HOLDOUT_GROUP.to_owned(),
+        traffic_percent: 100,
+        bucketing_unit: BucketingUnit::UserOrSession,
+        eligibility: Eligibility::default(),
+        schedule: Schedule::default(),
+        status: match holdout.status {
+            HoldoutStatus::Active => Status::Running,
+            HoldoutStatus::Ended => Status::Completed,
+        },
+        metrics: MetricsConfig {
+            primary_metric: DEFAULT_PRIMARY_METRIC.to_owned(),
+            secondary_metrics: metrics::catalogue()
+                .iter()
+                .map(|metric| metric.name.clone())
+                .filter(|name| name != DEFAULT_PRIMARY_METRIC)
+                .collect(),
+            ..MetricsConfig::default()
+        },
+        revision: holdout.revision,
+        create_time: holdout.create_time,
+        update_time: holdout.update_time,
+        updated_by: holdout.updated_by.clone(),
+        shipped_variant: None,
+        status_reason: String::new(),
+        randomization: None,
+        allocation: Vec::new(),
+        sequential: false,
+        multiple_comparison_correction: crate::MultipleComparisonCorrection::default(),
+    }
+}
