@@ -97,3 +97,80 @@ pub fn serving_holdout_from_proto(
         placements: proto.placements,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use exp_core::serving::{ConfigDelta, ServingConfig};
+
+    use super::*;
+    use crate::serving::{
+        config_delta_from_proto, config_delta_to_proto, config_snapshot_from_proto,
+        config_snapshot_to_proto,
+    };
+
+    fn serving_holdout() -> ServingHoldout {
+        ServingHoldout {
+            id: "ranking_holdout".into(),
+            revision: 2,
+            salt: "ranking_holdout:holdout".into(),
+            share_basis_points: 500,
+            layers: vec!["ymal_ranking".into()],
+            placements: vec!["home_feed".into()],
+        }
+    }
+
+    #[test]
+    fn holdouts_survive_the_wire_in_snapshots_and_deltas() {
+        let config = ServingConfig {
+            version: 9,
+            holdouts: vec![serving_holdout()],
+            ..ServingConfig::default()
+        };
+        let wire = config_snapshot_to_proto(&config, SystemTime::UNIX_EPOCH);
+        assert_eq!(config_snapshot_from_proto(wire).expect("valid"), config);
+
+        let delta = ConfigDelta {
+            upserted_holdouts: vec![serving_holdout()],
+            removed_holdout_ids: vec!["old_holdout".into()],
+            ..ConfigDelta::default()
+        };
+        let wire = config_delta_to_proto(&delta);
+        assert_eq!(config_delta_from_proto(wire).expect("valid"), delta);
+    }
+
+    #[test]
+    fn a_received_share_beyond_the_buckets_is_refused_with_its_path() {
+        let mut wire = serving_holdout_to_proto(&serving_holdout());
+        wire.share_basis_points = 10_001;
+        let snapshot = v1::ConfigSnapshot {
+            holdouts: vec![wire],
+            ..Default::default()
+        };
+        let violations = config_snapshot_from_proto(snapshot).expect_err("refused");
+        assert_eq!(violations[0].field, "holdouts[0].share_basis_points");
+    }
+
+    #[test]
+    fn a_holdout_round_trips_through_its_wire_form_but_output_only_fields() {
+        let wire = v1::Holdout {
+            id: "ranking_holdout".into(),
+            share_basis_points: 500,
+            layers: vec!["ymal_ranking".into()],
+            salt: "chosen by the caller".into(),
+            status: v1::HoldoutStatus::Ended as i32,
+            revision: 3,
+            ..Default::default()
+        };
+        let domain = holdout_from_proto(wire);
+        assert_eq!(domain.salt, "", "the salt is drawn at creation");
+        assert_eq!(domain.status, HoldoutStatus::Active);
+        assert_eq!(domain.revision, 3, "the revision an update is based on");
+        let back = holdout_to_proto(&domain);
+        assert_eq!(back.layers, ["ymal_ranking"]);
+        assert_eq!(
+            holdout_status_from_proto(back.status, "status"),
+            Ok(Some(HoldoutStatus::Active))
+        );
+        assert!(holdout_status_from_proto(9, "status").is_err());
+    }
+}
