@@ -171,7 +171,14 @@ impl Admin {
     pub fn validate(&self, update: Update<'_>) -> Result<Vec<FieldViolation>, Error> {
         let proposed = update.proposed;
         let Some(current) = self.store.experiment(&proposed.id)? else {
-            return Ok(validate::experiment(proposed, &self.schema));
+            let mut violations = validate::experiment(proposed, &self.schema);
+            if self.store.holdout(&proposed.id)?.is_some() {
+                violations.push(FieldViolation::new(
+                    "id",
+                    format!("{:?} is the id of a holdout", proposed.id),
+                ));
+            }
+            return Ok(violations);
         };
         let change = Change {
             now: self.clock.now(),

@@ -75,6 +75,18 @@ fn holdouts_and_experiments_never_share_an_id() {
         .create(&experiment, &alice(), "")
         .expect_err("a holdout has the id");
     assert_eq!(field_of(&refused), Some("id"), "{refused}");
+    let dry_run = admin
+        .validate(exp_core::lifecycle::Update {
+            proposed: &experiment,
+            mask: &[],
+            rerandomize: false,
+        })
+        .expect("validated");
+    assert_eq!(
+        dry_run.iter().map(|v| v.field.as_str()).collect::<Vec<_>>(),
+        ["id"],
+        "the dry run says what Create would"
+    );
     assert!(matches!(
         admin.create_holdout(&proposed("ranking_holdout"), &alice()),
         Err(Error::AlreadyExists {
