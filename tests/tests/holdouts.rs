@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use exp_e2e::{TestServer, launch_seed_everywhere, wait_until_assign_is_current, ymal_request};
+use exp_e2e::{
+    TestServer, http_post, launch_seed_everywhere, wait_until_assign_is_current, ymal_request,
+};
 use exp_proto::v1::{
     self, admin_service_client::AdminServiceClient,
     assignment_service_client::AssignmentServiceClient,
@@ -173,6 +175,36 @@ async fn a_holdout_keeps_its_units_out_of_its_layer_and_results_compare_its_grou
     .await;
     assert_eq!(seed.variants.len(), 2);
 
+    // OFREP: the held-out unit's flag is DEFAULT (no value), naming the
+    // holdout; the bulk answer lists no experiment and names the holdout.
+    let held_user = users
+        .iter()
+        .find(|user| holds_out(&holdout, user))
+        .expect("one was held out");
+    let body = serde_json::json!({"context": {
+        "targetingKey": held_user, "placement": "you_may_also_like"
+    }})
+    .to_string();
+    let (status, flag) = http_post(
+        server.http_addr,
+        "/ofrep/v1/evaluate/flags/reco_ymal_v1",
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{flag}");
+    let flag: serde_json::Value = serde_json::from_str(&flag).expect("JSON");
+    assert_eq!(flag["reason"], "DEFAULT", "{flag}");
+    assert_eq!(flag["variant"], serde_json::Value::Null);
+    assert_eq!(flag["metadata"]["holdout_id"], "ymal_holdout", "{flag}");
+    let (status, flags) = http_post(server.http_addr, "/ofrep/v1/evaluate/flags", &body).await;
+    assert_eq!(status, 200, "{flags}");
+    let flags: serde_json::Value = serde_json::from_str(&flags).expect("JSON");
+    assert_eq!(flags["flags"], serde_json::json!([]), "{flags}");
+    assert_eq!(
+        flags["metadata"]["holdout_ids"],
+        serde_json::json!(["ymal_holdout"])
+    );
+
     // Ended, it holds nobody out any more.
     admin
         .end_holdout(v1::EndHoldoutRequest {
@@ -182,10 +214,6 @@ async fn a_holdout_keeps_its_units_out_of_its_layer_and_results_compare_its_grou
         .await
         .expect("ended");
     wait_until_assign_is_current(channel.clone()).await;
-    let held_user = users
-        .iter()
-        .find(|user| holds_out(&holdout, user))
-        .expect("one was held out");
     let answer = assign
         .assign(ymal_request(held_user, "s"))
         .await
