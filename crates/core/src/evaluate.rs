@@ -472,7 +472,8 @@ impl CompiledSnapshot {
                 })
             });
             let mut withheld = false;
-            if experiment.live(now) {
+            // Without holdouts, evaluation is what it was before them.
+            if !self.holdouts.is_empty() && experiment.live(now) {
                 for &holdout in experiment.holdouts.iter().chain(placement_holdouts) {
                     let member =
                         self.enter_holdout(&mut holdouts, holdout, holdout_unit, unit_type);
