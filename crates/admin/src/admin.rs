@@ -89,6 +89,16 @@ impl Admin {
                     id: created.id.clone(),
                 });
             }
+            if txn.holdout(&created.id).is_some() {
+                return Err(Error::invalid(
+                    "id",
+                    format!(
+                        "{:?} is the id of a holdout: experiments and holdouts share one \
+                         namespace (an exposure names either by its experiment_id)",
+                        created.id
+                    ),
+                ));
+            }
             put(txn, &created, RevisionAction::Create, author, reason, None);
             Ok(created.clone())
         })
@@ -161,7 +171,14 @@ impl Admin {
     pub fn validate(&self, update: Update<'_>) -> Result<Vec<FieldViolation>, Error> {
         let proposed = update.proposed;
         let Some(current) = self.store.experiment(&proposed.id)? else {
-            return Ok(validate::experiment(proposed, &self.schema));
+            let mut violations = validate::experiment(proposed, &self.schema);
+            if self.store.holdout(&proposed.id)?.is_some() {
+                violations.push(FieldViolation::new(
+                    "id",
+                    format!("{:?} is the id of a holdout", proposed.id),
+                ));
+            }
+            return Ok(violations);
         };
         let change = Change {
             now: self.clock.now(),

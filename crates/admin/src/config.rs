@@ -163,12 +163,14 @@ fn build(store: &Store, clock: &dyn Clock) -> Result<ServingConfig, Error> {
     // One confirmed state: its version names exactly what it holds.
     let confirmed = store.confirmed();
     let experiments: Vec<_> = confirmed.experiments().cloned().collect();
+    let holdouts: Vec<_> = confirmed.holdouts().cloned().collect();
     Ok(ServingConfig::build(
         confirmed.version,
         &experiments,
         &confirmed.overrides(None),
         clock.now(),
-    ))
+    )
+    .with_holdouts(&holdouts))
 }
 
 /// The tonic implementation of `ConfigService`.

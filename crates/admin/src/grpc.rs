@@ -11,6 +11,7 @@ use exp_proto::{
         experiment_from_proto, experiment_to_proto, qa_override_from_proto, qa_override_to_proto,
         revision_to_proto, status_from_proto, unit_type_from_proto, violation_to_proto,
     },
+    holdout::{holdout_from_proto, holdout_status_from_proto, holdout_to_proto},
     to_status,
     v1::{self, admin_service_server::AdminService},
 };
@@ -78,6 +79,17 @@ fn required_experiment(experiment: Option<v1::Experiment>) -> Result<Experiment,
     let experiment =
         experiment.ok_or_else(|| to_status(Error::invalid("experiment", "is required")))?;
     experiment_from_proto(experiment).map_err(invalid)
+}
+
+/// `error` with its field violations nested under `prefix`, as the
+/// request names them (`holdout.id`).
+fn nested(error: Error, prefix: &str) -> Error {
+    match error {
+        Error::InvalidArgument(violations) => {
+            Error::InvalidArgument(violations.into_iter().map(|v| v.under(prefix)).collect())
+        }
+        other => other,
+    }
 }
 
 fn invalid(violations: Vec<FieldViolation>) -> Status {
@@ -375,6 +387,99 @@ impl AdminService for AdminGrpc {
             .map_err(to_status)?;
         Ok(Response::new(v1::ListOverridesResponse {
             qa_overrides: overrides.iter().map(qa_override_to_proto).collect(),
+        }))
+    }
+
+    async fn create_holdout(
+        &self,
+        request: Request<v1::CreateHoldoutRequest>,
+    ) -> Result<Response<v1::CreateHoldoutResponse>, Status> {
+        let principal = self.authorize(&request, Access::Change, "CreateHoldout")?;
+        let proto = request
+            .into_inner()
+            .holdout
+            .ok_or_else(|| to_status(Error::invalid("holdout", "is required")))?;
+        let proposed = holdout_from_proto(proto);
+        let admin = self.admin.clone();
+        let created = blocking(move || {
+            admin
+                .create_holdout(&proposed, &principal)
+                .map_err(|err| nested(err, "holdout"))
+        })
+        .await?;
+        Ok(Response::new(v1::CreateHoldoutResponse {
+            holdout: Some(holdout_to_proto(&created)),
+        }))
+    }
+
+    async fn get_holdout(
+        &self,
+        request: Request<v1::GetHoldoutRequest>,
+    ) -> Result<Response<v1::GetHoldoutResponse>, Status> {
+        self.authorize(&request, Access::Read, "GetHoldout")?;
+        let holdout = self
+            .admin
+            .holdout(&request.get_ref().id)
+            .map_err(to_status)?;
+        Ok(Response::new(v1::GetHoldoutResponse {
+            holdout: Some(holdout_to_proto(&holdout)),
+        }))
+    }
+
+    async fn list_holdouts(
+        &self,
+        request: Request<v1::ListHoldoutsRequest>,
+    ) -> Result<Response<v1::ListHoldoutsResponse>, Status> {
+        self.authorize(&request, Access::Read, "ListHoldouts")?;
+        let status = holdout_status_from_proto(request.get_ref().status, "status")
+            .map_err(|v| invalid(vec![v]))?;
+        let holdouts = self.admin.holdouts(status).map_err(to_status)?;
+        Ok(Response::new(v1::ListHoldoutsResponse {
+            holdouts: holdouts.iter().map(holdout_to_proto).collect(),
+        }))
+    }
+
+    async fn update_holdout(
+        &self,
+        request: Request<v1::UpdateHoldoutRequest>,
+    ) -> Result<Response<v1::UpdateHoldoutResponse>, Status> {
+        let principal = self.authorize(&request, Access::Change, "UpdateHoldout")?;
+        let request = request.into_inner();
+        let proto = request
+            .holdout
+            .ok_or_else(|| to_status(Error::invalid("holdout", "is required")))?;
+        let proposed = holdout_from_proto(proto);
+        let mask = mask_paths(request.update_mask);
+        let admin = self.admin.clone();
+        let updated = blocking(move || {
+            admin
+                .update_holdout(&proposed, &mask, &principal)
+                .map_err(|err| match err {
+                    // The mask is the request's own field, not the holdout's.
+                    Error::InvalidArgument(violations)
+                        if violations.iter().all(|v| v.field == "update_mask") =>
+                    {
+                        Error::InvalidArgument(violations)
+                    }
+                    other => nested(other, "holdout"),
+                })
+        })
+        .await?;
+        Ok(Response::new(v1::UpdateHoldoutResponse {
+            holdout: Some(holdout_to_proto(&updated)),
+        }))
+    }
+
+    async fn end_holdout(
+        &self,
+        request: Request<v1::EndHoldoutRequest>,
+    ) -> Result<Response<v1::EndHoldoutResponse>, Status> {
+        let principal = self.authorize(&request, Access::Change, "EndHoldout")?;
+        let r = request.into_inner();
+        let admin = self.admin.clone();
+        let ended = blocking(move || admin.end_holdout(&r.id, r.revision, &principal)).await?;
+        Ok(Response::new(v1::EndHoldoutResponse {
+            holdout: Some(holdout_to_proto(&ended)),
         }))
     }
 }

@@ -7,6 +7,9 @@
 //! - [`admin`]: [`Admin`], the use cases (create, update, lifecycle,
 //!   rollback, overrides, listing) on domain types; each write runs the
 //!   `exp_core` rules inside one store write.
+//! - [`holdouts`]: the holdout use cases (create, get, list, update,
+//!   end) on the same store; holdout and experiment ids share one
+//!   namespace.
 //! - [`auth`]: the tokens file, roles (viewer reads, editor changes) and
 //!   the check of `authorization: Bearer` metadata.
 //! - [`grpc`]: [`AdminGrpc`], the tonic service: authorises, converts at
@@ -20,6 +23,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod grpc;
+pub mod holdouts;
 pub mod scheduler;
 
 pub use admin::Admin;

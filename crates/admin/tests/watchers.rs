@@ -213,3 +213,83 @@ async fn a_stuck_watcher_shows_how_many_versions_behind_it_is() {
     }
     assert_eq!(open.most_behind(), 1, "one change it was not sent");
 }
+
+/// The next message of `stream` that is not a heartbeat.
+async fn next_change(
+    stream: &mut tonic::Streaming<v1::WatchConfigsResponse>,
+) -> v1::watch_configs_response::Payload {
+    loop {
+        let message = stream
+            .message()
+            .await
+            .expect("stream healthy")
+            .expect("stream open");
+        match message.payload.expect("a payload") {
+            v1::watch_configs_response::Payload::Heartbeat(_) => continue,
+            change => return change,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_holdout_reaches_watchers_as_a_delta_and_its_end_as_a_removal() {
+    use v1::watch_configs_response::Payload;
+    let dir = tempfile::tempdir().expect("dir");
+    let (addr, store, _open) = serve_with(4, STALL, dir.path()).await;
+    let admin = Admin::new(
+        store,
+        Arc::new(exp_core::ParamSchema::builtin()),
+        Arc::new(SystemClock),
+    );
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut stream = watch(&channel).await.expect("a stream");
+    assert!(matches!(
+        next_change(&mut stream).await,
+        Payload::Snapshot(_)
+    ));
+
+    let proposed = exp_core::Holdout {
+        id: "ranking_holdout".into(),
+        description: String::new(),
+        share_basis_points: 1_000,
+        salt: String::new(),
+        layers: vec!["ymal_ranking".into()],
+        placements: Vec::new(),
+        status: exp_core::HoldoutStatus::Active,
+        revision: 0,
+        create_time: std::time::SystemTime::UNIX_EPOCH,
+        update_time: std::time::SystemTime::UNIX_EPOCH,
+        updated_by: String::new(),
+    };
+    let writer = admin.clone();
+    tokio::task::spawn_blocking(move || {
+        writer.create_holdout(&proposed, &Principal::system("alice"))
+    })
+    .await
+    .expect("task")
+    .expect("created");
+    let Payload::Delta(delta) = next_change(&mut stream).await else {
+        panic!("a delta");
+    };
+    assert_eq!(delta.upserted_holdouts.len(), 1);
+    assert_eq!(delta.upserted_holdouts[0].id, "ranking_holdout");
+    assert_eq!(delta.upserted_holdouts[0].salt, "ranking_holdout:holdout");
+    assert_eq!(delta.upserted_holdouts[0].share_basis_points, 1_000);
+
+    let writer = admin.clone();
+    tokio::task::spawn_blocking(move || {
+        writer.end_holdout("ranking_holdout", 0, &Principal::system("alice"))
+    })
+    .await
+    .expect("task")
+    .expect("ended");
+    let Payload::Delta(delta) = next_change(&mut stream).await else {
+        panic!("a delta");
+    };
+    assert_eq!(delta.removed_holdout_ids, ["ranking_holdout"]);
+    assert!(delta.upserted_holdouts.is_empty());
+}

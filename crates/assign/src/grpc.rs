@@ -4,7 +4,10 @@ use std::{sync::Arc, time::SystemTime};
 
 use exp_core::{
     Clock, Error,
-    evaluate::{Assignment, AssignmentReason, CompiledSnapshot, Evaluation, RequestContext},
+    evaluate::{
+        Assignment, AssignmentReason, CompiledSnapshot, Evaluation, HoldoutMembership,
+        RequestContext,
+    },
 };
 use exp_proto::{
     serving::{evaluation_to_proto, request_context_from_proto},
@@ -38,8 +41,10 @@ impl Assigner {
         self.exposures.counters()
     }
 
-    /// Assigns one request; logs exposures of bucketed assignments unless
-    /// `defer_exposure`. `UNAVAILABLE` before any config has arrived.
+    /// Assigns one request; logs exposures of bucketed assignments, and of
+    /// the unit's group in every holdout whose scope the request fell in,
+    /// unless `defer_exposure`. `UNAVAILABLE` before any config has
+    /// arrived.
     pub fn assign(
         &self,
         user_id: &str,
@@ -52,6 +57,11 @@ impl Assigner {
             count_assignment(assignment);
             if !defer_exposure {
                 self.expose(assignment, user_id, session_id, context, evaluated.at);
+            }
+        }
+        if !defer_exposure {
+            for membership in &evaluated.evaluation.holdouts {
+                self.expose_holdout(membership, user_id, session_id, context, evaluated.at);
             }
         }
         Ok(evaluated.evaluation)
@@ -105,6 +115,34 @@ impl Assigner {
     }
 }
 
+impl Assigner {
+    /// Offers the exposure of a unit to its group of a holdout: the
+    /// holdout's id as the experiment, `holdout` or `rest` as the variant.
+    /// Both groups are exposed by the same scope, so results compare like
+    /// with like.
+    pub fn expose_holdout(
+        &self,
+        membership: &HoldoutMembership,
+        user_id: &str,
+        session_id: &str,
+        context: &RequestContext,
+        at: SystemTime,
+    ) {
+        let group: Arc<str> = Arc::from(membership.group());
+        self.exposures.offer(ExposureRecord {
+            experiment_id: membership.holdout_id.clone(),
+            variant: group,
+            user_id: user_id.to_owned(),
+            session_id: session_id.to_owned(),
+            unit_type: membership.unit_type,
+            placement: context.placement.clone(),
+            page_type: context.page_type.clone(),
+            revision: membership.revision,
+            timestamp: at,
+        });
+    }
+}
+
 /// An evaluation with what it was evaluated on.
 #[derive(Debug)]
 pub struct Evaluated {
@@ -117,16 +155,17 @@ pub struct Evaluated {
 }
 
 /// `expd.assignments`: assignments answered, by `experiment` and `reason`
-/// (`bucketed`, `override`, `shipped`). One counter add per assignment
+/// (`bucketed`, `override`, `shipped`, `holdout`: then `experiment` is the
+/// holdout's id). One counter add per assignment
 /// (its cost per call is in `benches/RESULTS.md`).
 pub fn count_assignment(assignment: &exp_core::evaluate::Assignment) {
     static ASSIGNMENTS: std::sync::OnceLock<opentelemetry::metrics::Counter<u64>> =
         std::sync::OnceLock::new();
-    let reason = match assignment.reason {
-        AssignmentReason::Bucketed => "bucketed",
-        AssignmentReason::Override => "override",
-        AssignmentReason::Shipped => "shipped",
-    };
+    let reason = assignment.reason.as_str();
+    let experiment = assignment
+        .holdout_id
+        .clone()
+        .unwrap_or_else(|| assignment.experiment_id.clone());
     ASSIGNMENTS
         .get_or_init(|| {
             opentelemetry::global::meter("expd")
@@ -139,7 +178,7 @@ pub fn count_assignment(assignment: &exp_core::evaluate::Assignment) {
             &[
                 opentelemetry::KeyValue::new(
                     "experiment",
-                    opentelemetry::StringValue::from(assignment.experiment_id.clone()),
+                    opentelemetry::StringValue::from(experiment),
                 ),
                 opentelemetry::KeyValue::new("reason", reason),
             ],

@@ -64,6 +64,9 @@ struct AssignmentBody {
     revision: u64,
     reason: &'static str,
     unit_type: &'static str,
+    // Only in an assignment of reason `holdout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holdout_id: Option<String>,
 }
 
 // The body is parsed whatever its Content-Type says: rec services in the
@@ -115,11 +118,8 @@ async fn assign(State(assigner): State<Assigner>, body: Result<Bytes, BytesRejec
                     layer: a.layer.to_string(),
                     params: Value::Object((*a.params).clone()),
                     revision: a.revision,
-                    reason: match a.reason {
-                        exp_core::evaluate::AssignmentReason::Bucketed => "bucketed",
-                        exp_core::evaluate::AssignmentReason::Override => "override",
-                        exp_core::evaluate::AssignmentReason::Shipped => "shipped",
-                    },
+                    reason: a.reason.as_str(),
+                    holdout_id: a.holdout_id.as_deref().map(str::to_owned),
                     unit_type: a.unit_type.as_str(),
                 })
                 .collect();

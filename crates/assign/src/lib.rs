@@ -6,9 +6,10 @@
 //!   atomic pointer: requests read it without a lock; a follower task swaps
 //!   in a new one when the serving config changes (from the local admin, or
 //!   from a remote one in sidecar mode).
-//! - [`exposure`]: exposure records of bucketed assignments, offered to a
-//!   bounded queue that never blocks a request, and the filter of repeats
-//!   its consumers apply.
+//! - [`exposure`]: exposure records of bucketed assignments and of units'
+//!   holdout groups (`holdout` or `rest`), offered to a bounded queue that
+//!   never blocks a request, and the filter of repeats its consumers
+//!   apply.
 //! - [`feed`]: the stage that takes exposures from that queue, filters
 //!   repeats and hands them to a sink (this process's event log, or the
 //!   admin's `EventService`).

@@ -24,7 +24,13 @@
 //! `STATIC` (a shipped variant), `DISABLED` (the experiment serves no one
 //! now: paused, a draft, outside its schedule), `DEFAULT` with no value
 //! (the unit is not in the experiment: the caller's code default applies;
-//! OFREP's ADR 0006). Those two carry `"variant": null`.
+//! OFREP's ADR 0006; a unit held out of the experiment by a holdout gets
+//! this too, with the holdout's id in `metadata.holdout_id`). Those two
+//! carry `"variant": null`. A holdout is no flag: the bulk answer lists
+//! experiments only, and names the holdouts keeping experiments from the
+//! unit in `metadata.holdout_ids`. The single-flag call logs the unit's
+//! holdout exposures for holdouts covering that experiment, as `Assign`
+//! does.
 //! Errors as the protocol names them: `FLAG_NOT_FOUND` (404),
 //! `PARSE_ERROR`, `INVALID_CONTEXT`, `TARGETING_KEY_MISSING` (400), with
 //! `errorDetails` naming the field.
@@ -186,6 +192,9 @@ fn reason(assignment: &Assignment) -> &'static str {
         AssignmentReason::Bucketed => "SPLIT",
         AssignmentReason::Override => "TARGETING_MATCH",
         AssignmentReason::Shipped => "STATIC",
+        // Never a flag's answer (bulk answers leave them out); for the
+        // ETag only.
+        AssignmentReason::Holdout => "DEFAULT",
     }
 }
 
@@ -281,6 +290,23 @@ async fn evaluate_flag(
         .assignments
         .iter()
         .find(|assignment| *assignment.experiment_id == *key);
+    let mut held_out_by = None;
+    for membership in evaluated.snapshot.holdouts_covering(
+        &evaluated.evaluation,
+        &key,
+        &request.context.placement,
+    ) {
+        if membership.held_out {
+            held_out_by = Some(membership.holdout_id.clone());
+        }
+        assigner.expose_holdout(
+            membership,
+            &request.user_id,
+            &request.session_id,
+            &request.context,
+            evaluated.at,
+        );
+    }
     match found {
         Some(assignment) => {
             count_assignment(assignment);
@@ -293,7 +319,15 @@ async fn evaluate_flag(
             );
             Json(assigned(assignment, version)).into_response()
         }
-        None => Json(unassigned(&state, version)).into_response(),
+        None => {
+            let mut answer = unassigned(&state, version);
+            if let (Some(holdout_id), Some(metadata)) =
+                (held_out_by, answer["metadata"].as_object_mut())
+            {
+                metadata.insert("holdout_id".into(), Value::from(&*holdout_id));
+            }
+            Json(answer).into_response()
+        }
     }
 }
 
@@ -378,14 +412,27 @@ async fn evaluate_flags(
     if not_modified(&headers, &tag) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
     }
-    let flags: Vec<Value> = evaluated
+    let (holdouts, experiments): (Vec<&Assignment>, Vec<&Assignment>) = evaluated
         .evaluation
         .assignments
         .iter()
+        .partition(|assignment| assignment.reason == AssignmentReason::Holdout);
+    let flags: Vec<Value> = experiments
+        .into_iter()
         .map(|assignment| assigned(assignment, version))
         .collect();
     let mut metadata = Map::new();
     metadata.insert("config_version".into(), version.into());
+    if !holdouts.is_empty() {
+        metadata.insert(
+            "holdout_ids".into(),
+            holdouts
+                .iter()
+                .filter_map(|assignment| assignment.holdout_id.as_deref())
+                .collect::<Vec<_>>()
+                .into(),
+        );
+    }
     (
         [(header::ETAG, tag)],
         Json(json!({"flags": flags, "metadata": metadata})),
@@ -494,6 +541,7 @@ mod tests {
             revision: 3,
             reason: AssignmentReason::Bucketed,
             unit_type: exp_core::UnitType::User,
+            holdout_id: None,
         };
         assert_ne!(tag, etag(7, &base, &[answered("treatment")]));
         assert_ne!(

@@ -240,3 +240,93 @@ fn a_full_repeat_filter_remembers_each_new_unit_and_forgets_the_least_recent() {
         "the 101st most recent is forgotten"
     );
 }
+
+/// An assigner of the seed (100% of traffic) with a holdout of half the
+/// units of its layer.
+fn assigner_with_holdout() -> (
+    Assigner,
+    exp_core::Holdout,
+    tokio::sync::mpsc::Receiver<exp_assign::ExposureRecord>,
+) {
+    let change = Change {
+        now: now(),
+        author: "t",
+        reason: "",
+    };
+    let mut proposal = seed_experiment();
+    proposal.traffic_percent = 100;
+    let draft = lifecycle::create(&proposal, &ParamSchema::builtin(), change).expect("valid");
+    let mut running = lifecycle::transition(&draft, &Transition::Start, change).expect("start");
+    allocation::allocate(&mut running, Some(&draft), []).expect("fits");
+    let holdout = exp_core::holdout::create(
+        &exp_core::Holdout {
+            id: "ymal_holdout".into(),
+            description: String::new(),
+            share_basis_points: 5_000,
+            salt: String::new(),
+            layers: vec![running.layer.clone()],
+            placements: Vec::new(),
+            status: exp_core::HoldoutStatus::Active,
+            revision: 0,
+            create_time: now(),
+            update_time: now(),
+            updated_by: String::new(),
+        },
+        now(),
+        "t",
+    )
+    .expect("valid holdout");
+    let cell = SnapshotCell::new();
+    cell.install(
+        &ServingConfig::build(3, &[running], &[], now())
+            .with_holdouts(std::slice::from_ref(&holdout)),
+    );
+    let (queue, receiver) = ExposureQueue::bounded(16);
+    let clock = Arc::new(ManualClock::new(now()));
+    (Assigner::new(cell, queue, clock), holdout, receiver)
+}
+
+#[test]
+fn both_groups_of_a_holdout_are_exposed_and_only_the_rest_gets_the_experiment() {
+    let (assigner, holdout, mut receiver) = assigner_with_holdout();
+    let held = (0..)
+        .map(|i| format!("u-{i}"))
+        .find(|u| holdout.holds_out(u))
+        .expect("half are held out");
+    let rest = (0..)
+        .map(|i| format!("u-{i}"))
+        .find(|u| !holdout.holds_out(u))
+        .expect("half are not");
+
+    let answer = assigner.assign(&held, "s", &ymal(), false).expect("ok");
+    assert!(answer.primary().is_none(), "held out: no experiment");
+    let record = receiver.try_recv().expect("the holdout's exposure");
+    assert_eq!(
+        (&*record.experiment_id, &*record.variant),
+        ("ymal_holdout", "holdout")
+    );
+    assert_eq!(record.revision, holdout.revision);
+    assert!(receiver.try_recv().is_err(), "no experiment exposure");
+
+    let answer = assigner.assign(&rest, "s", &ymal(), false).expect("ok");
+    assert_eq!(
+        answer.primary().map(|a| &*a.experiment_id),
+        Some("reco_ymal_v1")
+    );
+    let mut records = [
+        receiver.try_recv().expect("one exposure"),
+        receiver.try_recv().expect("another"),
+    ];
+    records.sort_by(|a, b| a.experiment_id.cmp(&b.experiment_id));
+    assert_eq!(
+        (&*records[0].experiment_id, records[0].user_id.as_str()),
+        ("reco_ymal_v1", rest.as_str())
+    );
+    assert_eq!(
+        (&*records[1].experiment_id, &*records[1].variant),
+        ("ymal_holdout", "rest")
+    );
+
+    assigner.assign(&held, "s", &ymal(), true).expect("ok");
+    assert!(receiver.try_recv().is_err(), "deferred: nothing logged");
+}

@@ -74,7 +74,7 @@ pub enum Error {
     /// The change was based on a revision that is no longer current.
     #[error(
         "the change is based on revision {based_on}, but the current revision is {current}; \
-         read the experiment again and reapply the change"
+         read it again and reapply the change"
     )]
     StaleRevision {
         /// The revision the caller based the change on.

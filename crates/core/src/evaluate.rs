@@ -14,10 +14,21 @@
 //!    logged-in status, attribute rules);
 //! 2. an unexpired QA override of the user (or session) wins, in any
 //!    status the experiment serves in;
-//! 3. a stopped experiment that shipped a variant gives it to everyone;
-//! 4. a running (or scheduled and started by the clock) experiment inside
+//! 3. a unit held out by an active holdout whose scope covers the
+//!    experiment (its layer, or the request's placement, is named) gets
+//!    neither a shipped nor a bucketed variant;
+//! 4. a stopped experiment that shipped a variant gives it to everyone;
+//! 5. a running (or scheduled and started by the clock) experiment inside
 //!    its schedule buckets the unit: allocation hash in its buckets of the
 //!    layer, then the variant hash picks the arm by weight.
+//!
+//! Holdouts: a request is in a holdout's scope when its placement is
+//! named, or an eligible live experiment of a named layer is a candidate;
+//! the answer lists every holdout whose scope it fell in with the unit's
+//! group ([`HoldoutMembership`]), for exposures of both groups, and adds
+//! one `Holdout` assignment per holdout that kept a live experiment from
+//! the unit. A unit's group is one hash of its id (the user id, else the
+//! session id) under the holdout's salt, computed once per request.
 
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
@@ -29,7 +40,7 @@ use crate::{
     model::{
         AttributeOperator, BUCKETS, BucketRange, BucketingUnit, LoggedIn, Params, Status, UnitType,
     },
-    serving::{ServingConfig, ServingExperiment},
+    serving::{ServingConfig, ServingExperiment, ServingHoldout},
     validate::MAX_UNIT_ID_LEN,
 };
 
@@ -64,6 +75,21 @@ pub enum AssignmentReason {
     Override,
     /// The experiment stopped and shipped this variant.
     Shipped,
+    /// The unit is held out: a holdout kept the experiments of its scope
+    /// from it. Not an experiment's variant.
+    Holdout,
+}
+
+impl AssignmentReason {
+    /// Lower-case name, as in the HTTP answer, metrics and test vectors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bucketed => "bucketed",
+            Self::Override => "override",
+            Self::Shipped => "shipped",
+            Self::Holdout => "holdout",
+        }
+    }
 }
 
 /// One experiment's answer.
@@ -83,6 +109,36 @@ pub struct Assignment {
     pub reason: AssignmentReason,
     /// Which id decided it.
     pub unit_type: UnitType,
+    /// For a `Holdout` assignment, the holdout (experiment id, layer and
+    /// variant are then empty and the revision is the holdout's).
+    pub holdout_id: Option<Arc<str>>,
+}
+
+/// The unit's group in one holdout whose scope the request fell in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoldoutMembership {
+    /// Holdout id.
+    pub holdout_id: Arc<str>,
+    /// Holdout revision evaluated.
+    pub revision: u64,
+    /// Which id was hashed: the user when the request has a user id.
+    pub unit_type: UnitType,
+    /// Whether the unit is held out (else it is in the rest).
+    pub held_out: bool,
+    /// Whether the holdout kept a live experiment from this unit.
+    pub withheld: bool,
+    index: usize,
+}
+
+impl HoldoutMembership {
+    /// The group's name in exposures and results: `holdout` or `rest`.
+    pub fn group(&self) -> &'static str {
+        if self.held_out {
+            crate::holdout::HOLDOUT_GROUP
+        } else {
+            crate::holdout::REST_GROUP
+        }
+    }
 }
 
 /// An experiment of a snapshot, as a flag's answer describes it.
@@ -109,8 +165,12 @@ pub struct Evaluation {
     pub config_version: u64,
     /// The request's unit: user when it has a user id, else session.
     pub unit_type: UnitType,
-    /// Every assignment, in (layer, id) order.
+    /// Every assignment, in (layer, id) order, then one per holdout that
+    /// kept an experiment from the unit.
     pub assignments: Vec<Assignment>,
+    /// Every holdout whose scope the request fell in, in holdout id order,
+    /// with the unit's group.
+    pub holdouts: Vec<HoldoutMembership>,
 }
 
 impl Evaluation {
@@ -127,10 +187,12 @@ impl Evaluation {
         merged
     }
 
-    /// The first assignment, if any: the seed's `experiment_id` and
-    /// `variant`.
+    /// The first assignment of an experiment, if any: the seed's
+    /// `experiment_id` and `variant` (a holdout is not an experiment).
     pub fn primary(&self) -> Option<&Assignment> {
-        self.assignments.first()
+        self.assignments
+            .iter()
+            .find(|a| a.reason != AssignmentReason::Holdout)
     }
 }
 
@@ -143,6 +205,19 @@ pub struct CompiledSnapshot {
     by_placement: HashMap<String, Vec<usize>>,
     everywhere: Vec<usize>,
     overrides: HashMap<String, Vec<OverrideEntry>>,
+    holdouts: Vec<CompiledHoldout>,
+    holdouts_by_placement: HashMap<String, Vec<usize>>,
+    // Shared by every `Holdout` assignment: they carry no experiment.
+    empty_name: Arc<str>,
+    empty_params: Arc<Params>,
+}
+
+#[derive(Debug)]
+struct CompiledHoldout {
+    id: Arc<str>,
+    revision: u64,
+    salt: String,
+    share_basis_points: u32,
 }
 
 #[derive(Debug)]
@@ -159,6 +234,8 @@ struct CompiledExperiment {
     salts: Option<(String, String)>,
     allocation: Vec<BucketRange>,
     shipped: Option<usize>,
+    // Holdouts naming its layer, by index.
+    holdouts: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -204,9 +281,34 @@ impl CompiledSnapshot {
     pub fn compile(config: &ServingConfig) -> Self {
         let mut serving: Vec<&ServingExperiment> = config.experiments.iter().collect();
         serving.sort_by(|a, b| (&a.layer, &a.id).cmp(&(&b.layer, &b.id)));
-        let experiments: Vec<CompiledExperiment> = serving
+        let mut experiments: Vec<CompiledExperiment> = serving
             .into_iter()
             .map(CompiledExperiment::compile)
+            .collect();
+        let mut holdout_configs: Vec<&ServingHoldout> = config.holdouts.iter().collect();
+        holdout_configs.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut holdouts_by_placement: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, holdout) in holdout_configs.iter().enumerate() {
+            for experiment in &mut experiments {
+                if holdout.layers.iter().any(|l| *l == *experiment.layer) {
+                    experiment.holdouts.push(index);
+                }
+            }
+            for placement in &holdout.placements {
+                let list = holdouts_by_placement.entry(placement.clone()).or_default();
+                if list.last() != Some(&index) {
+                    list.push(index);
+                }
+            }
+        }
+        let holdouts = holdout_configs
+            .into_iter()
+            .map(|holdout| CompiledHoldout {
+                id: Arc::from(holdout.id.as_str()),
+                revision: holdout.revision,
+                salt: holdout.salt.clone(),
+                share_basis_points: holdout.share_basis_points,
+            })
             .collect();
 
         let mut everywhere = Vec::new();
@@ -257,6 +359,10 @@ impl CompiledSnapshot {
             by_placement,
             everywhere,
             overrides,
+            holdouts,
+            holdouts_by_placement,
+            empty_name: Arc::from(""),
+            empty_params: Arc::new(Params::new()),
         }
     }
 
@@ -279,17 +385,31 @@ impl CompiledSnapshot {
     /// serves nothing (not in the serving config).
     pub fn experiment(&self, id: &str, now: SystemTime) -> Option<ServingState> {
         let experiment = self.experiments.iter().find(|e| *e.id == *id)?;
-        let live = match experiment.status {
-            Status::Stopped => experiment.shipped.is_some(),
-            Status::Running | Status::Scheduled => experiment.in_schedule(now),
-            _ => false,
-        };
+        let live = experiment.live(now);
         Some(ServingState {
             id: experiment.id.clone(),
             layer: experiment.layer.clone(),
             revision: experiment.revision,
             status: experiment.status,
             live,
+        })
+    }
+
+    /// The holdouts of `evaluation` whose scope covers experiment `id` on
+    /// `placement` (its layer, or the placement, is named): the holdout
+    /// exposures that go with a flag's answer, and, when one holds the unit
+    /// out, why the experiment gave it nothing.
+    pub fn holdouts_covering<'a>(
+        &'a self,
+        evaluation: &'a Evaluation,
+        id: &str,
+        placement: &str,
+    ) -> impl Iterator<Item = &'a HoldoutMembership> + 'a {
+        let experiment = self.experiments.iter().find(|e| *e.id == *id);
+        let on_placement = self.holdouts_by_placement.get(placement);
+        evaluation.holdouts.iter().filter(move |m| {
+            experiment.is_some_and(|e| e.holdouts.contains(&m.index))
+                || on_placement.is_some_and(|list| list.contains(&m.index))
         })
     }
 
@@ -318,6 +438,21 @@ impl CompiledSnapshot {
         let session_overrides = (!session_id.is_empty())
             .then(|| self.overrides.get(session_id))
             .flatten();
+        let holdout_unit = match unit_type {
+            UnitType::User => user_id,
+            UnitType::Session => session_id,
+        };
+        let placement_holdouts: &[usize] = if self.holdouts.is_empty() {
+            &[]
+        } else {
+            self.holdouts_by_placement
+                .get(context.placement.as_str())
+                .map_or(&[], Vec::as_slice)
+        };
+        let mut holdouts = Vec::new();
+        for &holdout in placement_holdouts {
+            self.enter_holdout(&mut holdouts, holdout, holdout_unit, unit_type);
+        }
         let mut assignments = Vec::new();
         for &index in candidates {
             let experiment = &self.experiments[index];
@@ -336,12 +471,28 @@ impl CompiledSnapshot {
                         && entry.expire_time.is_none_or(|expiry| expiry > now)
                 })
             });
+            let mut withheld = false;
+            // Without holdouts, evaluation is what it was before them.
+            if !self.holdouts.is_empty() && experiment.live(now) {
+                for &holdout in experiment.holdouts.iter().chain(placement_holdouts) {
+                    let member =
+                        self.enter_holdout(&mut holdouts, holdout, holdout_unit, unit_type);
+                    // An explicit QA override wins over the holdout.
+                    if member.held_out && forced.is_none() {
+                        member.withheld = true;
+                        withheld = true;
+                    }
+                }
+            }
             if let Some(entry) = forced {
                 assignments.push(experiment.assignment(
                     entry.variant,
                     AssignmentReason::Override,
                     entry.unit_type,
                 ));
+                continue;
+            }
+            if withheld {
                 continue;
             }
             match experiment.status {
@@ -366,11 +517,52 @@ impl CompiledSnapshot {
                 _ => {}
             }
         }
+        holdouts.sort_by_key(|m: &HoldoutMembership| m.index);
+        for member in holdouts.iter().filter(|m| m.withheld) {
+            assignments.push(Assignment {
+                experiment_id: self.empty_name.clone(),
+                layer: self.empty_name.clone(),
+                variant: self.empty_name.clone(),
+                params: self.empty_params.clone(),
+                revision: member.revision,
+                reason: AssignmentReason::Holdout,
+                unit_type: member.unit_type,
+                holdout_id: Some(member.holdout_id.clone()),
+            });
+        }
         Ok(Evaluation {
             config_version: self.version,
             unit_type,
             assignments,
+            holdouts,
         })
+    }
+
+    /// The unit's membership of holdout `index`, entered in `holdouts`
+    /// (and its group hashed) the first time the request meets it.
+    fn enter_holdout<'m>(
+        &self,
+        holdouts: &'m mut Vec<HoldoutMembership>,
+        index: usize,
+        unit_id: &str,
+        unit_type: UnitType,
+    ) -> &'m mut HoldoutMembership {
+        let position = match holdouts.iter().position(|m| m.index == index) {
+            Some(position) => position,
+            None => {
+                let holdout = &self.holdouts[index];
+                holdouts.push(HoldoutMembership {
+                    holdout_id: holdout.id.clone(),
+                    revision: holdout.revision,
+                    unit_type,
+                    held_out: bucket(&holdout.salt, unit_id) < holdout.share_basis_points,
+                    withheld: false,
+                    index,
+                });
+                holdouts.len() - 1
+            }
+        };
+        &mut holdouts[position]
     }
 }
 
@@ -484,6 +676,17 @@ impl CompiledExperiment {
                 .map(|r| (r.allocation_salt.clone(), r.variant_salt.clone())),
             allocation: serving.allocation.clone(),
             shipped,
+            holdouts: Vec::new(),
+        }
+    }
+
+    /// Whether it hands out variants at `now` (shipped, or bucketing
+    /// inside its schedule): what a holdout withholds.
+    fn live(&self, now: SystemTime) -> bool {
+        match self.status {
+            Status::Stopped => self.shipped.is_some(),
+            Status::Running | Status::Scheduled => self.in_schedule(now),
+            _ => false,
         }
     }
 
@@ -524,6 +727,7 @@ impl CompiledExperiment {
             revision: self.revision,
             reason,
             unit_type,
+            holdout_id: None,
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`metrics`]: the metric catalogue experiments may name.
 //! - [`lifecycle`]: legal status transitions, the rules for what may change
 //!   in each status, updates with field masks, rollback, layer capacity.
+//! - [`holdout`]: holdouts, a share of units kept out of every experiment
+//!   of some layers and placements: the resource, its rules and changes.
 //! - [`examples`]: the seed's example experiment, for docs, demos, tests.
 //! - [`bucketing`]: SipHash bucketing of units, the same in every language.
 //! - [`allocation`]: which buckets of its layer an experiment holds, kept
@@ -34,6 +36,7 @@ pub mod error;
 pub mod evaluate;
 pub mod event;
 pub mod examples;
+pub mod holdout;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
@@ -43,5 +46,6 @@ pub mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, FieldViolation};
+pub use holdout::{Holdout, HoldoutStatus};
 pub use model::*;
 pub use params::ParamSchema;

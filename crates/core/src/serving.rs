@@ -1,14 +1,17 @@
-//! The serving config: what assignment needs of the experiments, and
-//! nothing of their history. The admin builds it from the store at every
+//! The serving config: what assignment needs of the experiments and the
+//! active holdouts, and nothing of their history. The admin builds it from the store at every
 //! config version; watchers receive it whole or as deltas.
 
 use std::{collections::BTreeMap, time::SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    BucketRange, BucketingUnit, Eligibility, Experiment, QaOverride, Randomization, Schedule,
-    Status, UnitType, Variant,
+use crate::{
+    holdout::{Holdout, HoldoutStatus},
+    model::{
+        BucketRange, BucketingUnit, Eligibility, Experiment, QaOverride, Randomization, Schedule,
+        Status, UnitType, Variant,
+    },
 };
 
 /// An experiment compiled for serving.
@@ -82,6 +85,37 @@ impl ServingExperiment {
     }
 }
 
+/// An active holdout compiled for serving.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServingHoldout {
+    /// Holdout id.
+    pub id: String,
+    /// Revision compiled.
+    pub revision: u64,
+    /// Hash salt.
+    pub salt: String,
+    /// Held-out share in basis points: buckets below it are held out.
+    pub share_basis_points: u32,
+    /// Layers whose experiments held-out units never get.
+    pub layers: Vec<String>,
+    /// Placements on which held-out units get no experiment.
+    pub placements: Vec<String>,
+}
+
+impl ServingHoldout {
+    /// The serving form of `holdout`, if it is active.
+    pub fn of(holdout: &Holdout) -> Option<Self> {
+        (holdout.status == HoldoutStatus::Active).then(|| Self {
+            id: holdout.id.clone(),
+            revision: holdout.revision,
+            salt: holdout.salt.clone(),
+            share_basis_points: holdout.share_basis_points,
+            layers: holdout.layers.clone(),
+            placements: holdout.placements.clone(),
+        })
+    }
+}
+
 /// The whole serving config at one config version.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ServingConfig {
@@ -91,6 +125,9 @@ pub struct ServingConfig {
     pub experiments: Vec<ServingExperiment>,
     /// Unexpired QA overrides of those experiments.
     pub overrides: Vec<QaOverride>,
+    /// Active holdouts, ordered by id.
+    #[serde(default)]
+    pub holdouts: Vec<ServingHoldout>,
 }
 
 /// Key of a QA override: experiment, unit type, unit id.
@@ -115,6 +152,10 @@ pub struct ConfigDelta {
     pub upserted_overrides: Vec<QaOverride>,
     /// Overrides removed.
     pub removed_overrides: Vec<QaOverride>,
+    /// Holdouts added or changed.
+    pub upserted_holdouts: Vec<ServingHoldout>,
+    /// Ids of holdouts that ended or went.
+    pub removed_holdout_ids: Vec<String>,
 }
 
 impl ConfigDelta {
@@ -124,6 +165,8 @@ impl ConfigDelta {
             && self.removed_experiment_ids.is_empty()
             && self.upserted_overrides.is_empty()
             && self.removed_overrides.is_empty()
+            && self.upserted_holdouts.is_empty()
+            && self.removed_holdout_ids.is_empty()
     }
 }
 
@@ -164,10 +207,20 @@ impl ServingConfig {
             version,
             experiments: serving,
             overrides,
+            holdouts: Vec::new(),
         }
     }
 
-    /// Only what can apply on `placements` (everything for an empty list).
+    /// This config with the active ones of `holdouts`.
+    pub fn with_holdouts(mut self, holdouts: &[Holdout]) -> Self {
+        self.holdouts = holdouts.iter().filter_map(ServingHoldout::of).collect();
+        self.holdouts.sort_by(|a, b| a.id.cmp(&b.id));
+        self
+    }
+
+    /// Only what can apply on `placements` (everything for an empty list;
+    /// every holdout: they are few, and a layer's holdout applies on any
+    /// placement).
     pub fn for_placements(&self, placements: &[String]) -> Self {
         if placements.is_empty() {
             return self.clone();
@@ -188,6 +241,7 @@ impl ServingConfig {
             version: self.version,
             experiments,
             overrides,
+            holdouts: self.holdouts.clone(),
         }
     }
 
@@ -207,6 +261,10 @@ impl ServingConfig {
             .collect();
         let after_overrides: BTreeMap<OverrideKey, &QaOverride> =
             to.overrides.iter().map(|o| (override_key(o), o)).collect();
+        let before_holdouts: BTreeMap<&str, &ServingHoldout> =
+            self.holdouts.iter().map(|h| (h.id.as_str(), h)).collect();
+        let after_holdouts: BTreeMap<&str, &ServingHoldout> =
+            to.holdouts.iter().map(|h| (h.id.as_str(), h)).collect();
         ConfigDelta {
             upserted_experiments: after
                 .iter()
@@ -227,6 +285,16 @@ impl ServingConfig {
                 .iter()
                 .filter(|(key, _)| !after_overrides.contains_key(*key))
                 .map(|(_, o)| (*o).clone())
+                .collect(),
+            upserted_holdouts: after_holdouts
+                .iter()
+                .filter(|(id, h)| before_holdouts.get(*id) != Some(*h))
+                .map(|(_, h)| (*h).clone())
+                .collect(),
+            removed_holdout_ids: before_holdouts
+                .keys()
+                .filter(|id| !after_holdouts.contains_key(*id))
+                .map(|id| (*id).to_owned())
                 .collect(),
         }
     }
@@ -253,6 +321,15 @@ impl ServingConfig {
             }
         }
         self.overrides.sort_by_key(override_key);
+        self.holdouts
+            .retain(|h| !delta.removed_holdout_ids.contains(&h.id));
+        for upserted in &delta.upserted_holdouts {
+            match self.holdouts.iter_mut().find(|h| h.id == upserted.id) {
+                Some(existing) => *existing = upserted.clone(),
+                None => self.holdouts.push(upserted.clone()),
+            }
+        }
+        self.holdouts.sort_by(|a, b| a.id.cmp(&b.id));
         self.version = version;
     }
 }

@@ -50,6 +50,11 @@ pub fn is_experiment_id(id: &str) -> bool {
     EXPERIMENT_ID.is_match(id)
 }
 
+/// Whether `value` is a well-formed placement, page type or device.
+pub fn is_slug(value: &str) -> bool {
+    SLUG.is_match(value)
+}
+
 /// Checks everything about `experiment` that does not depend on other
 /// experiments or on its history. Returns every violation found.
 pub fn experiment(experiment: &Experiment, schema: &ParamSchema) -> Vec<FieldViolation> {

@@ -16,7 +16,7 @@ use std::{
 use exp_core::{
     Experiment, ParamSchema, QaOverride, UnitType, allocation,
     bucketing::bucket,
-    evaluate::{AssignmentReason, CompiledSnapshot, RequestContext},
+    evaluate::{CompiledSnapshot, RequestContext},
     examples::seed_experiment,
     lifecycle::{self, Change, Transition},
     serving::ServingConfig,
@@ -248,12 +248,7 @@ fn expected(snapshot: &CompiledSnapshot, case: &Case) -> Vec<Expected> {
         .map(|a| Expected {
             experiment_id: a.experiment_id.to_string(),
             variant: a.variant.to_string(),
-            reason: match a.reason {
-                AssignmentReason::Bucketed => "bucketed",
-                AssignmentReason::Override => "override",
-                AssignmentReason::Shipped => "shipped",
-            }
-            .into(),
+            reason: a.reason.as_str().into(),
             unit_type: a.unit_type.as_str().into(),
         })
         .collect()

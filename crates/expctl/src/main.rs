@@ -6,6 +6,7 @@
 //! - [`exp_proto::file`]: experiment files (YAML or JSON, the protobuf
 //!   JSON mapping) and YAML output, shared with the console's YAML pane.
 //! - [`table`]: `GetResults` as a readable table.
+//! - [`holdouts`]: `expctl holdout ...`, the holdout commands.
 //! - [`demo`]: `expctl demo`, the whole product in a minute on a private,
 //!   in-process `expd`.
 //!
@@ -15,6 +16,7 @@
 //! and exits with status 1.
 
 mod demo;
+mod holdouts;
 mod table;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -161,6 +163,11 @@ enum Command {
     Override {
         #[command(subcommand)]
         command: OverrideCommand,
+    },
+    /// Holdouts: keep a share of units out of whole layers or placements.
+    Holdout {
+        #[command(subcommand)]
+        command: holdouts::HoldoutCommand,
     },
     /// Print an experiment's results table.
     Results {
@@ -654,6 +661,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
         }
         Command::Override { command } => overrides(&mut remote, command).await?,
+        Command::Holdout { command } => holdouts::run(&mut remote, command).await?,
         Command::Results {
             id,
             alpha,

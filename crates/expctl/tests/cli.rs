@@ -1,6 +1,6 @@
 //! The `expctl` binary against a real `expd`: an experiment's whole life
-//! from a YAML file, errors that name the field, the results table, and
-//! the one-command demo.
+//! from a YAML file, a holdout's, errors that name the field, the results
+//! table, and the one-command demo.
 
 use std::process::{Command, Output};
 
@@ -194,6 +194,69 @@ async fn refusals_name_the_field_and_exit_non_zero() {
     assert!(errors.1.contains("variants"), "{}", errors.1);
     assert!(errors.2.contains("NotFound"), "{}", errors.2);
     assert!(errors.3.contains("--force"), "{}", errors.3);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holdout_is_created_shown_updated_and_ended_through_expctl() {
+    let server = TestServer::start().await;
+    let addr = format!("http://{}", server.grpc_addr);
+    let outputs = tokio::task::spawn_blocking(move || {
+        let created = ok(
+            &addr,
+            &[
+                "holdout",
+                "create",
+                "ranking_holdout",
+                "--share-basis-points",
+                "500",
+                "--layer",
+                "ymal_ranking",
+            ],
+        );
+        let shown = ok(&addr, &["holdout", "show", "ranking_holdout"]);
+        let updated = ok(
+            &addr,
+            &[
+                "holdout",
+                "update",
+                "ranking_holdout",
+                "--share-basis-points",
+                "1000",
+            ],
+        );
+        let ended = ok(&addr, &["holdout", "end", "ranking_holdout"]);
+        let listed = ok(&addr, &["holdout", "list", "--status", "ended"]);
+        let no_scope = refused(
+            &addr,
+            &[
+                "holdout",
+                "create",
+                "empty_holdout",
+                "--share-basis-points",
+                "500",
+            ],
+        );
+        (created, shown, updated, ended, listed, no_scope)
+    })
+    .await
+    .expect("expctl");
+    let (created, shown, updated, ended, listed, no_scope) = outputs;
+    assert!(
+        created.contains("ranking_holdout revision 1: active, 500 basis points"),
+        "{created}"
+    );
+    assert!(shown.contains("salt: ranking_holdout:holdout"), "{shown}");
+    assert!(
+        updated.contains("revision 2: active, 1000 basis points"),
+        "{updated}"
+    );
+    assert!(ended.contains("revision 3: ended"), "{ended}");
+    assert!(
+        listed.contains("ranking_holdout revision 3: ended"),
+        "{listed}"
+    );
+    assert!(no_scope.contains("holdout.layers"), "{no_scope}");
     server.stop().await;
 }
 

@@ -15,6 +15,7 @@
 //!   and the console's YAML pane.
 //! - [`events`]: exposures and outcomes between the wire and the domain,
 //!   and their wire encoding as the event log's record format.
+//! - [`holdout`]: holdouts, the admin's resource and its serving form.
 //! - [`serving`]: conversions of the serving config and of assignment
 //!   answers.
 //! - [`status`]: the one table of error codes, mapping [`exp_core::Error`]
@@ -24,6 +25,7 @@
 pub mod convert;
 pub mod events;
 pub mod file;
+pub mod holdout;
 pub mod serving;
 pub mod status;
 

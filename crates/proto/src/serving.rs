@@ -18,6 +18,7 @@ use crate::{
         status_from_proto, status_to_proto, unit_type_from_proto, unit_type_to_proto,
         variant_to_proto, variants_from_proto,
     },
+    holdout::{serving_holdout_from_proto, serving_holdout_to_proto},
     v1,
 };
 
@@ -134,6 +135,11 @@ pub fn config_snapshot_to_proto(
             .collect(),
         qa_overrides: config.overrides.iter().map(qa_override_to_proto).collect(),
         generate_time: Some(Timestamp::from(generated)),
+        holdouts: config
+            .holdouts
+            .iter()
+            .map(serving_holdout_to_proto)
+            .collect(),
     }
 }
 
@@ -154,11 +160,18 @@ pub fn config_snapshot_from_proto(
         qa_override_from_wire,
         &mut violations,
     );
+    let holdouts = collect(
+        proto.holdouts,
+        "holdouts",
+        serving_holdout_from_proto,
+        &mut violations,
+    );
     if violations.is_empty() {
         Ok(ServingConfig {
             version: proto.config_version,
             experiments,
             overrides,
+            holdouts,
         })
     } else {
         Err(violations)
@@ -184,6 +197,12 @@ pub fn config_delta_to_proto(delta: &ConfigDelta) -> v1::ConfigDelta {
             .iter()
             .map(qa_override_to_proto)
             .collect(),
+        upserted_holdouts: delta
+            .upserted_holdouts
+            .iter()
+            .map(serving_holdout_to_proto)
+            .collect(),
+        removed_holdout_ids: delta.removed_holdout_ids.clone(),
     }
 }
 
@@ -210,6 +229,13 @@ pub fn config_delta_from_proto(proto: v1::ConfigDelta) -> Result<ConfigDelta, Ve
             qa_override_from_wire,
             &mut violations,
         ),
+        upserted_holdouts: collect(
+            proto.upserted_holdouts,
+            "upserted_holdouts",
+            serving_holdout_from_proto,
+            &mut violations,
+        ),
+        removed_holdout_ids: proto.removed_holdout_ids,
     };
     if violations.is_empty() {
         Ok(delta)
@@ -301,6 +327,11 @@ pub fn evaluation_to_proto(evaluation: &Evaluation) -> v1::AssignResponse {
                 revision: assignment.revision,
                 reason: assignment_reason_to_proto(assignment.reason) as i32,
                 unit_type: unit_type_to_proto(assignment.unit_type) as i32,
+                holdout_id: assignment
+                    .holdout_id
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_owned(),
             })
             .collect(),
         unit_type: unit_type_to_proto(evaluation.unit_type) as i32,
@@ -314,6 +345,7 @@ pub fn assignment_reason_to_proto(reason: AssignmentReason) -> v1::AssignmentRea
         AssignmentReason::Bucketed => v1::AssignmentReason::Bucketed,
         AssignmentReason::Override => v1::AssignmentReason::Override,
         AssignmentReason::Shipped => v1::AssignmentReason::Shipped,
+        AssignmentReason::Holdout => v1::AssignmentReason::Holdout,
     }
 }
 

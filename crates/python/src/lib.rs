@@ -143,14 +143,6 @@ fn dict_of<'py>(
     Ok(dict)
 }
 
-fn reason_name(reason: AssignmentReason) -> &'static str {
-    match reason {
-        AssignmentReason::Bucketed => "bucketed",
-        AssignmentReason::Override => "override",
-        AssignmentReason::Shipped => "shipped",
-    }
-}
-
 /// One experiment's answer.
 #[derive(Debug)]
 #[pyclass(frozen, module = "expd_client")]
@@ -170,12 +162,16 @@ pub struct Assignment {
     /// The experiment revision evaluated.
     #[pyo3(get)]
     revision: u64,
-    /// "bucketed", "override" (QA) or "shipped".
+    /// "bucketed", "override" (QA), "shipped" or "holdout" (the unit is
+    /// held out: no experiment, `holdout_id` names the holdout).
     #[pyo3(get)]
     reason: &'static str,
     /// "user" or "session": which id decided it.
     #[pyo3(get)]
     unit_type: &'static str,
+    /// For reason "holdout", the holdout; else None.
+    #[pyo3(get)]
+    holdout_id: Option<String>,
 }
 
 #[pymethods]
@@ -208,16 +204,16 @@ pub struct Answer {
 
 #[pymethods]
 impl Answer {
-    /// The first assignment, or None: the seed's `experiment_id` and
-    /// `variant`.
+    /// The first assignment of an experiment (a holdout is none), or
+    /// None: the seed's `experiment_id` and `variant`.
     #[getter]
     fn primary<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let assignments = self.assignments.bind(py);
-        if assignments.is_empty() {
-            Ok(None)
-        } else {
-            assignments.get_item(0).map(Some)
+        for assignment in self.assignments.bind(py).iter() {
+            if assignment.cast::<Assignment>()?.get().holdout_id.is_none() {
+                return Ok(Some(assignment));
+            }
         }
+        Ok(None)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -242,8 +238,9 @@ fn answer_of(py: Python<'_>, evaluation: &Evaluation) -> PyResult<Answer> {
                     params: dict_of(py, &assignment.params)?.unbind(),
                     layer: assignment.layer.to_string(),
                     revision: assignment.revision,
-                    reason: reason_name(assignment.reason),
+                    reason: assignment.reason.as_str(),
                     unit_type: assignment.unit_type.as_str(),
+                    holdout_id: assignment.holdout_id.as_deref().map(str::to_owned),
                 },
             )
         })
@@ -654,8 +651,9 @@ const DROP_FLUSH: Duration = Duration::from_secs(5);
 
 impl Client {
     /// Queues the exposure of each bucketed assignment (overrides and
-    /// shipped variants measure nothing); a full queue drops it (counted
-    /// by the sender) rather than fail the assignment.
+    /// shipped variants measure nothing) and of the unit's group in each
+    /// holdout whose scope the request fell in; a full queue drops it
+    /// (counted by the sender) rather than fail the assignment.
     fn expose(
         &self,
         evaluation: &Evaluation,
@@ -681,6 +679,20 @@ impl Client {
                 placement: context.placement.clone(),
                 page_type: context.page_type.clone(),
                 revision: assignment.revision,
+                timestamp: Some(now.into()),
+            });
+        }
+        for membership in &evaluation.holdouts {
+            let _ = sender.log_exposure(v1::Exposure {
+                event_id: String::new(),
+                experiment_id: membership.holdout_id.to_string(),
+                variant: membership.group().to_owned(),
+                user_id: user_id.to_owned(),
+                session_id: session_id.to_owned(),
+                unit_type: exp_proto::convert::unit_type_to_proto(membership.unit_type) as i32,
+                placement: context.placement.clone(),
+                page_type: context.page_type.clone(),
+                revision: membership.revision,
                 timestamp: Some(now.into()),
             });
         }

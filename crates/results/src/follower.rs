@@ -54,10 +54,11 @@ fn rebuild_duration() -> &'static opentelemetry::metrics::Histogram<f64> {
     })
 }
 
-/// Experiment definitions for the analyzer, from the admin's store.
+/// Experiment definitions for the analyzer, from the admin's store: a
+/// holdout's id answers the comparison of its two groups.
 pub fn catalog(admin: &Admin) -> Catalog {
     let admin = admin.clone();
-    Box::new(move |id| admin.get(id).ok())
+    Box::new(move |id| admin.results_subject(id).ok())
 }
 
 /// An analyzer being built from the start of the log.

@@ -47,7 +47,8 @@ impl ResultsGrpc {
         v1::results_service_server::ResultsServiceServer::new(self)
     }
 
-    /// The experiment, after checking the caller may read it.
+    /// The experiment (or the comparison of a holdout's groups), after
+    /// checking the caller may read it.
     async fn experiment(
         &self,
         metadata: &MetadataMap,
@@ -62,7 +63,7 @@ impl ResultsGrpc {
         }
         let admin = self.admin.clone();
         let id = id.to_owned();
-        tokio::task::spawn_blocking(move || admin.get(&id))
+        tokio::task::spawn_blocking(move || admin.results_subject(&id))
             .await
             .map_err(|error| Status::internal(error.to_string()))?
             .map_err(to_status)

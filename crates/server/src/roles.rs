@@ -376,15 +376,21 @@ async fn follow_catalog(store: Arc<Store>, catalog: SharedCatalog, shutdown: Can
     let mut versions = store.subscribe();
     loop {
         let reading = store.clone();
-        match tokio::task::spawn_blocking(move || reading.experiments()).await {
-            Ok(Ok(experiments)) => catalog.store(Arc::new(Catalog::new(
-                experiments.into_iter().map(|experiment| {
-                    let entry = CatalogExperiment {
-                        variants: experiment.variants.iter().map(|v| v.name.clone()).collect(),
-                        bucketing_unit: experiment.bucketing_unit,
-                    };
-                    (experiment.id, entry)
-                }),
+        // A holdout's exposures name it as their experiment, with its two
+        // groups as variants.
+        let read = move || Ok::<_, exp_core::Error>((reading.experiments()?, reading.holdouts()?));
+        match tokio::task::spawn_blocking(read).await {
+            Ok(Ok((experiments, holdouts))) => catalog.store(Arc::new(Catalog::new(
+                experiments
+                    .into_iter()
+                    .chain(holdouts.iter().map(exp_core::holdout::comparison))
+                    .map(|experiment| {
+                        let entry = CatalogExperiment {
+                            variants: experiment.variants.iter().map(|v| v.name.clone()).collect(),
+                            bucketing_unit: experiment.bucketing_unit,
+                        };
+                        (experiment.id, entry)
+                    }),
             ))),
             Ok(Err(err)) => warn!(error = %err, "reading experiments for event validation failed"),
             Err(err) => warn!(error = %err, "reading experiments for event validation panicked"),

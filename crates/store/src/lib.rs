@@ -1,5 +1,5 @@
-//! The config store: experiments, their immutable revisions, QA overrides
-//! and the global config version, on sled. Knows nothing of gRPC.
+//! The config store: experiments, their immutable revisions, QA overrides,
+//! holdouts and the global config version, on sled. Knows nothing of gRPC.
 //!
 //! # Layout
 //!
@@ -21,6 +21,7 @@
 //! | `experiments` | experiment id | current [`Experiment`], JSON |
 //! | `revisions` | id, `0x00`, revision (u64 big-endian) | [`Revision`], JSON |
 //! | `overrides` | experiment id, `0x00`, unit type, `0x00`, unit id | [`QaOverride`], JSON |
+//! | `holdouts` | holdout id | current [`exp_core::Holdout`], JSON (its revision inside; no history) |
 //! | `meta` | `config_version` | u64 big-endian |
 
 mod store;

@@ -5,7 +5,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use exp_core::{Error, Experiment, QaOverride, Revision, UnitType};
+use exp_core::{Error, Experiment, Holdout, QaOverride, Revision, UnitType};
 use serde::{Serialize, de::DeserializeOwned};
 use sled::{
     Transactional, Tree,
@@ -45,17 +45,20 @@ struct Disk {
     experiments: Tree,
     revisions: Tree,
     overrides: Tree,
+    holdouts: Tree,
     meta: Tree,
 }
 
 /// What is on disk and so may be served: the config version, every
-/// current experiment, every QA override. Replaced whole by each write.
+/// current experiment, every QA override, every holdout. Replaced whole
+/// by each write.
 #[derive(Debug, Clone, Default)]
 pub struct Confirmed {
     /// The global config version: incremented by every change.
     pub version: u64,
     experiments: BTreeMap<String, Experiment>,
     overrides: BTreeMap<Vec<u8>, QaOverride>,
+    holdouts: BTreeMap<String, Holdout>,
 }
 
 /// Whether the store can write.
@@ -89,6 +92,7 @@ pub struct WriteTxn<'a> {
     revisions: Vec<Revision>,
     overrides_set: Vec<QaOverride>,
     overrides_deleted: Vec<(String, UnitType, String)>,
+    holdouts: Vec<Holdout>,
 }
 
 // === impl Confirmed ===
@@ -121,6 +125,16 @@ impl Confirmed {
         }
     }
 
+    /// The current state of holdout `id`.
+    pub fn holdout(&self, id: &str) -> Option<&Holdout> {
+        self.holdouts.get(id)
+    }
+
+    /// Every holdout, ordered by id.
+    pub fn holdouts(&self) -> impl Iterator<Item = &Holdout> {
+        self.holdouts.values()
+    }
+
     fn load(disk: &Disk) -> Result<Self, Error> {
         let version = read_version(disk)?;
         let experiments = disk
@@ -141,10 +155,21 @@ impl Confirmed {
                 Ok((key.to_vec(), decode(&value)?))
             })
             .collect::<Result<_, Error>>()?;
+        let holdouts = disk
+            .holdouts
+            .iter()
+            .values()
+            .map(|value| {
+                let holdout: Holdout =
+                    decode(&value.map_err(|err| storage("listing holdouts", err))?)?;
+                Ok((holdout.id.clone(), holdout))
+            })
+            .collect::<Result<_, Error>>()?;
         Ok(Self {
             version,
             experiments,
             overrides,
+            holdouts,
         })
     }
 
@@ -169,6 +194,9 @@ impl Confirmed {
         for (id, unit_type, unit_id) in &staged.overrides_deleted {
             next.overrides
                 .remove(&override_key(id, *unit_type, unit_id));
+        }
+        for holdout in &staged.holdouts {
+            next.holdouts.insert(holdout.id.clone(), holdout.clone());
         }
         next
     }
@@ -260,6 +288,16 @@ impl Store {
         Ok(self.confirmed.load().overrides(experiment_id))
     }
 
+    /// The current state of holdout `id`.
+    pub fn holdout(&self, id: &str) -> Result<Option<Holdout>, Error> {
+        Ok(self.confirmed.load().holdout(id).cloned())
+    }
+
+    /// Every holdout, ordered by id.
+    pub fn holdouts(&self) -> Result<Vec<Holdout>, Error> {
+        Ok(self.confirmed.load().holdouts().cloned().collect())
+    }
+
     /// The one way to change the store. `change` reads through the
     /// [`WriteTxn`] and stages writes; when it returns `Ok` and staged
     /// anything, the writes and a config version bump commit atomically
@@ -286,11 +324,13 @@ impl Store {
             revisions: Vec::new(),
             overrides_set: Vec::new(),
             overrides_deleted: Vec::new(),
+            holdouts: Vec::new(),
         };
         let result = change(&mut txn)?;
         if txn.revisions.is_empty()
             && txn.overrides_set.is_empty()
             && txn.overrides_deleted.is_empty()
+            && txn.holdouts.is_empty()
         {
             return Ok(result);
         }
@@ -420,6 +460,7 @@ impl Disk {
             experiments: open_tree("experiments")?,
             revisions: open_tree("revisions")?,
             overrides: open_tree("overrides")?,
+            holdouts: open_tree("holdouts")?,
             meta: open_tree("meta")?,
             db,
         })
@@ -431,9 +472,10 @@ impl Disk {
             &self.experiments,
             &self.revisions,
             &self.overrides,
+            &self.holdouts,
             &self.meta,
         )
-            .transaction(|(experiments, revisions, overrides, meta)| {
+            .transaction(|(experiments, revisions, overrides, holdouts, meta)| {
                 for (id, experiment) in &change.experiments {
                     match experiment {
                         Some(value) => experiments.insert(id.as_bytes(), value.as_slice())?,
@@ -450,6 +492,12 @@ impl Disk {
                     match value {
                         Some(value) => overrides.insert(key.as_slice(), value.as_slice())?,
                         None => overrides.remove(key.as_slice())?,
+                    };
+                }
+                for (id, value) in &change.holdouts {
+                    match value {
+                        Some(value) => holdouts.insert(id.as_bytes(), value.as_slice())?,
+                        None => holdouts.remove(id.as_bytes())?,
                     };
                 }
                 meta.insert(CONFIG_VERSION_KEY, &change.version.to_be_bytes())?;
@@ -478,6 +526,7 @@ struct Encoded {
     experiments: Vec<(String, Option<Vec<u8>>)>,
     revisions: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     overrides: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    holdouts: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl Encoded {
@@ -510,6 +559,11 @@ impl Encoded {
                         confirmed.overrides.get(key).map(encode).transpose()?,
                     ))
                 })
+                .collect::<Result<_, Error>>()?,
+            holdouts: self
+                .holdouts
+                .iter()
+                .map(|(id, _)| Ok((id.clone(), confirmed.holdout(id).map(encode).transpose()?)))
                 .collect::<Result<_, Error>>()?,
         })
     }
@@ -549,6 +603,21 @@ impl WriteTxn<'_> {
     /// Stages a new revision; it also becomes the current experiment.
     pub fn put_revision(&mut self, revision: Revision) {
         self.revisions.push(revision);
+    }
+
+    /// The confirmed current state of holdout `id`, or a staged one.
+    pub fn holdout(&self, id: &str) -> Option<Holdout> {
+        self.holdouts
+            .iter()
+            .rev()
+            .find(|h| h.id == id)
+            .or_else(|| self.confirmed.holdout(id))
+            .cloned()
+    }
+
+    /// Stages the new state of a holdout (created, updated or ended).
+    pub fn put_holdout(&mut self, holdout: Holdout) {
+        self.holdouts.push(holdout);
     }
 
     /// Stages an override, replacing any for the same unit.
@@ -595,11 +664,17 @@ impl WriteTxn<'_> {
                 .iter()
                 .map(|(id, unit_type, unit_id)| (override_key(id, *unit_type, unit_id), None)),
         );
+        let holdouts = self
+            .holdouts
+            .iter()
+            .map(|h| Ok((h.id.clone(), Some(encode(h)?))))
+            .collect::<Result<Vec<_>, Error>>()?;
         Ok(Encoded {
             version,
             experiments,
             revisions,
             overrides,
+            holdouts,
         })
     }
 }

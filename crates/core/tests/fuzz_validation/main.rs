@@ -198,6 +198,8 @@ fn check_evaluation(
             AssignmentReason::Bucketed => {
                 matches!(experiment.status, Status::Running | Status::Scheduled)
             }
+            // No holdout in these configs.
+            AssignmentReason::Holdout => false,
         };
         prop_assert!(
             expected_reason,

@@ -428,6 +428,7 @@ pub(crate) fn data_plane_edges(fixture: &Fixture) -> Vec<Edge> {
                             removed_experiment_ids: vec!["old".into()],
                             upserted_qa_overrides: Vec::new(),
                             removed_qa_overrides: Vec::new(),
+                            ..Default::default()
                         },
                     )),
                 }
