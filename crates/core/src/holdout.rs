@@ -324,5 +324,6 @@ pub fn comparison(holdout: &Holdout) -> crate::Experiment {
         allocation: Vec::new(),
         sequential: false,
         multiple_comparison_correction: crate::MultipleComparisonCorrection::default(),
+        sequential_tuning_parameter: crate::DEFAULT_SEQUENTIAL_TUNING_PARAMETER,
     }
 }
