@@ -11,6 +11,8 @@
 //! from the view [`exp_results::Results`] keeps, so the page never costs a
 //! pass over a million units while someone waits.
 
+use std::sync::Arc;
+
 use axum::{
     extract::{Path, State},
     http::StatusCode,
@@ -205,33 +207,13 @@ pub async fn page(
         Ok(loaded) => loaded,
         Err(error) => return layout::error_page(Some(&session), &error),
     };
-    let Some(results) = console.results() else {
-        return layout::error_page(
-            Some(&session),
-            &Error::Unavailable("this expd does not run the results service (--services)".into()),
-        );
-    };
-    let view = match results.view(&experiment).await {
+    let view = match view_of(&console, &session, &experiment).await {
         Ok(view) => view,
-        Err(error) => return layout::error_page(Some(&session), &error),
+        Err(refused) => return refused,
     };
     let body = html! {
         h1 { "Results of " a href={ "/experiments/" (url_part(&experiment.id)) } { (experiment.name) } }
-        (banner(&view))
-        (progress(&view))
-        (metric_table(&experiment, &view))
-        (mde_section(&experiment, &view))
-        h2 { "Lift over time: " (experiment.metrics.primary_metric)
-            @if sequential(view.results.interval_kind) { " (always-valid band)" } }
-        div #lift-chart.chart {}
-        h2 { "Exposed units over time" }
-        div #exposure-chart.chart {}
-        script #timeline-data type="application/json" {
-            (PreEscaped(chart_data(&view.timeline, &experiment.metrics.primary_metric)
-                .to_string()
-                .replace('<', "\\u003c")))
-        }
-        (sanity(&view))
+        (comparison(&experiment, &view))
         (guardrails(&view, &guardrail_actions))
     };
     (
@@ -239,6 +221,50 @@ pub async fn page(
         layout::page(Some(&session), "Results", body),
     )
         .into_response()
+}
+
+/// The results view of `subject` (an experiment, or a holdout's
+/// comparison), or the error page saying why there is none.
+pub(crate) async fn view_of(
+    console: &Console,
+    session: &Session,
+    subject: &Experiment,
+) -> Result<Arc<ResultsView>, Response> {
+    let Some(results) = console.results() else {
+        return Err(layout::error_page(
+            Some(session),
+            &Error::Unavailable("this expd does not run the results service (--services)".into()),
+        ));
+    };
+    results
+        .view(subject)
+        .await
+        .map_err(|error| layout::error_page(Some(session), &error))
+}
+
+/// What a results page shows of `subject` (an experiment, or a holdout's
+/// comparison read as one): the sample-ratio banner, how far it counted,
+/// the metrics table, the minimum detectable effect, the charts over time
+/// and the sanity checks.
+pub(crate) fn comparison(subject: &Experiment, view: &ResultsView) -> Markup {
+    let primary = &subject.metrics.primary_metric;
+    html! {
+        (banner(view))
+        (progress(view))
+        (metric_table(subject, view))
+        (mde_section(subject, view))
+        h2 { "Lift over time: " (primary)
+            @if sequential(view.results.interval_kind) { " (always-valid band)" } }
+        div #lift-chart.chart {}
+        h2 { "Exposed units over time" }
+        div #exposure-chart.chart {}
+        script #timeline-data type="application/json" {
+            (PreEscaped(chart_data(&view.timeline, primary)
+                .to_string()
+                .replace('<', "\\u003c")))
+        }
+        (sanity(view))
+    }
 }
 
 fn banner(view: &ResultsView) -> Markup {
