@@ -29,6 +29,7 @@ pub fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                     nav {
                         a.brand href="/experiments" { "expd" }
                         a href="/experiments" { "Experiments" }
+                        a #nav-holdouts href="/holdouts" { "Holdouts" }
                         @if let Some(session) = session {
                             span #signed-in-as {
                                 (session.principal.identity) " (" (session.principal.role.name()) ")"

@@ -25,12 +25,16 @@
 //!   guardrails, lift over time with its band, and the minimum detectable
 //!   effect.
 //! - [`diff`]: two experiments compared field by field.
+//! - [`holdouts`]: every holdout, and one holdout's definition with the
+//!   comparison of its groups (holdout against rest) on the results page's
+//!   own rendering; ending it.
 //! - [`assets`]: the embedded stylesheet, script and vendored libraries.
 
 pub mod assets;
 pub mod diff;
 pub mod edit;
 pub mod experiment;
+pub mod holdouts;
 pub mod layout;
 pub mod list;
 pub mod overrides;
@@ -170,6 +174,10 @@ impl Console {
             )
             .route("/experiments/{id}/results", get(results::page))
             .route("/experiments/{id}/{action}", post(experiment::act))
+            .route("/holdouts", get(holdouts::list_page))
+            .route("/holdouts/{id}", get(holdouts::page))
+            .route("/holdouts/{id}/results", get(holdouts::results_page))
+            .route("/holdouts/{id}/end", post(holdouts::end))
             .layer(axum::middleware::map_response(layout::protect))
             .with_state(self)
     }

@@ -245,6 +245,22 @@ impl Session {
             same_origin,
         }
     }
+
+    /// A session of `identity` in `role` for render tests, with a fixed
+    /// CSRF token.
+    #[cfg(test)]
+    pub(crate) fn for_test(identity: &str, role: Role) -> Self {
+        Self {
+            principal: Principal {
+                identity: identity.to_owned(),
+                role,
+            },
+            csrf: "test-csrf-token".to_owned(),
+            signed_in: true,
+            session_key: "test-session".to_owned(),
+            same_origin: true,
+        }
+    }
 }
 
 /// A form posted to change something, already checked: its CSRF token,
