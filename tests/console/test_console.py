@@ -19,6 +19,12 @@ grpcio-tools into a temporary directory):
   6. a second experiment with a skewed split shows the sample-ratio banner
   7. a viewer sees no change controls, and a forged POST is refused
   8. a stale edit is explained and writes nothing
+  9. an edit saved unchanged changes nothing
+ 10. a holdout on the second experiment's placement: Assign holds its
+     share out (reason HOLDOUT); /holdouts, reached from the navigation,
+     links to its results, whose table shows holdout and rest with
+     GetResults' numbers; an unknown holdout is a 404; End holdout gives
+     the experiment back
 
 Screenshots go to target/console-screenshots/; with CONSOLE_UPDATE_DOCS=1
 the results page's is also copied to docs/console-results.png (the
@@ -40,6 +46,7 @@ import time
 import traceback
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,6 +63,7 @@ from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 EDITOR = ("console-editor-token-7d9f2c41", "alice@example.com", "editor")
@@ -67,6 +75,8 @@ SKEWED = "cart_upsell_srm"
 ROUND_TRIP = "home_pool_round_trip"
 PLACEMENT = "you_may_also_like"
 SKEWED_PLACEMENT = "cart_upsell"
+HOLDOUT = "cart_holdout_2027h1"
+HOLDOUT_SHARE = 2000  # basis points: 20%
 
 SCREENSHOTS = ROOT / "target/console-screenshots"
 RESULTS_IMAGE = ROOT / "docs/console-results.png"
@@ -96,6 +106,15 @@ return {line, band, w: canvas.width, h: canvas.height};
 FORGED_POST = """
 const [url, body, done] = arguments;
 fetch(url, {method: 'POST', body: new URLSearchParams(body), credentials: 'same-origin'})
+  .then(async (response) => done({status: response.status, text: await response.text()}))
+  .catch((error) => done({status: -1, text: String(error)}));
+"""
+
+
+# A GET from the page itself; the answer's status and text.
+FETCH = """
+const [url, done] = arguments;
+fetch(url, {credentials: 'same-origin'})
   .then(async (response) => done({status: response.status, text: await response.text()}))
   .catch((error) => done({status: -1, text: String(error)}));
 """
@@ -474,14 +493,18 @@ def overrides(browser, api):
     return f"override {unit} -> {other}: Assign follows it; deleted, back to its own {own}"
 
 
-def simulate(api, experiment, users, placement, start, end, rng, keep=lambda variant: True, outcomes=True):
+def simulate(api, experiment, users, placement, start, end, rng, keep=lambda variant: True, outcomes=True,
+             group=None):
     """Assigns `users`, logs exposures between `start` and `end` (in time
     order, an hour at a time) and outcomes after them; the variant of each
-    exposed unit."""
+    exposed unit. `group` reads an Assign answer as the unit's variant,
+    unit type and revision of `experiment` (None: not exposed); by default
+    its bucketed assignment."""
     answers = api.assign_many(users, placement)
+    group = group or (lambda answer: bucketed(answer, experiment))
     units = []
     for user in users:
-        assignment = bucketed(answers[user], experiment)
+        assignment = group(answers[user])
         if assignment and keep(assignment.variant):
             units.append((user, assignment))
     span = (end - start).total_seconds()
@@ -562,24 +585,10 @@ def expect_value(cell, what, computed, value):
     check(close(float(shown), value), f"{what}: data-value {shown} is not GetResults' {value!r}")
 
 
-def results(browser, api):
-    rng = random.Random(20261206)
-    now = datetime.now(timezone.utc)
-    users = [f"user-{index}" for index in range(4000)]
-    counts, outcomes = simulate(api, EXPERIMENT, users, PLACEMENT,
-                                now - timedelta(hours=4, minutes=30), now - timedelta(minutes=35), rng)
-    check(sum(counts.values()) >= 3900, f"only {counts} of 4000 users were assigned to {EXPERIMENT}")
-    position = api.position
-    check(position > 0, "EventService answered position 0")
-    answer = api.get_results(EXPERIMENT, position)
-    check(answer.counted_position >= position, f"GetResults counted through {answer.counted_position} < {position}")
-
-    counted_through(browser, f"/experiments/{EXPERIMENT}/results", position)
-    shown_position = int(browser.find("#counted-through").get_attribute("data-position"))
-    check(shown_position == answer.counted_position,
-          f"the page counted through {shown_position}, GetResults through {answer.counted_position}")
-    browser.absent("#srm-banner", "the first experiment's split matches its weights")
-
+def metrics_equal_results(browser, api, answer):
+    """Checks that every row of the page's metrics table shows GetResults'
+    `answer` and that it lacks none; the rows, and GetResults' (variant,
+    metric) -> (variant, metric result)."""
     computed = api.results_pb.COMPARISON_STATUS_COMPUTED
     expected = {}
     for variant in answer.variants:
@@ -611,6 +620,29 @@ def results(browser, api):
         expect_value(browser.find("td.p", row), f"{what} p", is_computed, metric.p_value)
         expect_value(browser.find("td.p-adjusted", row), f"{what} adjusted p", is_computed, metric.adjusted_p_value)
     check(seen == set(expected), f"GetResults has rows the page lacks: {sorted(set(expected) - seen)}")
+    return rows, expected
+
+
+def results(browser, api):
+    rng = random.Random(20261206)
+    now = datetime.now(timezone.utc)
+    users = [f"user-{index}" for index in range(4000)]
+    counts, outcomes = simulate(api, EXPERIMENT, users, PLACEMENT,
+                                now - timedelta(hours=4, minutes=30), now - timedelta(minutes=35), rng)
+    check(sum(counts.values()) >= 3900, f"only {counts} of 4000 users were assigned to {EXPERIMENT}")
+    position = api.position
+    check(position > 0, "EventService answered position 0")
+    answer = api.get_results(EXPERIMENT, position)
+    check(answer.counted_position >= position, f"GetResults counted through {answer.counted_position} < {position}")
+
+    counted_through(browser, f"/experiments/{EXPERIMENT}/results", position)
+    shown_position = int(browser.find("#counted-through").get_attribute("data-position"))
+    check(shown_position == answer.counted_position,
+          f"the page counted through {shown_position}, GetResults through {answer.counted_position}")
+    browser.absent("#srm-banner", "the first experiment's split matches its weights")
+
+    rows, expected = metrics_equal_results(browser, api, answer)
+    computed = api.results_pb.COMPARISON_STATUS_COMPUTED
     primary = expected[("treatment", "add_to_cart_rate")][1]
     check(primary.comparison_status == computed, "GetResults did not compute add_to_cart_rate for treatment")
 
@@ -809,6 +841,104 @@ def unchanged_edit(browser, api):
             f"unchanged: revision {top['revision']} changes no field")
 
 
+def holdout_group(api, holdout_revision):
+    """How an Assign answer on the second experiment's placement reads as
+    a group of the holdout: `holdout` when Assign held the unit out (reason
+    HOLDOUT naming it, and not the experiment), else `rest` (it got the
+    experiment)."""
+    def group(answer):
+        held = [a for a in answer.assignments
+                if a.reason == api.assign_pb.ASSIGNMENT_REASON_HOLDOUT and a.holdout_id == HOLDOUT]
+        served = bucketed(answer, SKEWED)
+        if held:
+            check(served is None, f"a unit held out by {HOLDOUT} still got {SKEWED}: {answer}")
+            return SimpleNamespace(variant="holdout", unit_type=held[0].unit_type, revision=held[0].revision)
+        check(served is not None, f"a unit neither held out by {HOLDOUT} nor in {SKEWED}: {answer}")
+        return SimpleNamespace(variant="rest", unit_type=answer.unit_type, revision=holdout_revision)
+    return group
+
+
+def holdout(browser, api):
+    editor = api.auth(EDITOR[0])
+    before = api.config_version()
+    created = api.admin.CreateHoldout(
+        api.admin_pb.CreateHoldoutRequest(holdout=api.pb.Holdout(
+            id=HOLDOUT, description="Everything the cart experiments ship in 2027 H1",
+            share_basis_points=HOLDOUT_SHARE, placements=[SKEWED_PLACEMENT])),
+        metadata=editor, timeout=10).holdout
+    check(created.revision == 1 and created.status == api.pb.HOLDOUT_STATUS_ACTIVE,
+          f"CreateHoldout answered revision {created.revision}, status {created.status}")
+    wait_until(lambda: api.assign("holdout-probe", SKEWED_PLACEMENT).config_version > before,
+               f"Assign answers from a config version after {before}, the one with {HOLDOUT}")
+    rng = random.Random(2027)
+    now = datetime.now(timezone.utc)
+    users = [f"holdout-user-{index}" for index in range(1500)]
+    counts, outcomes = simulate(api, HOLDOUT, users, SKEWED_PLACEMENT, now - timedelta(hours=3),
+                                now - timedelta(minutes=35), rng, group=holdout_group(api, created.revision))
+    check(sum(counts.values()) == len(users) and counts.get("holdout", 0) > 0 and counts.get("rest", 0) > 0,
+          f"{len(users)} users on {SKEWED_PLACEMENT} fell into groups {counts}: both groups should have units")
+    position = api.position
+    answer = api.get_results(HOLDOUT, position)
+    exposed = {variant.variant: variant.exposed_units for variant in answer.variants}
+    check(exposed == counts, f"GetResults({HOLDOUT}) has exposed units {exposed}, the exposures logged {counts}")
+
+    # From the experiments list's navigation to the holdout's results.
+    browser.open("/experiments")
+    browser.submit(browser.find("header nav a#nav-holdouts"))
+    check(browser.path() == "/holdouts", f"the navigation's Holdouts link lands on {browser.path()}")
+    row = browser.find(f'#holdouts tr[data-holdout="{HOLDOUT}"]')
+    shown = {cell: browser.find(f"td.{cell}", row).text.strip() for cell in ("status", "share", "placements")}
+    wanted = {"status": "active", "share": "20%", "placements": SKEWED_PLACEMENT}
+    check(shown == wanted, f"the holdouts list shows {shown}, not {wanted}")
+    browser.screenshot("holdouts")
+    browser.submit(browser.find("td.id a.results", row))
+    path = f"/holdouts/{HOLDOUT}/results"
+    check(browser.path() == path, f"the holdout's link lands on {browser.path()}, not {path}")
+    counted_through(browser, path, position)
+    check(browser.text("#share").startswith("20%"), f"#share says {browser.text('#share')!r}")
+    control = browser.text("#correction strong")
+    check(control == "holdout", f"the differences are against {control!r}, not the holdout group")
+    rows, _ = metrics_equal_results(browser, api, answer)
+    for group in ("holdout", "rest"):
+        units = [cell.get_attribute("data-value")
+                 for cell in browser.all(f'table#metrics tr[data-variant="{group}"] td.units')]
+        check(units and set(units) == {str(counts[group])},
+              f"the metrics table's {group} rows show units {units}, not the {counts[group]} exposed")
+    browser.absent("#srm-banner", f"the exposed units {counts} match the {HOLDOUT_SHARE} basis points held out")
+    timeline = json.loads(browser.driver.execute_script(
+        "return document.getElementById('timeline-data').textContent"))
+    lifted = [treatment["variant"] for treatment in timeline["treatments"]]
+    check(lifted == ["rest"], f"the lift chart's data is of {lifted}, not rest against holdout")
+    browser.screenshot("holdout-results")
+
+    unknown = browser.driver.execute_async_script(FETCH, "/holdouts/no_such_holdout/results")
+    check(unknown["status"] == 404 and "no_such_holdout" in unknown["text"],
+          f"an unknown holdout's page answered {unknown['status']}: {unknown['text'][:300]}")
+
+    # End it: the confirm dialog, then the page says so and Assign serves
+    # the experiment to the held-out units again.
+    group = holdout_group(api, created.revision)
+    held_out = next(user for user in users if group(api.assign(user, SKEWED_PLACEMENT)).variant == "holdout")
+    browser.driver.execute_script("window.__leaving = true")
+    browser.find("#end-holdout").click()
+    browser.wait(expected_conditions.alert_is_present(), "End holdout asks to confirm")
+    browser.driver.switch_to.alert.accept()
+    browser.wait(lambda driver: driver.execute_script(
+        "return !window.__leaving && document.readyState === 'complete'"), "the ended holdout's page arrives")
+    browser.absent("#error", f"ending the holdout was refused: {browser.text('main')[:300]}")
+    check(browser.text("#status") == "ended", f"after End holdout, #status is {browser.text('#status')!r}")
+    check("ended holdout" in browser.text("#notice"), f"the notice says {browser.text('#notice')!r}")
+    browser.absent("#end-holdout", "an ended holdout cannot be ended again")
+    ended = api.admin.GetHoldout(api.admin_pb.GetHoldoutRequest(id=HOLDOUT), metadata=editor, timeout=10).holdout
+    check(ended.status == api.pb.HOLDOUT_STATUS_ENDED and ended.updated_by == EDITOR[1],
+          f"GetHoldout says status {ended.status} by {ended.updated_by!r} after End holdout")
+    wait_until(lambda: bucketed(api.assign(held_out, SKEWED_PLACEMENT), SKEWED),
+               f"Assign serves {SKEWED} to {held_out} once {HOLDOUT} has ended")
+    return (f"{HOLDOUT} holds out {counts['holdout']} of {len(users)} users ({counts}, {outcomes} outcomes): "
+            f"/holdouts links to its results, {len(rows)} metric rows equal GetResults; unknown id 404; "
+            f"ended from its page, {held_out} gets {SKEWED} again")
+
+
 SCENARIOS = [
     ("create through the form", create_with_mistakes),
     ("status moves", lifecycle),
@@ -819,6 +949,7 @@ SCENARIOS = [
     ("viewer", viewer),
     ("stale edit", stale_edit),
     ("an edit saved unchanged changes nothing", unchanged_edit),
+    ("holdout against rest", holdout),
 ]
 
 
