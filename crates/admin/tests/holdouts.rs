@@ -122,19 +122,33 @@ async fn every_holdout_change_bumps_the_config_version_and_reaches_the_serving_c
     assert_eq!(config.holdouts.len(), 1);
     assert_eq!(config.holdouts[0].share_basis_points, 500);
 
+    // The share is fixed at creation: changing it is refused, naming it.
     let mut wider = created.clone();
     wider.share_basis_points = 1_000;
+    let refused = admin
+        .update_holdout(&wider, &["share_basis_points".into()], &alice())
+        .expect_err("the share is fixed");
+    assert!(
+        format!("{refused:?}").contains("share_basis_points"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        publisher.refresh().expect("config").holdouts[0].share_basis_points,
+        500
+    );
+    wider.share_basis_points = created.share_basis_points;
+    wider.layers.push("ymal_diversity".into());
     wider.description = "not applied: not in the mask".into();
     let updated = admin
-        .update_holdout(&wider, &["share_basis_points".into()], &alice())
+        .update_holdout(&wider, &["layers".into()], &alice())
         .expect("updated");
     assert_eq!(updated.revision, 2);
-    assert_eq!(updated.share_basis_points, 1_000);
+    assert_eq!(updated.layers, wider.layers);
     assert_eq!(updated.description, created.description);
     assert_eq!(updated.salt, created.salt);
     assert_eq!(
-        publisher.refresh().expect("config").holdouts[0].share_basis_points,
-        1_000
+        publisher.refresh().expect("config").holdouts[0].layers,
+        wider.layers
     );
 
     let stale = admin

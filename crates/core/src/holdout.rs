@@ -96,7 +96,8 @@ impl Holdout {
 pub struct HoldoutUpdate {
     /// New description.
     pub description: Option<String>,
-    /// New share.
+    /// The share: refused unless it is the current one (it is fixed at
+    /// creation).
     pub share_basis_points: Option<u32>,
     /// New layers.
     pub layers: Option<Vec<String>>,
@@ -137,8 +138,21 @@ pub fn update(
     if let Some(description) = update.description {
         next.description = description;
     }
-    if let Some(share) = update.share_basis_points {
-        next.share_basis_points = share;
+    // The share is fixed at creation, as the salt is: a larger share would
+    // move units that already got the layer's experiments into the
+    // holdout, a smaller one release held-out units into them, and both
+    // groups would mix units of the other.
+    if let Some(share) = update.share_basis_points
+        && share != current.share_basis_points
+    {
+        return Err(Error::invalid(
+            "share_basis_points",
+            format!(
+                "cannot change after creation ({} now): units already exposed would change \
+                 groups; end this holdout and create another with the new share",
+                current.share_basis_points
+            ),
+        ));
     }
     if let Some(layers) = update.layers {
         next.layers = layers;

@@ -396,14 +396,29 @@ fn duplicate_or_malformed_layers_and_placements_are_refused_by_index() {
 }
 
 #[test]
-fn a_holdouts_salt_is_drawn_at_creation_and_survives_updates() {
+fn a_holdouts_salt_and_share_are_fixed_at_creation_and_survive_updates() {
     let held = holdout("ranking_holdout", 1_000, &["ranking"], &[]);
     assert_eq!(held.revision, 1);
     assert_eq!(held.salt, "ranking_holdout:holdout");
-    let wider = holdout::update(
+    // Another share would move units between the groups: refused.
+    let refused = holdout::update(
         &held,
         HoldoutUpdate {
             share_basis_points: Some(2_000),
+            ..HoldoutUpdate::default()
+        },
+        now(),
+        "test",
+    )
+    .expect_err("the share is fixed");
+    assert!(
+        format!("{refused:?}").contains("share_basis_points"),
+        "{refused:?}"
+    );
+    let wider = holdout::update(
+        &held,
+        HoldoutUpdate {
+            share_basis_points: Some(1_000),
             placements: Some(vec!["home_feed".into()]),
             ..HoldoutUpdate::default()
         },
@@ -413,13 +428,11 @@ fn a_holdouts_salt_is_drawn_at_creation_and_survives_updates() {
     .expect("update");
     assert_eq!(wider.revision, 2);
     assert_eq!(wider.salt, held.salt);
-    assert_eq!(wider.share_basis_points, 2_000);
-    // A larger share only adds units: nobody held out leaves.
+    assert_eq!(wider.share_basis_points, 1_000);
+    // The same units are held out.
     for index in 0..10_000 {
         let user = format!("u-{index}");
-        if held.holds_out(&user) {
-            assert!(wider.holds_out(&user), "{user}");
-        }
+        assert_eq!(held.holds_out(&user), wider.holds_out(&user), "{user}");
     }
     let ended = holdout::end(&wider, now(), "test").expect("end");
     assert_eq!(ended.status, HoldoutStatus::Ended);

@@ -39,14 +39,11 @@ pub enum HoldoutCommand {
         /// Holdout id.
         id: String,
     },
-    /// Change what is given of an active holdout's share, layers,
-    /// placements and description; the salt never changes.
+    /// Change what is given of an active holdout's layers, placements and
+    /// description; its share and salt never change.
     Update {
         /// Holdout id.
         id: String,
-        /// New share in basis points.
-        #[arg(long)]
-        share_basis_points: Option<u32>,
         /// The new layers (all of them); repeatable.
         #[arg(long = "layer")]
         layers: Vec<String>,
@@ -144,7 +141,6 @@ pub async fn run(remote: &mut Remote, command: HoldoutCommand) -> Result<(), Fai
         }
         HoldoutCommand::Update {
             id,
-            share_basis_points,
             layers,
             placements,
             description,
@@ -154,10 +150,6 @@ pub async fn run(remote: &mut Remote, command: HoldoutCommand) -> Result<(), Fai
                 id,
                 ..Default::default()
             };
-            if let Some(share) = share_basis_points {
-                holdout.share_basis_points = share;
-                paths.push("share_basis_points".to_owned());
-            }
             if !layers.is_empty() {
                 holdout.layers = layers;
                 paths.push("layers".to_owned());
@@ -172,8 +164,8 @@ pub async fn run(remote: &mut Remote, command: HoldoutCommand) -> Result<(), Fai
             }
             if paths.is_empty() {
                 return Err(Failure(
-                    "nothing to change: give --share-basis-points, --layer, --placement or \
-                     --description"
+                    "nothing to change: give --layer, --placement or --description (a \
+                     holdout's share is fixed at creation)"
                         .into(),
                 ));
             }

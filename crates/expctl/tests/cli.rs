@@ -221,8 +221,10 @@ async fn a_holdout_is_created_shown_updated_and_ended_through_expctl() {
                 "holdout",
                 "update",
                 "ranking_holdout",
-                "--share-basis-points",
-                "1000",
+                "--layer",
+                "ymal_ranking",
+                "--layer",
+                "ymal_diversity",
             ],
         );
         let ended = ok(&addr, &["holdout", "end", "ranking_holdout"]);
@@ -248,7 +250,7 @@ async fn a_holdout_is_created_shown_updated_and_ended_through_expctl() {
     );
     assert!(shown.contains("salt: ranking_holdout:holdout"), "{shown}");
     assert!(
-        updated.contains("revision 2: active, 1000 basis points"),
+        updated.contains("revision 2: active, 500 basis points"),
         "{updated}"
     );
     assert!(ended.contains("revision 3: ended"), "{ended}");
