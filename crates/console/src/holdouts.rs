@@ -3,8 +3,8 @@
 //! shows one holdout's definition and the comparison of its groups,
 //! `holdout` (the control) against `rest`, with the results page's own
 //! table, intervals, CUPED column, sanity checks and charts; `POST
-//! /holdouts/{id}/end` ends it (an editor, with a reason-free confirm: an
-//! end is what `EndHoldout` does, and it keeps the results).
+//! /holdouts/{id}/end` ends it as `EndHoldout` does (an editor, after a
+//! confirm; the results stay readable).
 //!
 //! A holdout's numbers are `GetResults`' answer for its id: the comparison
 //! [`exp_core::holdout::comparison`] reads it as, from the view the results
