@@ -261,3 +261,78 @@ async fn a_holdout_may_not_take_an_experiments_id_nor_be_malformed() {
         .expect_err("unknown");
     assert_eq!(unknown.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn a_caller_deferring_exposures_is_told_both_groups_and_logging_them_fills_the_comparison() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let mut admin = server.admin().await;
+    launch_seed_everywhere(&mut admin).await;
+    let holdout = create_holdout(&mut admin, ymal_holdout("deferred_holdout"))
+        .await
+        .expect("created");
+    wait_until_assign_is_current(channel.clone()).await;
+
+    let mut assign = AssignmentServiceClient::new(channel.clone());
+    let mut exposures = Vec::new();
+    let mut held_out = 0_u64;
+    for index in 0..200 {
+        let user = format!("d-{index}");
+        let mut request = ymal_request(&user, &format!("s-{user}"));
+        request.defer_exposure = true;
+        let answer = assign.assign(request).await.expect("assign").into_inner();
+        // Every answer in scope names the unit's group, held out or not.
+        assert_eq!(answer.holdouts.len(), 1, "{user}: {answer:?}");
+        let group = &answer.holdouts[0];
+        assert_eq!(group.holdout_id, holdout.id);
+        assert_eq!(group.revision, holdout.revision);
+        let expected = if holds_out(&holdout, &user) {
+            held_out += 1;
+            "holdout"
+        } else {
+            "rest"
+        };
+        assert_eq!(group.group, expected, "{user}");
+        // What the caller logs when it renders.
+        exposures.push(v1::Exposure {
+            event_id: format!("{user}-{}", group.holdout_id),
+            experiment_id: group.holdout_id.clone(),
+            variant: group.group.clone(),
+            user_id: user.clone(),
+            session_id: format!("s-{user}"),
+            unit_type: group.unit_type,
+            placement: "you_may_also_like".into(),
+            page_type: "product_detail".into(),
+            revision: group.revision,
+            timestamp: Some(std::time::SystemTime::now().into()),
+        });
+    }
+    assert!(held_out > 0 && held_out < 200, "{held_out} held out");
+    let logged = v1::event_service_client::EventServiceClient::new(channel.clone())
+        .log_exposures(v1::LogExposuresRequest { exposures })
+        .await
+        .expect("logged")
+        .into_inner();
+    assert!(logged.rejections.is_empty(), "{:?}", logged.rejections);
+    let results = results_when(channel.clone(), &holdout.id, |results| {
+        results
+            .variants
+            .iter()
+            .map(|v| v.exposed_units)
+            .sum::<u64>()
+            == 200
+    })
+    .await;
+    let units: Vec<(String, u64)> = results
+        .variants
+        .iter()
+        .map(|variant| (variant.variant.clone(), variant.exposed_units))
+        .collect();
+    assert_eq!(
+        units,
+        vec![
+            ("holdout".to_owned(), held_out),
+            ("rest".to_owned(), 200 - held_out)
+        ]
+    );
+}

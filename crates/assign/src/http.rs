@@ -130,6 +130,12 @@ async fn assign(State(assigner): State<Assigner>, body: Result<Bytes, BytesRejec
                 "assignments": assignments,
                 "unit_type": evaluation.unit_type.as_str(),
                 "config_version": evaluation.config_version,
+                "holdouts": evaluation.holdouts.iter().map(|membership| json!({
+                    "holdout_id": membership.holdout_id.as_ref(),
+                    "group": membership.group(),
+                    "revision": membership.revision,
+                    "unit_type": membership.unit_type.as_str(),
+                })).collect::<Vec<_>>(),
             }))
             .into_response()
         }

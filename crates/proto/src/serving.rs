@@ -336,6 +336,16 @@ pub fn evaluation_to_proto(evaluation: &Evaluation) -> v1::AssignResponse {
             .collect(),
         unit_type: unit_type_to_proto(evaluation.unit_type) as i32,
         config_version: evaluation.config_version,
+        holdouts: evaluation
+            .holdouts
+            .iter()
+            .map(|membership| v1::HoldoutGroup {
+                holdout_id: membership.holdout_id.to_string(),
+                group: membership.group().to_owned(),
+                revision: membership.revision,
+                unit_type: unit_type_to_proto(membership.unit_type) as i32,
+            })
+            .collect(),
     }
 }
 

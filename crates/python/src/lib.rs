@@ -200,6 +200,11 @@ pub struct Answer {
     /// "user" when the request had a user id, else "session".
     #[pyo3(get)]
     unit_type: &'static str,
+    /// Every holdout whose scope the request fell in, as dicts of
+    /// `holdout_id`, `group` ("holdout" or "rest"), `revision` and
+    /// `unit_type`: what a caller deferring exposures logs for each.
+    #[pyo3(get)]
+    holdouts: Py<PyList>,
 }
 
 #[pymethods]
@@ -245,11 +250,24 @@ fn answer_of(py: Python<'_>, evaluation: &Evaluation) -> PyResult<Answer> {
             )
         })
         .collect::<PyResult<_>>()?;
+    let holdouts = evaluation
+        .holdouts
+        .iter()
+        .map(|membership| {
+            let group = PyDict::new(py);
+            group.set_item("holdout_id", membership.holdout_id.as_ref())?;
+            group.set_item("group", membership.group())?;
+            group.set_item("revision", membership.revision)?;
+            group.set_item("unit_type", membership.unit_type.as_str())?;
+            Ok(group)
+        })
+        .collect::<PyResult<Vec<_>>>()?;
     Ok(Answer {
         assignments: PyList::new(py, assignments)?.unbind(),
         params: dict_of(py, &evaluation.params())?.unbind(),
         config_version: evaluation.config_version,
         unit_type: evaluation.unit_type.as_str(),
+        holdouts: PyList::new(py, holdouts)?.unbind(),
     })
 }
 
