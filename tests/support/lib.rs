@@ -501,3 +501,35 @@ pub fn treatment_bounces(assigned: &[(String, String)]) -> Vec<v1::Outcome> {
     }
     outcomes
 }
+
+/// `GetResults` of `id` once `ready` holds: exposures and outcomes reach
+/// the analysis through the event log asynchronously (and Assign's
+/// exposures give the caller no log position to wait on), so this asks
+/// again every 100 ms, for at most 30 s.
+pub async fn results_when(
+    channel: Channel,
+    id: &str,
+    ready: impl Fn(&v1::GetResultsResponse) -> bool,
+) -> v1::GetResultsResponse {
+    let mut results = exp_proto::v1::results_service_client::ResultsServiceClient::new(channel);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let answer = results
+            .get_results(v1::GetResultsRequest {
+                experiment_id: id.into(),
+                ..Default::default()
+            })
+            .await;
+        match answer {
+            Ok(answer) if ready(answer.get_ref()) => return answer.into_inner(),
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::Unavailable => {}
+            Err(status) => panic!("GetResults: {status:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "results never got ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

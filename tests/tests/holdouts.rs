@@ -4,15 +4,13 @@
 //! keep their experiment; both groups' exposures reach the event log, and
 //! `GetResults` compares them.
 
-use std::time::{Duration, Instant};
-
 use exp_e2e::{
-    TestServer, http_post, launch_seed_everywhere, wait_until_assign_is_current, ymal_request,
+    TestServer, http_post, launch_seed_everywhere, results_when, wait_until_assign_is_current,
+    ymal_request,
 };
 use exp_proto::v1::{
     self, admin_service_client::AdminServiceClient,
     assignment_service_client::AssignmentServiceClient,
-    results_service_client::ResultsServiceClient,
 };
 use tonic::{Code, transport::Channel};
 
@@ -53,33 +51,6 @@ async fn create_holdout(
 /// bucket(salt, unit) below the share.
 fn holds_out(holdout: &v1::Holdout, user: &str) -> bool {
     exp_core::bucketing::bucket(&holdout.salt, user) < holdout.share_basis_points
-}
-
-/// `GetResults` of `id` once `ready` holds (exposures reach the analysis
-/// through the event log asynchronously, as in `results.rs`).
-async fn results_when(
-    channel: Channel,
-    id: &str,
-    ready: impl Fn(&v1::GetResultsResponse) -> bool,
-) -> v1::GetResultsResponse {
-    let mut results = ResultsServiceClient::new(channel);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = results
-            .get_results(v1::GetResultsRequest {
-                experiment_id: id.into(),
-                ..Default::default()
-            })
-            .await;
-        match answer {
-            Ok(answer) if ready(answer.get_ref()) => return answer.into_inner(),
-            Ok(_) => {}
-            Err(status) if status.code() == Code::Unavailable => {}
-            Err(status) => panic!("GetResults: {status:?}"),
-        }
-        assert!(Instant::now() < deadline, "results never got ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use exp_e2e::{
     TestServer, assign_users, bounce_guarded_seed, create_and_start, launch_seed_everywhere,
-    log_outcomes, outcome, treatment_bounces, wait_until_assign_is_current, ymal_request,
+    log_outcomes, outcome, results_when, treatment_bounces, wait_until_assign_is_current,
+    ymal_request,
 };
 use exp_proto::v1::{
     self, assignment_service_client::AssignmentServiceClient,
@@ -67,32 +68,6 @@ fn units_and_carts(results: &v1::GetResultsResponse) -> (u64, f64) {
         .map(|v| v.metrics[0].value * v.exposed_units as f64)
         .sum();
     (units, carted.round())
-}
-
-async fn results_when(
-    channel: Channel,
-    id: &str,
-    ready: impl Fn(&v1::GetResultsResponse) -> bool,
-) -> v1::GetResultsResponse {
-    let mut results = ResultsServiceClient::new(channel);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = results
-            .get_results(v1::GetResultsRequest {
-                experiment_id: id.into(),
-                alpha: 0.0,
-                ..Default::default()
-            })
-            .await;
-        match answer {
-            Ok(answer) if ready(answer.get_ref()) => return answer.into_inner(),
-            Ok(_) => {}
-            Err(status) if status.code() == Code::Unavailable => {}
-            Err(status) => panic!("GetResults: {status:?}"),
-        }
-        assert!(Instant::now() < deadline, "results never got ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
