@@ -120,12 +120,6 @@ impl Analyzer {
         }
     }
 
-    /// (User, day) pairs of outcomes the pre-period ledger forgot or
-    /// refused for want of room ([`crate::preperiod`]).
-    pub fn pre_period_forgotten_user_days(&self) -> u64 {
-        self.pre_period.forgotten_user_days()
-    }
-
     /// Events it could not use.
     pub fn unattributed(&self) -> Unattributed {
         self.unattributed

@@ -231,25 +231,21 @@ impl PrePeriod {
                 1
             },
         };
-        let kept = self.days.get(&day).and_then(|kept| kept.users.get(&key));
-        if let Some(entries) = kept
-            && let Some(position) = entries.iter().position(|kept| kept.same_kind(&entry))
+        // Adding to a kept entry costs nothing.
+        if let Some(kept) = self
+            .days
+            .get_mut(&day)
+            .and_then(|kept| kept.users.get_mut(&key))
+            .and_then(|entries| entries.iter_mut().find(|kept| kept.same_kind(&entry)))
         {
-            // Adding to a kept entry costs nothing.
-            if let Some(kept) = self
-                .days
-                .get_mut(&day)
-                .and_then(|kept| kept.users.get_mut(&key))
-            {
-                let kept = &mut kept[position];
-                kept.count = kept.count.saturating_add(entry.count);
-                kept.value += entry.value;
-                kept.quantity = kept.quantity.saturating_add(entry.quantity);
-                kept.latency += entry.latency;
-                kept.items = kept.items.saturating_add(entry.items);
-            }
+            kept.count = kept.count.saturating_add(entry.count);
+            kept.value += entry.value;
+            kept.quantity = kept.quantity.saturating_add(entry.quantity);
+            kept.latency += entry.latency;
+            kept.items = kept.items.saturating_add(entry.items);
             return;
         }
+        let kept = self.days.get(&day).and_then(|kept| kept.users.get(&key));
         let cost = match kept {
             None => SLOT_BYTES,
             Some(entries) if entries.len() < entries.capacity() => 0,
@@ -377,7 +373,8 @@ impl PrePeriod {
     }
 
     /// (User, day) pairs forgotten or refused for want of room.
-    pub(crate) fn forgotten_user_days(&self) -> u64 {
+    #[cfg(test)]
+    fn forgotten_user_days(&self) -> u64 {
         self.forgotten_user_days
     }
 

@@ -20,14 +20,8 @@ fn now() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
-fn assigner(
-    capacity: usize,
-    overrides: &[QaOverride],
-) -> (
-    Assigner,
-    ExposureQueue,
-    tokio::sync::mpsc::Receiver<exp_assign::ExposureRecord>,
-) {
+/// The seed experiment started on 100% of its layer.
+fn running_seed() -> exp_core::Experiment {
     let change = Change {
         now: now(),
         author: "t",
@@ -38,6 +32,18 @@ fn assigner(
     let draft = lifecycle::create(&proposal, &ParamSchema::builtin(), change).expect("valid");
     let mut running = lifecycle::transition(&draft, &Transition::Start, change).expect("start");
     allocation::allocate(&mut running, Some(&draft), []).expect("fits");
+    running
+}
+
+fn assigner(
+    capacity: usize,
+    overrides: &[QaOverride],
+) -> (
+    Assigner,
+    ExposureQueue,
+    tokio::sync::mpsc::Receiver<exp_assign::ExposureRecord>,
+) {
+    let running = running_seed();
     let cell = SnapshotCell::new();
     cell.install(&ServingConfig::build(3, &[running], overrides, now()));
     let (queue, receiver) = ExposureQueue::bounded(capacity);
@@ -248,16 +254,7 @@ fn assigner_with_holdout() -> (
     exp_core::Holdout,
     tokio::sync::mpsc::Receiver<exp_assign::ExposureRecord>,
 ) {
-    let change = Change {
-        now: now(),
-        author: "t",
-        reason: "",
-    };
-    let mut proposal = seed_experiment();
-    proposal.traffic_percent = 100;
-    let draft = lifecycle::create(&proposal, &ParamSchema::builtin(), change).expect("valid");
-    let mut running = lifecycle::transition(&draft, &Transition::Start, change).expect("start");
-    allocation::allocate(&mut running, Some(&draft), []).expect("fits");
+    let running = running_seed();
     let holdout = exp_core::holdout::create(
         &exp_core::Holdout {
             id: "ymal_holdout".into(),

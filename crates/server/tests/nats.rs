@@ -286,6 +286,39 @@ fn assert_exactly_once(what: &str, written: &HashMap<String, usize>, expected: &
 
 // === one node ===
 
+/// A process with every service but the writer, publishing to `sink`,
+/// and a writer of every partition: the main process, the writer, and
+/// the main process's channel.
+async fn start_main_and_writer(
+    main_dir: &std::path::Path,
+    writer_dir: &std::path::Path,
+    sink: &str,
+) -> (Expd, Expd, tonic::transport::Channel) {
+    let (main, _, _, channel) = start_quiet(
+        main_dir,
+        &[
+            "--services",
+            "admin,assign,ingest,results",
+            "--events-sink",
+            sink,
+        ],
+    )
+    .await;
+    let (writer, ..) = start_quiet(
+        writer_dir,
+        &[
+            "--services",
+            "writer",
+            "--events-sink",
+            sink,
+            "--events-flush-interval",
+            "1s",
+        ],
+    )
+    .await;
+    (main, writer, channel)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_logged_and_assigned_through_one_nats_node_reach_parquet_once_and_results_read_their_writes()
  {
@@ -298,28 +331,7 @@ async fn events_logged_and_assigned_through_one_nats_node_reach_parquet_once_and
         dir.path().join("writer"),
         dir.path().join("replica"),
     );
-    let (main, _, _, channel) = start_quiet(
-        &main_dir,
-        &[
-            "--services",
-            "admin,assign,ingest,results",
-            "--events-sink",
-            &sink,
-        ],
-    )
-    .await;
-    let (_writer, ..) = start_quiet(
-        &writer_dir,
-        &[
-            "--services",
-            "writer",
-            "--events-sink",
-            &sink,
-            "--events-flush-interval",
-            "1s",
-        ],
-    )
-    .await;
+    let (main, _writer, channel) = start_main_and_writer(&main_dir, &writer_dir, &sink).await;
     create_and_start_seed_experiment(&channel).await;
     let source = format!("http://{}", main.grpc);
     let (_replica, _, _, replica_channel) = start_quiet(
@@ -825,28 +837,7 @@ async fn with_nats_down_event_service_answers_unavailable_assign_keeps_serving_a
     let mut nats = NatsServer::start(dir.path()).await;
     let sink = nats.url();
     let (main_dir, writer_dir) = (dir.path().join("main"), dir.path().join("writer"));
-    let (main, _, _, channel) = start_quiet(
-        &main_dir,
-        &[
-            "--services",
-            "admin,assign,ingest,results",
-            "--events-sink",
-            &sink,
-        ],
-    )
-    .await;
-    let (_writer, ..) = start_quiet(
-        &writer_dir,
-        &[
-            "--services",
-            "writer",
-            "--events-sink",
-            &sink,
-            "--events-flush-interval",
-            "1s",
-        ],
-    )
-    .await;
+    let (main, _writer, channel) = start_main_and_writer(&main_dir, &writer_dir, &sink).await;
     create_and_start_seed_experiment(&channel).await;
     wait_until_assigned(&channel, EXPERIMENT).await;
 
